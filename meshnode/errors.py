@@ -1,0 +1,69 @@
+"""Every exception meshnode raises, split by who is at fault.
+
+Each class says what it means and what the caller should do about it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .core.outcome import TaskError
+
+__all__ = [
+    "BuildError",
+    "ConfigError",
+    "IdentityError",
+    "MeshError",
+    "SandboxError",
+    "WireError",
+]
+
+
+class MeshError(Exception):
+    """Base class of every error meshnode raises on purpose."""
+
+
+class ConfigError(MeshError):
+    """A flag, environment variable or config value is invalid.
+
+    The message names the setting and the value; fix it and try again.
+    """
+
+
+class IdentityError(MeshError):
+    """The node's key file is missing, unreadable or corrupt.
+
+    The message names the file. meshnode never overwrites an existing key:
+    move the file away yourself if you really want a new identity.
+    """
+
+
+class WireError(MeshError):
+    """Bytes from the network (or a file) are not a valid meshnode message.
+
+    Raised for malformed CBOR, unknown or missing fields, wrong types, oversize
+    or truncated input, and bad signatures or proofs. The receiver drops the
+    message; nothing it carried has been acted on.
+    """
+
+
+class BuildError(MeshError):
+    """A task's C source could not be compiled to WebAssembly.
+
+    The message carries the compiler's own diagnostics, or says how to install
+    the toolchain (`pip install 'meshnode[build]'`) when it is missing.
+    """
+
+
+class SandboxError(MeshError):
+    """A task module cannot be run at all (invalid wasm, forbidden imports, wrong exports).
+
+    ``error`` is the ``TaskError`` (code and message) every run of it would give.
+    Raised only by ``Sandbox.load``, for callers that want to refuse a module up
+    front; ``Sandbox.run`` reports the same failure as a result instead.
+    """
+
+    def __init__(self, error: TaskError) -> None:
+        super().__init__(f"{error.code}: {error.message}")
+        self.error = error

@@ -1,0 +1,371 @@
+"""The wasmtime sandbox: runs one subtask with fuel, memory and time limits.
+
+Theory of operation:
+
+Outputs must be bit-identical on every machine (replicas are cross-verified by
+hash), so the engine refuses threads and relaxed SIMD, a module may import
+nothing, and every subtask gets a fresh Store and Instance. NaN bit patterns
+are the one remaining difference between CPU architectures; Cranelift's NaN
+canonicalization removes it at about 3x the cost on float-heavy code, so it is
+a per-job option and runs on a second engine.
+
+Limits: fuel (deterministic, counted in wasm operators) bounds the work; an
+epoch deadline, driven by one ticker thread per sandbox, bounds wall time; store
+limits bound linear memory, tables and instances. When memory cannot grow,
+``memory.grow`` returns -1 and the guest decides what to do (the task ABI says
+``alloc`` returns 0, and the task then traps), so a trap with memory at its
+limit is reported as ``memory_limit``.
+
+Every failure comes back as a ``TaskOutcome`` with a stable code, never as an
+exception. Runs happen in worker threads (wasmtime releases the GIL while wasm
+runs), at most ``slots`` at a time. A trio cancellation cannot stop wasm that is
+running: the epoch deadline is the real kill switch, and ``close`` uses it to
+interrupt every run still in flight.
+
+Compiled modules are cached by SHA-256 in memory and, when a cache directory is
+given, on disk with ``Module.serialize`` so a restart does not recompile. Only
+artifacts this node wrote itself are ever deserialized (they are native code).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.metadata
+import math
+import os
+import platform
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+import wasmtime
+
+from .core.manifest import TaskLimits
+from .core.outcome import TaskError, TaskOutcome
+from .errors import SandboxError
+
+__all__ = ["ENGINE_ID", "Sandbox", "TaskModule"]
+
+WASMTIME_VERSION: Final = importlib.metadata.version("wasmtime")
+# Fuel counts and NaN bits are comparable only between executors with the same engine.
+ENGINE_ID: Final = f"wasmtime-{WASMTIME_VERSION}/{platform.machine().lower()}"
+
+TICK_SECONDS: Final = 0.01
+MAX_WASM_STACK: Final = 1 << 20
+MAX_TABLE_ELEMENTS: Final = 1 << 20
+MAX_TABLES: Final = 8
+PAGE: Final = 65536
+MEMORY_CACHE_SIZE: Final = 64
+
+_MASK32: Final = 0xFFFF_FFFF
+_MASK64: Final = 0xFFFF_FFFF_FFFF_FFFF
+
+_TRAP_CODES: Final = {
+    wasmtime.TrapCode.OUT_OF_FUEL: "fuel_exhausted",
+    wasmtime.TrapCode.INTERRUPT: "timeout",
+}
+
+
+def _engine(nan_canonical: bool) -> wasmtime.Engine:
+    cfg = wasmtime.Config()
+    cfg.consume_fuel = True
+    cfg.epoch_interruption = True
+    cfg.wasm_threads = False  # shared memory and atomics: nondeterministic
+    cfg.wasm_relaxed_simd = False  # results differ between CPUs
+    cfg.cranelift_nan_canonicalization = nan_canonical
+    cfg.max_wasm_stack = MAX_WASM_STACK
+    return wasmtime.Engine(cfg)
+
+
+def _last_line(exc: BaseException) -> str:
+    # wasmtime's messages start with "error while executing at wasm backtrace:";
+    # the cause is on the last line.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _signature(ft: wasmtime.FuncType) -> tuple[list[str], list[str]]:
+    return [str(p) for p in ft.params], [str(r) for r in ft.results]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskModule:
+    """A compiled, checked task module, ready to instantiate."""
+
+    sha256: bytes
+    module: wasmtime.Module
+    nan_canonical: bool
+    entries: frozenset[str]  # exports with the entry signature (i32, i32) -> i64
+
+    def check_entry(self, entry: str) -> TaskError | None:
+        if entry in self.entries:
+            return None
+        have = ", ".join(sorted(self.entries)) or "none"
+        return TaskError("abi_error", f"no entry function {entry!r} of type (i32, i32) -> i64 (found: {have})")
+
+
+def _check_module(module: wasmtime.Module) -> frozenset[str]:
+    """Apply the import allowlist (empty) and the task ABI's required exports."""
+    imports = [f"{imp.module}.{imp.name}" for imp in module.imports]
+    if imports:
+        shown = ", ".join(imports[:5]) + (f" and {len(imports) - 5} more" if len(imports) > 5 else "")
+        raise SandboxError(TaskError("bad_module", f"module imports {shown}; tasks may import nothing"))
+    exports = {exp.name: exp.type for exp in module.exports}
+    if not isinstance(exports.get("memory"), wasmtime.MemoryType):
+        raise SandboxError(TaskError("abi_error", "module does not export its memory as 'memory'"))
+    alloc = exports.get("alloc")
+    if not isinstance(alloc, wasmtime.FuncType) or _signature(alloc) != (["i32"], ["i32"]):
+        raise SandboxError(TaskError("abi_error", "module does not export 'alloc' of type (i32) -> i32"))
+    return frozenset(
+        name
+        for name, t in exports.items()
+        if isinstance(t, wasmtime.FuncType) and _signature(t) == (["i32", "i32"], ["i64"])
+    )
+
+
+class Sandbox:
+    """Runs task modules under limits, ``slots`` at a time.
+
+    Use it as a context manager (sync or async) so the epoch ticker thread stops
+    with it::
+
+        with Sandbox(slots=2) as sandbox:
+            outcome = await sandbox.run(wasm_bytes, b"input", limits)
+    """
+
+    def __init__(self, *, slots: int = 1, cache_dir: Path | None = None) -> None:
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        self.slots = slots
+        self._cache_dir = cache_dir
+        self._engines = {False: _engine(False), True: _engine(True)}
+        self._modules: OrderedDict[tuple[bytes, bool], TaskModule] = OrderedDict()
+        self._modules_lock = threading.Lock()
+        self._compile_lock = threading.Lock()
+        self._limiter = trio.CapacityLimiter(slots)
+        self._stop = threading.Event()
+        self._closing = False
+        self._max_deadline_ticks = 1
+        self._ticker: threading.Thread | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, name="meshnode-epoch", daemon=True)
+            self._ticker.start()
+
+    def close(self) -> None:
+        """Stop the ticker and interrupt every run still in flight (it ends as ``timeout``)."""
+        self._closing = True
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
+        # Moving the epoch past every deadline set so far traps all running stores.
+        for engine in self._engines.values():
+            for _ in range(self._max_deadline_ticks + 1):
+                engine.increment_epoch()
+
+    def __enter__(self) -> Sandbox:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Sandbox:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(TICK_SECONDS):
+            for engine in self._engines.values():
+                engine.increment_epoch()
+
+    # --- modules ----------------------------------------------------------------------------
+
+    def load(self, wasm: bytes, *, nan_canonical: bool = False, sha256: bytes | None = None) -> TaskModule:
+        """Compile (or fetch from cache) and check a task module.
+
+        Raises:
+            SandboxError: ``bad_module`` (invalid wasm, forbidden feature or import) or
+                ``abi_error`` (missing ``memory`` or ``alloc`` export).
+        """
+        digest = sha256 or hashlib.sha256(wasm).digest()
+        key = (digest, nan_canonical)
+        with self._modules_lock:
+            cached = self._modules.get(key)
+            if cached is not None:
+                self._modules.move_to_end(key)
+                return cached
+        with self._compile_lock:  # compiles are rare; never compile one module twice at once
+            with self._modules_lock:
+                cached = self._modules.get(key)
+            if cached is None:
+                module = self._compile(wasm, digest, nan_canonical)
+                cached = TaskModule(digest, module, nan_canonical, _check_module(module))
+                with self._modules_lock:
+                    self._modules[key] = cached
+                    while len(self._modules) > MEMORY_CACHE_SIZE:
+                        self._modules.popitem(last=False)
+        return cached
+
+    def _artifact_path(self, digest: bytes, nan_canonical: bool) -> Path | None:
+        if self._cache_dir is None:
+            return None
+        flavour = "nan" if nan_canonical else "std"
+        return self._cache_dir / ENGINE_ID.replace("/", "-") / f"{digest.hex()}-{flavour}.cwasm"
+
+    def _compile(self, wasm: bytes, digest: bytes, nan_canonical: bool) -> wasmtime.Module:
+        engine = self._engines[nan_canonical]
+        path = self._artifact_path(digest, nan_canonical)
+        if path is not None and path.exists():
+            try:
+                return wasmtime.Module.deserialize_file(engine, str(path))
+            except wasmtime.WasmtimeError:
+                pass  # stale or truncated artifact: recompile and overwrite it
+        try:
+            module = wasmtime.Module(engine, wasm)
+        except wasmtime.WasmtimeError as exc:
+            raise SandboxError(TaskError("bad_module", f"not a valid module: {_last_line(exc)}")) from None
+        if path is not None:
+            self._store_artifact(path, module)
+        return module
+
+    @staticmethod
+    def _store_artifact(path: Path, module: wasmtime.Module) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_bytes(module.serialize())
+            tmp.replace(path)
+        except OSError:
+            pass  # a cache that cannot be written only costs a recompile next time
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run(
+        self,
+        wasm: bytes | TaskModule,
+        data: bytes,
+        limits: TaskLimits,
+        *,
+        entry: str = "run",
+        nan_canonical: bool = False,
+    ) -> TaskOutcome:
+        """Run one subtask in a worker thread, waiting for a free slot first.
+
+        Cancelling the caller stops the wait, not the wasm: the run goes on until it
+        finishes or hits its deadline.
+        """
+        return await trio.to_thread.run_sync(
+            self.run_sync, wasm, data, limits, entry, nan_canonical, limiter=self._limiter
+        )
+
+    def run_sync(
+        self,
+        wasm: bytes | TaskModule,
+        data: bytes,
+        limits: TaskLimits,
+        entry: str = "run",
+        nan_canonical: bool = False,
+    ) -> TaskOutcome:
+        """Run one subtask in the calling thread. Never raises for anything the module does."""
+        start = time.perf_counter()
+        if self._ticker is None:
+            raise RuntimeError("the sandbox is not open (use it as a context manager)")
+        if isinstance(wasm, TaskModule):
+            module = wasm
+        else:
+            try:
+                module = self.load(wasm, nan_canonical=nan_canonical)
+            except SandboxError as exc:
+                return TaskOutcome(None, exc.error, 0, time.perf_counter() - start)
+        problem = module.check_entry(entry)
+        if problem is not None:
+            return TaskOutcome(None, problem, 0, time.perf_counter() - start)
+        output, error, fuel_used = self._execute(module, data, limits, entry)
+        return TaskOutcome(output, error, fuel_used, time.perf_counter() - start)
+
+    def _deadline_ticks(self, timeout_ms: int) -> int:
+        ticks = math.ceil(timeout_ms / 1000 / TICK_SECONDS) + 1
+        if ticks > self._max_deadline_ticks:
+            self._max_deadline_ticks = ticks
+        return ticks
+
+    def _execute(
+        self, module: TaskModule, data: bytes, limits: TaskLimits, entry: str
+    ) -> tuple[bytes | None, TaskError | None, int]:
+        if len(data) + PAGE > limits.memory:
+            return None, TaskError("memory_limit", f"the input ({len(data)} bytes) does not fit the memory limit"), 0
+        store = wasmtime.Store(self._engines[module.nan_canonical])
+        store.set_fuel(limits.fuel)
+        store.set_epoch_deadline(self._deadline_ticks(limits.timeout_ms))
+        store.set_limits(
+            memory_size=limits.memory,
+            table_elements=MAX_TABLE_ELEMENTS,
+            instances=1,
+            tables=MAX_TABLES,
+            memories=1,
+        )
+        memory: Any = None
+        try:
+            exports = wasmtime.Instance(store, module.module, []).exports(store)
+            memory = exports["memory"]
+            ptr = exports["alloc"](store, len(data)) & _MASK32
+            if (ptr == 0 and data) or ptr + len(data) > memory.data_len(store):
+                return None, self._alloc_failure(store, memory, limits, ptr), self._fuel_used(store, limits)
+            memory.write(store, data, ptr)
+            packed = exports[entry](store, ptr, len(data)) & _MASK64
+        except wasmtime.Trap as trap:
+            return None, self._trap_error(trap, store, memory, limits), self._fuel_used(store, limits)
+        except wasmtime.WasmtimeError as exc:
+            return None, self._instantiation_error(exc), self._fuel_used(store, limits)
+        fuel_used = self._fuel_used(store, limits)
+        out_ptr, out_len = packed >> 32, packed & _MASK32
+        if out_len > limits.max_output:
+            return None, TaskError("output_too_large", f"output of {out_len} bytes is over the {limits.max_output}-byte limit"), fuel_used
+        if out_ptr + out_len > memory.data_len(store):
+            return None, TaskError("abi_error", f"output [{out_ptr}, +{out_len}) lies outside linear memory"), fuel_used
+        base = ctypes.cast(memory.data_ptr(store), ctypes.c_void_p).value or 0
+        return ctypes.string_at(base + out_ptr, out_len), None, fuel_used
+
+    @staticmethod
+    def _fuel_used(store: wasmtime.Store, limits: TaskLimits) -> int:
+        return limits.fuel - store.get_fuel()
+
+    @staticmethod
+    def _at_memory_limit(store: wasmtime.Store, memory: Any, limits: TaskLimits) -> bool:
+        return memory is not None and memory.data_len(store) + PAGE > limits.memory
+
+    def _alloc_failure(self, store: wasmtime.Store, memory: Any, limits: TaskLimits, ptr: int) -> TaskError:
+        if self._at_memory_limit(store, memory, limits):
+            return TaskError("memory_limit", f"alloc could not grow memory past the {limits.memory}-byte limit")
+        return TaskError("abi_error", f"alloc returned {ptr}, which cannot hold the input")
+
+    def _trap_error(self, trap: wasmtime.Trap, store: wasmtime.Store, memory: Any, limits: TaskLimits) -> TaskError:
+        code = _TRAP_CODES.get(trap.trap_code) if trap.trap_code is not None else None
+        if code == "timeout":
+            if self._closing:
+                return TaskError("timeout", "interrupted: the sandbox was closed")
+            return TaskError("timeout", f"ran longer than {limits.timeout_ms / 1000:g} s")
+        if code == "fuel_exhausted":
+            return TaskError("fuel_exhausted", f"used all {limits.fuel} fuel")
+        if trap.trap_code != wasmtime.TrapCode.STACK_OVERFLOW and self._at_memory_limit(store, memory, limits):
+            return TaskError("memory_limit", f"trapped with memory at its {limits.memory}-byte limit ({_last_line(trap)})")
+        return TaskError("trap", _last_line(trap))
+
+    @staticmethod
+    def _instantiation_error(exc: wasmtime.WasmtimeError) -> TaskError:
+        message = _last_line(exc)
+        if "limit" in message:  # e.g. "memory minimum size of 4000 pages exceeds memory limits"
+            return TaskError("memory_limit", message)
+        return TaskError("bad_module", message)
