@@ -14,6 +14,7 @@ __all__ = [
     "BuildError",
     "ConfigError",
     "IdentityError",
+    "InputError",
     "MeshError",
     "SandboxError",
     "WireError",
@@ -36,6 +37,13 @@ class IdentityError(MeshError):
 
     The message names the file. meshnode never overwrites an existing key:
     move the file away yourself if you really want a new identity.
+    """
+
+
+class InputError(MeshError):
+    """A job's input or module file is missing, unreadable or malformed.
+
+    The message names the file (and the line or row); nothing has run yet.
     """
 
 

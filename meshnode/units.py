@@ -7,7 +7,7 @@ from typing import Final
 
 from .errors import ConfigError
 
-__all__ = ["format_size", "parse_duration", "parse_size"]
+__all__ = ["format_size", "parse_count", "parse_duration", "parse_size"]
 
 _SIZE_UNITS: Final = {
     "": 1, "b": 1,
@@ -50,3 +50,26 @@ def format_size(n: int) -> str:
         if n >= size and n % size == 0:
             return f"{n // size}{unit}"
     return f"{n}B" if n < 1024 else f"{n / 1024:.1f}KiB"
+
+
+_COUNT_UNITS: Final = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+
+
+def parse_count(text: str) -> int:
+    """``"5G"`` -> 5000000000, ``"1e9"`` -> 1000000000, ``"1_000"`` -> 1000 (for fuel budgets).
+
+    Raises:
+        ConfigError: not a positive whole number.
+    """
+    cleaned = text.strip().replace("_", "")
+    m = _NUMBER_UNIT.fullmatch(cleaned)
+    try:
+        if m is not None and m.group(2).lower() in _COUNT_UNITS:
+            value = float(m.group(1)) * _COUNT_UNITS[m.group(2).lower()]
+        else:
+            value = float(cleaned)
+    except ValueError:
+        value = -1.0
+    if not (value >= 1 and value == int(value)):
+        raise ConfigError(f"{text!r} is not a positive whole number (examples: 1000000, 5G, 1e9)")
+    return int(value)

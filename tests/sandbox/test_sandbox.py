@@ -1,0 +1,157 @@
+"""The sandbox against real wasmtime: every failure is a result with a stable code."""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from meshnode.core.manifest import TaskLimits
+from meshnode.errors import SandboxError
+from meshnode.sandbox import Sandbox
+
+from . import modules as m
+
+LIMITS = TaskLimits(fuel=10**9, memory=4 << 20, timeout_ms=5000, max_output=64 << 10)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(slots=2) as sb:
+        yield sb
+
+
+def assert_still_works(sandbox: Sandbox) -> None:
+    outcome = sandbox.run_sync(m.ECHO, b"still alive", LIMITS)
+    assert outcome.output == b"still alive" and outcome.error is None
+
+
+def test_echo(sandbox: Sandbox) -> None:
+    outcome = sandbox.run_sync(m.ECHO, b"hello", LIMITS)
+    assert outcome.ok and outcome.output == b"hello" and outcome.fuel_used > 0
+
+
+@pytest.mark.parametrize(
+    ("wasm", "code", "message"),
+    [
+        (m.INFINITE_LOOP, "fuel_exhausted", "used all 1000000000 fuel"),
+        (m.MEMORY_BOMB, "memory_limit", "limit"),
+        (m.RECURSION, "trap", "call stack exhausted"),
+        (m.DIVIDE_BY_ZERO, "trap", "integer divide by zero"),
+        (m.IMPORTS_WASI, "bad_module", "imports wasi_snapshot_preview1.fd_write"),
+        (os.urandom(64), "bad_module", "not a valid module"),
+        (b"\x00asm\x01\x00\x00\x00" + os.urandom(40), "bad_module", "not a valid module"),
+        (m.SHARED_MEMORY, "bad_module", "threads"),
+        (m.HUGE_OUTPUT, "output_too_large", "1048576 bytes"),
+        (m.OUTPUT_OUT_OF_BOUNDS, "abi_error", "outside linear memory"),
+        (m.NO_ALLOC, "abi_error", "alloc"),
+        (m.WRONG_ENTRY_TYPE, "abi_error", "no entry function 'run'"),
+        (m.ALLOC_FAILS, "abi_error", "alloc returned 0"),
+        (m.BIG_INITIAL_MEMORY, "memory_limit", "memory"),
+    ],
+)
+def test_each_failure_is_a_result_and_the_sandbox_carries_on(sandbox: Sandbox, wasm: bytes, code: str, message: str) -> None:
+    outcome = sandbox.run_sync(wasm, b"input", LIMITS)
+    assert outcome.output is None and outcome.error is not None
+    assert outcome.error.code == code
+    assert message in outcome.error.message
+    assert_still_works(sandbox)
+
+
+def test_a_loop_under_its_fuel_cap_stops_at_the_wall_timeout(sandbox: Sandbox) -> None:
+    limits = TaskLimits(fuel=2**62, memory=4 << 20, timeout_ms=300, max_output=1024)
+    outcome = sandbox.run_sync(m.SLOW_LOOP, b"", limits)
+    assert outcome.error is not None and outcome.error.code == "timeout"
+    assert 0.3 <= outcome.seconds < 3.0
+    assert 0 < outcome.fuel_used < 2**62
+    assert_still_works(sandbox)
+
+
+def test_fuel_is_deterministic_across_runs_and_sandboxes() -> None:
+    seen = set()
+    for _ in range(2):
+        with Sandbox() as sb:
+            for _ in range(3):
+                seen.add(sb.run_sync(m.ECHO, b"x" * 100, LIMITS).fuel_used)
+    assert len(seen) == 1
+
+
+def test_fuel_exhaustion_reports_the_whole_budget(sandbox: Sandbox) -> None:
+    limits = TaskLimits(fuel=12345, memory=1 << 20, timeout_ms=5000, max_output=1024)
+    outcome = sandbox.run_sync(m.INFINITE_LOOP, b"", limits)
+    assert outcome.error is not None and outcome.error.code == "fuel_exhausted"
+    assert outcome.fuel_used == 12345
+
+
+def test_input_larger_than_memory_limit(sandbox: Sandbox) -> None:
+    outcome = sandbox.run_sync(m.ECHO, b"x" * (1 << 20), TaskLimits(fuel=10**9, memory=1 << 20, timeout_ms=1000, max_output=1024))
+    assert outcome.error is not None and outcome.error.code == "memory_limit"
+
+
+def test_named_entry(sandbox: Sandbox) -> None:
+    assert sandbox.run_sync(m.TWO_ENTRIES, b"xyz", LIMITS, entry="first_byte").output == b"x"
+    outcome = sandbox.run_sync(m.TWO_ENTRIES, b"xyz", LIMITS, entry="missing")
+    assert outcome.error is not None and outcome.error.code == "abi_error"
+    assert "first_byte, run" in outcome.error.message
+
+
+def test_load_refuses_bad_modules_up_front(sandbox: Sandbox) -> None:
+    with pytest.raises(SandboxError, match="bad_module: module imports wasi_snapshot_preview1.fd_write"):
+        sandbox.load(m.IMPORTS_WASI)
+
+
+def test_nan_canonicalization_is_a_per_job_option(sandbox: Sandbox) -> None:
+    zero = b"\x00\x00\x00\x00"
+    canonical = sandbox.run_sync(m.ZERO_DIV_ZERO, zero, LIMITS, nan_canonical=True).output
+    assert canonical == bytes.fromhex("0000c07f")  # 0x7fc00000, the canonical quiet NaN
+    native = sandbox.run_sync(m.ZERO_DIV_ZERO, zero, LIMITS).output
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert native == bytes.fromhex("0000c0ff")  # x86's default NaN has the sign bit set
+
+
+def test_compiled_modules_are_cached_on_disk(tmp_path: Path) -> None:
+    with Sandbox(cache_dir=tmp_path) as sb:
+        sb.run_sync(m.ECHO, b"a", LIMITS)
+        assert (sb.compiled, sb.deserialized) == (1, 0)
+    with Sandbox(cache_dir=tmp_path) as sb:  # a restart
+        assert sb.run_sync(m.ECHO, b"b", LIMITS).output == b"b"
+        assert (sb.compiled, sb.deserialized) == (0, 1)
+    for artifact in tmp_path.rglob("*.cwasm"):
+        artifact.write_bytes(artifact.read_bytes()[:100])  # truncated: recompile, never crash
+    with Sandbox(cache_dir=tmp_path) as sb:
+        assert sb.run_sync(m.ECHO, b"c", LIMITS).output == b"c"
+        assert (sb.compiled, sb.deserialized) == (1, 0)
+
+
+def test_close_interrupts_runs_in_flight() -> None:
+    limits = TaskLimits(fuel=2**62, memory=1 << 20, timeout_ms=600_000, max_output=1024)
+    sb = Sandbox()
+    sb.open()
+    results = []
+    worker = threading.Thread(target=lambda: results.append(sb.run_sync(m.SLOW_LOOP, b"", limits)))
+    worker.start()
+    deadline = time.monotonic() + 10
+    while sb.compiled == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    sb.close()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert results[0].error is not None and "interrupted" in results[0].error.message
+
+
+async def test_slots_run_in_parallel() -> None:
+    limits = TaskLimits(fuel=2**62, memory=1 << 20, timeout_ms=600, max_output=1024)
+    with Sandbox(slots=2) as sb:
+        module = sb.load(m.SLOW_LOOP)
+        start = time.monotonic()
+        async with trio.open_nursery() as nursery:
+            for _ in range(2):
+                nursery.start_soon(sb.run, module, b"", limits)
+        assert time.monotonic() - start < 1.1  # two 0.6 s runs, side by side (serially: 1.2 s or more)

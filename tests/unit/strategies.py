@@ -1,0 +1,69 @@
+"""Hypothesis strategies for every wire message type."""
+
+from __future__ import annotations
+
+import nacl.signing
+from hypothesis import strategies as st
+
+from meshnode.core.manifest import JobManifest, Replication, Subtask, TaskLimits
+from meshnode.core.peer_id import PeerId
+
+seeds = st.binary(min_size=32, max_size=32)
+signing_keys = seeds.map(nacl.signing.SigningKey)
+peer_ids = signing_keys.map(lambda k: PeerId.from_public_key(bytes(k.verify_key)))
+hashes = st.binary(min_size=32, max_size=32)
+
+limits = st.builds(
+    TaskLimits,
+    fuel=st.integers(1, 2**62),
+    memory=st.integers(1 << 16, 4 << 30),
+    timeout_ms=st.integers(1, 7 * 24 * 3600 * 1000),
+    max_output=st.integers(0, 1 << 30),
+)
+
+
+@st.composite
+def replications(draw: st.DrawFn) -> Replication:
+    max_replicas = draw(st.integers(1, 32))
+    return Replication(
+        replicas=draw(st.integers(1, max_replicas)),
+        quorum=draw(st.integers(1, max_replicas)),
+        max_replicas=max_replicas,
+    )
+
+
+@st.composite
+def manifests(draw: st.DrawFn, owner: PeerId | None = None) -> JobManifest:
+    created = draw(st.integers(0, 2**52))
+    return JobManifest(
+        job_id=draw(st.binary(min_size=16, max_size=16)),
+        owner=owner or draw(peer_ids),
+        label=draw(st.text(max_size=50)),
+        module_sha256=draw(hashes),
+        module_size=draw(st.integers(8, 1 << 30)),
+        entry=draw(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True)),
+        limits=draw(limits),
+        nan_canonical=draw(st.booleans()),
+        replication=draw(replications()),
+        subtask_count=draw(st.integers(1, 2**31)),
+        inputs_root=draw(hashes),
+        created_ms=created,
+        expires_ms=draw(st.integers(created + 1, 2**53)),
+    )
+
+
+@st.composite
+def subtasks(draw: st.DrawFn) -> Subtask:
+    data = draw(st.none() | st.binary(max_size=300))
+    return Subtask(
+        job_id=draw(st.binary(min_size=16, max_size=16)),
+        index=draw(st.integers(0, 2**31 - 1)),
+        replica=draw(st.integers(0, 31)),
+        input_sha256=draw(hashes),
+        input_size=len(data) if data is not None else draw(st.integers(0, 1 << 30)),
+        input=data,
+        proof=tuple(draw(st.lists(hashes, max_size=40))),
+    )
+
+
+messages = st.one_of(manifests(), subtasks())

@@ -1,0 +1,96 @@
+"""Subtasks are checked against the signed manifest, whoever forwarded them."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import nacl.signing
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshnode.core import wire
+from meshnode.core.manifest import InputCommitment, JobManifest, Replication, Subtask, TaskLimits, verify_subtask
+from meshnode.core.peer_id import PeerId
+from meshnode.errors import WireError
+
+
+def make_job(inputs: list[bytes]) -> tuple[JobManifest, InputCommitment]:
+    key = nacl.signing.SigningKey(b"k" * 32)
+    commitment = InputCommitment.of(inputs)
+    manifest = JobManifest(
+        job_id=b"J" * 16,
+        owner=PeerId.from_public_key(bytes(key.verify_key)),
+        label="test",
+        module_sha256=b"m" * 32,
+        module_size=100,
+        entry="run",
+        limits=TaskLimits(fuel=10**9, memory=1 << 20, timeout_ms=1000, max_output=1 << 20),
+        nan_canonical=False,
+        replication=Replication(replicas=2, quorum=2, max_replicas=5),
+        subtask_count=len(inputs),
+        inputs_root=commitment.root,
+        created_ms=1,
+        expires_ms=2,
+    )
+    return manifest, commitment
+
+
+input_lists = st.lists(st.binary(max_size=40), min_size=1, max_size=40)
+
+
+@given(input_lists, st.data())
+def test_every_subtask_verifies_inline_or_by_hash(inputs: list[bytes], data: st.DataObject) -> None:
+    manifest, commitment = make_job(inputs)
+    i = data.draw(st.integers(0, len(inputs) - 1))
+    replica = data.draw(st.integers(0, 4))
+    for payload in (inputs[i], None):
+        subtask = wire.decode(wire.encode(commitment.subtask(manifest.job_id, i, replica, payload)), Subtask)
+        verify_subtask(manifest, subtask)
+
+
+@given(input_lists, st.data())
+def test_no_bit_flip_changes_the_work_a_subtask_describes(inputs: list[bytes], data: st.DataObject) -> None:
+    """A flipped bit is refused by the decoder or the proof, or touches only the replica label."""
+    manifest, commitment = make_job(inputs)
+    i = data.draw(st.integers(0, len(inputs) - 1))
+    original = commitment.subtask(manifest.job_id, i, 0, inputs[i])
+    raw = bytearray(wire.encode(original))
+    bit = data.draw(st.integers(0, len(raw) * 8 - 1))
+    raw[bit // 8] ^= 1 << (bit % 8)
+    try:
+        subtask = wire.decode(bytes(raw), Subtask)
+        verify_subtask(manifest, subtask)
+    except WireError:
+        return
+    assert dataclasses.replace(subtask, replica=0) == original
+
+
+def test_refusals_name_the_problem() -> None:
+    inputs = [b"a", b"b", b"c"]
+    manifest, commitment = make_job(inputs)
+    good = commitment.subtask(manifest.job_id, 1, 0, b"b")
+    cases = {
+        "another job": dataclasses.replace(good, job_id=b"X" * 16),
+        "beyond the job": dataclasses.replace(good, index=3),
+        "max_replicas": dataclasses.replace(good, replica=5),
+        "does not match its SHA-256": dataclasses.replace(good, input=b"x"),
+        "proof does not match": dataclasses.replace(good, index=2),
+    }
+    for reason, bad in cases.items():
+        with pytest.raises(WireError, match=reason):
+            verify_subtask(manifest, bad)
+
+
+def test_verifying_a_subtask_costs_well_under_100_microseconds() -> None:
+    """Not a benchmark: a guard against an accidental O(n) verifier (the figure is in docs/benchmarks.md)."""
+    inputs = [os.urandom(64) for _ in range(4096)]
+    manifest, commitment = make_job(inputs)
+    subtask = commitment.subtask(manifest.job_id, 1234, 0, inputs[1234])
+    verify_subtask(manifest, subtask)
+    start = time.process_time()
+    for _ in range(200):
+        verify_subtask(manifest, subtask)
+    assert (time.process_time() - start) / 200 < 1e-3  # 10x slack over the bar, 100x over the measured figure
