@@ -1,5 +1,63 @@
-"""meshnode: a peer-to-peer compute mesh for WebAssembly tasks."""
+"""meshnode: a peer-to-peer compute mesh for WebAssembly tasks.
+
+The public surface is what this module re-exports; the sans-I/O state
+machines stay importable from ``meshnode.core`` for embedding.
+"""
 
 from __future__ import annotations
 
+from .config import DEFAULT_LIMITS as DEFAULT_LIMITS
+from .core.manifest import JobManifest as JobManifest
+from .core.manifest import Replication as Replication
+from .core.manifest import Subtask as Subtask
+from .core.manifest import TaskLimits as TaskLimits
+from .core.outcome import TaskError as TaskError
+from .core.outcome import TaskOutcome as TaskOutcome
+from .core.peer_id import PeerId as PeerId
+from .errors import BuildError as BuildError
+from .errors import ConfigError as ConfigError
+from .errors import IdentityError as IdentityError
+from .errors import InputError as InputError
+from .errors import MeshError as MeshError
+from .errors import SandboxError as SandboxError
+from .errors import WireError as WireError
+from .identity import Identity as Identity
+from .identity import load_or_create_identity as load_or_create_identity
+from .local_exec import run_locally as run_locally
+from .sandbox import Sandbox as Sandbox
+from .sandbox import TaskModule as TaskModule
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "BuildError",
+    "ConfigError",
+    "Identity",
+    "IdentityError",
+    "InputError",
+    "JobManifest",
+    "MeshError",
+    "PeerId",
+    "Replication",
+    "Sandbox",
+    "SandboxError",
+    "Subtask",
+    "TaskError",
+    "TaskLimits",
+    "TaskModule",
+    "TaskOutcome",
+    "WireError",
+    "load_or_create_identity",
+    "run_locally",
+]
+
+# Tracebacks and reprs say meshnode.X, where users find it.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) or callable(_obj):
+        try:
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

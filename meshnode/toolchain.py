@@ -112,6 +112,7 @@ def compile_task(source: Path, output: Path, *, include_dirs: Sequence[Path] = (
             diagnostics = (proc.stderr.strip() or proc.stdout.strip()) or f"exit status {proc.returncode}"
             raise BuildError(f"compiling {source} failed:\n{diagnostics}")
         _check_abi(tmp.read_bytes(), source)
+        tmp.chmod(tmp.stat().st_mode & ~0o111)  # the linker marks it executable; it is data
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
