@@ -53,11 +53,13 @@ static uint32_t escape_count(double cr, double ci, uint32_t max_iter) {
         zr = (rr - ii) + cr;                                                                       \
         n++;                                                                                       \
     }
+#if ESCAPE_UNROLL > 1
     while (n + ESCAPE_UNROLL <= max_iter) {
 #pragma clang loop unroll(full)
         for (int k = 0; k < ESCAPE_UNROLL; k++)
             ESCAPE_STEP
     }
+#endif
     while (n < max_iter)
         ESCAPE_STEP
 #undef ESCAPE_STEP
