@@ -25,7 +25,7 @@ from .errors import IdentityError
 if TYPE_CHECKING:
     from libp2p.crypto.keys import KeyPair
 
-__all__ = ["KEY_FILE_NAME", "Identity", "load_or_create_identity"]
+__all__ = ["KEY_FILE_NAME", "Identity", "load_or_create_identity", "verify_key_of"]
 
 KEY_FILE_NAME: Final = "identity.key"
 
@@ -57,6 +57,16 @@ class Identity:
 
     def __repr__(self) -> str:
         return f"Identity({self.peer_id})"
+
+
+def verify_key_of(peer_id: PeerId | str) -> nacl.signing.VerifyKey:
+    """The Ed25519 verify key inlined in a peer ID: check any node's signature from its ID alone.
+
+    Raises:
+        WireError: ``peer_id`` is not an Ed25519 peer ID.
+    """
+    pid = peer_id if isinstance(peer_id, PeerId) else PeerId.from_base58(peer_id)
+    return nacl.signing.VerifyKey(pid.public_key)
 
 
 def _read_seed(path: Path) -> bytes:

@@ -6,7 +6,9 @@ import nacl.signing
 from hypothesis import strategies as st
 
 from meshnode.core.manifest import JobManifest, Replication, Subtask, TaskLimits
+from meshnode.core.outcome import ERROR_CODES
 from meshnode.core.peer_id import PeerId
+from meshnode.core.result import ResultClaim
 
 seeds = st.binary(min_size=32, max_size=32)
 signing_keys = seeds.map(nacl.signing.SigningKey)
@@ -66,4 +68,21 @@ def subtasks(draw: st.DrawFn) -> Subtask:
     )
 
 
-messages = st.one_of(manifests(), subtasks())
+@st.composite
+def result_claims(draw: st.DrawFn, executor: PeerId | None = None) -> ResultClaim:
+    status = draw(st.sampled_from(("ok", *ERROR_CODES)))
+    return ResultClaim(
+        job_id=draw(st.binary(min_size=16, max_size=16)),
+        index=draw(st.integers(0, 2**31 - 1)),
+        replica=draw(st.integers(0, 31)),
+        executor=executor or draw(peer_ids),
+        status=status,
+        output_sha256=draw(hashes) if status == "ok" else None,
+        output_size=draw(st.integers(0, 1 << 30)),
+        fuel_used=draw(st.integers(0, 2**62)),
+        engine=draw(st.text(max_size=64)),
+        message=draw(st.text(max_size=100)),
+    )
+
+
+messages = st.one_of(manifests(), subtasks(), result_claims())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from libp2p.peer.id import ID
 
-from meshnode.identity import KEY_FILE_NAME, load_or_create_identity
+from meshnode.identity import KEY_FILE_NAME, load_or_create_identity, verify_key_of
 from meshnode.errors import IdentityError
 
 
@@ -50,3 +50,10 @@ def test_unreadable_key_is_an_error(tmp_path: Path) -> None:
     (tmp_path / KEY_FILE_NAME).mkdir()  # a directory where the key should be: unreadable as a file
     with pytest.raises(IdentityError, match=KEY_FILE_NAME):
         load_or_create_identity(tmp_path)
+
+
+def test_the_verify_key_comes_from_the_peer_id_alone(tmp_path: Path) -> None:
+    identity = load_or_create_identity(tmp_path)
+    signed = identity.signing_key.sign(b"hello")
+    assert verify_key_of(str(identity.peer_id)).verify(signed) == b"hello"
+    assert verify_key_of(identity.peer_id) == identity.signing_key.verify_key

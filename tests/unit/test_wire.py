@@ -13,7 +13,9 @@ from meshnode.core.manifest import JobManifest, Subtask
 from meshnode.core.peer_id import PeerId
 from meshnode.errors import WireError
 
-from .strategies import manifests, messages, peer_ids, signing_keys, subtasks
+from meshnode.core.result import ResultClaim
+
+from .strategies import manifests, messages, peer_ids, result_claims, signing_keys, subtasks
 
 
 @given(messages)
@@ -130,3 +132,29 @@ def test_encode_refuses_out_of_range_fields() -> None:
         wire.encode(Subtask(b"j" * 16, 1, 500, b"h" * 32, 3, b"abc", ()))
     with pytest.raises(WireError, match="input is 3 bytes"):
         wire.encode(Subtask(b"j" * 16, 1, 0, b"h" * 32, 4, b"abc", ()))
+
+
+@given(signing_keys, st.data())
+def test_signed_envelopes_round_trip_for_every_type(key: nacl.signing.SigningKey, data: st.DataObject) -> None:
+    signer = PeerId.from_public_key(bytes(key.verify_key))
+    msg = data.draw(messages)
+    envelope = wire.sign(msg, key)
+    assert wire.open_signed(envelope, signer, type(msg)) == msg
+    assert wire.decode(wire.encode(wire.decode(envelope, wire.Signed))) == wire.decode(envelope, wire.Signed)
+
+
+@given(signing_keys, st.data())
+def test_a_result_is_checked_against_the_executor_it_names(key: nacl.signing.SigningKey, data: st.DataObject) -> None:
+    me = PeerId.from_public_key(bytes(key.verify_key))
+    claim = data.draw(result_claims(executor=me))
+    assert wire.open_self_signed(wire.sign(claim, key), ResultClaim, "executor") == claim
+    other = data.draw(result_claims())
+    assume(other.executor != me)
+    with pytest.raises(WireError, match="bad signature"):
+        wire.open_self_signed(wire.sign(other, key), ResultClaim, "executor")
+
+
+def test_result_status_and_hash_go_together() -> None:
+    claim = ResultClaim(b"j" * 16, 0, 0, PeerId.from_public_key(b"k" * 32), "ok", None, 0, 0, "e", "")
+    with pytest.raises(WireError, match="output_sha256"):
+        wire.encode(claim)
