@@ -361,7 +361,8 @@ class Sandbox:
         )
         memory: Any = None
         try:
-            exports = wasmtime.Instance(store, module.module, []).exports(store)
+            # _check_module proved these are a memory and two functions of the right types
+            exports: Any = wasmtime.Instance(store, module.module, []).exports(store)
             memory = exports["memory"]
             ptr = exports["alloc"](store, len(data)) & _MASK32
             if (ptr == 0 and data) or ptr + len(data) > memory.data_len(store):

@@ -30,7 +30,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, dataclass_transform
 
 import cbor2
 import nacl.exceptions
@@ -204,7 +204,7 @@ class Nested(Spec):
         return _dump_fields(value)
 
 
-def wire(spec: Spec) -> Any:
+def wire(spec: Spec) -> Any:  # a field specifier for @struct and @message (PEP 681)
     """Declare a dataclass field's wire spec: ``job_id: bytes = wire(Bytes(16, 16))``."""
     return dataclasses.field(metadata={"wire": spec})
 
@@ -232,6 +232,7 @@ def _fields(cls: type) -> tuple[tuple[str, Spec], ...]:
     return cached
 
 
+@dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field,))
 def struct(cls: type[T]) -> type[T]:
     """Make a frozen dataclass usable as a nested part of messages (no tag, no version)."""
     dc = dataclass(frozen=True, slots=True)(cls)
@@ -239,6 +240,7 @@ def struct(cls: type[T]) -> type[T]:
     return dc
 
 
+@dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field,))
 def message(tag: str, *, version: int, max_size: int) -> Callable[[type[T]], type[T]]:
     """Register a frozen dataclass as a top-level wire message.
 
@@ -380,7 +382,7 @@ def decode(data: bytes, expected: type[T] | None = None) -> T:
         raise WireError(f"{tag}: {len(data)} bytes is over the {info.max_size}-byte limit")
     if raw.get("v") != info.version or type(raw.get("v")) is not int:
         raise WireError(f"{tag}: unsupported version {str(raw.get('v'))[:20]} (this node speaks {info.version})")
-    msg: T = _load_fields(info.cls, raw, tag, skip=("t", "v"))
+    msg: T = _load_fields(info.cls, raw, info.tag, skip=("t", "v"))
     if _dumps(raw) != data:
         raise WireError(f"{tag}: not in canonical CBOR encoding (or trailing bytes)")
     return msg
