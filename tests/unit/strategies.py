@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from meshnode.core.manifest import JobManifest, Replication, Subtask, TaskLimits
 from meshnode.core.outcome import ERROR_CODES
 from meshnode.core.peer_id import PeerId
+from meshnode.core.presence import Goodbye, Gpu, Presence
 from meshnode.core.result import ResultClaim
 
 seeds = st.binary(min_size=32, max_size=32)
@@ -85,4 +86,26 @@ def result_claims(draw: st.DrawFn, executor: PeerId | None = None) -> ResultClai
     )
 
 
-messages = st.one_of(manifests(), subtasks(), result_claims())
+@st.composite
+def presences(draw: st.DrawFn) -> Presence:
+    slots = draw(st.integers(0, 4096))
+    return Presence(
+        peer_id=draw(peer_ids),
+        seq=draw(st.integers(0, 2**62)),
+        interval_ms=draw(st.integers(100, 60_000)),
+        addrs=tuple(draw(st.lists(st.from_regex(r"/ip4/[0-9.]{7,15}/tcp/[0-9]{1,5}", fullmatch=True), max_size=16))),
+        version=draw(st.text(max_size=32)),
+        engine=draw(st.text(max_size=64)),
+        slots=slots,
+        idle=draw(st.integers(0, slots)),
+        surplus=draw(st.integers(0, 2**31)),
+        load1=draw(st.floats(0, 1e6)),
+        mem_free=draw(st.integers(0, 2**60)),
+        mem_total=draw(st.integers(0, 2**60)),
+        cpu=draw(st.text(max_size=200)),
+        gpus=tuple(draw(st.lists(st.builds(Gpu, name=st.text(max_size=20), memory=st.integers(0, 2**50)), max_size=4))),
+    )
+
+
+goodbyes = st.builds(Goodbye, peer_id=peer_ids, seq=st.integers(0, 2**62))
+messages = st.one_of(manifests(), subtasks(), result_claims(), presences(), goodbyes)

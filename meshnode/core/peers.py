@@ -1,0 +1,271 @@
+"""The peer table: who is in the mesh, and whether they are still there.
+
+Theory of operation:
+
+A peer enters the table when its first valid ``Presence`` arrives, and its
+state is then a function of time since its last presence, measured in *its own*
+advertised publishing interval (so a slow publisher is not timed out by a fast
+one's clock):
+
+    state    condition                                   entered by
+    -------  ------------------------------------------  -------------------------
+    alive    last presence no older than 3 intervals     a presence newer than seq
+    stale    older than 3 intervals                      a tick
+    gone     older than 10 intervals, or a goodbye       a tick, or a goodbye
+
+Every presence or goodbye carries a sequence number; anything not newer than
+the last one seen from that peer is ignored and counted, so a replayed or
+reordered message can never move a peer backwards. A goodbye raises the
+peer's sequence number too: an older presence still in flight cannot revive
+it, but a newer one (the node restarted) can.
+
+Gone peers stay listed (so ``peers`` shows who left) until ``FORGET_AFTER``
+seconds, then are forgotten.
+
+The table also decides whom to dial: a peer heard of through gossip but not
+connected to us directly is dialled by the side with the smaller peer ID at
+once and by the other side only after ``DIAL_GRACE`` seconds (two sides dialling
+each other at once make two connections), at most every ``REDIAL_EVERY``
+seconds. A peer that times out while still connected has its connection
+dropped: a silently vanished host (no FIN, no RST) is otherwise never noticed.
+
+Time is an argument (seconds on a monotonic clock); nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from .peer_id import PeerId
+from .presence import Goodbye, Presence
+
+__all__ = [
+    "ConnectionChanged",
+    "DialPeer",
+    "DropConnection",
+    "GoodbyeHeard",
+    "PeerGone",
+    "PeerJoined",
+    "PeerRecord",
+    "PeerStale",
+    "PeerTable",
+    "PresenceHeard",
+    "RttMeasured",
+    "Tick",
+]
+
+STALE_INTERVALS: Final = 3
+GONE_INTERVALS: Final = 10
+FORGET_AFTER: Final = 300.0
+DIAL_GRACE: Final = 3.0
+REDIAL_EVERY: Final = 5.0
+
+State = Literal["alive", "stale", "gone"]
+
+
+# --- events (in) ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceHeard:
+    presence: Presence  # already decoded and signature-checked by the edge
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class GoodbyeHeard:
+    goodbye: Goodbye
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class RttMeasured:
+    peer: PeerId
+    rtt_ms: float
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionChanged:
+    peer: PeerId
+    connected: bool
+    now: float
+
+
+Event = PresenceHeard | GoodbyeHeard | Tick | RttMeasured | ConnectionChanged
+
+
+# --- instructions (out) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PeerJoined:
+    peer: PeerId
+    presence: Presence
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStale:
+    peer: PeerId
+
+
+@dataclass(frozen=True, slots=True)
+class PeerGone:
+    peer: PeerId
+    reason: Literal["goodbye", "timeout"]
+
+
+@dataclass(frozen=True, slots=True)
+class DialPeer:
+    peer: PeerId
+    addrs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DropConnection:
+    peer: PeerId
+
+
+Instruction = PeerJoined | PeerStale | PeerGone | DialPeer | DropConnection
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PeerRecord:
+    """What this node knows of one peer."""
+
+    peer: PeerId
+    presence: Presence
+    state: State
+    seq: int
+    last_seen: float
+    state_since: float
+    connected: bool = False
+    rtt_ms: float | None = None
+    unconnected_since: float | None = None
+    last_dial: float | None = None
+
+    @property
+    def interval(self) -> float:
+        return self.presence.interval_ms / 1000
+
+
+@dataclass(slots=True)
+class PeerTable:
+    """The peer table state machine. Feed it events with ``handle``; carry out what it returns."""
+
+    me: PeerId
+    peers: dict[PeerId, PeerRecord] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)  # ignored messages, by reason
+    _early_connections: set[PeerId] = field(default_factory=set)  # connected before their first presence
+
+    def handle(self, event: Event) -> list[Instruction]:
+        """Apply one event and return what the node must do about it."""
+        if isinstance(event, PresenceHeard):
+            return self._presence(event.presence, event.now)
+        if isinstance(event, GoodbyeHeard):
+            return self._goodbye(event.goodbye, event.now)
+        if isinstance(event, Tick):
+            return self._tick(event.now)
+        if isinstance(event, RttMeasured):
+            record = self.peers.get(event.peer)
+            if record is not None:
+                record.rtt_ms = event.rtt_ms
+            return []
+        return self._connection(event.peer, event.connected, event.now)
+
+    def _drop(self, reason: str) -> list[Instruction]:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        return []
+
+    def _presence(self, p: Presence, now: float) -> list[Instruction]:
+        if p.peer_id == self.me:
+            return []  # our own message, echoed back by gossip
+        record = self.peers.get(p.peer_id)
+        if record is None:
+            connected = p.peer_id in self._early_connections
+            self._early_connections.discard(p.peer_id)
+            record = PeerRecord(p.peer_id, p, "alive", p.seq, now, now, connected=connected)
+            self.peers[p.peer_id] = record
+            return [PeerJoined(p.peer_id, p), *self._maybe_dial(record, now)]
+        if p.seq <= record.seq:
+            return self._drop("old_seq")
+        was = record.state
+        record.presence, record.seq, record.last_seen = p, p.seq, now
+        out: list[Instruction] = []
+        if was != "alive":
+            record.state, record.state_since = "alive", now
+            if was == "gone":
+                out.append(PeerJoined(p.peer_id, p))
+        return out + self._maybe_dial(record, now)
+
+    def _goodbye(self, g: Goodbye, now: float) -> list[Instruction]:
+        record = self.peers.get(g.peer_id)
+        if record is None or g.peer_id == self.me:
+            return []
+        if g.seq < record.seq:
+            return self._drop("old_seq")
+        record.seq = g.seq
+        if record.state == "gone":
+            return []
+        record.state, record.state_since = "gone", now
+        return [PeerGone(g.peer_id, "goodbye")]
+
+    def _tick(self, now: float) -> list[Instruction]:
+        out: list[Instruction] = []
+        for peer, record in list(self.peers.items()):
+            silent = now - record.last_seen
+            if record.state != "gone" and silent > GONE_INTERVALS * record.interval:
+                record.state, record.state_since = "gone", now
+                out.append(PeerGone(peer, "timeout"))
+                if record.connected:
+                    out.append(DropConnection(peer))
+            elif record.state == "alive" and silent > STALE_INTERVALS * record.interval:
+                record.state, record.state_since = "stale", now
+                out.append(PeerStale(peer))
+            elif record.state == "gone" and now - record.state_since > FORGET_AFTER:
+                del self.peers[peer]
+            elif record.state == "alive":
+                out.extend(self._maybe_dial(record, now))
+        return out
+
+    def _connection(self, peer: PeerId, connected: bool, now: float) -> list[Instruction]:
+        record = self.peers.get(peer)
+        if record is None:
+            if connected:
+                self._early_connections.add(peer)
+            else:
+                self._early_connections.discard(peer)
+            return []
+        record.connected = connected
+        record.unconnected_since = None if connected else now
+        return []
+
+    def _maybe_dial(self, record: PeerRecord, now: float) -> list[Instruction]:
+        if record.connected or not record.presence.addrs:
+            return []
+        if record.unconnected_since is None:
+            record.unconnected_since = now
+        if record.last_dial is not None and now - record.last_dial < REDIAL_EVERY:
+            return []
+        if self.me < record.peer or now - record.unconnected_since >= DIAL_GRACE:
+            record.last_dial = now
+            return [DialPeer(record.peer, record.presence.addrs)]
+        return []
+
+    # --- queries -------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[PeerRecord]:
+        return iter(self.peers.values())
+
+    def alive(self) -> list[PeerRecord]:
+        return [r for r in self.peers.values() if r.state == "alive"]

@@ -1,0 +1,181 @@
+"""The peer table state machine, under any sequence of presence, goodbye, connection and clock events."""
+
+from __future__ import annotations
+
+import nacl.signing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from meshnode.core.peer_id import PeerId
+from meshnode.core.peers import (
+    DIAL_GRACE,
+    GONE_INTERVALS,
+    REDIAL_EVERY,
+    STALE_INTERVALS,
+    ConnectionChanged,
+    DialPeer,
+    DropConnection,
+    GoodbyeHeard,
+    PeerGone,
+    PeerJoined,
+    PeerStale,
+    PeerTable,
+    PresenceHeard,
+    RttMeasured,
+    Tick,
+)
+from meshnode.core.presence import Goodbye, Presence
+
+IDS = sorted(PeerId.from_public_key(bytes(nacl.signing.SigningKey(bytes([i]) * 32).verify_key)) for i in range(5))
+ME = IDS[2]  # some peers sort below us, some above: both dialling rules get exercised
+OTHERS = [p for p in IDS if p != ME]
+
+
+def presence(peer: PeerId, seq: int, interval_ms: int = 1000, addrs: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/1",)) -> Presence:
+    return Presence(
+        peer_id=peer, seq=seq, interval_ms=interval_ms, addrs=addrs, version="0.1.0", engine="e", slots=2,
+        idle=2, surplus=0, load1=0.0, mem_free=1, mem_total=2, cpu="cpu", gpus=(),
+    )  # fmt: skip
+
+
+def test_join_stale_gone_by_timeout_and_connection_drop() -> None:
+    t = PeerTable(ME)
+    peer = OTHERS[0]
+    assert t.handle(ConnectionChanged(peer, True, 0.0)) == []
+    out = t.handle(PresenceHeard(presence(peer, 1), 0.0))
+    assert out == [PeerJoined(peer, presence(peer, 1))]
+    assert t.peers[peer].connected  # the connection came before the presence
+    assert t.handle(Tick(3.0)) == []
+    assert t.handle(Tick(3.01)) == [PeerStale(peer)]
+    assert t.handle(Tick(10.01)) == [PeerGone(peer, "timeout"), DropConnection(peer)]
+    assert t.peers[peer].state == "gone"
+
+
+def test_goodbye_is_immediate_and_blocks_older_presence_but_not_newer() -> None:
+    t = PeerTable(ME)
+    peer = OTHERS[0]
+    t.handle(PresenceHeard(presence(peer, 10), 0.0))
+    assert t.handle(GoodbyeHeard(Goodbye(peer, 11), 0.5)) == [PeerGone(peer, "goodbye")]
+    assert t.handle(PresenceHeard(presence(peer, 11), 0.6)) == []  # in flight before the goodbye
+    assert t.dropped == {"old_seq": 1}
+    out = t.handle(PresenceHeard(presence(peer, 5000), 9.0))  # restarted
+    assert PeerJoined(peer, presence(peer, 5000)) in out
+    assert t.peers[peer].state == "alive"
+
+
+def test_lower_id_dials_at_once_higher_after_grace() -> None:
+    low, high = OTHERS[0], OTHERS[-1]
+    assert low < ME < high
+    t = PeerTable(ME)
+    assert DialPeer(high, ("/ip4/127.0.0.1/tcp/1",)) in t.handle(PresenceHeard(presence(high, 1), 0.0))
+    out = t.handle(PresenceHeard(presence(low, 1), 0.0))
+    assert not any(isinstance(i, DialPeer) for i in out)
+    assert DialPeer(low, ("/ip4/127.0.0.1/tcp/1",)) in t.handle(Tick(DIAL_GRACE))
+
+
+def test_forgotten_after_a_while() -> None:
+    t = PeerTable(ME)
+    t.handle(PresenceHeard(presence(OTHERS[0], 1), 0.0))
+    t.handle(GoodbyeHeard(Goodbye(OTHERS[0], 2), 1.0))
+    t.handle(Tick(1000.0))
+    assert OTHERS[0] not in t.peers
+
+
+def test_own_presence_is_ignored() -> None:
+    t = PeerTable(ME)
+    assert t.handle(PresenceHeard(presence(ME, 1), 0.0)) == []
+    assert ME not in t.peers
+
+
+class PeerTableMachine(RuleBasedStateMachine):
+    """Random interleavings; the invariants say what must always hold."""
+
+    @initialize()
+    def start(self) -> None:
+        self.table = PeerTable(ME)
+        self.now = 0.0
+        self.joined: dict[PeerId, int] = {}
+        self.connected: dict[PeerId, bool] = {}
+        self.last_dial: dict[PeerId, float] = {}
+        self.ticked_at: float | None = None
+
+    def apply(self, event: object) -> None:
+        for instruction in self.table.handle(event):  # type: ignore[arg-type]
+            if isinstance(instruction, PeerJoined):
+                self.joined[instruction.peer] = self.joined.get(instruction.peer, 0) + 1
+                assert self.joined[instruction.peer] == 1, "joined twice without leaving"
+            elif isinstance(instruction, PeerGone):
+                self.joined[instruction.peer] = self.joined.get(instruction.peer, 0) - 1
+                assert self.joined[instruction.peer] == 0, "left without having joined"
+            elif isinstance(instruction, DropConnection):
+                assert self.connected.get(instruction.peer), "dropping a connection we do not have"
+            elif isinstance(instruction, DialPeer):
+                assert not self.connected.get(instruction.peer), "dialling a connected peer"
+                last = self.last_dial.get(instruction.peer)
+                assert last is None or self.now - last >= REDIAL_EVERY
+                self.last_dial[instruction.peer] = self.now
+
+    @rule(peer=st.sampled_from(IDS), seq=st.integers(0, 40), interval=st.sampled_from([100, 1000, 2000]))
+    def hear_presence(self, peer: PeerId, seq: int, interval: int) -> None:
+        before = self.table.peers[peer].seq if peer in self.table.peers else None
+        self.apply(PresenceHeard(presence(peer, seq, interval), self.now))
+        if before is not None:
+            assert self.table.peers[peer].seq == max(before, seq), "a sequence number went backwards"
+        self.ticked_at = None
+
+    @rule(peer=st.sampled_from(IDS), seq=st.integers(0, 40))
+    def hear_goodbye(self, peer: PeerId, seq: int) -> None:
+        self.apply(GoodbyeHeard(Goodbye(peer, seq), self.now))
+        if peer in self.table.peers and seq >= self.table.peers[peer].seq:
+            assert self.table.peers[peer].state == "gone"
+
+    @rule(dt=st.floats(0, 40, allow_nan=False))
+    def tick(self, dt: float) -> None:
+        self.now += dt
+        self.apply(Tick(self.now))
+        self.ticked_at = self.now
+
+    @rule(peer=st.sampled_from(OTHERS), up=st.booleans())
+    def connection(self, peer: PeerId, up: bool) -> None:
+        self.connected[peer] = up
+        self.apply(ConnectionChanged(peer, up, self.now))
+
+    @rule(peer=st.sampled_from(OTHERS), rtt=st.floats(0, 1000, allow_nan=False))
+    def rtt(self, peer: PeerId, rtt: float) -> None:
+        self.apply(RttMeasured(peer, rtt, self.now))
+
+    @invariant()
+    def never_lists_itself(self) -> None:
+        assert ME not in self.table.peers
+
+    @invariant()
+    def connection_flags_match(self) -> None:
+        for peer, record in self.table.peers.items():
+            assert record.connected == self.connected.get(peer, False)
+
+    @precondition(lambda self: self.ticked_at is not None)
+    @invariant()
+    def states_follow_the_clock(self) -> None:
+        for record in self.table.peers.values():
+            silent = self.now - record.last_seen
+            if silent > GONE_INTERVALS * record.interval:
+                assert record.state == "gone"
+            elif silent > STALE_INTERVALS * record.interval:
+                assert record.state in ("stale", "gone")
+            if record.state == "stale":
+                assert silent > STALE_INTERVALS * record.interval
+
+
+TestPeerTable = PeerTableMachine.TestCase
+TestPeerTable.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+@given(st.lists(st.integers(0, 100), max_size=30))
+def test_seq_never_goes_backwards(seqs: list[int]) -> None:
+    t = PeerTable(ME)
+    seen = 0
+    for s in seqs:
+        t.handle(PresenceHeard(presence(OTHERS[0], s), 0.0))
+        seen = max(seen, s)
+        assert t.peers[OTHERS[0]].seq == seen
