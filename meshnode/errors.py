@@ -16,6 +16,7 @@ __all__ = [
     "IdentityError",
     "InputError",
     "MeshError",
+    "PeerUnavailableError",
     "SandboxError",
     "WireError",
 ]
@@ -75,3 +76,11 @@ class SandboxError(MeshError):
     def __init__(self, error: TaskError) -> None:
         super().__init__(f"{error.code}: {error.message}")
         self.error = error
+
+
+class PeerUnavailableError(MeshError):
+    """A peer could not be reached: the dial failed or timed out, or a stream broke.
+
+    ``__cause__`` holds the network library's own exception when there is one.
+    Usually transient: the node retries later or works with other peers.
+    """

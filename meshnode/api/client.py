@@ -1,0 +1,85 @@
+"""The CLI's side of the local API: blocking calls to the node running with a data dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+
+from ..errors import MeshError
+from .discovery import API_FILE_NAME, ApiEndpoint, NodeNotRunning, read_api_file
+
+__all__ = ["ApiClient"]
+
+# The node answers from memory on its own loop; five seconds means it is stuck.
+DEFAULT_TIMEOUT_S: Final = 5.0
+
+
+class ApiClient:
+    """Blocking calls to one node's API, for commands that run, print and exit.
+
+    Every error is a ``MeshError`` whose message is fit for the user: the CLI
+    prints it as one line.
+    """
+
+    def __init__(self, endpoint: ApiEndpoint, data_dir: Path, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        """Talk to ``endpoint``, which was read from ``data_dir`` (named in error messages)."""
+        self.endpoint = endpoint
+        self.data_dir = data_dir
+        self.timeout = timeout
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path, *, timeout: float = DEFAULT_TIMEOUT_S) -> ApiClient:
+        """A client for the node running with ``data_dir``.
+
+        Raises:
+            NodeNotRunning: no node is running there.
+        """
+        return cls(read_api_file(data_dir), data_dir, timeout=timeout)
+
+    def get(self, path: str) -> Any:
+        """``GET path`` (e.g. ``"/v1/peers"``) and return the parsed JSON body.
+
+        Raises:
+            NodeNotRunning: the node does not answer (it died without removing
+                its API file, or is stuck).
+            MeshError: the node refused the token, or answered with an error.
+        """
+        url = self.endpoint.url
+        headers = {"Authorization": f"Bearer {self.endpoint.token}"}
+        try:
+            # trust_env=False: an HTTP(S)_PROXY in the environment must never see
+            # the token or a request meant for this machine.
+            with httpx.Client(base_url=url, headers=headers, timeout=self.timeout, trust_env=False) as http:
+                response = http.get(path)
+        except httpx.TimeoutException:
+            raise NodeNotRunning(
+                self.data_dir, f"the node at {url} (pid {self.endpoint.pid}) did not answer within {self.timeout:g} s"
+            ) from None
+        except httpx.TransportError as exc:
+            raise NodeNotRunning(
+                self.data_dir, f"nothing answers at {url}, the address in {API_FILE_NAME} ({exc or type(exc).__name__})"
+            ) from None
+        if response.status_code == 401:
+            raise MeshError(
+                f"the node at {url} refused the token in {self.data_dir / API_FILE_NAME}; "
+                "did another node take over this data dir? Restart the node to rewrite the file"
+            )
+        if not response.is_success:
+            raise MeshError(f"GET {path}: the node answered HTTP {response.status_code}: {_error_text(response)}")
+        try:
+            return response.json()
+        except ValueError:
+            raise MeshError(f"GET {path}: the node's answer is not JSON: {response.text[:200]!r}") from None
+
+
+def _error_text(response: httpx.Response) -> str:
+    """The ``error`` of a JSON error body, else the start of the body as text."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return str(body["error"])
+    return response.text[:200] or response.reason_phrase

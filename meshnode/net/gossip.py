@@ -1,0 +1,97 @@
+"""The presence topic: signed ``Presence`` and ``Goodbye`` messages over gossipsub.
+
+gossipsub already signs each message with the origin's key (strict signing);
+on top of that the body is a meshnode signed envelope, so a presence forwarded
+or stored anywhere still proves who wrote it. A validator checks every message
+before gossipsub delivers or forwards it: anything malformed, oversize,
+wrongly signed or naming another peer than its origin is dropped, counted, and
+never reaches a peer behind us.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+from ..core import wire
+from ..core.peer_id import PeerId
+from ..core.presence import Goodbye, Presence
+from ..errors import WireError
+from ..identity import Identity
+from .host import MeshHost
+
+__all__ = ["PRESENCE_TOPIC", "PresenceGossip"]
+
+log = logging.getLogger(__name__)
+
+PRESENCE_TOPIC: Final = "meshnode/presence/1"
+_MAX_BYTES: Final = 8192 + 256
+
+
+class PresenceGossip:
+    """Publish our presence; yield the peers' (already verified) presence and goodbyes."""
+
+    def __init__(self, host: MeshHost, identity: Identity, dropped: Counter[str]) -> None:
+        self._host = host
+        self._identity = identity
+        self.dropped = dropped
+        self._verified: dict[tuple[bytes, bytes], Presence | Goodbye] = {}
+        self._subscription: Any = None
+
+    async def start(self) -> None:
+        self._host.pubsub.set_topic_validator(PRESENCE_TOPIC, self._validate, False)
+        self._subscription = await self._host.pubsub.subscribe(PRESENCE_TOPIC)
+
+    def _check(self, msg: Any) -> Presence | Goodbye:
+        data = msg.data
+        if len(data) > _MAX_BYTES:
+            raise WireError("oversize")
+        origin = PeerId(bytes(msg.from_id))
+        env = wire.decode(data, wire.Signed)
+        body: object = wire.decode(env.body)
+        if not isinstance(body, (Presence, Goodbye)):
+            raise WireError(f"a {type(body).__name__} on the presence topic")
+        if body.peer_id != origin:
+            raise WireError(f"message from {origin} speaks for {body.peer_id}")
+        wire.open_signed(data, origin, type(body))  # the signature, against the origin's key
+        return body
+
+    def _validate(self, forwarder: Any, msg: Any) -> bool:
+        try:
+            body = self._check(msg)
+        except WireError as exc:
+            reason = _reason(str(exc))
+            self.dropped[reason] += 1
+            log.debug("dropped a presence message (%s): %s", reason, exc)
+            return False
+        if len(self._verified) > 10_000:  # never grows unbounded if delivery stalls
+            self._verified.clear()
+        self._verified[(bytes(msg.from_id), bytes(msg.seqno))] = body
+        return True
+
+    async def publish(self, message: Presence | Goodbye) -> None:
+        await self._host.pubsub.publish(PRESENCE_TOPIC, wire.sign(message, self._identity.signing_key))
+
+    async def messages(self) -> AsyncIterator[Presence | Goodbye]:
+        """Every valid presence or goodbye, ours included (the caller ignores its own)."""
+        while True:
+            msg = await self._subscription.get()
+            body: Presence | Goodbye | None = self._verified.pop((bytes(msg.from_id), bytes(msg.seqno)), None)
+            if body is None:
+                try:
+                    body = self._check(msg)
+                except WireError:
+                    continue
+            yield body
+
+
+def _reason(message: str) -> str:
+    if message == "oversize" or "over the" in message:
+        return "oversize"
+    if "bad signature" in message:
+        return "bad_signature"
+    if "speaks for" in message:
+        return "wrong_origin"
+    return "malformed"

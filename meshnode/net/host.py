@@ -1,0 +1,255 @@
+"""``MeshHost``: the libp2p host (TCP, Noise, Yamux, gossipsub, optional mDNS) behind a small interface.
+
+The rest of meshnode speaks ``PeerId`` and text multiaddrs; conversion to
+libp2p's types happens here. Connection changes come out of ``events`` as one
+``(peer, connected)`` pair per change of "this peer has at least one
+connection" (libp2p can hold two connections to one peer and fires its
+notifications per connection).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ..core.peer_id import PeerId
+from ..errors import ConfigError, PeerUnavailableError
+from ..identity import Identity
+from .addresses import advertised, concrete_listen_addrs, split_tcp
+from .libp2p_adapter import apply_patches, port_is_free
+
+__all__ = ["ConnectionEvent", "MeshHost", "open_host"]
+
+log = logging.getLogger(__name__)
+
+GOSSIP_PROTOCOLS = ("/meshsub/1.1.0", "/meshsub/1.0.0")
+DIAL_TIMEOUT = 5.0  # a dial to a peer with another swarm key hangs for 30 s+ otherwise
+PING_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionEvent:
+    peer: PeerId
+    connected: bool
+
+
+def to_libp2p_id(peer: PeerId) -> Any:
+    from libp2p.peer.id import ID
+
+    return ID(peer.to_bytes())
+
+
+def from_libp2p_id(pid: Any) -> PeerId:
+    return PeerId(pid.to_bytes())
+
+
+class MeshHost:
+    """A running libp2p host. Create it with ``open_host``."""
+
+    def __init__(self, host: Any, pubsub: Any, peer_id: PeerId, listen_addrs: list[str]) -> None:
+        self._host = host
+        self.pubsub = pubsub
+        self.peer_id = peer_id
+        self.listen_addrs = listen_addrs
+        self._events_send, self.events = trio.open_memory_channel[ConnectionEvent](1024)
+        self._ping_streams: dict[PeerId, Any] = {}
+        self._ping_locks: dict[PeerId, trio.Lock] = {}
+
+    @property
+    def advertised_addrs(self) -> list[str]:
+        return advertised(self.listen_addrs)
+
+    def dial_addrs(self) -> list[str]:
+        """Full multiaddrs (with ``/p2p/<id>``) others can dial, for people and bootstrap flags."""
+        return [f"{a}/p2p/{self.peer_id}" for a in self.advertised_addrs]
+
+    # --- connections --------------------------------------------------------------------
+
+    def is_connected(self, peer: PeerId) -> bool:
+        return to_libp2p_id(peer) in self._host.get_network().connections
+
+    def connected_peers(self) -> set[PeerId]:
+        return {from_libp2p_id(p) for p in self._host.get_network().connections}
+
+    async def dial(self, peer: PeerId, addrs: Sequence[str], timeout: float = DIAL_TIMEOUT) -> None:
+        """Connect to ``peer`` at any of ``addrs``.
+
+        Raises:
+            PeerUnavailableError: no address answered within ``timeout`` (or the
+                peer is not in our private swarm, which looks the same).
+        """
+        import multiaddr
+        from libp2p.peer.peerinfo import PeerInfo
+
+        maddrs = []
+        for a in addrs:
+            try:
+                split_tcp(a)
+                maddrs.append(multiaddr.Multiaddr(a))
+            except (ConfigError, ValueError):
+                continue  # a peer's advertised address we cannot use; try the others
+        if not maddrs:
+            raise PeerUnavailableError(f"no usable address for {peer}")
+        try:
+            with trio.fail_after(timeout):
+                await self._host.connect(PeerInfo(to_libp2p_id(peer), maddrs))
+        except trio.TooSlowError:
+            raise PeerUnavailableError(f"dialling {peer} timed out after {timeout:g} s") from None
+        except Exception as exc:  # libp2p raises a zoo of types for a failed dial
+            raise PeerUnavailableError(f"cannot reach {peer}: {str(exc)[:200]}") from exc
+
+    async def dial_multiaddr(self, addr: str, timeout: float = DIAL_TIMEOUT) -> PeerId:
+        """Dial a full ``/ip4/.../tcp/.../p2p/<id>`` address (a bootstrap peer).
+
+        Raises:
+            ConfigError: the address has no ``/p2p/<peer id>`` part or is malformed.
+            PeerUnavailableError: as ``dial``.
+        """
+        head, sep, tail = addr.rpartition("/p2p/")
+        if not sep or not head:
+            raise ConfigError(f"--bootstrap {addr!r}: expected /ip4/ADDRESS/tcp/PORT/p2p/PEER_ID")
+        try:
+            peer = PeerId.from_base58(tail)
+            split_tcp(head)
+        except Exception:
+            raise ConfigError(f"--bootstrap {addr!r}: expected /ip4/ADDRESS/tcp/PORT/p2p/PEER_ID") from None
+        await self.dial(peer, [head], timeout)
+        return peer
+
+    async def disconnect(self, peer: PeerId) -> None:
+        self._ping_streams.pop(peer, None)
+        try:
+            with trio.move_on_after(2):
+                await self._host.disconnect(to_libp2p_id(peer))
+        except Exception as exc:
+            log.debug("disconnect from %s: %s", peer, exc)
+
+    async def ping(self, peer: PeerId) -> float:
+        """Round-trip time in milliseconds over libp2p's ping protocol, on a stream kept open.
+
+        Raises:
+            PeerUnavailableError: no answer within ``PING_TIMEOUT``.
+        """
+        from libp2p.host.ping import ID as PING_ID
+        from libp2p.host.ping import perform_ping_roundtrip
+
+        lock = self._ping_locks.setdefault(peer, trio.Lock())
+        async with lock:
+            try:
+                with trio.fail_after(PING_TIMEOUT):
+                    stream = self._ping_streams.get(peer)
+                    if stream is None:
+                        stream = await self._host.new_stream(to_libp2p_id(peer), [PING_ID])
+                        self._ping_streams[peer] = stream
+                    start = time.perf_counter()
+                    await perform_ping_roundtrip(stream)
+                    return (time.perf_counter() - start) * 1000
+            except Exception as exc:
+                self._ping_streams.pop(peer, None)
+                raise PeerUnavailableError(f"ping {peer}: {str(exc)[:200] or type(exc).__name__}") from exc
+
+    # --- connection notifications -------------------------------------------------------
+
+    def _connections_changed(self, pid: Any) -> None:
+        peer = from_libp2p_id(pid)
+        now_connected = pid in self._host.get_network().connections
+        try:
+            self._events_send.send_nowait(ConnectionEvent(peer, now_connected))
+        except trio.WouldBlock:
+            log.warning("connection events are backing up; one was dropped")
+
+
+def _notifee(mesh: MeshHost) -> Any:
+    from libp2p.abc import INotifee
+
+    class Notifee(INotifee):
+        async def connected(self, network: Any, conn: Any) -> None:
+            mesh._connections_changed(conn.muxed_conn.peer_id)
+
+        async def disconnected(self, network: Any, conn: Any) -> None:
+            mesh._connections_changed(conn.muxed_conn.peer_id)
+
+        async def opened_stream(self, network: Any, stream: Any) -> None:
+            pass
+
+        async def closed_stream(self, network: Any, stream: Any) -> None:
+            pass
+
+        async def listen(self, network: Any, multiaddr: Any) -> None:
+            pass
+
+        async def listen_close(self, network: Any, multiaddr: Any) -> None:
+            pass
+
+    return Notifee()
+
+
+@asynccontextmanager
+async def open_host(
+    identity: Identity, listen: Sequence[str], *, psk: bytes | None = None, mdns: bool = False
+) -> AsyncIterator[MeshHost]:
+    """Start a libp2p host with gossipsub; stop it on exit.
+
+    Args:
+        identity: the node key; the host's peer ID is its peer ID.
+        listen: TCP multiaddrs; wildcards are expanded to each interface address.
+        psk: a 32-byte private-swarm key: only nodes with the same key can connect.
+        mdns: announce and discover peers on the LAN by multicast DNS.
+
+    Raises:
+        ConfigError: a listen address is malformed, or its port is taken.
+    """
+    apply_patches()
+    import libp2p
+    import multiaddr
+    from libp2p.custom_types import TProtocol
+    from libp2p.network.config import ConnectionConfig
+    from libp2p.pubsub.gossipsub import GossipSub
+    from libp2p.pubsub.pubsub import Pubsub
+    from libp2p.tools.anyio_service.context import background_trio_service
+
+    addrs = concrete_listen_addrs(listen)
+    if not addrs:
+        raise ConfigError("no address to listen on (is any network interface up?)")
+    for a in addrs:
+        _, ip, port = split_tcp(a)
+        if not port_is_free(ip, port):
+            raise ConfigError(
+                f"TCP port {port} on {ip} is in use (another meshnode?); "
+                "choose another with --listen /ip4/0.0.0.0/tcp/PORT"
+            )
+    if psk is not None and len(psk) != 32:
+        raise ConfigError("a swarm key is 32 bytes")
+    host = libp2p.new_host(
+        key_pair=identity.libp2p_key_pair(),
+        psk=psk.hex() if psk is not None else None,
+        enable_mDNS=mdns,
+        # No background AutoConnector: the node dials whom it wants (bootstrap,
+        # mDNS, addresses learned from presence) with its own timeouts.
+        connection_config=ConnectionConfig(min_connections=0, low_watermark=0, dial_timeout=DIAL_TIMEOUT),
+    )
+    gossipsub = GossipSub(
+        protocols=[TProtocol(p) for p in GOSSIP_PROTOCOLS],
+        degree=6,
+        degree_low=4,
+        degree_high=12,
+        heartbeat_initial_delay=0.1,
+        heartbeat_interval=1,
+        # The built-in limit (10 messages per topic per second per forwarder,
+        # applied to our own publishes too) silently drops presence bursts.
+        spam_protection_enabled=False,
+    )
+    pubsub = Pubsub(host, gossipsub)
+    async with host.run([multiaddr.Multiaddr(a) for a in addrs]):
+        transport_addrs = [str(a) for a in host.get_transport_addrs()]
+        mesh = MeshHost(host, pubsub, identity.peer_id, transport_addrs or addrs)
+        host.get_network().register_notifee(_notifee(mesh))
+        async with background_trio_service(pubsub), background_trio_service(gossipsub):
+            await pubsub.wait_until_ready()
+            yield mesh

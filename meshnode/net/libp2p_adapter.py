@@ -1,0 +1,105 @@
+"""Where py-libp2p 0.8.1 misbehaves, contained at the edge. Each item is measured (../shared/LIBP2P_NOTES.md).
+
+* ``Swarm.dial_peer`` always waits ``_HAPPY_EYEBALLS_DELAY`` (0.25 s) even after the
+  first address connected: a loopback connect took 252 ms instead of 6 ms. The
+  module constant is set to 0 (multi-address peers are then dialled in parallel).
+* libp2p logs WARNING and ERROR records (some through the *root* logger) for
+  ordinary events such as a peer closing a stream during shutdown; users saw
+  multi-line tracebacks for nothing. They are routed to DEBUG-level noise:
+  ``LibP2PNoiseFilter`` drops them unless the node runs at DEBUG.
+* A dial to a peer with a different private-swarm key does not fail: it hangs
+  for 30 to 40 s in protocol negotiation. Every dial is bounded by the caller.
+* The TCP listener sets SO_REUSEPORT, so a second node on the same port binds
+  without error and the kernel splits connections between the two.
+  ``port_is_free`` checks with a plain bind first.
+* mDNS discovery calls handlers registered on a process-global singleton, from a
+  zeroconf thread. ``MdnsBridge`` hands each event to the trio loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import libp2p.network.swarm as _swarm
+import trio
+
+__all__ = ["LibP2PNoiseFilter", "MdnsBridge", "apply_patches", "port_is_free"]
+
+_patched = False
+
+
+def apply_patches() -> None:
+    """Idempotent: the fixes that must be in place before any host is created."""
+    global _patched
+    if _patched:
+        return
+    _swarm._HAPPY_EYEBALLS_DELAY = 0.0
+    _patched = True
+
+
+class LibP2PNoiseFilter(logging.Filter):
+    """Drops records that come from inside the libp2p package (or its zeroconf and multiaddr deps)."""
+
+    _MARKERS = ("/libp2p/", "/zeroconf/", "/multiaddr/")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(("libp2p", "zeroconf", "multiaddr", "async_service")):
+            return False
+        return not any(m in record.pathname for m in self._MARKERS)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a plain bind (no SO_REUSEPORT) to host:port succeeds right now."""
+    if port == 0:
+        return True
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+class MdnsBridge:
+    """Delivers libp2p's mDNS discoveries (zeroconf thread, global registry) into a trio channel."""
+
+    def __init__(self, buffer: int = 256) -> None:
+        self._send, self.receive = trio.open_memory_channel[Any](buffer)
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._handler: Callable[[Any], None] | None = None
+
+    def __enter__(self) -> MdnsBridge:
+        from libp2p.discovery.events.peerDiscovery import peerDiscovery
+
+        self._token = trio.lowlevel.current_trio_token()
+
+        def on_found(peer_info: Any) -> None:  # runs on a zeroconf thread
+            try:
+                assert self._token is not None
+                self._token.run_sync_soon(self._deliver, peer_info)
+            except trio.RunFinishedError:
+                pass
+
+        self._handler = on_found
+        peerDiscovery.register_peer_discovered_handler(on_found)
+        return self
+
+    def _deliver(self, peer_info: Any) -> None:
+        try:
+            self._send.send_nowait(peer_info)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            pass  # discoveries repeat; dropping one under a burst loses nothing
+
+    def __exit__(self, *exc: object) -> None:
+        from libp2p.discovery.events.peerDiscovery import peerDiscovery
+
+        if self._handler is not None:
+            peerDiscovery.unregister_peer_discovered_handler(self._handler)
+        self._send.close()

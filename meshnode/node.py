@@ -1,0 +1,367 @@
+"""``MeshNode``: one trio nursery that wires the host, presence, the peer table and the local API.
+
+Usage in a trio program::
+
+    async with meshnode.open_node(NodeConfig(data_dir=...)) as node:
+        print(node.peer_id, node.dial_addrs)
+        ...
+
+The node is fully started when the block is entered. Leaving the block
+normally says goodbye to the peers and stops everything; a cancellation (or an
+exception) stops everything without a goodbye, like a crash, and the peers time
+the node out.
+
+The node is an edge in the sense of docs/design.md: it owns the clocks and the
+I/O, feeds events to ``PeerTable`` and carries out the instructions it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import __version__
+from .config import NodeConfig
+from .core.peer_id import PeerId
+from .core.peers import (
+    ConnectionChanged,
+    DialPeer,
+    DropConnection,
+    GoodbyeHeard,
+    Instruction,
+    PeerGone,
+    PeerJoined,
+    PeerStale,
+    PeerTable,
+    PresenceHeard,
+    RttMeasured,
+    Tick,
+)
+from .core.presence import Goodbye, Presence, next_seq
+from .errors import ConfigError, PeerUnavailableError
+from .identity import Identity, load_or_create_identity
+from .lockfile import DataDirLock
+from .net.gossip import PresenceGossip
+from .net.host import MeshHost, open_host
+from .net.libp2p_adapter import MdnsBridge
+from .net.swarm_key import load_swarm_key
+from .sandbox import ENGINE_ID
+from .sysinfo import cpu_model, gpus, machine_load
+
+__all__ = ["MeshNode", "open_node"]
+
+log = logging.getLogger("meshnode")
+
+PING_EVERY = 5.0
+BOOTSTRAP_RETRY_MAX = 30.0
+MAX_CONCURRENT_DIALS = 16
+
+
+def short(peer: PeerId) -> str:
+    text = str(peer)
+    return f"{text[:8]}…{text[-6:]}"
+
+
+class MeshNode:
+    """A running mesh node. Get one from ``open_node``; read its state from any trio task."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.identity: Identity = load_or_create_identity(config.data_dir)
+        self.peer_id: PeerId = self.identity.peer_id
+        self.table = PeerTable(self.peer_id)
+        self.dropped: Counter[str] = Counter()  # invalid messages, by reason
+        self.started_at = time.monotonic()
+        self.api_url: str | None = None
+        self._host: MeshHost | None = None
+        self._gossip: PresenceGossip | None = None
+        self._seq = 0
+        self._idle = config.slots
+        self._presence_changed = trio.Event()
+        self._dial_limiter = trio.CapacityLimiter(MAX_CONCURRENT_DIALS)
+        self._dialing: set[PeerId] = set()
+        self._nursery: trio.Nursery | None = None
+        self._presence_scope = trio.CancelScope()
+
+    # --- public state --------------------------------------------------------------------
+
+    @property
+    def host(self) -> MeshHost:
+        if self._host is None:
+            raise RuntimeError("the node is not running")
+        return self._host
+
+    @property
+    def dial_addrs(self) -> list[str]:
+        return self.host.dial_addrs()
+
+    def info(self) -> dict[str, Any]:
+        """The node's own state, as the local API serves it."""
+        load = machine_load()
+        dropped = Counter(self.dropped)
+        dropped.update(self.table.dropped)
+        return {
+            "peer_id": str(self.peer_id),
+            "version": __version__,
+            "engine": ENGINE_ID,
+            "addrs": self.dial_addrs if self._host else [],
+            "api": self.api_url,
+            "data_dir": str(self.config.data_dir),
+            "slots": self.config.slots,
+            "idle": self._idle,
+            "load1": load.load1,
+            "mem_free": load.mem_free,
+            "mem_total": load.mem_total,
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "peers": {state: sum(1 for r in self.table if r.state == state) for state in ("alive", "stale", "gone")},
+            "dropped_messages": dict(dropped),
+            "pid": os.getpid(),
+        }
+
+    def peers(self) -> list[dict[str, Any]]:
+        """The peer table, as the local API serves it."""
+        now = time.monotonic()
+        out = []
+        for r in sorted(self.table, key=lambda r: (r.state != "alive", str(r.peer))):
+            p = r.presence
+            out.append({
+                "peer_id": str(r.peer), "state": r.state, "addrs": list(p.addrs), "slots": p.slots,
+                "idle": p.idle, "surplus": p.surplus, "load1": p.load1, "mem_free": p.mem_free,
+                "mem_total": p.mem_total, "cpu": p.cpu, "gpus": [{"name": g.name, "memory": g.memory} for g in p.gpus],
+                "version": p.version, "engine": p.engine,
+                "rtt_ms": None if r.rtt_ms is None else round(r.rtt_ms, 3),
+                "last_seen_s": round(now - r.last_seen, 3), "connected": r.connected,
+            })  # fmt: skip
+        return out
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled. ``task_status.started`` fires once the node is fully up."""
+        psk = load_swarm_key(self.config.swarm_key) if self.config.swarm_key else None
+        with DataDirLock(self.config.data_dir):
+            async with open_host(self.identity, self.config.listen, psk=psk, mdns=self.config.mdns) as host:
+                self._host = host
+                self._gossip = PresenceGossip(host, self.identity, self.dropped)
+                await self._gossip.start()
+                try:
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        nursery.start_soon(self._receive_presence)
+                        nursery.start_soon(self._publish_presence)
+                        nursery.start_soon(self._watch_connections)
+                        nursery.start_soon(self._tick)
+                        nursery.start_soon(self._ping_peers)
+                        for addr in self.config.bootstrap:
+                            nursery.start_soon(self._keep_bootstrap, addr)
+                        if self.config.mdns:
+                            nursery.start_soon(self._dial_mdns_discoveries)
+                        if self.config.api is not None:
+                            await nursery.start(self._serve_api)
+                        self._announce_start()
+                        task_status.started(self)
+                finally:
+                    self._host = None
+
+    async def say_goodbye(self) -> None:
+        """Tell the peers we are leaving, so they drop us at once."""
+        if self._gossip is None:
+            return
+        self._presence_scope.cancel()  # no presence may follow the goodbye
+        self._seq = next_seq(self._seq, _unix_ms())
+        with trio.move_on_after(1.0):
+            await self._gossip.publish(Goodbye(peer_id=self.peer_id, seq=self._seq))
+            # publish returns once the frames are queued on each stream; give the
+            # muxer a moment to flush them before the connections close.
+            await trio.sleep(0.05)
+
+    def set_idle(self, idle: int) -> None:
+        """Report a new number of idle slots; peers hear of it at once."""
+        if idle != self._idle:
+            self._idle = max(0, min(idle, self.config.slots))
+            self._presence_changed.set()
+
+    # --- presence --------------------------------------------------------------------------
+
+    def _presence(self) -> Presence:
+        load = machine_load()
+        self._seq = next_seq(self._seq, _unix_ms())
+        return Presence(
+            peer_id=self.peer_id,
+            seq=self._seq,
+            interval_ms=round(self.config.presence_interval * 1000),
+            addrs=tuple(self.host.advertised_addrs[:16]),
+            version=__version__,
+            engine=ENGINE_ID,
+            slots=self.config.slots,
+            idle=self._idle,
+            surplus=0,
+            load1=load.load1,
+            mem_free=load.mem_free,
+            mem_total=load.mem_total,
+            cpu=cpu_model(),
+            gpus=gpus(),
+        )
+
+    async def _publish_presence(self) -> None:
+        assert self._gossip is not None
+        interval = self.config.presence_interval
+        with self._presence_scope:
+            while True:
+                try:
+                    await self._gossip.publish(self._presence())
+                except Exception as exc:  # a broken stream to one peer must not stop presence
+                    log.debug("publishing presence failed: %s", exc)
+                self._presence_changed = trio.Event()
+                # every 1 to 2 s by default, jittered so that nodes started together spread out
+                with trio.move_on_after(interval * random.uniform(5 / 6, 7 / 6)):
+                    await self._presence_changed.wait()
+
+    async def _receive_presence(self) -> None:
+        assert self._gossip is not None
+        async for msg in self._gossip.messages():
+            now = time.monotonic()
+            if isinstance(msg, Presence):
+                self._apply(self.table.handle(PresenceHeard(msg, now)))
+            else:
+                self._apply(self.table.handle(GoodbyeHeard(msg, now)))
+
+    async def _tick(self) -> None:
+        while True:
+            await trio.sleep(min(0.25, self.config.presence_interval / 4))
+            self._apply(self.table.handle(Tick(time.monotonic())))
+
+    async def _watch_connections(self) -> None:
+        async for event in self.host.events:
+            self._apply(self.table.handle(ConnectionChanged(event.peer, event.connected, time.monotonic())))
+
+    async def _ping_peers(self) -> None:
+        while True:
+            for record in self.table.alive():
+                if record.connected:
+                    try:
+                        rtt = await self.host.ping(record.peer)
+                    except PeerUnavailableError as exc:
+                        log.debug("%s", exc)
+                        continue
+                    self._apply(self.table.handle(RttMeasured(record.peer, rtt, time.monotonic())))
+            await trio.sleep(PING_EVERY)
+
+    # --- instructions ------------------------------------------------------------------------
+
+    def _apply(self, instructions: list[Instruction]) -> None:
+        for i in instructions:
+            if isinstance(i, PeerJoined):
+                addr = i.presence.addrs[0] if i.presence.addrs else "no address"
+                log.info("peer joined  %s  %s  %d slots", i.peer, addr, i.presence.slots)
+            elif isinstance(i, PeerStale):
+                log.info("peer stale   %s  (no presence for a while)", i.peer)
+            elif isinstance(i, PeerGone):
+                log.info("peer left    %s  (%s)", i.peer, "goodbye" if i.reason == "goodbye" else "timed out")
+            elif isinstance(i, DialPeer):
+                self._spawn_dial(i.peer, i.addrs)
+            elif isinstance(i, DropConnection):
+                assert self._nursery is not None
+                self._nursery.start_soon(self.host.disconnect, i.peer)
+
+    def _spawn_dial(self, peer: PeerId, addrs: tuple[str, ...]) -> None:
+        if peer in self._dialing or self._nursery is None:
+            return
+        self._dialing.add(peer)
+
+        async def dial() -> None:
+            try:
+                async with self._dial_limiter:
+                    await self.host.dial(peer, addrs)
+            except PeerUnavailableError as exc:
+                log.debug("%s", exc)
+            finally:
+                self._dialing.discard(peer)
+
+        self._nursery.start_soon(dial)
+
+    # --- discovery ---------------------------------------------------------------------------
+
+    async def _keep_bootstrap(self, addr: str) -> None:
+        """Stay connected to a bootstrap peer: dial, and dial again with backoff whenever the link is down."""
+        delay = 1.0
+        while True:
+            try:
+                peer = await self.host.dial_multiaddr(addr)
+                delay = 1.0
+                while self.host.is_connected(peer):
+                    await trio.sleep(1.0)
+            except PeerUnavailableError as exc:
+                log.debug("bootstrap %s: %s", addr, exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, BOOTSTRAP_RETRY_MAX)
+            except ConfigError as exc:
+                log.error("%s", exc)
+                return
+
+    async def _dial_mdns_discoveries(self) -> None:
+        with MdnsBridge() as bridge:
+            async for info in bridge.receive:
+                from .net.host import from_libp2p_id
+
+                peer = from_libp2p_id(info.peer_id)
+                if peer == self.peer_id or self.host.is_connected(peer):
+                    continue
+                self._spawn_dial(peer, tuple(str(a) for a in info.addrs))
+
+    # --- local API -------------------------------------------------------------------------
+
+    async def _serve_api(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        from .api.discovery import remove_api_file, write_api_file
+        from .api.server import new_token, serve_api
+
+        assert self.config.api is not None
+        token = new_token()
+        assert self._nursery is not None
+        self.api_url = await self._nursery.start(serve_api, self, self.config.api, token)
+        write_api_file(self.config.data_dir, url=self.api_url, token=token, peer_id=str(self.peer_id), pid=os.getpid())
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            remove_api_file(self.config.data_dir, os.getpid())
+
+    def _announce_start(self) -> None:
+        log.info("meshnode %s  peer %s", __version__, self.peer_id)
+        for addr in self.dial_addrs:
+            log.info("listening    %s", addr)
+        if self.api_url:
+            log.info("local API    %s  (token in %s)", self.api_url, Path(self.config.data_dir) / "api.json")
+
+
+def _unix_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@asynccontextmanager
+async def open_node(config: NodeConfig) -> AsyncIterator[MeshNode]:
+    """Start a node; stop it when the block exits (with a goodbye, unless the exit is an error or a cancellation).
+
+    Raises:
+        ConfigError: a setting is invalid, a port is taken, or another node holds the data dir.
+        IdentityError: the node key is unreadable or corrupt.
+    """
+    node = MeshNode(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        try:
+            yield node
+        except BaseException:
+            nursery.cancel_scope.cancel()
+            raise
+        await node.say_goodbye()
+        nursery.cancel_scope.cancel()
