@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import re
 import sys
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import __version__
-from .config import DEFAULT_LIMITS, default_slots, resolve_data_dir
+from .config import DEFAULT_API, DEFAULT_LIMITS, DEFAULT_PORT, default_slots, resolve_data_dir
 from .core.manifest import TaskLimits
 from .core.outcome import TaskOutcome
 from .errors import ConfigError, InputError, MeshError, SandboxError
@@ -75,6 +76,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"meshnode {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    p = sub.add_parser(
+        "run",
+        help="run a mesh node (the default command)",
+        description="Run a node: find peers on the LAN by mDNS (and at --bootstrap addresses), "
+        "keep a live view of them, and serve the local API. Stop with Ctrl-C or SIGTERM. "
+        "Every flag can also be set as MESHNODE_<FLAG> in the environment or in meshnode.toml in the data dir.",
+    )
+    _add_data_dir(p)
+    p.add_argument(
+        "--listen", action="append", metavar="MULTIADDR",
+        help=f"TCP address to listen on, repeatable (default: /ip4/0.0.0.0/tcp/{DEFAULT_PORT}: every interface)",
+    )  # fmt: skip
+    p.add_argument(
+        "--bootstrap", action="append", metavar="MULTIADDR",
+        help="a peer to connect to, /ip4/ADDR/tcp/PORT/p2p/PEER_ID, repeatable (for peers beyond the LAN segment)",
+    )  # fmt: skip
+    p.add_argument("--no-mdns", dest="mdns", action="store_const", const=False, help="do not use multicast DNS")
+    p.add_argument("--slots", type=int, metavar="N", help="subtasks run at once (default: physical cores)")
+    p.add_argument("--api", metavar="HOST:PORT", help=f"the local API address, or off (default: {DEFAULT_API})")
+    p.add_argument(
+        "--swarm-key", metavar="FILE",
+        help="private swarm: only nodes with this key can connect (make one with: python -m meshnode swarm-key)",
+    )  # fmt: skip
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default: info")
+    p.add_argument("--log-json", action="store_const", const=True, help="log JSON lines instead of text")
+    p.add_argument("--presence-interval", type=float, metavar="SECONDS", help="seconds between presence messages (default: 1.5)")
+    p.set_defaults(func=cmd_run)
+
+    from .api.commands import add_peers_parser
+
+    add_peers_parser(sub)
+
+    p = sub.add_parser("swarm-key", help="print a new private swarm key (swarm.key format)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write it to FILE (mode 0600) instead of stdout")
+    p.set_defaults(func=cmd_swarm_key)
+
     p = sub.add_parser("id", help="print this node's peer ID and public key")
     _add_data_dir(p)
     p.set_defaults(func=cmd_id)
@@ -104,10 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["run", *argv]  # `python -m meshnode [flags]` runs a node
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
     try:
         code: int = args.func(args)
         return code
@@ -117,6 +154,56 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"meshnode {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+# --- run ------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
+    import trio
+
+    from .config import load_node_config
+    from .logs import configure_logging
+    from .node import open_node
+
+    flags = {
+        "listen": args.listen, "bootstrap": args.bootstrap, "mdns": args.mdns, "slots": args.slots,
+        "api": args.api, "swarm_key": args.swarm_key, "log_level": args.log_level, "log_json": args.log_json,
+        "presence_interval": args.presence_interval,
+    }  # fmt: skip
+    config = load_node_config(args.data_dir, flags)
+    configure_logging(config.log_level, config.log_json)
+
+    async def serve() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with open_node(config):
+                async for signum in signals:
+                    logging.getLogger("meshnode").info("stopping (%s)", signal.Signals(signum).name)
+                    break
+
+    trio.run(serve)
+    return 0
+
+
+def cmd_swarm_key(args: argparse.Namespace) -> int:
+    import os
+
+    from .net.swarm_key import format_swarm_key
+
+    text = format_swarm_key()
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise InputError(f"cannot create {args.output}: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(text)
+    print(f"wrote {args.output}; give the same file to every node with --swarm-key", file=sys.stderr)
+    return 0
 
 
 # --- id -------------------------------------------------------------------------------------

@@ -39,7 +39,13 @@ __all__ = [
     "write_api_file",
 ]
 
-_LAZY = {"ApiClient": ".client", "NodeView": ".server", "make_app": ".server", "new_token": ".server", "serve_api": ".server"}
+_LAZY = {
+    "ApiClient": ".client",
+    "NodeView": ".server",
+    "make_app": ".server",
+    "new_token": ".server",
+    "serve_api": ".server",
+}
 
 
 def __getattr__(name: str) -> Any:

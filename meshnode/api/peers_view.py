@@ -27,11 +27,13 @@ def short_peer_id(peer_id: str, head: int = 8, tail: int = 6) -> str:
 
 
 def _size(n: int) -> str:
-    """3435973836 -> ``"3.2 GiB"``."""
+    """3435973836 -> ``"3.2 GiB"``, 734003200 -> ``"700 MiB"`` (about three significant digits)."""
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if value < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+            if unit == "B":
+                return f"{n} B"
+            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
 

@@ -104,14 +104,13 @@ class _BearerAuth:
         if value is None:
             return _error(401, "missing Authorization: Bearer <token> header", {"WWW-Authenticate": "Bearer"})
         scheme, _, credentials = value.strip().partition(b" ")
+        presented = credentials.strip()
         # RFC 7235: the scheme name is case-insensitive
-        if scheme.lower() != b"bearer" or not credentials.strip():
+        if scheme.lower() != b"bearer" or not presented:
             return _error(401, "the Authorization header is not a Bearer token", {"WWW-Authenticate": "Bearer"})
         # constant time, so response timing reveals nothing about the token
-        if not hmac.compare_digest(credentials.strip(), self._expected):
-            return _error(
-                401, "wrong bearer token", {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-            )  # fmt: skip
+        if not hmac.compare_digest(presented, self._expected):
+            return _error(401, "wrong bearer token", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         return None
 
 

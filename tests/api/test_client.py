@@ -1,0 +1,99 @@
+"""ApiClient against real servers in background threads: finding the right node, and every way it can fail."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshnode.api.client import ApiClient
+from meshnode.api.discovery import ApiEndpoint, NodeNotRunning, write_api_file
+from meshnode.errors import MeshError
+
+from .conftest import PEER_A, PEER_B, FakeView, RunningServer, server_thread
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[RunningServer]:
+    with server_thread(FakeView()) as server:
+        write_api_file(tmp_path, url=server.url, token=server.token, peer_id=PEER_A, pid=os.getpid())
+        yield server
+
+
+def test_get_returns_the_parsed_json(tmp_path: Path, running: RunningServer) -> None:
+    assert ApiClient.for_data_dir(tmp_path).get("/v1/node") == {"peer_id": PEER_A, "version": "0.1.0"}
+
+
+def test_two_nodes_with_two_data_dirs_are_never_mixed_up(tmp_path: Path) -> None:
+    dirs = {PEER_A: tmp_path / "a", PEER_B: tmp_path / "b"}
+    with server_thread(FakeView(peer_id=PEER_A)) as a, server_thread(FakeView(peer_id=PEER_B)) as b:
+        for server, peer_id in ((a, PEER_A), (b, PEER_B)):
+            dirs[peer_id].mkdir()
+            write_api_file(dirs[peer_id], url=server.url, token=server.token, peer_id=peer_id, pid=os.getpid())
+        for peer_id, data_dir in dirs.items():
+            assert ApiClient.for_data_dir(data_dir).get("/v1/node")["peer_id"] == peer_id
+        # each node's token opens only its own API
+        crossed = ApiEndpoint(url=b.url, token=a.token, peer_id=PEER_B, pid=os.getpid())
+        with pytest.raises(MeshError, match="refused the token"):
+            ApiClient(crossed, dirs[PEER_B]).get("/v1/node")
+
+
+def test_a_token_the_node_refuses(tmp_path: Path, running: RunningServer) -> None:
+    write_api_file(tmp_path, url=running.url, token="stale", peer_id=PEER_A, pid=os.getpid())
+    with pytest.raises(MeshError) as caught:
+        ApiClient.for_data_dir(tmp_path).get("/v1/node")
+    assert not isinstance(caught.value, NodeNotRunning)
+    message = str(caught.value)
+    assert "refused the token" in message and str(tmp_path / "api.json") in message
+    assert "another node" in message
+
+
+def test_an_error_answer_carries_the_status_and_the_error(tmp_path: Path, running: RunningServer) -> None:
+    with pytest.raises(MeshError, match=r"HTTP 404: no such endpoint: /v1/nope"):
+        ApiClient.for_data_dir(tmp_path).get("/v1/nope")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_a_node_that_died_without_cleaning_up(tmp_path: Path) -> None:
+    # the pid is alive (ours) but nothing listens: the pid was reused, or the API is gone
+    url = f"http://127.0.0.1:{free_port()}"
+    write_api_file(tmp_path, url=url, token="t", peer_id=PEER_A, pid=os.getpid())
+    with pytest.raises(NodeNotRunning) as caught:
+        ApiClient.for_data_dir(tmp_path).get("/v1/node")
+    assert url in str(caught.value) and "start one with" in str(caught.value)
+
+
+def test_a_node_that_does_not_answer(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # accepts connections (in the backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        endpoint = ApiEndpoint(url=url, token="t", peer_id=PEER_A, pid=os.getpid())
+        with pytest.raises(NodeNotRunning, match="did not answer within 0.2 s"):
+            ApiClient(endpoint, tmp_path, timeout=0.2).get("/v1/node")
+
+
+def test_no_node_at_all(tmp_path: Path) -> None:
+    with pytest.raises(NodeNotRunning, match="start one with"):
+        ApiClient.for_data_dir(tmp_path)
+
+
+def test_a_proxy_in_the_environment_is_not_used(
+    tmp_path: Path, running: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a proxy that does not exist: the request works only if it goes straight to the node
+    dead = f"http://127.0.0.1:{free_port()}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, dead)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert ApiClient.for_data_dir(tmp_path).get("/v1/node")["peer_id"] == PEER_A
