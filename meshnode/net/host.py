@@ -22,7 +22,7 @@ from ..core.peer_id import PeerId
 from ..errors import ConfigError, PeerUnavailableError
 from ..identity import Identity
 from .addresses import advertised, concrete_listen_addrs, split_tcp
-from .libp2p_adapter import apply_patches, port_is_free
+from .libp2p_adapter import apply_patches, port_is_free, track_dial_sockets
 
 __all__ = ["ConnectionEvent", "MeshHost", "open_host"]
 
@@ -60,6 +60,7 @@ class MeshHost:
         self._events_send, self.events = trio.open_memory_channel[ConnectionEvent](1024)
         self._ping_streams: dict[PeerId, Any] = {}
         self._ping_locks: dict[PeerId, trio.Lock] = {}
+        self._dialed: list[Any] = []  # raw connections of successful dials
 
     @property
     def advertised_addrs(self) -> list[str]:
@@ -96,13 +97,20 @@ class MeshHost:
                 continue  # a peer's advertised address we cannot use; try the others
         if not maddrs:
             raise PeerUnavailableError(f"no usable address for {peer}")
-        try:
-            with trio.fail_after(timeout):
-                await self._host.connect(PeerInfo(to_libp2p_id(peer), maddrs))
-        except trio.TooSlowError:
-            raise PeerUnavailableError(f"dialling {peer} timed out after {timeout:g} s") from None
-        except Exception as exc:  # libp2p raises a zoo of types for a failed dial
-            raise PeerUnavailableError(f"cannot reach {peer}: {str(exc)[:200]}") from exc
+        with track_dial_sockets() as opened:
+            try:
+                with trio.fail_after(timeout):
+                    await self._host.connect(PeerInfo(to_libp2p_id(peer), maddrs))
+            except trio.TooSlowError:
+                await _close_all(opened)
+                raise PeerUnavailableError(f"dialling {peer} timed out after {timeout:g} s") from None
+            except Exception as exc:  # libp2p raises a zoo of types for a failed dial
+                await _close_all(opened)
+                raise PeerUnavailableError(f"cannot reach {peer}: {str(exc)[:200]}") from exc
+            except BaseException:
+                await _close_all(opened)
+                raise
+            self._dialed.extend(opened)  # closed when the host stops
 
     async def dial_multiaddr(self, addr: str, timeout: float = DIAL_TIMEOUT) -> PeerId:
         """Dial a full ``/ip4/.../tcp/.../p2p/<id>`` address (a bootstrap peer).
@@ -163,6 +171,16 @@ class MeshHost:
             self._events_send.send_nowait(ConnectionEvent(peer, now_connected))
         except trio.WouldBlock:
             log.warning("connection events are backing up; one was dropped")
+
+
+async def _close_all(raw_connections: list[Any]) -> None:
+    """Close what a failed dial opened (libp2p leaves it open: see libp2p_adapter)."""
+    with trio.CancelScope(shield=True):
+        for raw in raw_connections:
+            try:
+                await raw.close()
+            except Exception:
+                pass
 
 
 def _notifee(mesh: MeshHost) -> Any:
@@ -252,4 +270,20 @@ async def open_host(
         host.get_network().register_notifee(_notifee(mesh))
         async with background_trio_service(pubsub), background_trio_service(gossipsub):
             await pubsub.wait_until_ready()
-            yield mesh
+            try:
+                yield mesh
+            finally:
+                await close_connections(mesh)
+
+
+async def close_connections(mesh: MeshHost) -> None:
+    """Close every connection before the host stops (see libp2p_adapter: host.run() leaks their sockets).
+
+    Shielded and bounded: it runs on the way out of a cancelled node too.
+    """
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        async with trio.open_nursery() as nursery:
+            for peer in mesh.connected_peers():
+                nursery.start_soon(mesh.disconnect, peer)
+    # disconnect() does not always reach the socket of a connection we dialled
+    await _close_all(mesh._dialed)

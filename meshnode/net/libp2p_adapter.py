@@ -12,22 +12,39 @@
 * The TCP listener sets SO_REUSEPORT, so a second node on the same port binds
   without error and the kernel splits connections between the two.
   ``port_is_free`` checks with a plain bind first.
+* Leaving ``host.run()`` with connections still open leaves their TCP sockets
+  unclosed (a ResourceWarning when they are collected; one per outbound
+  connection in a measured run, none after an explicit ``disconnect``).
+  ``open_host`` disconnects every peer itself before the host stops, then
+  closes the raw connection of every dial it made (a disconnect does not
+  always reach the socket: measured, one leak in a run of four nodes).
+* A dial whose security upgrade fails or is cancelled (a peer with another
+  swarm key, a dial that hits our timeout) leaves its TCP socket unclosed (one
+  ResourceWarning per failed dial, measured with three nodes on two swarm keys).
+  ``track_dial_sockets`` records the raw connections a dial opens, and
+  ``MeshHost.dial`` closes them when the dial fails.
 * mDNS discovery calls handlers registered on a process-global singleton, from a
   zeroconf thread. ``MdnsBridge`` hands each event to the trio loop.
 """
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import libp2p.network.swarm as _swarm
 import trio
 
-__all__ = ["LibP2PNoiseFilter", "MdnsBridge", "apply_patches", "port_is_free"]
+__all__ = ["LibP2PNoiseFilter", "MdnsBridge", "apply_patches", "port_is_free", "track_dial_sockets"]
+
+# The raw connections opened by the dial running in this context (tasks a dial
+# spawns inherit the context, and with it the same list).
+_dial_sockets: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("dial_sockets", default=None)
 
 _patched = False
 
@@ -38,7 +55,34 @@ def apply_patches() -> None:
     if _patched:
         return
     _swarm._HAPPY_EYEBALLS_DELAY = 0.0
+    _record_tcp_dials()
     _patched = True
+
+
+def _record_tcp_dials() -> None:
+    from libp2p.transport.tcp.tcp import TCP
+
+    original = TCP.dial
+
+    async def dial(self: Any, maddr: Any) -> Any:
+        raw = await original(self, maddr)
+        opened = _dial_sockets.get()
+        if opened is not None:
+            opened.append(raw)
+        return raw
+
+    TCP.dial = dial  # type: ignore[method-assign]
+
+
+@contextmanager
+def track_dial_sockets() -> Iterator[list[Any]]:
+    """Collect the raw TCP connections opened by dials inside the block."""
+    opened: list[Any] = []
+    token = _dial_sockets.set(opened)
+    try:
+        yield opened
+    finally:
+        _dial_sockets.reset(token)
 
 
 class LibP2PNoiseFilter(logging.Filter):

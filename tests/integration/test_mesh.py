@@ -1,0 +1,117 @@
+"""Several real nodes in one process, over loopback: discovery, presence, goodbye and timeouts."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import trio
+
+from meshnode.core.peer_id import PeerId
+from meshnode.node import MeshNode, open_node
+
+from .conftest import FAST, node_config, wait_until
+
+
+def states(node: MeshNode) -> dict[PeerId, str]:
+    return {r.peer: r.state for r in node.table}
+
+
+async def test_five_nodes_joined_by_bootstrap_converge_and_a_stopped_node_is_gone_everywhere(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        nodes: list[MeshNode] = []
+        for i in range(5):
+            # a chain: each node knows only the previous one; the rest it learns from presence
+            boot = tuple(nodes[-1].dial_addrs) if nodes else ()
+            nodes.append(await stack.enter_async_context(open_node(node_config(tmp_path, f"n{i}", bootstrap=boot))))
+        everyone = {n.peer_id for n in nodes}
+        await wait_until(
+            lambda: all({r.peer for r in n.table.alive()} == everyone - {n.peer_id} for n in nodes),
+            timeout=20, what="full peer tables",
+        )  # fmt: skip
+        await wait_until(lambda: all(r.connected for n in nodes for r in n.table), 10, "direct connections")
+
+        leaver = nodes.pop(2)
+        # leave its context by hand: a normal exit says goodbye
+        async with open_node(node_config(tmp_path, "extra", bootstrap=tuple(nodes[0].dial_addrs))) as extra:
+            await wait_until(lambda: len(extra.table.alive()) == 5, 20, "the extra node to see everyone")
+        start = trio.current_time()
+        took = await wait_until(
+            lambda: all(states(n).get(extra.peer_id) == "gone" for n in nodes), timeout=2.0, what="goodbye"
+        )
+        assert took < 2.0 and trio.current_time() - start < 2.0
+        assert all(r.state == "alive" for n in nodes for r in n.table if r.peer not in (extra.peer_id,))
+        del leaver
+
+
+async def test_an_abruptly_cancelled_node_turns_stale_then_gone_by_timeout(tmp_path: Path) -> None:
+    async with open_node(node_config(tmp_path, "a")) as a:
+        with trio.CancelScope() as doomed_scope:
+            async with open_node(node_config(tmp_path, "b", bootstrap=tuple(a.dial_addrs))) as b:
+                await wait_until(lambda: states(a).get(b.peer_id) == "alive", 10, "b to join")
+                doomed = b.peer_id
+                doomed_scope.cancel()  # no goodbye: as if the process died
+        assert states(a)[doomed] == "alive"
+        seen = []
+        await wait_until(lambda: seen.append(states(a)[doomed]) or states(a)[doomed] == "gone", 10 * FAST + 3, "timeout")
+        assert "stale" in seen, seen
+        assert seen.index("stale") < seen.index("gone")
+
+
+async def test_bad_gossip_is_dropped_and_counted_and_the_node_carries_on(tmp_path: Path) -> None:
+    from meshnode.core import wire
+    from meshnode.identity import load_or_create_identity
+    from meshnode.net.gossip import PRESENCE_TOPIC
+    from meshnode.net.host import open_host
+
+    async with open_node(node_config(tmp_path, "victim")) as victim, open_node(
+        node_config(tmp_path, "friend", bootstrap=tuple(victim.dial_addrs))
+    ) as friend:
+        await wait_until(lambda: len(victim.table.alive()) == 1, 10, "the friend to join")
+        # a rogue host: plain libp2p gossip with no meshnode validator, so its garbage goes out
+        rogue_id = load_or_create_identity(tmp_path / "rogue")
+        other_key = load_or_create_identity(tmp_path / "other").signing_key
+        async with open_host(rogue_id, ["/ip4/127.0.0.1/tcp/0"]) as rogue:
+            await rogue.dial(victim.peer_id, victim.host.listen_addrs)
+            await rogue.pubsub.subscribe(PRESENCE_TOPIC)
+            honest = victim._presence()  # a valid presence body, to forge from
+            forged = type(honest)(**{**{f: getattr(honest, f) for f in honest.__dataclass_fields__}, "peer_id": rogue_id.peer_id})
+            payloads = {
+                "garbage": b"\x00\xffnot cbor at all",
+                "truncated": wire.sign(forged, rogue_id.signing_key)[:-7],
+                "signed by another key": wire.sign(forged, other_key),
+                "speaks for someone else": wire.sign(honest, rogue_id.signing_key),
+                "oversize": b"\xa0" * 20000,
+            }
+            reasons = {"malformed", "bad_signature", "wrong_origin", "oversize"}
+            with trio.fail_after(10):
+                # publish until every kind is counted: the first messages can go out
+                # before the gossip streams between the two hosts are set up
+                while not reasons <= set(victim.dropped):
+                    for data in payloads.values():
+                        await rogue.pubsub.publish(PRESENCE_TOPIC, data)
+                    await trio.sleep(0.2)
+            assert rogue_id.peer_id not in states(victim)
+            assert rogue_id.peer_id not in states(friend)  # rejected messages are not forwarded either
+        # still working: the friend is alive and fresh presence keeps arriving
+        seq = victim.table.peers[friend.peer_id].seq
+        await wait_until(lambda: victim.table.peers[friend.peer_id].seq > seq, 5, "fresh presence")
+
+
+async def test_private_swarm_keeps_strangers_out(tmp_path: Path) -> None:
+    key_a, key_b = tmp_path / "a.key", tmp_path / "b.key"
+    from meshnode.net.swarm_key import format_swarm_key
+
+    key_a.write_text(format_swarm_key())
+    key_b.write_text(format_swarm_key())
+    async with open_node(node_config(tmp_path, "m1", swarm_key=key_a)) as m1:
+        boot = tuple(m1.dial_addrs)
+        async with open_node(node_config(tmp_path, "m2", swarm_key=key_a, bootstrap=boot)) as m2, open_node(
+            node_config(tmp_path, "wrong", swarm_key=key_b, bootstrap=boot)
+        ) as wrong, open_node(node_config(tmp_path, "none", bootstrap=boot)) as none:
+            await wait_until(lambda: states(m1).get(m2.peer_id) == "alive", 10, "the members to meet")
+            await trio.sleep(8 * FAST)
+            for member in (m1, m2):
+                assert wrong.peer_id not in states(member) and none.peer_id not in states(member)
+            for outsider in (wrong, none):
+                assert m1.peer_id not in states(outsider) and m2.peer_id not in states(outsider)
