@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import __version__
+from ._errors_unwrap import raise_mesh_error_plainly
 from .config import DEFAULT_API, DEFAULT_LIMITS, DEFAULT_PORT, default_slots, resolve_data_dir
 from .core.manifest import TaskLimits
 from .core.outcome import TaskOutcome
@@ -146,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["run", *argv]  # `python -m meshnode [flags]` runs a node
     args = parser.parse_args(argv)
     try:
-        code: int = args.func(args)
+        with raise_mesh_error_plainly():
+            code: int = args.func(args)
         return code
     except MeshError as exc:
         print(f"meshnode {args.command}: {exc}", file=sys.stderr)

@@ -30,6 +30,7 @@ from typing import Any
 import trio
 
 from . import __version__
+from ._errors_unwrap import raise_mesh_error_plainly
 from .config import NodeConfig
 from .core.peer_id import PeerId
 from .core.peers import (
@@ -47,9 +48,10 @@ from .core.peers import (
     Tick,
 )
 from .core.presence import Goodbye, Presence, next_seq
-from .errors import ConfigError, PeerUnavailableError
+from .errors import PeerUnavailableError
 from .identity import Identity, load_or_create_identity
 from .lockfile import DataDirLock
+from .net.addresses import parse_bootstrap, split_tcp
 from .net.gossip import PresenceGossip
 from .net.host import MeshHost, open_host
 from .net.libp2p_adapter import MdnsBridge
@@ -75,6 +77,10 @@ class MeshNode:
     """A running mesh node. Get one from ``open_node``; read its state from any trio task."""
 
     def __init__(self, config: NodeConfig) -> None:
+        for addr in config.listen:
+            split_tcp(addr)  # fail fast, before any I/O, on a malformed address
+        for addr in config.bootstrap:
+            parse_bootstrap(addr)
         self.config = config
         self.identity: Identity = load_or_create_identity(config.data_dir)
         self.peer_id: PeerId = self.identity.peer_id
@@ -304,9 +310,6 @@ class MeshNode:
                 log.debug("bootstrap %s: %s", addr, exc)
                 await trio.sleep(delay)
                 delay = min(delay * 2, BOOTSTRAP_RETRY_MAX)
-            except ConfigError as exc:
-                log.error("%s", exc)
-                return
 
     async def _dial_mdns_discoveries(self) -> None:
         with MdnsBridge() as bridge:
@@ -355,13 +358,14 @@ async def open_node(config: NodeConfig) -> AsyncIterator[MeshNode]:
         ConfigError: a setting is invalid, a port is taken, or another node holds the data dir.
         IdentityError: the node key is unreadable or corrupt.
     """
-    node = MeshNode(config)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(node.run)
-        try:
-            yield node
-        except BaseException:
+    with raise_mesh_error_plainly():
+        node = MeshNode(config)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            try:
+                yield node
+            except BaseException:
+                nursery.cancel_scope.cancel()
+                raise
+            await node.say_goodbye()
             nursery.cancel_scope.cancel()
-            raise
-        await node.say_goodbye()
-        nursery.cancel_scope.cancel()

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 
 import psutil
 
-from ..errors import ConfigError
+from ..core.peer_id import PeerId
+from ..errors import ConfigError, WireError
 
-__all__ = ["advertised", "concrete_listen_addrs", "split_tcp"]
+__all__ = ["advertised", "concrete_listen_addrs", "parse_bootstrap", "split_tcp"]
 
 
 def split_tcp(addr: str) -> tuple[str, str, int]:
@@ -67,3 +68,19 @@ def advertised(addrs: Sequence[str]) -> list[str]:
     """The addresses worth telling peers: all but loopback, unless loopback is all there is."""
     remote = [a for a in addrs if not ipaddress.ip_address(split_tcp(a)[1]).is_loopback]
     return remote or list(addrs)
+
+
+def parse_bootstrap(addr: str) -> tuple[PeerId, str]:
+    """``/ip4/A/tcp/P/p2p/ID`` -> (peer, ``/ip4/A/tcp/P``).
+
+    Raises:
+        ConfigError: not of that form.
+    """
+    head, sep, tail = addr.rpartition("/p2p/")
+    try:
+        if not sep:
+            raise ValueError
+        split_tcp(head)
+        return PeerId.from_base58(tail), head
+    except (ConfigError, WireError, ValueError):
+        raise ConfigError(f"--bootstrap {addr!r}: expected /ip4/ADDRESS/tcp/PORT/p2p/PEER_ID") from None

@@ -21,7 +21,7 @@ import trio
 from ..core.peer_id import PeerId
 from ..errors import ConfigError, PeerUnavailableError
 from ..identity import Identity
-from .addresses import advertised, concrete_listen_addrs, split_tcp
+from .addresses import advertised, concrete_listen_addrs, parse_bootstrap, split_tcp
 from .libp2p_adapter import apply_patches, port_is_free, track_dial_sockets
 
 __all__ = ["ConnectionEvent", "MeshHost", "open_host"]
@@ -119,14 +119,7 @@ class MeshHost:
             ConfigError: the address has no ``/p2p/<peer id>`` part or is malformed.
             PeerUnavailableError: as ``dial``.
         """
-        head, sep, tail = addr.rpartition("/p2p/")
-        if not sep or not head:
-            raise ConfigError(f"--bootstrap {addr!r}: expected /ip4/ADDRESS/tcp/PORT/p2p/PEER_ID")
-        try:
-            peer = PeerId.from_base58(tail)
-            split_tcp(head)
-        except Exception:
-            raise ConfigError(f"--bootstrap {addr!r}: expected /ip4/ADDRESS/tcp/PORT/p2p/PEER_ID") from None
+        peer, head = parse_bootstrap(addr)
         await self.dial(peer, [head], timeout)
         return peer
 
