@@ -23,7 +23,7 @@ Gone peers stay listed (so ``peers`` shows who left) until ``FORGET_AFTER``
 seconds, then are forgotten.
 
 The table also decides whom to dial: a peer heard of through gossip but not
-connected to us directly is dialled by the side with the smaller peer ID at
+connected to us directly, or one that timed out (its link may come back), is dialled by the side with the smaller peer ID at
 once and by the other side only after ``DIAL_GRACE`` seconds (two sides dialling
 each other at once make two connections), at most every ``REDIAL_EVERY``
 seconds. A peer that times out while still connected has its connection
@@ -153,6 +153,7 @@ class PeerRecord:
     rtt_ms: float | None = None
     unconnected_since: float | None = None
     last_dial: float | None = None
+    left_by_goodbye: bool = False
 
     @property
     def interval(self) -> float:
@@ -201,6 +202,7 @@ class PeerTable:
             return self._drop("old_seq")
         was = record.state
         record.presence, record.seq, record.last_seen = p, p.seq, now
+        record.left_by_goodbye = False
         out: list[Instruction] = []
         if was != "alive":
             record.state, record.state_since = "alive", now
@@ -215,6 +217,7 @@ class PeerTable:
         if g.seq < record.seq:
             return self._drop("old_seq")
         record.seq = g.seq
+        record.left_by_goodbye = True
         if record.state == "gone":
             return []
         record.state, record.state_since = "gone", now
@@ -234,7 +237,9 @@ class PeerTable:
                 out.append(PeerStale(peer))
             elif record.state == "gone" and now - record.state_since > FORGET_AFTER:
                 del self.peers[peer]
-            elif record.state == "alive":
+            elif not (record.state == "gone" and record.left_by_goodbye):
+                # alive, stale, or timed out (perhaps a link that is down for now): keep
+                # trying its last addresses, so it rejoins when it can be reached again
                 out.extend(self._maybe_dial(record, now))
         return out
 

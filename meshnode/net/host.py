@@ -97,6 +97,9 @@ class MeshHost:
                 continue  # a peer's advertised address we cannot use; try the others
         if not maddrs:
             raise PeerUnavailableError(f"no usable address for {peer}")
+        network = self._host.get_network()
+        if hasattr(network, "unblock_peer"):
+            network.unblock_peer(to_libp2p_id(peer))  # our own schedule decides when to retry
         with track_dial_sockets() as opened:
             try:
                 with trio.fail_after(timeout):

@@ -23,6 +23,9 @@
   ResourceWarning per failed dial, measured with three nodes on two swarm keys).
   ``track_dial_sockets`` records the raw connections a dial opens, and
   ``MeshHost.dial`` closes them when the dial fails.
+* After a dial to a peer fails, the swarm refuses to dial it again for 60 s
+  (a "negative cache"), even when its link is back. The node keeps its own
+  redial schedule (core/peers.py), so ``MeshHost.dial`` lifts that block first.
 * mDNS discovery calls handlers registered on a process-global singleton, from a
   zeroconf thread. ``MdnsBridge`` hands each event to the trio loop.
 """
@@ -102,6 +105,9 @@ def port_is_free(host: str, port: int) -> bool:
         return True
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
+        # SO_REUSEADDR, as every TCP server sets: a port whose old connections sit in
+        # TIME_WAIT is free; one with a live listener still is not.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:

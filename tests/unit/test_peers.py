@@ -179,3 +179,18 @@ def test_seq_never_goes_backwards(seqs: list[int]) -> None:
         t.handle(PresenceHeard(presence(OTHERS[0], s), 0.0))
         seen = max(seen, s)
         assert t.peers[OTHERS[0]].seq == seen
+
+
+def test_a_timed_out_peer_is_redialled_until_forgotten_but_one_that_said_goodbye_is_not() -> None:
+    low, high = OTHERS[0], OTHERS[-1]
+    t = PeerTable(ME)
+    for peer in (low, high):
+        t.handle(PresenceHeard(presence(peer, 1), 0.0))
+        t.handle(ConnectionChanged(peer, True, 0.0))
+    t.handle(GoodbyeHeard(Goodbye(low, 2), 1.0))
+    t.handle(Tick(11.0))  # high times out
+    t.handle(ConnectionChanged(high, False, 11.0))  # its connection was dropped
+    dials = [i for i in t.handle(Tick(11.0 + DIAL_GRACE)) if isinstance(i, DialPeer)]
+    assert dials == [DialPeer(high, ("/ip4/127.0.0.1/tcp/1",))]
+    later = [i for i in t.handle(Tick(11.0 + DIAL_GRACE + REDIAL_EVERY)) if isinstance(i, DialPeer)]
+    assert later == [DialPeer(high, ("/ip4/127.0.0.1/tcp/1",))]
