@@ -6,7 +6,9 @@ machines stay importable from ``meshnode.core`` for embedding.
 
 from __future__ import annotations
 
+from ._version import __version__ as __version__
 from .config import DEFAULT_LIMITS as DEFAULT_LIMITS
+from .config import NodeConfig as NodeConfig
 from .core.manifest import JobManifest as JobManifest
 from .core.manifest import Replication as Replication
 from .core.manifest import Subtask as Subtask
@@ -19,15 +21,17 @@ from .errors import ConfigError as ConfigError
 from .errors import IdentityError as IdentityError
 from .errors import InputError as InputError
 from .errors import MeshError as MeshError
+from .errors import PeerUnavailableError as PeerUnavailableError
 from .errors import SandboxError as SandboxError
 from .errors import WireError as WireError
 from .identity import Identity as Identity
 from .identity import load_or_create_identity as load_or_create_identity
 from .local_exec import run_locally as run_locally
+from .node import MeshNode as MeshNode
+from .node import open_node as open_node
 from .sandbox import Sandbox as Sandbox
 from .sandbox import TaskModule as TaskModule
 
-__version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -38,7 +42,10 @@ __all__ = [
     "InputError",
     "JobManifest",
     "MeshError",
+    "MeshNode",
+    "NodeConfig",
     "PeerId",
+    "PeerUnavailableError",
     "Replication",
     "Sandbox",
     "SandboxError",
@@ -49,6 +56,7 @@ __all__ = [
     "TaskOutcome",
     "WireError",
     "load_or_create_identity",
+    "open_node",
     "run_locally",
 ]
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from . import __version__
+from ._version import __version__
 from ._errors_unwrap import raise_mesh_error_plainly
 from .config import DEFAULT_API, DEFAULT_LIMITS, DEFAULT_PORT, default_slots, resolve_data_dir
 from .core.manifest import TaskLimits

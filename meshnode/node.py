@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from . import __version__
+from ._version import __version__
 from ._errors_unwrap import raise_mesh_error_plainly
 from .config import NodeConfig
 from .core.peer_id import PeerId

@@ -40,7 +40,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import libp2p.network.swarm as _swarm
 import trio
 
 __all__ = ["LibP2PNoiseFilter", "MdnsBridge", "apply_patches", "port_is_free", "track_dial_sockets"]
@@ -57,6 +56,8 @@ def apply_patches() -> None:
     global _patched
     if _patched:
         return
+    import libp2p.network.swarm as _swarm  # imported here: libp2p takes 1.5 s to import
+
     _swarm._HAPPY_EYEBALLS_DELAY = 0.0
     _record_tcp_dials()
     _patched = True
