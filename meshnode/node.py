@@ -53,7 +53,7 @@ from .identity import Identity, load_or_create_identity
 from .lockfile import DataDirLock
 from .net.addresses import parse_bootstrap, split_tcp
 from .net.gossip import PresenceGossip
-from .net.host import MeshHost, open_host
+from .net.host import MeshHost, from_libp2p_id, open_host
 from .net.libp2p_adapter import MdnsBridge
 from .net.swarm_key import load_swarm_key
 from .sandbox import ENGINE_ID
@@ -314,8 +314,6 @@ class MeshNode:
     async def _dial_mdns_discoveries(self) -> None:
         with MdnsBridge() as bridge:
             async for info in bridge.receive:
-                from .net.host import from_libp2p_id
-
                 peer = from_libp2p_id(info.peer_id)
                 if peer == self.peer_id or self.host.is_connected(peer):
                     continue
