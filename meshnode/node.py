@@ -54,7 +54,6 @@ from .lockfile import DataDirLock
 from .net.addresses import parse_bootstrap, split_tcp
 from .net.gossip import PresenceGossip
 from .net.host import MeshHost, from_libp2p_id, open_host
-from .net.libp2p_adapter import MdnsBridge
 from .net.swarm_key import load_swarm_key
 from .sandbox import ENGINE_ID
 from .sysinfo import cpu_model, gpus, machine_load
@@ -312,12 +311,13 @@ class MeshNode:
                 delay = min(delay * 2, BOOTSTRAP_RETRY_MAX)
 
     async def _dial_mdns_discoveries(self) -> None:
-        with MdnsBridge() as bridge:
-            async for info in bridge.receive:
-                peer = from_libp2p_id(info.peer_id)
-                if peer == self.peer_id or self.host.is_connected(peer):
-                    continue
-                self._spawn_dial(peer, tuple(str(a) for a in info.addrs))
+        discoveries = self.host.discoveries
+        assert discoveries is not None
+        async for info in discoveries:
+            peer = from_libp2p_id(info.peer_id)
+            if peer == self.peer_id or self.host.is_connected(peer):
+                continue
+            self._spawn_dial(peer, tuple(str(a) for a in info.addrs))
 
     # --- local API -------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ notifications per connection).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -22,7 +23,7 @@ from ..core.peer_id import PeerId
 from ..errors import ConfigError, PeerUnavailableError
 from ..identity import Identity
 from .addresses import advertised, concrete_listen_addrs, parse_bootstrap, split_tcp
-from .libp2p_adapter import apply_patches, port_is_free, track_dial_sockets
+from .libp2p_adapter import MdnsBridge, apply_patches, port_is_free, track_dial_sockets
 
 __all__ = ["ConnectionEvent", "MeshHost", "open_host"]
 
@@ -61,6 +62,7 @@ class MeshHost:
         self._ping_streams: dict[PeerId, Any] = {}
         self._ping_locks: dict[PeerId, trio.Lock] = {}
         self._dialed: list[Any] = []  # raw connections of successful dials
+        self.discoveries: trio.MemoryReceiveChannel[Any] | None = None  # mDNS finds (libp2p PeerInfo)
 
     @property
     def advertised_addrs(self) -> list[str]:
@@ -226,7 +228,6 @@ async def open_host(
     from libp2p.network.config import ConnectionConfig
     from libp2p.pubsub.gossipsub import GossipSub
     from libp2p.pubsub.pubsub import Pubsub
-    from libp2p.tools.anyio_service.context import background_trio_service
 
     addrs = concrete_listen_addrs(listen)
     if not addrs:
@@ -260,16 +261,29 @@ async def open_host(
         spam_protection_enabled=False,
     )
     pubsub = Pubsub(host, gossipsub)
-    async with host.run([multiaddr.Multiaddr(a) for a in addrs]):
-        transport_addrs = [str(a) for a in host.get_transport_addrs()]
-        mesh = MeshHost(host, pubsub, identity.peer_id, transport_addrs or addrs)
-        host.get_network().register_notifee(_notifee(mesh))
-        async with background_trio_service(pubsub), background_trio_service(gossipsub):
-            await pubsub.wait_until_ready()
-            try:
+    # The mDNS handler must be registered before host.run(): libp2p reports the peers
+    # it finds while run() is still announcing us (about 1.6 s), and never again.
+    with MdnsBridge() if mdns else contextlib.nullcontext() as bridge:
+        async with host.run([multiaddr.Multiaddr(a) for a in addrs]):
+            transport_addrs = [str(a) for a in host.get_transport_addrs()]
+            mesh = MeshHost(host, pubsub, identity.peer_id, transport_addrs or addrs)
+            mesh.discoveries = bridge.receive if bridge is not None else None
+            async with _running(mesh, host, pubsub, gossipsub):
                 yield mesh
-            finally:
-                await close_connections(mesh)
+
+
+@asynccontextmanager
+async def _running(mesh: MeshHost, host: Any, pubsub: Any, gossipsub: Any) -> AsyncIterator[None]:
+    from libp2p.tools.anyio_service.context import background_trio_service
+
+    """Gossip running on a started host; every connection closed on the way out."""
+    host.get_network().register_notifee(_notifee(mesh))
+    async with background_trio_service(pubsub), background_trio_service(gossipsub):
+        await pubsub.wait_until_ready()
+        try:
+            yield
+        finally:
+            await close_connections(mesh)
 
 
 async def close_connections(mesh: MeshHost) -> None:
