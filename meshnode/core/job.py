@@ -1,0 +1,175 @@
+"""The vocabulary of a job's owner: replica names, events in, instructions out, outcomes.
+
+``JobOwner`` (``owner.py``) is the state machine that consumes these events and
+produces these instructions; the node carries the instructions out (sends grants,
+revocations and acknowledgements, journals decided outcomes, feeds reputation)
+and turns network messages, departures and its clock into events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from .peer_id import PeerId
+from .result import ResultClaim
+from .verify import Disputed, Verified
+
+__all__ = [
+    "LEASE_LAPSED", "PEER_GONE", "Ack", "ClaimReceived", "Event", "Failed", "Grant", "Instruction",
+    "JobFinished", "Outcome", "PeerLeft", "Progress", "ReleaseReplicas", "RenewLeases", "Renewed",
+    "ReplicaLost", "ReplicaRef", "ReplicasAdded", "Revoke", "StealRequest", "SubtaskDecided", "Tick",
+]  # fmt: skip
+
+LEASE_LAPSED: Final = "lease_lapsed"  # error codes of a subtask that ran out of attempts
+PEER_GONE: Final = "peer_gone"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ReplicaRef:
+    """One replica of one subtask; ordered by index, then replica, as the deque is."""
+
+    index: int
+    replica: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A subtask that ``max_attempts`` distinct nodes took and never answered for."""
+
+    code: str  # the last error: LEASE_LAPSED or PEER_GONE
+    message: str
+
+
+Outcome = Verified | Disputed | Failed
+
+
+# --- events (in) ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StealRequest:
+    """``thief`` (a peer, or the owner's own slots) asks for up to ``n`` replicas."""
+
+    thief: PeerId
+    n: int
+    request_id: int  # chosen by the thief, growing with each request it sends
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class RenewLeases:
+    holder: PeerId
+    replicas: tuple[ReplicaRef, ...]
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimReceived:
+    claim: ResultClaim  # its signature already checked against claim.executor by the edge
+    now: float
+    untrusted: frozenset[PeerId] = frozenset()  # Reputation.barred(): they never count towards quorum
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseReplicas:
+    """The holder gives replicas back unrun (a stale grant, or it is shutting down)."""
+
+    holder: PeerId
+    replicas: tuple[ReplicaRef, ...]
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLeft:
+    peer: PeerId
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    now: float
+
+
+Event = StealRequest | RenewLeases | ClaimReceived | ReleaseReplicas | PeerLeft | Tick
+
+
+# --- instructions (out) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """The answer to a steal request (possibly empty): run these, renew before ``expires``."""
+
+    thief: PeerId
+    request_id: int
+    replicas: tuple[ReplicaRef, ...]
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Renewed:
+    holder: PeerId
+    replicas: tuple[ReplicaRef, ...]
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Revoke:
+    """Tell ``holder`` to stop: the subtask is decided, or the replica is no longer its to run."""
+
+    holder: PeerId
+    replicas: tuple[ReplicaRef, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The answer to a claim; any answer ends the executor's retries of it."""
+
+    executor: PeerId
+    replica: ReplicaRef
+    status: Literal["accepted", "duplicate", "late", "rejected"]
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaLost:
+    """``holder`` took a replica and did not answer: a failure for its reputation."""
+
+    holder: PeerId
+    replica: ReplicaRef
+    reason: str  # LEASE_LAPSED or PEER_GONE
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicasAdded:
+    """Replicas added to the deque because the claims so far disagree (the surplus grew)."""
+
+    replicas: tuple[ReplicaRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SubtaskDecided:
+    """A final outcome: journal it before acting on it. ``Verified`` feeds reputation."""
+
+    index: int
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    total: int
+    verified: int  # verified with an output
+    failed: int  # a verified failure code, or out of attempts
+    disputed: int
+    running: int  # undecided subtasks with a replica leased
+    queued: int  # replicas in the deque
+
+
+@dataclass(frozen=True, slots=True)
+class JobFinished:
+    progress: Progress
+
+
+Instruction = Grant | Renewed | Revoke | Ack | ReplicaLost | ReplicasAdded | SubtaskDecided | JobFinished

@@ -1,0 +1,539 @@
+"""The owner's state machine for one job (owner.py, job.py): grants, leases, claims, verdicts, crashes.
+
+Example tests pin each rule; ``JobMachine`` drives random interleavings of
+steals, results (honest and byzantine), clock jumps, departures and owner
+crashes, then drains the job with honest executors and checks that it ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import nacl.signing
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from meshnode.core.job import (
+    LEASE_LAPSED,
+    PEER_GONE,
+    Ack,
+    ClaimReceived,
+    Event,
+    Failed,
+    Grant,
+    Instruction,
+    JobFinished,
+    Outcome,
+    PeerLeft,
+    Progress,
+    ReleaseReplicas,
+    RenewLeases,
+    Renewed,
+    ReplicaLost,
+    ReplicaRef,
+    ReplicasAdded,
+    Revoke,
+    StealRequest,
+    SubtaskDecided,
+    Tick,
+)
+from meshnode.core.manifest import Replication
+from meshnode.core.owner import JobOwner
+from meshnode.core.peer_id import PeerId
+from meshnode.core.reputation import Reputation
+from meshnode.core.result import ResultClaim
+from meshnode.core.verify import Disputed, Verified
+
+JOB = b"J" * 16
+IDS = [PeerId.from_public_key(bytes(nacl.signing.SigningKey(bytes([i + 1]) * 32).verify_key)) for i in range(7)]
+OWNER, H1, H2, H3, H4, H5, BAD = IDS
+HONEST = [OWNER, H1, H2, H3, H4, H5]
+ENGINE = {p: "e1" if i % 2 == 0 else "e2" for i, p in enumerate(IDS)}
+EVIL = hashlib.sha256(b"forged").digest()
+LEASE = 30.0
+NOT_GRANTED = "this replica was never granted to this executor"
+
+
+def R(index: int, replica: int) -> ReplicaRef:
+    return ReplicaRef(index, replica)
+
+
+def truth(index: int) -> tuple[str, bytes | None]:
+    """What honest executors report: every third subtask traps, deterministically."""
+    return ("trap", None) if index % 3 == 2 else ("ok", hashlib.sha256(bytes([index])).digest())
+
+
+def fuel(index: int, engine: str) -> int:
+    return 1000 + 10 * index + (0 if engine == "e1" else 3)  # engines count fuel differently
+
+
+def honest(peer: PeerId, ref: ReplicaRef, *, timeout: bool = False) -> ResultClaim:
+    status, sha = ("timeout", None) if timeout else truth(ref.index)
+    f = 77 if timeout else fuel(ref.index, ENGINE[peer])
+    return make_claim(peer, ref, status, sha, f)
+
+
+def make_claim(peer: PeerId, ref: ReplicaRef, status: str, sha: bytes | None, f: int, job: bytes = JOB) -> ResultClaim:
+    return ResultClaim(
+        job_id=job, index=ref.index, replica=ref.replica, executor=peer, status=status, output_sha256=sha,
+        output_size=0, fuel_used=f, engine=ENGINE[peer], message="it broke" if status != "ok" else "",
+    )  # fmt: skip
+
+
+def new_job(replicas: int = 2, quorum: int = 2, max_replicas: int = 3, n: int = 4, max_attempts: int = 3) -> JobOwner:
+    policy = Replication(replicas=replicas, quorum=quorum, max_replicas=max_replicas)
+    return JobOwner(JOB, OWNER, policy, n, lease_seconds=LEASE, max_attempts=max_attempts)
+
+
+def of(out: list[Instruction], kind: type) -> list[Instruction]:
+    return [i for i in out if isinstance(i, kind)]
+
+
+def decision(out: list[Instruction]) -> Outcome:
+    (decided,) = [i for i in out if isinstance(i, SubtaskDecided)]
+    return decided.outcome
+
+
+# --- examples ---------------------------------------------------------------------------------
+
+
+def test_one_replica_quorum_one() -> None:
+    job = new_job(1, 1, 1, n=2)
+    assert job.handle(StealRequest(OWNER, 5, 1, 0.0)) == [Grant(OWNER, 1, (R(0, 0), R(1, 0)), LEASE)]
+    out = job.handle(ClaimReceived(honest(OWNER, R(0, 0)), 1.0))
+    assert out[0] == Ack(OWNER, R(0, 0), "accepted")
+    assert isinstance(out[1], SubtaskDecided) and isinstance(out[1].outcome, Verified) and out[1].outcome.ok
+    out = job.handle(ClaimReceived(honest(OWNER, R(1, 0)), 1.0))
+    assert isinstance(out[-1], JobFinished) and job.finished
+    assert out[-1].progress == Progress(total=2, verified=2, failed=0, disputed=0, running=0, queued=0)
+
+
+def test_thieves_take_from_the_cold_end_and_the_owner_from_the_hot_end() -> None:
+    job = new_job(n=4)
+    assert job.handle(StealRequest(H1, 3, 1, 0.0)) == [Grant(H1, 1, (R(3, 1), R(2, 1), R(1, 1)), LEASE)]
+    assert job.handle(StealRequest(OWNER, 3, 1, 0.0)) == [Grant(OWNER, 1, (R(0, 0), R(1, 0), R(2, 0)), LEASE)]
+    assert job.surplus() == 2 and job.progress().running == 4
+
+
+def test_no_node_gets_two_replicas_of_one_subtask() -> None:
+    job = new_job(replicas=3, max_replicas=3, n=2)
+    (grant,) = job.handle(StealRequest(H1, 100, 1, 0.0))
+    assert isinstance(grant, Grant) and sorted(r.index for r in grant.replicas) == [0, 1]
+    assert job.handle(StealRequest(H1, 100, 2, 0.0)) == [Grant(H1, 2, (), LEASE)]
+
+
+def test_a_lapsed_lease_requeues_and_attempts_run_out_with_the_last_error() -> None:
+    job = new_job(n=1, max_attempts=2)
+    job.handle(StealRequest(H1, 1, 1, 0.0))
+    job.handle(StealRequest(H2, 1, 1, 5.0))
+    assert job.handle(Tick(LEASE)) == [ReplicaLost(H1, R(0, 1), LEASE_LAPSED)]
+    assert job.surplus() == 1
+    out = job.handle(Tick(LEASE + 5.0))
+    assert out[0] == ReplicaLost(H2, R(0, 0), LEASE_LAPSED)
+    outcome = decision(out)
+    assert isinstance(outcome, Failed) and outcome.code == LEASE_LAPSED
+    assert job.finished and job.surplus() == 0
+
+
+def test_attempts_are_counted_per_distinct_node() -> None:
+    job = new_job(n=1, max_attempts=2)
+    for t in range(3):  # the same node lapsing again and again is one attempt
+        job.handle(StealRequest(H1, 1, t + 1, 100.0 * t))
+        assert of(job.handle(Tick(100.0 * t + LEASE)), SubtaskDecided) == []
+
+
+def test_renewal_extends_the_lease_and_revives_a_lapsed_one_nobody_took() -> None:
+    job = new_job(n=1)
+    job.handle(StealRequest(H1, 1, 1, 0.0))
+    assert job.handle(RenewLeases(H1, (R(0, 1),), 20.0)) == [Renewed(H1, (R(0, 1),), 20.0 + LEASE)]
+    assert job.handle(Tick(LEASE + 1)) == []
+    job.handle(Tick(20.0 + LEASE))
+    assert job.surplus() == 2
+    assert job.handle(RenewLeases(H1, (R(0, 1),), 60.0)) == [Renewed(H1, (R(0, 1),), 60.0 + LEASE)]
+    assert job.surplus() == 1
+
+
+def test_renewal_of_a_replica_taken_over_is_revoked() -> None:
+    job = new_job(n=1)
+    job.handle(StealRequest(H1, 1, 1, 0.0))
+    job.handle(Tick(LEASE))
+    job.handle(StealRequest(H2, 2, 1, LEASE))  # takes over replica 1 (cold end)
+    assert job.handle(RenewLeases(H1, (R(0, 1), R(9, 9)), LEASE + 1)) == [Revoke(H1, (R(0, 1), R(9, 9)), "lease lost")]
+
+
+def test_claims_must_come_from_a_node_bound_to_that_replica_and_count_once() -> None:
+    job = new_job(n=1)
+    job.handle(StealRequest(H1, 1, 1, 0.0))
+    assert job.handle(ClaimReceived(honest(H2, R(0, 1)), 1.0)) == [Ack(H2, R(0, 1), "rejected", NOT_GRANTED)]
+    assert job.handle(ClaimReceived(honest(H1, R(0, 0)), 1.0)) == [Ack(H1, R(0, 0), "rejected", NOT_GRANTED)]
+    other_job = make_claim(H1, R(0, 1), "ok", truth(0)[1], fuel(0, "e2"), job=b"X" * 16)
+    assert job.handle(ClaimReceived(other_job, 1.0)) == [Ack(H1, R(0, 1), "rejected", NOT_GRANTED)]
+    assert job.handle(ClaimReceived(honest(H1, R(0, 1)), 1.0)) == [Ack(H1, R(0, 1), "accepted")]
+    assert job.handle(ClaimReceived(honest(H1, R(0, 1)), 2.0)) == [Ack(H1, R(0, 1), "duplicate")]
+
+
+def test_a_past_holder_that_kept_working_is_heard() -> None:
+    job = new_job(n=1)
+    job.handle(StealRequest(H1, 1, 1, 0.0))
+    job.handle(Tick(LEASE))
+    job.handle(StealRequest(H2, 2, 1, LEASE))
+    out = job.handle(ClaimReceived(honest(H1, R(0, 1)), LEASE + 1))
+    assert out == [Ack(H1, R(0, 1), "accepted"), Revoke(H2, (R(0, 1),), "a past holder reported it")]
+    # H2 is bound to replica 1 and may have run it too: a distinct executor, so it counts
+    out = job.handle(ClaimReceived(honest(H2, R(0, 1)), LEASE + 2))
+    assert isinstance(out[-1], JobFinished)
+
+
+def test_disagreement_adds_replicas_until_max_then_disputed() -> None:
+    job = new_job(replicas=2, quorum=2, max_replicas=3, n=1)
+    job.handle(StealRequest(H1, 1, 1, 0.0))
+    job.handle(StealRequest(BAD, 1, 1, 0.0))
+    job.handle(ClaimReceived(honest(H1, R(0, 1)), 1.0))
+    out = job.handle(ClaimReceived(make_claim(BAD, R(0, 0), "ok", EVIL, 1), 1.0))
+    assert out[1:] == [ReplicasAdded((R(0, 2),))]
+    job.handle(StealRequest(H2, 1, 1, 2.0))
+    out = job.handle(ClaimReceived(make_claim(H2, R(0, 2), "ok", hashlib.sha256(b"x").digest(), 1), 3.0))
+    outcome = decision(out)
+    assert isinstance(outcome, Disputed)
+    assert [c.executors for c in outcome.candidates] == [(H1,), (BAD,), (H2,)]
+    assert job.progress().disputed == 1
+
+
+def test_a_verdict_revokes_outstanding_replicas_and_late_claims_are_acknowledged() -> None:
+    job = new_job(replicas=3, quorum=2, max_replicas=3, n=1)
+    for i, p in enumerate((H1, H2, H3)):
+        job.handle(StealRequest(p, 1, 1, float(i)))
+    job.handle(ClaimReceived(honest(H1, R(0, 2)), 5.0))
+    out = job.handle(ClaimReceived(honest(H2, R(0, 1)), 5.0))
+    assert out[1] == Revoke(H3, (R(0, 0),), "the subtask is decided")
+    assert job.handle(ClaimReceived(honest(H3, R(0, 0)), 6.0)) == [
+        Ack(H3, R(0, 0), "late", "the subtask is already decided")
+    ]
+    assert job.surplus() == 0 and job.progress().running == 0
+
+
+def test_quorum_agreeing_on_a_failure_code_fails_the_subtask_for_good() -> None:
+    job = new_job(n=3)
+    job.handle(StealRequest(H1, 3, 1, 0.0))
+    job.handle(StealRequest(H2, 3, 1, 0.0))
+    job.handle(ClaimReceived(honest(H1, R(2, 1)), 1.0))
+    out = job.handle(ClaimReceived(honest(H2, R(2, 0)), 1.0))
+    outcome = decision(out)
+    assert isinstance(outcome, Verified) and outcome.status == "trap"
+    assert job.progress().failed == 1 and of(out, ReplicasAdded) == []
+
+
+def test_fuel_mismatch_on_the_same_engine_needs_more_replicas_but_not_across_engines() -> None:
+    job = new_job(replicas=2, quorum=2, max_replicas=4, n=1)
+    job.handle(StealRequest(H1, 1, 1, 0.0))  # e2
+    job.handle(StealRequest(H3, 1, 1, 0.0))  # e2
+    job.handle(ClaimReceived(honest(H1, R(0, 1)), 1.0))
+    wrong_fuel = make_claim(H3, R(0, 0), "ok", truth(0)[1], fuel(0, "e2") + 1)
+    assert of(job.handle(ClaimReceived(wrong_fuel, 1.0)), ReplicasAdded) == [ReplicasAdded((R(0, 2),))]
+    job.handle(StealRequest(H2, 1, 1, 2.0))  # e1: compared by hash only, but e2 is tied so counts nothing
+    assert of(job.handle(ClaimReceived(honest(H2, R(0, 2)), 3.0)), ReplicasAdded) == [ReplicasAdded((R(0, 3),))]
+    job.handle(StealRequest(H5, 1, 1, 4.0))  # a second honest e2 breaks the tie
+    outcome = decision(job.handle(ClaimReceived(honest(H5, R(0, 3)), 5.0)))
+    assert isinstance(outcome, Verified) and outcome.ok
+    assert outcome.counted == (H1, H2, H5) and outcome.disagreeing == (H3,)
+
+
+def test_different_engines_agree_on_the_hash_alone() -> None:
+    job = new_job(n=1)
+    job.handle(StealRequest(H1, 1, 1, 0.0))  # e2
+    job.handle(StealRequest(H2, 1, 1, 0.0))  # e1
+    job.handle(ClaimReceived(honest(H1, R(0, 1)), 1.0))
+    outcome = decision(job.handle(ClaimReceived(honest(H2, R(0, 0)), 1.0)))
+    assert isinstance(outcome, Verified) and outcome.fuel == (("e1", fuel(0, "e1")), ("e2", fuel(0, "e2")))
+
+
+def test_untrusted_executors_do_not_count() -> None:
+    job = new_job(replicas=2, quorum=2, max_replicas=3, n=1)
+    job.handle(StealRequest(H1, 1, 1, 0.0))
+    job.handle(StealRequest(BAD, 1, 1, 0.0))
+    job.handle(ClaimReceived(honest(H1, R(0, 1)), 1.0, frozenset({BAD})))
+    out = job.handle(ClaimReceived(honest(BAD, R(0, 0)), 1.0, frozenset({BAD})))
+    assert out[1:] == [ReplicasAdded((R(0, 2),))]
+
+
+def test_a_departed_peer_loses_its_leases() -> None:
+    job = new_job(n=2)
+    job.handle(StealRequest(H1, 2, 1, 0.0))
+    job.handle(StealRequest(H2, 1, 1, 0.0))
+    assert job.handle(PeerLeft(H1, 1.0)) == [ReplicaLost(H1, R(0, 1), PEER_GONE), ReplicaLost(H1, R(1, 1), PEER_GONE)]
+    assert job.surplus() == 3 and job.progress().running == 1
+
+
+def test_released_replicas_go_back_without_an_attempt() -> None:
+    job = new_job(n=1, max_attempts=1)
+    job.handle(StealRequest(H1, 1, 1, 0.0))
+    assert job.handle(ReleaseReplicas(H1, (R(0, 1), R(0, 0)), 1.0)) == []
+    assert job.surplus() == 2 and job.outcome(0) is None
+
+
+def test_stale_steal_requests_are_dropped_and_a_retransmission_gets_the_same_grant() -> None:
+    job = new_job(n=4)
+    first = job.handle(StealRequest(H1, 2, 7, 0.0))
+    assert job.handle(StealRequest(H1, 2, 7, 1.0)) == [Grant(H1, 7, (R(3, 1), R(2, 1)), 1.0 + LEASE)]
+    assert job.surplus() == 6  # nothing more was granted
+    job.handle(StealRequest(H1, 1, 8, 2.0))
+    assert job.handle(StealRequest(H1, 5, 7, 3.0)) == []
+    assert first == [Grant(H1, 7, (R(3, 1), R(2, 1)), LEASE)]
+
+
+def test_snapshot_and_restore_keep_verdicts_and_requeue_leases() -> None:
+    job = new_job(n=3)
+    job.handle(StealRequest(H1, 3, 1, 0.0))
+    job.handle(StealRequest(H2, 3, 1, 0.0))
+    job.handle(ClaimReceived(honest(H1, R(2, 1)), 1.0))
+    job.handle(ClaimReceived(honest(H2, R(2, 0)), 1.0))
+    job.handle(ClaimReceived(honest(H1, R(1, 1)), 1.0))
+    again = JobOwner.restore(json.loads(json.dumps(job.snapshot())))
+    assert again.outcome(2) == job.outcome(2) and again.outcome(1) is None
+    assert again.progress() == Progress(3, 0, 1, 0, 0, 3)  # replicas 0.0, 0.1, 1.0 back in the deque
+    # H2 kept working through the owner's crash: its claim is still accepted, and H1's is still a duplicate
+    out = again.handle(ClaimReceived(honest(H2, R(1, 0)), 2.0))
+    assert out[0] == Ack(H2, R(1, 0), "accepted") and isinstance(out[1], SubtaskDecided)
+    assert again.handle(ClaimReceived(honest(H1, R(1, 1)), 2.0)) == [Ack(H1, R(1, 1), "duplicate")]
+    # and H1 can still take only replica 1 of subtask 0, which it was bound to
+    assert again.handle(StealRequest(H1, 5, 2, 3.0)) == [Grant(H1, 2, (R(0, 1),), 3.0 + LEASE)]
+
+
+def test_a_finished_job_restores_finished_with_every_kind_of_outcome() -> None:
+    job = new_job(replicas=1, quorum=1, max_replicas=1, n=3, max_attempts=1)
+    job.handle(StealRequest(H1, 3, 1, 0.0))
+    job.handle(ClaimReceived(honest(H1, R(2, 0)), 1.0))  # verified failure (trap)
+    job.handle(ClaimReceived(honest(H1, R(1, 0)), 1.0))  # verified output
+    job.handle(Tick(LEASE))  # subtask 0: out of attempts
+    assert job.finished
+    again = JobOwner.restore(json.loads(json.dumps(job.snapshot())))
+    assert again.finished and again.progress() == job.progress()
+    assert [again.outcome(i) for i in range(3)] == [job.outcome(i) for i in range(3)]
+    assert isinstance(again.outcome(0), Failed) and again.surplus() == 0
+    assert again.handle(StealRequest(H2, 3, 1, 2.0)) == [Grant(H2, 1, (), 2.0 + LEASE)]
+
+
+def test_a_disputed_subtask_stays_disputed_across_a_restart() -> None:
+    job = new_job(replicas=2, quorum=2, max_replicas=2, n=1)
+    job.handle(StealRequest(H1, 1, 1, 0.0))
+    job.handle(StealRequest(BAD, 1, 1, 0.0))
+    job.handle(ClaimReceived(honest(H1, R(0, 1)), 1.0))
+    job.handle(ClaimReceived(make_claim(BAD, R(0, 0), "ok", EVIL, 1), 1.0, frozenset({BAD})))
+    assert isinstance(job.outcome(0), Disputed)
+    assert JobOwner.restore(job.snapshot()).outcome(0) == job.outcome(0)
+
+
+def test_restore_refuses_a_damaged_snapshot() -> None:
+    snap = new_job(n=2).snapshot()
+    bad_claim = [{**snap["subtasks"][0], "claims": ["00"]}, snap["subtasks"][1]]
+    damages: list[dict[str, object]] = [
+        {"format": 9}, {"subtasks": []}, {"owner": "x"}, {"replication": [3, 2, 1]}, {"subtasks": bad_claim},
+    ]  # fmt: skip
+    for damage in damages:
+        with pytest.raises(ValueError):
+            JobOwner.restore({**snap, **damage})
+
+
+def test_a_policy_that_cannot_verify_is_refused() -> None:
+    with pytest.raises(ValueError):
+        new_job(replicas=2, quorum=4, max_replicas=3)
+    with pytest.raises(ValueError):
+        new_job(n=0)
+
+
+def test_replicas_below_quorum_start_with_quorum() -> None:
+    assert new_job(replicas=1, quorum=2, max_replicas=3, n=2).surplus() == 4
+
+
+# --- the state machine ------------------------------------------------------------------------
+
+
+class JobMachine(RuleBasedStateMachine):
+    """Random interleavings against one owner; the invariants say what must always hold."""
+
+    @initialize(data=st.data(), n=st.integers(1, 5), attempts=st.sampled_from([2, 3]))
+    def start(self, data: st.DataObject, n: int, attempts: int) -> None:
+        quorum = data.draw(st.integers(1, 3), "quorum")
+        cap = data.draw(st.integers(quorum, 4), "max_replicas")
+        self.policy = Replication(replicas=data.draw(st.integers(1, cap), "replicas"), quorum=quorum, max_replicas=cap)
+        self.job = JobOwner(JOB, OWNER, self.policy, n, lease_seconds=LEASE, max_attempts=attempts)
+        self.n, self.now = n, 0.0
+        self.rep = Reputation()
+        self.held: dict[PeerId, set[ReplicaRef]] = {p: set() for p in IDS}
+        self.request_id = dict.fromkeys(IDS, 0)
+        self.asked = dict.fromkeys(IDS, 0)
+        self.bound: dict[tuple[PeerId, int], int] = {}
+        self.sent: dict[tuple[PeerId, int], ResultClaim] = {}
+        self.decided: dict[int, object] = {}
+        self.finishes = 0
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def apply(self, event: Event) -> list[Instruction]:
+        untrusted = event.untrusted if isinstance(event, ClaimReceived) else frozenset()
+        out = self.job.handle(event)
+        for i in out:
+            if isinstance(i, Grant):
+                for ref in i.replicas:
+                    assert self.bound.setdefault((i.thief, ref.index), ref.replica) == ref.replica, "two replicas"
+                    assert (i.thief, ref.index) not in self.sent, "granted a subtask it already ran"
+                    assert ref.index not in self.decided
+                    self.held[i.thief].add(ref)
+            elif isinstance(i, Revoke):
+                self.held[i.holder] -= set(i.replicas)
+            elif isinstance(i, ReplicaLost):
+                self.rep.record_failure(i.holder)
+            elif isinstance(i, SubtaskDecided):
+                assert i.index not in self.decided, "decided twice"
+                self.decided[i.index] = i.outcome
+                if isinstance(i.outcome, Verified):
+                    self.check_verified(i.index, i.outcome, untrusted)
+                    self.rep.record_verdict(i.outcome)
+            elif isinstance(i, JobFinished):
+                self.finishes += 1
+                assert self.finishes == 1 and len(self.decided) == self.n
+        return out
+
+    def check_verified(self, index: int, v: Verified, untrusted: frozenset[PeerId]) -> None:
+        assert len(set(v.counted)) == len(v.counted) >= self.policy.quorum, "accepted without quorum"
+        assert not set(v.counted) & untrusted, "an untrusted executor counted"
+        for p in v.counted:
+            assert self.sent[(p, index)].agreement_key() == (v.status, v.output_sha256)
+        if self.policy.quorum >= 2:  # one byzantine peer cannot make a quorum alone
+            assert (v.status, v.output_sha256) in (truth(index), ("timeout", None)), "the forgery was accepted"
+
+    def next_id(self, peer: PeerId) -> int:
+        self.request_id[peer] += 1
+        return self.request_id[peer]
+
+    def send(self, claim: ResultClaim) -> None:
+        ref = R(claim.index, claim.replica)
+        self.held[claim.executor].discard(ref)
+        self.sent.setdefault((claim.executor, claim.index), claim)
+        out = self.apply(ClaimReceived(claim, self.now, self.rep.barred()))
+        assert isinstance(out[0], Ack) and out[0].executor == claim.executor
+
+    # --- rules -------------------------------------------------------------------------
+
+    @rule(peer=st.sampled_from(IDS), n=st.integers(1, 4), repeat=st.booleans())
+    def steal(self, peer: PeerId, n: int, repeat: bool) -> None:
+        if repeat and self.request_id[peer]:  # a retransmission: same id, same size
+            rid, n = self.request_id[peer], self.asked[peer]
+        else:
+            rid, self.asked[peer] = self.next_id(peer), n
+        out = self.apply(StealRequest(peer, n, rid, self.now))
+        assert len(out) == 1 and isinstance(out[0], Grant) and len(out[0].replicas) <= n
+
+    @rule(peer=st.sampled_from(IDS), stale=st.integers(1, 3))
+    def stale_steal(self, peer: PeerId, stale: int) -> None:
+        if self.request_id[peer] > stale:
+            assert self.apply(StealRequest(peer, 4, self.request_id[peer] - stale, self.now)) == []
+
+    @rule(data=st.data(), peer=st.sampled_from(HONEST), flaky=st.integers(0, 9))
+    def report(self, data: st.DataObject, peer: PeerId, flaky: int) -> None:
+        if self.held[peer]:
+            refs = data.draw(st.lists(st.sampled_from(sorted(self.held[peer])), min_size=1, unique=True))
+            for ref in refs:
+                self.send(honest(peer, ref, timeout=flaky == 0))
+
+    @rule(n=st.integers(1, 4), mode=st.sampled_from(["hash", "fuel", "status"]))
+    def byzantine_steals_and_reports(self, n: int, mode: str) -> None:
+        self.apply(StealRequest(BAD, n, self.next_id(BAD), self.now))
+        for ref in sorted(self.held[BAD]):
+            status, sha = truth(ref.index)
+            f = fuel(ref.index, ENGINE[BAD])
+            if mode == "hash":
+                status, sha = "ok", EVIL
+            elif mode == "fuel":  # the right output, without having done the work
+                f += 1
+            else:
+                status, sha = ("trap", None) if status == "ok" else ("ok", EVIL)
+            self.send(make_claim(BAD, ref, status, sha, f))
+
+    @rule(data=st.data())
+    def replay(self, data: st.DataObject) -> None:
+        if self.sent:
+            key = data.draw(st.sampled_from(sorted(self.sent, key=lambda k: (k[0].to_bytes(), k[1]))))
+            out = self.apply(ClaimReceived(self.sent[key], self.now, self.rep.barred()))
+            assert len(out) == 1 and isinstance(out[0], Ack) and out[0].status in ("duplicate", "late")
+
+    @rule(peer=st.sampled_from(IDS), index=st.integers(0, 4), replica=st.integers(0, 3))
+    def unsolicited_claim(self, peer: PeerId, index: int, replica: int) -> None:
+        if index < self.n and self.bound.get((peer, index)) != replica:
+            out = self.apply(ClaimReceived(make_claim(peer, R(index, replica), "ok", EVIL, 1), self.now))
+            assert out == [Ack(peer, R(index, replica), "rejected", NOT_GRANTED)]
+
+    @rule(peer=st.sampled_from(IDS))
+    def renew(self, peer: PeerId) -> None:
+        if self.held[peer]:
+            self.apply(RenewLeases(peer, tuple(sorted(self.held[peer])), self.now))
+
+    @rule(data=st.data(), peer=st.sampled_from(IDS))
+    def release(self, data: st.DataObject, peer: PeerId) -> None:
+        if self.held[peer]:
+            ref = data.draw(st.sampled_from(sorted(self.held[peer])))
+            self.held[peer].discard(ref)
+            self.apply(ReleaseReplicas(peer, (ref,), self.now))
+
+    @rule(dt=st.sampled_from([0.0, 1.0, 10.0, LEASE - 1, LEASE, 3 * LEASE]))
+    def tick(self, dt: float) -> None:
+        self.now += dt
+        self.apply(Tick(self.now))
+
+    @rule(peer=st.sampled_from(IDS[1:]), crashed=st.booleans())
+    def peer_leaves(self, peer: PeerId, crashed: bool) -> None:
+        if crashed:  # it lost its work; otherwise it was only cut off, kept working, and may still report
+            self.held[peer].clear()
+        self.apply(PeerLeft(peer, self.now))
+
+    @rule()
+    def owner_crashes(self) -> None:
+        before = self.job.progress()
+        snap = json.loads(json.dumps(self.job.snapshot()))
+        self.job = JobOwner.restore(snap)
+        assert self.job.snapshot() == snap
+        after = self.job.progress()
+        assert (after.verified, after.failed, after.disputed) == (before.verified, before.failed, before.disputed)
+        assert after.running == 0 and after.queued >= before.queued
+        for index, outcome in self.decided.items():
+            assert self.job.outcome(index) == outcome, "a decided outcome changed across a restart"
+
+    # --- invariants and the end --------------------------------------------------------
+
+    @invariant()
+    def counters_add_up(self) -> None:
+        p = self.job.progress()
+        assert p.verified + p.failed + p.disputed == len(self.decided)
+        assert p.queued == self.job.surplus()
+        assert self.job.finished == (len(self.decided) == self.n)
+
+    @invariant()
+    def honest_peers_are_never_barred(self) -> None:
+        assert self.rep.barred() <= {BAD}
+
+    def teardown(self) -> None:
+        if not hasattr(self, "job"):
+            return
+        for _ in range(200):  # each round reports, steals, or lets every foreign lease lapse
+            if self.job.finished:
+                break
+            moved = False
+            for peer in HONEST:
+                for ref in sorted(self.held[peer]):
+                    self.send(honest(peer, ref))
+                    moved = True
+                out = self.apply(StealRequest(peer, 4, self.next_id(peer), self.now))
+                moved = moved or any(isinstance(i, Grant) and i.replicas for i in out)
+            if not moved:
+                self.now += LEASE
+                self.apply(Tick(self.now))
+        assert self.job.finished, f"the job did not end: {self.job.progress()}"
+        assert sorted(self.decided) == list(range(self.n)) and self.finishes == 1
+        assert self.job.surplus() == 0 and self.job.progress().running == 0
+
+
+TestJobMachine = JobMachine.TestCase
+TestJobMachine.settings = settings(max_examples=250, stateful_step_count=50, deadline=None, derandomize=True)
