@@ -48,12 +48,14 @@ from .core.peers import (
     Tick,
 )
 from .core.presence import Goodbye, Presence, next_seq
-from .errors import PeerUnavailableError
+from .core import wire
+from .errors import PeerUnavailableError, WireError
 from .identity import Identity, load_or_create_identity
 from .lockfile import DataDirLock
 from .net.addresses import parse_bootstrap, split_tcp
 from .net.gossip import PresenceGossip
 from .net.host import MeshHost, from_libp2p_id, open_host
+from .net.streams import read_frame, write_frame
 from .net.swarm_key import load_swarm_key
 from .sandbox import ENGINE_ID
 from .sysinfo import cpu_model, gpus, machine_load
@@ -62,6 +64,7 @@ __all__ = ["MeshNode", "open_node"]
 
 log = logging.getLogger("meshnode")
 
+GOODBYE_PROTOCOL = "/meshnode/goodbye/1.0.0"
 PING_EVERY = 5.0
 BOOTSTRAP_RETRY_MAX = 30.0
 MAX_CONCURRENT_DIALS = 16
@@ -158,6 +161,7 @@ class MeshNode:
                 self._host = host
                 self._gossip = PresenceGossip(host, self.identity, self.dropped)
                 await self._gossip.start()
+                host.set_stream_handler(GOODBYE_PROTOCOL, self._receive_goodbye)
                 try:
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
@@ -183,11 +187,38 @@ class MeshNode:
             return
         self._presence_scope.cancel()  # no presence may follow the goodbye
         self._seq = next_seq(self._seq, _unix_ms())
+        goodbye = Goodbye(peer_id=self.peer_id, seq=self._seq)
+        envelope = wire.sign(goodbye, self.identity.signing_key)
+        # Gossip reaches everyone in time, but a peer outside our gossip mesh hears
+        # it only at the next heartbeat or two: every directly connected peer gets
+        # it on a stream of its own as well.
         with trio.move_on_after(1.0):
-            await self._gossip.publish(Goodbye(peer_id=self.peer_id, seq=self._seq))
-            # publish returns once the frames are queued on each stream; give the
-            # muxer a moment to flush them before the connections close.
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._gossip.publish, goodbye)
+                for peer in self.host.connected_peers():
+                    nursery.start_soon(self._send_goodbye, peer, envelope)
+            # frames are queued when the writes return: let the muxer flush them
             await trio.sleep(0.05)
+
+    async def _send_goodbye(self, peer: PeerId, envelope: bytes) -> None:
+        try:
+            stream = await self.host.open_stream(peer, GOODBYE_PROTOCOL, timeout=0.5)
+            await write_frame(stream, envelope)
+            await stream.close()
+        except Exception as exc:  # the peer may be going too; gossip still carries it
+            log.debug("goodbye to %s: %s", peer, exc)
+
+    async def _receive_goodbye(self, remote: PeerId, stream: Any) -> None:
+        data = await read_frame(stream, 1024)
+        try:
+            goodbye = wire.open_signed(data, remote, Goodbye)
+            if goodbye.peer_id != remote:
+                raise WireError(f"goodbye from {remote} speaks for {goodbye.peer_id}")
+        except WireError as exc:
+            self.dropped["bad_goodbye"] += 1
+            log.debug("dropped a goodbye: %s", exc)
+            return
+        self._apply(self.table.handle(GoodbyeHeard(goodbye, time.monotonic())))
 
     def set_idle(self, idle: int) -> None:
         """Report a new number of idle slots; peers hear of it at once."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +23,7 @@ from ..core.peer_id import PeerId
 from ..errors import ConfigError, PeerUnavailableError
 from ..identity import Identity
 from .addresses import advertised, concrete_listen_addrs, parse_bootstrap, split_tcp
-from .libp2p_adapter import MdnsBridge, apply_patches, port_is_free, track_dial_sockets
+from .libp2p_adapter import MdnsBridge, apply_patches, port_is_free, stop_auto_connector, track_dial_sockets
 
 __all__ = ["ConnectionEvent", "MeshHost", "open_host"]
 
@@ -160,6 +160,45 @@ class MeshHost:
                 self._ping_streams.pop(peer, None)
                 raise PeerUnavailableError(f"ping {peer}: {str(exc)[:200] or type(exc).__name__}") from exc
 
+    # --- streams ------------------------------------------------------------------------
+
+    def set_stream_handler(self, protocol: str, handler: Callable[[PeerId, Any], Awaitable[None]]) -> None:
+        """Serve ``protocol``: ``handler(remote_peer, stream)`` runs per inbound stream.
+
+        The remote peer ID is the one Noise authenticated. The stream is closed (or
+        reset) after the handler returns or fails; a failing handler is logged at
+        debug level and never takes the node down.
+        """
+        from libp2p.custom_types import TProtocol
+
+        async def serve(stream: Any) -> None:
+            try:
+                await handler(from_libp2p_id(stream.muxed_conn.peer_id), stream)
+            except Exception as exc:
+                log.debug("%s handler: %s", protocol, exc)
+            finally:
+                with trio.move_on_after(1):
+                    try:
+                        await stream.close()
+                    except Exception:
+                        pass
+
+        self._host.set_stream_handler(TProtocol(protocol), serve)
+
+    async def open_stream(self, peer: PeerId, protocol: str, timeout: float = DIAL_TIMEOUT) -> Any:
+        """A new stream to a connected peer.
+
+        Raises:
+            PeerUnavailableError: no connection, or the peer does not speak ``protocol``.
+        """
+        from libp2p.custom_types import TProtocol
+
+        try:
+            with trio.fail_after(timeout):
+                return await self._host.new_stream(to_libp2p_id(peer), [TProtocol(protocol)])
+        except Exception as exc:
+            raise PeerUnavailableError(f"cannot open {protocol} to {peer}: {str(exc)[:200]}") from exc
+
     # --- connection notifications -------------------------------------------------------
 
     def _connections_changed(self, pid: Any) -> None:
@@ -245,9 +284,7 @@ async def open_host(
         key_pair=identity.libp2p_key_pair(),
         psk=psk.hex() if psk is not None else None,
         enable_mDNS=mdns,
-        # No background AutoConnector: the node dials whom it wants (bootstrap,
-        # mDNS, addresses learned from presence) with its own timeouts.
-        connection_config=ConnectionConfig(min_connections=0, low_watermark=0, dial_timeout=DIAL_TIMEOUT),
+        connection_config=ConnectionConfig(dial_timeout=DIAL_TIMEOUT),
     )
     gossipsub = GossipSub(
         protocols=[TProtocol(p) for p in GOSSIP_PROTOCOLS],
@@ -274,9 +311,10 @@ async def open_host(
 
 @asynccontextmanager
 async def _running(mesh: MeshHost, host: Any, pubsub: Any, gossipsub: Any) -> AsyncIterator[None]:
+    """Gossip running on a started host; every connection closed on the way out."""
     from libp2p.tools.anyio_service.context import background_trio_service
 
-    """Gossip running on a started host; every connection closed on the way out."""
+    await stop_auto_connector(host)
     host.get_network().register_notifee(_notifee(mesh))
     async with background_trio_service(pubsub), background_trio_service(gossipsub):
         await pubsub.wait_until_ready()

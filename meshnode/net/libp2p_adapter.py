@@ -26,6 +26,12 @@
 * After a dial to a peer fails, the swarm refuses to dial it again for 60 s
   (a "negative cache"), even when its link is back. The node keeps its own
   redial schedule (core/peers.py), so ``MeshHost.dial`` lifts that block first.
+* The swarm's AutoConnector aims for (low + high watermark) / 2 = 150
+  connections and every 30 s dials every peer the peerstore knows, whatever its
+  state ("below target (150); initiating 150 new dials" in the log); setting the
+  watermarks to 0 does not stop it, and the high watermark also drives pruning.
+  The node dials whom it wants itself (bootstrap, mDNS, presence) on its own
+  schedule, so ``stop_auto_connector`` stops it once the host runs.
 * mDNS discovery calls handlers registered on a process-global singleton, from a
   zeroconf thread. ``MdnsBridge`` hands each event to the trio loop.
 """
@@ -42,7 +48,14 @@ from typing import Any
 
 import trio
 
-__all__ = ["LibP2PNoiseFilter", "MdnsBridge", "apply_patches", "port_is_free", "track_dial_sockets"]
+__all__ = [
+    "LibP2PNoiseFilter",
+    "MdnsBridge",
+    "apply_patches",
+    "port_is_free",
+    "stop_auto_connector",
+    "track_dial_sockets",
+]
 
 # The raw connections opened by the dial running in this context (tasks a dial
 # spawns inherit the context, and with it the same list).
@@ -154,3 +167,10 @@ class MdnsBridge:
         if self._handler is not None:
             peerDiscovery.unregister_peer_discovered_handler(self._handler)
         self._send.close()
+
+
+async def stop_auto_connector(host: Any) -> None:
+    """Stop libp2p's background dialler (see above); a no-op where it does not exist."""
+    connector = getattr(host.get_network(), "auto_connector", None)
+    if connector is not None:
+        await connector.stop()

@@ -1,0 +1,264 @@
+"""A simulated LAN of Linux network namespaces, for tests and benchmarks that need real multi-host networking.
+
+    with simulated_lan(3) as lan:            # or the ``lan_factory`` fixture in a test
+        p = lan.run(lan.hosts[0], [sys.executable, "-m", "meshnode", ...])
+        lan.call(lan.hosts[1], ["ip", "addr"]).stdout
+        lan.link_down(lan.hosts[2])          # host 3 vanishes: no FIN, no RST
+        print(p.stderr_tail())
+
+Layout: one bridge namespace holding ``br0``, and one namespace per host joined
+to the bridge by a veth pair. Host *i* has ``eth0`` at 10.231.X.i/24 (X is the
+LAN's serial number in this process), multicast on, and ``lo`` up. Each veth
+pair is created directly inside its two namespaces, so nothing ever appears in
+the root namespace and runs in parallel cannot collide. Namespace names carry
+the pid (``mn-<pid>-<serial>-br``, ``-h1``, ...).
+
+Everything is torn down on exit, whatever happened: every process started with
+``run`` is killed (its whole process group) and reaped, then the namespaces are
+deleted; deleting a namespace deletes its veth ends and the bridge with it.
+
+Needs root and ``ip`` (iproute2); ``NetnsUnavailable`` says why not, and the
+fixture turns it into a skip.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+__all__ = ["Lan", "NetnsUnavailable", "NsProcess", "isolated_namespace", "lan_factory", "simulated_lan"]
+
+SUBNET = "10.231"  # 10.231.X.0/24: private, and unlikely to be used by the machine running the tests
+_serials = itertools.count(1)
+
+
+class NetnsUnavailable(RuntimeError):
+    """Network namespaces cannot be made here (not root, no iproute2, or no permission)."""
+
+
+def _ip(*args: str) -> None:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    if result.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip() or f'exit {result.returncode}'}")
+
+
+def _namespaces() -> list[str]:
+    result = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
+    return [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
+
+
+def _delete_namespaces(prefix: str) -> None:
+    for ns in _namespaces():
+        if ns.startswith(prefix):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+def _check_usable() -> None:
+    if os.geteuid() != 0:
+        raise NetnsUnavailable("network namespaces need root")
+    if shutil.which("ip") is None:
+        raise NetnsUnavailable("the ip command (iproute2) is not installed")
+
+
+@dataclass
+class NsProcess:
+    """A process running inside a namespace; its stdout and stderr go to files (a pipe could fill and block it)."""
+
+    ns: str
+    argv: list[str]
+    popen: subprocess.Popen[bytes]
+    stdout_path: Path
+    stderr_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def send_signal(self, sig: int) -> None:
+        self.popen.send_signal(sig)  # a no-op once the process has been reaped
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.popen.wait(timeout)
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr_tail(self, lines: int = 25) -> str:
+        text = self.stderr_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self, grace: float = 3.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; always reaps."""
+        _stop_all([self], grace)
+
+    def _signal_group(self, sig: int) -> None:
+        # Only while the leader is unreaped: its pid, the group's id, cannot have been reused yet.
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, sig)  # the process leads its own group (start_new_session)
+            except ProcessLookupError:
+                pass
+
+
+@dataclass
+class Lan:
+    """A running simulated LAN. Get one from ``simulated_lan`` or the ``lan_factory`` fixture."""
+
+    prefix: str
+    bridge: str
+    hosts: list[str]
+    ips: dict[str, str]
+    log_dir: Path
+    processes: list[NsProcess] = field(default_factory=list)
+    _ports: dict[str, str] = field(default_factory=dict)  # host ns -> its veth end in the bridge ns
+
+    def run(self, ns: str, argv: Sequence[str], *, env: dict[str, str] | None = None, name: str = "") -> NsProcess:
+        """Start ``argv`` inside namespace ``ns``; it is killed when the LAN is torn down."""
+        return _spawn(ns, argv, env, self.log_dir, name or ns, self.processes)
+
+    def call(self, ns: str, argv: Sequence[str], *, timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
+        """Run a short command inside ``ns`` and wait for it (killed if it outlives ``timeout``)."""
+        return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=timeout)
+
+    def link_down(self, ns: str) -> None:
+        """Cut the host off the bridge: its packets go nowhere, and no FIN or RST is ever sent."""
+        _ip("-n", self.bridge, "link", "set", self._ports[ns], "down")
+
+    def link_up(self, ns: str) -> None:
+        _ip("-n", self.bridge, "link", "set", self._ports[ns], "up")
+
+
+def _spawn(
+    ns: str, argv: Sequence[str], env: dict[str, str] | None, log_dir: Path, name: str, registry: list[NsProcess]
+) -> NsProcess:
+    n = len(registry)
+    out, err = log_dir / f"{n:02d}-{name}.out", log_dir / f"{n:02d}-{name}.err"
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        # `ip netns exec` execs the command in place, so the pid is the command's own
+        popen = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv],
+            stdin=subprocess.DEVNULL, stdout=fo, stderr=fe, env=env, start_new_session=True,
+        )  # fmt: skip
+    proc = NsProcess(ns, list(argv), popen, out, err)
+    registry.append(proc)
+    return proc
+
+
+def _stop_all(processes: list[NsProcess], grace: float = 3.0) -> None:
+    """Stop them all together (their shutdowns overlap), killing whatever outlives ``grace``; reap every one."""
+    for p in processes:
+        p._signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in processes:
+        try:
+            p.popen.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p._signal_group(signal.SIGKILL)
+            p.popen.wait()
+
+
+@contextmanager
+def simulated_lan(hosts: int = 3) -> Iterator[Lan]:
+    """Build a LAN of ``hosts`` namespaces on one bridge; tear all of it down on exit.
+
+    Raises:
+        NetnsUnavailable: not root, no ``ip``, or the kernel refuses to make a namespace.
+    """
+    _check_usable()
+    serial = next(_serials)
+    prefix = f"mn-{os.getpid()}-{serial}-"
+    subnet = f"{SUBNET}.{serial % 256}"
+    _delete_namespaces(prefix)  # leftovers of an earlier process that had our pid
+    bridge = prefix + "br"
+    try:
+        _ip("netns", "add", bridge)
+    except RuntimeError as exc:
+        raise NetnsUnavailable(f"cannot create a network namespace: {exc}") from None
+    lan = Lan(prefix, bridge, [], {}, Path(tempfile.mkdtemp(prefix=prefix)))
+    try:
+        _ip("-n", bridge, "link", "set", "lo", "up")
+        _ip("-n", bridge, "link", "add", "br0", "type", "bridge")
+        _ip("-n", bridge, "link", "set", "br0", "up")
+        for i in range(1, hosts + 1):
+            ns, port = f"{prefix}h{i}", f"h{i}"
+            _ip("netns", "add", ns)
+            lan.hosts.append(ns)
+            _ip("-n", bridge, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            _ip("-n", bridge, "link", "set", port, "master", "br0")
+            _ip("-n", bridge, "link", "set", port, "up")
+            _ip("-n", ns, "addr", "add", f"{subnet}.{i}/24", "dev", "eth0")
+            _ip("-n", ns, "link", "set", "eth0", "multicast", "on")
+            _ip("-n", ns, "link", "set", "eth0", "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+            lan.ips[ns] = f"{subnet}.{i}"
+            lan._ports[ns] = port
+        yield lan
+    finally:
+        _stop_all(lan.processes)
+        _delete_namespaces(prefix)
+        shutil.rmtree(lan.log_dir, ignore_errors=True)
+
+
+@dataclass
+class LoopbackNamespace:
+    """A namespace with only ``lo``: whatever crosses its loopback is this namespace's own traffic."""
+
+    name: str
+    log_dir: Path
+    processes: list[NsProcess] = field(default_factory=list)
+
+    def run(self, argv: Sequence[str], *, env: dict[str, str] | None = None, name: str = "") -> NsProcess:
+        return _spawn(self.name, argv, env, self.log_dir, name or "proc", self.processes)
+
+
+@contextmanager
+def isolated_namespace() -> Iterator[LoopbackNamespace]:
+    """One namespace with only ``lo`` up; its processes are killed and it is deleted on exit.
+
+    Raises:
+        NetnsUnavailable: as ``simulated_lan``.
+    """
+    _check_usable()
+    prefix = f"mn-{os.getpid()}-{next(_serials)}-"
+    _delete_namespaces(prefix)
+    name = prefix + "lo"
+    try:
+        _ip("netns", "add", name)
+    except RuntimeError as exc:
+        raise NetnsUnavailable(f"cannot create a network namespace: {exc}") from None
+    ns = LoopbackNamespace(name, Path(tempfile.mkdtemp(prefix=prefix)))
+    try:
+        _ip("-n", name, "link", "set", "lo", "up")
+        yield ns
+    finally:
+        _stop_all(ns.processes)
+        _delete_namespaces(prefix)
+        shutil.rmtree(ns.log_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def lan_factory() -> Iterator[Callable[[int], Lan]]:
+    """``make(n)`` builds a LAN of n hosts, torn down after the test; skips the test where namespaces are unavailable."""
+    with ExitStack() as stack:
+
+        def make(hosts: int = 3) -> Lan:
+            try:
+                return stack.enter_context(simulated_lan(hosts))
+            except NetnsUnavailable as exc:
+                pytest.skip(str(exc))
+
+        yield make
