@@ -90,3 +90,16 @@ def test_swarm_key_command(tmp_path: Path) -> None:
 
     assert len(load_swarm_key(out)) == 32
     assert meshnode("swarm-key", "-o", str(out)).returncode == 2  # never overwrites a key
+
+
+def test_log_json_gives_one_json_object_per_line(tmp_path: Path, nodes: list[NodeProcess]) -> None:
+    import json
+
+    a = NodeProcess(tmp_path / "a", [*LOOPBACK, "--log-json"])
+    nodes.append(a)
+    info = a.wait_ready()
+    a.stop()
+    records = [json.loads(line) for line in a.stderr.splitlines() if line.strip()]
+    assert records and all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
+    assert any(info["peer_id"] in r["msg"] for r in records)
+    assert records[-1]["msg"] == "stopping (SIGINT)"
