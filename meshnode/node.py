@@ -48,6 +48,7 @@ from .core.peers import (
     Tick,
 )
 from .core.presence import Goodbye, Presence, next_seq
+from .core.reputation import Reputation
 from .core import wire
 from .errors import PeerUnavailableError, WireError
 from .identity import Identity, load_or_create_identity
@@ -58,6 +59,7 @@ from .net.host import MeshHost, from_libp2p_id, open_host
 from .net.streams import read_frame, write_frame
 from .net.swarm_key import load_swarm_key
 from .sandbox import ENGINE_ID
+from .store import Store
 from .sysinfo import cpu_model, gpus, machine_load
 
 __all__ = ["MeshNode", "open_node"]
@@ -65,6 +67,7 @@ __all__ = ["MeshNode", "open_node"]
 log = logging.getLogger("meshnode")
 
 GOODBYE_PROTOCOL = "/meshnode/goodbye/1.0.0"
+STORE_FILE_NAME = "node.db"
 PING_EVERY = 5.0
 BOOTSTRAP_RETRY_MAX = 30.0
 MAX_CONCURRENT_DIALS = 16
@@ -99,6 +102,7 @@ class MeshNode:
         self._dialing: set[PeerId] = set()
         self._nursery: trio.Nursery | None = None
         self._presence_scope = trio.CancelScope()
+        self.reputation = Reputation()  # loaded from the journal when the node starts
 
     # --- public state --------------------------------------------------------------------
 
@@ -148,38 +152,53 @@ class MeshNode:
                 "version": p.version, "engine": p.engine,
                 "rtt_ms": None if r.rtt_ms is None else round(r.rtt_ms, 3),
                 "last_seen_s": round(now - r.last_seen, 3), "connected": r.connected,
+                "reputation": self._reputation_of(r.peer),
             })  # fmt: skip
         return out
+
+    def _reputation_of(self, peer: PeerId) -> dict[str, Any]:
+        record = self.reputation[peer]
+        return {
+            "agreements": record.agreements, "disagreements": record.disagreements, "failures": record.failures,
+            "score": round(record.score, 3), "barred": record.barred_from_quorum,
+        }  # fmt: skip
 
     # --- lifecycle -----------------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled. ``task_status.started`` fires once the node is fully up."""
         psk = load_swarm_key(self.config.swarm_key) if self.config.swarm_key else None
-        with DataDirLock(self.config.data_dir):
-            async with open_host(self.identity, self.config.listen, psk=psk, mdns=self.config.mdns) as host:
-                self._host = host
-                self._gossip = PresenceGossip(host, self.identity, self.dropped)
-                await self._gossip.start()
-                host.set_stream_handler(GOODBYE_PROTOCOL, self._receive_goodbye)
-                try:
-                    async with trio.open_nursery() as nursery:
-                        self._nursery = nursery
-                        nursery.start_soon(self._receive_presence)
-                        nursery.start_soon(self._publish_presence)
-                        nursery.start_soon(self._watch_connections)
-                        nursery.start_soon(self._tick)
-                        nursery.start_soon(self._ping_peers)
-                        for addr in self.config.bootstrap:
-                            nursery.start_soon(self._keep_bootstrap, addr)
-                        if self.config.mdns:
-                            nursery.start_soon(self._dial_mdns_discoveries)
-                        if self.config.api is not None:
-                            await nursery.start(self._serve_api)
-                        self._announce_start()
-                        task_status.started(self)
-                finally:
-                    self._host = None
+        with DataDirLock(self.config.data_dir), Store.open(self.config.data_dir / STORE_FILE_NAME) as store:
+            self.reputation = _load_reputation(store)
+            try:
+                async with open_host(self.identity, self.config.listen, psk=psk, mdns=self.config.mdns) as host:
+                    await self._run_on(host, task_status)
+            finally:
+                store.save_state("reputation", self.reputation.to_dict())
+
+    async def _run_on(self, host: MeshHost, task_status: Any) -> None:
+        self._host = host
+        self._gossip = PresenceGossip(host, self.identity, self.dropped)
+        await self._gossip.start()
+        host.set_stream_handler(GOODBYE_PROTOCOL, self._receive_goodbye)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._receive_presence)
+                nursery.start_soon(self._publish_presence)
+                nursery.start_soon(self._watch_connections)
+                nursery.start_soon(self._tick)
+                nursery.start_soon(self._ping_peers)
+                for addr in self.config.bootstrap:
+                    nursery.start_soon(self._keep_bootstrap, addr)
+                if self.config.mdns:
+                    nursery.start_soon(self._dial_mdns_discoveries)
+                if self.config.api is not None:
+                    await nursery.start(self._serve_api)
+                self._announce_start()
+                task_status.started(self)
+        finally:
+            self._host = None
 
     async def say_goodbye(self) -> None:
         """Tell the peers we are leaving, so they drop us at once."""
@@ -373,6 +392,17 @@ class MeshNode:
             log.info("listening    %s", addr)
         if self.api_url:
             log.info("local API    %s  (token in %s)", self.api_url, Path(self.config.data_dir) / "api.json")
+
+
+def _load_reputation(store: Store) -> Reputation:
+    saved = store.load_state("reputation")
+    if saved is None:
+        return Reputation()
+    try:
+        return Reputation.from_dict(saved)
+    except ValueError as exc:  # an unreadable record costs the history, never the node
+        log.warning("starting with empty peer reputations: %s", exc)
+        return Reputation()
 
 
 def _unix_ms() -> int:

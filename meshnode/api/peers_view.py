@@ -75,7 +75,16 @@ _COLUMNS: Final[tuple[tuple[str, bool, Callable[[dict[str, Any]], str]], ...]] =
     ("FREE MEM", True, lambda p: _shown(p.get("mem_free"), _size)),
     ("RTT", True, lambda p: _shown(p.get("rtt_ms"), _rtt)),
     ("LAST SEEN", True, lambda p: _shown(p.get("last_seen_s"), _ago)),
+    ("AGREE/DISAGREE/FAIL", True, lambda p: _shown(p.get("reputation"), _reputation)),
 )
+
+
+def _reputation(r: Any) -> str:
+    """agreements/disagreements/failures, with "barred" for a peer caught disagreeing."""
+    if not isinstance(r, dict):
+        return "-"
+    text = f"{r.get('agreements', 0)}/{r.get('disagreements', 0)}/{r.get('failures', 0)}"
+    return f"{text} barred" if r.get("barred") else text
 
 
 def _sort_key(peer: dict[str, Any]) -> tuple[int, str]:

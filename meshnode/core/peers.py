@@ -29,6 +29,12 @@ each other at once make two connections), at most every ``REDIAL_EVERY``
 seconds. A peer that times out while still connected has its connection
 dropped: a silently vanished host (no FIN, no RST) is otherwise never noticed.
 
+A connection that carries no presence for ``SILENT_CONNECTION_LIMIT`` seconds
+(from a peer never heard from, or from one that left and came back) is dropped
+too: gossip state can go stale on a connection that stays up (seen when a node
+restarted within milliseconds under the same identity), and a fresh connection
+starts it afresh.
+
 Time is an argument (seconds on a monotonic clock); nothing here reads a clock.
 """
 
@@ -61,6 +67,7 @@ GONE_INTERVALS: Final = 10
 FORGET_AFTER: Final = 300.0
 DIAL_GRACE: Final = 3.0
 REDIAL_EVERY: Final = 5.0
+SILENT_CONNECTION_LIMIT: Final = 15.0  # seconds connected without a word before the connection is dropped
 
 State = Literal["alive", "stale", "gone"]
 
@@ -167,7 +174,7 @@ class PeerTable:
     me: PeerId
     peers: dict[PeerId, PeerRecord] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)  # ignored messages, by reason
-    _early_connections: set[PeerId] = field(default_factory=set)  # connected before their first presence
+    _early_connections: dict[PeerId, float] = field(default_factory=dict)  # connected, no presence yet: since when
 
     def handle(self, event: Event) -> list[Instruction]:
         """Apply one event and return what the node must do about it."""
@@ -193,8 +200,7 @@ class PeerTable:
             return []  # our own message, echoed back by gossip
         record = self.peers.get(p.peer_id)
         if record is None:
-            connected = p.peer_id in self._early_connections
-            self._early_connections.discard(p.peer_id)
+            connected = self._early_connections.pop(p.peer_id, None) is not None
             record = PeerRecord(p.peer_id, p, "alive", p.seq, now, now, connected=connected)
             self.peers[p.peer_id] = record
             return [PeerJoined(p.peer_id, p), *self._maybe_dial(record, now)]
@@ -225,9 +231,20 @@ class PeerTable:
 
     def _tick(self, now: float) -> list[Instruction]:
         out: list[Instruction] = []
+        for peer, since in list(self._early_connections.items()):
+            if now - since > SILENT_CONNECTION_LIMIT:
+                # connected but never heard from: a peer whose gossip never reached us
+                # (or no meshnode at all); a fresh connection re-establishes gossip
+                self._early_connections[peer] = now  # still connected until the edge reports it closed
+                out.append(DropConnection(peer))
         for peer, record in list(self.peers.items()):
             silent = now - record.last_seen
-            if record.state != "gone" and silent > GONE_INTERVALS * record.interval:
+            if record.state == "gone" and record.connected and now - record.state_since > SILENT_CONNECTION_LIMIT:
+                # gone, yet connected and silent: a restarted peer whose gossip does not
+                # reach us; dropping the connection lets both sides start afresh
+                out.append(DropConnection(peer))
+                record.state_since = now
+            elif record.state != "gone" and silent > GONE_INTERVALS * record.interval:
                 record.state, record.state_since = "gone", now
                 out.append(PeerGone(peer, "timeout"))
                 if record.connected:
@@ -247,10 +264,12 @@ class PeerTable:
         record = self.peers.get(peer)
         if record is None:
             if connected:
-                self._early_connections.add(peer)
+                self._early_connections.setdefault(peer, now)
             else:
-                self._early_connections.discard(peer)
+                self._early_connections.pop(peer, None)
             return []
+        if connected and not record.connected and record.state == "gone":
+            record.state_since = now  # a gone peer reconnected (a restart?): give it time to speak
         record.connected = connected
         record.unconnected_since = None if connected else now
         return []

@@ -13,7 +13,9 @@ def test_an_empty_table_is_one_line() -> None:
 
 def test_a_peer_row() -> None:
     header, row = format_peer_table([sample_peer()]).splitlines()
-    assert header.split() == ["PEER", "STATE", "ADDRESS", "SLOTS", "IDLE", "LOAD", "FREE", "MEM", "RTT", "LAST", "SEEN"]
+    assert header.split() == [
+        "PEER", "STATE", "ADDRESS", "SLOTS", "IDLE", "LOAD", "FREE", "MEM", "RTT", "LAST", "SEEN", "AGREE/DISAGREE/FAIL",
+    ]  # fmt: skip
     assert row.split() == [
         f"12D3KooW…{PEER_B[-6:]}",
         "alive",
@@ -24,13 +26,14 @@ def test_a_peer_row() -> None:
         "3.2", "GiB",
         "0.7", "ms",
         "1.2", "s", "ago",
+        "7/0/1",
     ]  # fmt: skip
 
 
 def test_unknown_values_show_as_dashes() -> None:
     peer = {key: None for key in sample_peer()} | {"peer_id": PEER_A, "addrs": []}
     row = format_peer_table([peer]).splitlines()[1]
-    assert row.split() == [short_peer_id(PEER_A)] + ["-"] * 8
+    assert row.split() == [short_peer_id(PEER_A)] + ["-"] * 9
 
 
 def test_columns_line_up() -> None:
@@ -67,3 +70,8 @@ def test_short_peer_id() -> None:
 def test_no_trailing_spaces() -> None:
     text = format_peer_table([sample_peer(), sample_peer(peer_id=PEER_A, last_seen_s=None)])
     assert all(line == line.rstrip() for line in text.splitlines())
+
+
+def test_a_barred_peer_is_marked() -> None:
+    peer = sample_peer(reputation={"agreements": 1, "disagreements": 2, "failures": 0, "score": 0.1, "barred": True})
+    assert format_peer_table([peer]).splitlines()[1].endswith("1/2/0 barred")

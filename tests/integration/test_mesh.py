@@ -115,3 +115,15 @@ async def test_private_swarm_keeps_strangers_out(tmp_path: Path) -> None:
                 assert wrong.peer_id not in states(member) and none.peer_id not in states(member)
             for outsider in (wrong, none):
                 assert m1.peer_id not in states(outsider) and m2.peer_id not in states(outsider)
+
+
+async def test_peer_reputation_is_persisted_and_shown_with_the_peer(tmp_path: Path) -> None:
+    async with open_node(node_config(tmp_path, "b")) as b:
+        async with open_node(node_config(tmp_path, "a", bootstrap=tuple(b.dial_addrs))) as a:
+            a.reputation.record_failure(b.peer_id)
+            a_id = a.peer_id
+        await wait_until(lambda: states(b).get(a_id) == "gone" and not b.host.is_connected(a_id), 5, "b to see a leave")
+        async with open_node(node_config(tmp_path, "a", bootstrap=tuple(b.dial_addrs))) as a:  # restarted
+            await wait_until(lambda: len(a.table.alive()) == 1, 10, "b to be seen again")
+            (row,) = a.peers()
+            assert row["reputation"] == {"agreements": 0, "disagreements": 0, "failures": 1, "score": 0.333, "barred": False}

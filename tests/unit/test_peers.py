@@ -194,3 +194,19 @@ def test_a_timed_out_peer_is_redialled_until_forgotten_but_one_that_said_goodbye
     assert dials == [DialPeer(high, ("/ip4/127.0.0.1/tcp/1",))]
     later = [i for i in t.handle(Tick(11.0 + DIAL_GRACE + REDIAL_EVERY)) if isinstance(i, DialPeer)]
     assert later == [DialPeer(high, ("/ip4/127.0.0.1/tcp/1",))]
+
+
+def test_a_connection_that_stays_silent_is_dropped() -> None:
+    from meshnode.core.peers import SILENT_CONNECTION_LIMIT
+
+    stranger, restarted = OTHERS[0], OTHERS[1]
+    t = PeerTable(ME)
+    t.handle(ConnectionChanged(stranger, True, 0.0))  # never says a word
+    t.handle(PresenceHeard(presence(restarted, 1), 0.0))
+    t.handle(ConnectionChanged(restarted, True, 0.0))
+    t.handle(GoodbyeHeard(Goodbye(restarted, 2), 1.0))  # it left ...
+    t.handle(ConnectionChanged(restarted, False, 1.1))
+    t.handle(ConnectionChanged(restarted, True, 2.0))  # ... and came back, but its gossip never arrives
+    assert t.handle(Tick(SILENT_CONNECTION_LIMIT)) == []
+    out = t.handle(Tick(SILENT_CONNECTION_LIMIT + 2.1))
+    assert DropConnection(stranger) in out and DropConnection(restarted) in out
