@@ -12,7 +12,7 @@ numbers.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -145,6 +145,12 @@ class InputCommitment:
         for data in inputs:
             digests.append(hashlib.sha256(data).digest())
             sizes.append(len(data))
+        tree = MerkleTree([leaf_hash(d, n) for d, n in zip(digests, sizes, strict=True)])
+        return cls(tuple(digests), tuple(sizes), tree)
+
+    @classmethod
+    def from_digests(cls, digests: Sequence[bytes], sizes: Sequence[int]) -> InputCommitment:
+        """Rebuild from the hashes and sizes alone (a restarted owner keeps the inputs as blobs)."""
         tree = MerkleTree([leaf_hash(d, n) for d, n in zip(digests, sizes, strict=True)])
         return cls(tuple(digests), tuple(sizes), tree)
 
