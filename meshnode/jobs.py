@@ -18,7 +18,6 @@ waits for peers.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -28,11 +27,12 @@ from typing import Any
 
 from .blobs import BlobStore
 from .core import wire
-from .core.job import ClaimReceived, Grant, JobFinished, Progress, StealRequest, SubtaskDecided
+from .core.job import ClaimReceived, Grant, Instruction, JobFinished, Progress, StealRequest, SubtaskDecided
 from .core.manifest import InputCommitment, JobManifest, Replication, TaskLimits
 from .core.owner import JobOwner
 from .core.presence import next_seq
 from .core.reputation import Reputation
+from .core.result import ResultClaim
 from .core.verify import Disputed, Verified
 from .executor import Executor
 from .identity import Identity
@@ -63,7 +63,8 @@ class RunningJob:
     envelope: bytes  # the signed manifest, as sent to executors
     commitment: InputCommitment
     owner: JobOwner
-    outputs: dict[int, bytes] = field(default_factory=dict)  # outputs of this node's own runs, by index
+    # candidate outputs by subtask and hash (ours and the ones executors pushed) until a verdict picks one
+    outputs: dict[int, dict[bytes, bytes]] = field(default_factory=dict)
     request_id: int = 0
 
     @property
@@ -155,10 +156,20 @@ class JobManager:
             subtask = job.commitment.subtask(job.job_id, ref.index, ref.replica, data)
             manifest, checked = self.executor.check(job.envelope, wire.encode(subtask), _unix_ms())
             result = await self.executor.run(manifest, checked)
-            if result.output is not None:
-                job.outputs[ref.index] = result.output
-            self.apply(job, job.owner.handle(ClaimReceived(result.claim, time.monotonic(), self.reputation.barred())))
+            self.receive_claim(job, result.claim, result.output)
             self.store.outbox_ack(job.job_id, ref.index, ref.replica)  # we are our own owner
+
+    def receive_claim(self, job: RunningJob, claim: ResultClaim, output: bytes | None) -> list[Instruction]:
+        """Feed one signed claim (ours or a peer's) to the job; returns what the job said, Acks included.
+
+        The caller has checked the claim's signature and that ``output`` hashes to
+        ``claim.output_sha256``.
+        """
+        if output is not None and claim.output_sha256 is not None:
+            job.outputs.setdefault(claim.index, {})[claim.output_sha256] = output
+        instructions = job.owner.handle(ClaimReceived(claim, time.monotonic(), self.reputation.barred()))
+        self.apply(job, instructions)
+        return instructions
 
     def apply(self, job: RunningJob, instructions: Sequence[object]) -> None:
         decided: list[VerifiedOutput] = []
@@ -178,12 +189,13 @@ class JobManager:
         if isinstance(outcome, Verified):
             self.reputation.record_verdict(outcome)
             executors = [str(p) for p in outcome.counted]
+            candidates = job.outputs.pop(decided.index, {})
             if outcome.status == "ok":
-                output = job.outputs.get(decided.index)
-                if output is None or hashlib.sha256(output).digest() != outcome.output_sha256:
-                    output = None  # verified elsewhere: fetched from an executor by the network side
+                assert outcome.output_sha256 is not None
+                output = candidates.get(outcome.output_sha256)
                 return VerifiedOutput(decided.index, "ok", output, {"executors": executors})
             return VerifiedOutput(decided.index, outcome.status, None, {"executors": executors})
+        job.outputs.pop(decided.index, None)
         if isinstance(outcome, Disputed):
             return VerifiedOutput(decided.index, "disputed", None, {"candidates": repr(outcome)[:2000]})
         return VerifiedOutput(decided.index, outcome.code, None, {"message": outcome.message})

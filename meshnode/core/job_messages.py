@@ -1,0 +1,94 @@
+"""The messages of the job protocol between a thief (executor) and a job's owner.
+
+    thief -> owner   StealAsk      "I have n idle slots": request_id grows with every ask
+    owner -> thief   StealReply    the granted replicas, each job's signed manifest once, and the lease
+    thief -> owner   ResultPush    signed result claims, with their outputs
+    owner -> thief   ResultAck     one answer per claim; any answer ends the thief's retries
+    thief -> owner   LeaseRenew    "still working on these": keeps the leases from lapsing
+
+Every subtask is still checked by the thief against the owner's signed
+manifest before it runs, and every claim by the owner against the executor's
+signature: these messages only carry the signed pieces.
+"""
+
+from __future__ import annotations
+
+from .manifest import INLINE_INPUT_MAX
+from .wire import Bytes, Int, ListOf, Nested, Optional, Str, message, struct, wire
+
+__all__ = [
+    "JobGrant",
+    "LeaseRenew",
+    "PushedResult",
+    "ReplicaId",
+    "ResultAck",
+    "ResultAckItem",
+    "ResultPush",
+    "StealAsk",
+    "StealReply",
+]
+
+MAX_BATCH = 256
+MAX_OUTPUT_BYTES = 64 << 20
+_MANIFEST_ENVELOPE = Bytes(1, 4096 + 256)
+_SUBTASK = Bytes(1, INLINE_INPUT_MAX + 4096)
+_CLAIM_ENVELOPE = Bytes(1, 2048 + 256)
+_ACK_STATUSES = ("accepted", "duplicate", "late", "rejected")
+
+
+@message("steal_ask", version=1, max_size=512)
+class StealAsk:
+    request_id: int = wire(Int(0, 2**62))
+    n: int = wire(Int(1, MAX_BATCH))
+    engine: str = wire(Str(64))
+
+
+@struct
+class JobGrant:
+    manifest: bytes = wire(_MANIFEST_ENVELOPE)  # the owner's signed manifest
+    subtasks: tuple[bytes, ...] = wire(ListOf(_SUBTASK, MAX_BATCH))  # encoded Subtask messages
+
+
+@message("steal_reply", version=1, max_size=32 << 20)
+class StealReply:
+    request_id: int = wire(Int(0, 2**62))
+    grants: tuple[JobGrant, ...] = wire(ListOf(Nested(JobGrant), 64))
+    lease_ms: int = wire(Int(0, 3_600_000))
+    refused: str = wire(Str(300))  # why nothing was granted, when that is a refusal ("" otherwise)
+
+
+@struct
+class PushedResult:
+    claim: bytes = wire(_CLAIM_ENVELOPE)  # a ResultClaim signed by its executor
+    output: bytes | None = wire(Optional(Bytes(0, MAX_OUTPUT_BYTES)))
+
+
+@message("result_push", version=1, max_size=MAX_OUTPUT_BYTES + (1 << 20))
+class ResultPush:
+    results: tuple[PushedResult, ...] = wire(ListOf(Nested(PushedResult), MAX_BATCH))
+
+
+@struct
+class ResultAckItem:
+    job_id: bytes = wire(Bytes(16, 16))
+    index: int = wire(Int(0, 2**31 - 1))
+    replica: int = wire(Int(0, 31))
+    status: str = wire(Str(16, choices=_ACK_STATUSES))
+    reason: str = wire(Str(300))
+
+
+@message("result_ack", version=1, max_size=128 << 10)
+class ResultAck:
+    acks: tuple[ResultAckItem, ...] = wire(ListOf(Nested(ResultAckItem), MAX_BATCH))
+
+
+@struct
+class ReplicaId:
+    index: int = wire(Int(0, 2**31 - 1))
+    replica: int = wire(Int(0, 31))
+
+
+@message("lease_renew", version=1, max_size=64 << 10)
+class LeaseRenew:
+    job_id: bytes = wire(Bytes(16, 16))
+    replicas: tuple[ReplicaId, ...] = wire(ListOf(Nested(ReplicaId), 4096))
