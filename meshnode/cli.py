@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--swarm-key", metavar="FILE",
         help="private swarm: only nodes with this key can connect (make one with: python -m meshnode swarm-key)",
     )  # fmt: skip
+    p.add_argument(
+        "--trust", metavar="any|FILE",
+        help="whose jobs this node runs: any owner (the default), or the owner peer IDs in FILE, one a line",
+    )  # fmt: skip
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default: info")
     p.add_argument("--log-json", action="store_const", const=True, help="log JSON lines instead of text")
     p.add_argument("--presence-interval", type=float, metavar="SECONDS", help="seconds between presence messages (default: 1.5)")
@@ -173,7 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     flags = {
         "listen": args.listen, "bootstrap": args.bootstrap, "mdns": args.mdns, "slots": args.slots,
         "api": args.api, "swarm_key": args.swarm_key, "log_level": args.log_level, "log_json": args.log_json,
-        "presence_interval": args.presence_interval,
+        "presence_interval": args.presence_interval, "trust": args.trust,
     }  # fmt: skip
     config = load_node_config(args.data_dir, flags)
     configure_logging(config.log_level, config.log_json)

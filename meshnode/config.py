@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from .core.manifest import TaskLimits
 from .errors import ConfigError
+from .trust import TrustPolicy
 
 __all__ = [
     "CONFIG_FILE_NAME",
@@ -88,6 +89,7 @@ class NodeConfig:
     presence_interval: float = 1.5  # seconds between presence messages (jittered by +-1/6)
     log_level: str = "info"
     log_json: bool = False
+    trust: TrustPolicy = TrustPolicy()  # whose jobs this node runs: any owner by default
 
 
 def _words(value: str) -> tuple[str, ...]:
@@ -161,6 +163,7 @@ _PARSERS: Final[dict[str, Callable[[str, Any], Any]]] = {
     "presence_interval": _interval,
     "log_level": _level,
     "log_json": _bool,
+    "trust": lambda name, v: TrustPolicy.from_flag(str(v)),
 }
 
 

@@ -22,7 +22,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ from .core.peers import (
 from .core.presence import Goodbye, Presence, next_seq
 from .core.reputation import Reputation
 from .core import wire
-from .errors import PeerUnavailableError, WireError
+from .errors import MeshError, PeerUnavailableError, WireError
 from .identity import Identity, load_or_create_identity
 from .lockfile import DataDirLock
 from .net.addresses import parse_bootstrap, split_tcp
@@ -59,6 +59,17 @@ from .net.host import MeshHost, from_libp2p_id, open_host
 from .net.streams import read_frame, write_frame
 from .net.swarm_key import load_swarm_key
 from .sandbox import ENGINE_ID
+from .blobs import BlobStore
+from .core.job import PeerLeft as JobPeerLeft
+from .core.job import Tick as JobTick
+from .core.job_messages import PushedResult, ResultPush
+from .core.manifest import JobManifest, Subtask
+from .core.steal import plan_steal, views_of
+from .executor import Executor, RefusedWork
+from .jobs import JobManager, JobOptions, RunningJob
+from .net.blob_protocol import fetch_from_any, serve_blobs
+from .net.job_protocol import push_results, serve_jobs, steal
+from .sandbox import Sandbox
 from .store import Store
 from .sysinfo import cpu_model, gpus, machine_load
 
@@ -103,6 +114,11 @@ class MeshNode:
         self._nursery: trio.Nursery | None = None
         self._presence_scope = trio.CancelScope()
         self.reputation = Reputation()  # loaded from the journal when the node starts
+        self.jobs: JobManager  # set when the node starts
+        self._advertised_surplus = 0
+        self._busy = 0
+        self._steal_request_id = 0
+        self._work_available = trio.Event()
 
     # --- public state --------------------------------------------------------------------
 
@@ -170,9 +186,15 @@ class MeshNode:
         psk = load_swarm_key(self.config.swarm_key) if self.config.swarm_key else None
         with DataDirLock(self.config.data_dir), Store.open(self.config.data_dir / STORE_FILE_NAME) as store:
             self.reputation = _load_reputation(store)
+            blobs = BlobStore(self.config.data_dir / "blobs")
             try:
-                async with open_host(self.identity, self.config.listen, psk=psk, mdns=self.config.mdns) as host:
-                    await self._run_on(host, task_status)
+                with Sandbox(slots=self.config.slots, cache_dir=self.config.data_dir / "modules") as sandbox:
+                    executor = Executor(self.identity, sandbox, blobs, store, self.config.trust)
+                    self.jobs = JobManager(self.identity, blobs, store, executor, self.reputation)
+                    for job in self.jobs.resume():
+                        log.info("resumed job    %s  (%d of %d subtasks decided)", job.job_id.hex(), *_decided(job))
+                    async with open_host(self.identity, self.config.listen, psk=psk, mdns=self.config.mdns) as host:
+                        await self._run_on(host, task_status)
             finally:
                 store.save_state("reputation", self.reputation.to_dict())
 
@@ -181,6 +203,8 @@ class MeshNode:
         self._gossip = PresenceGossip(host, self.identity, self.dropped)
         await self._gossip.start()
         host.set_stream_handler(GOODBYE_PROTOCOL, self._receive_goodbye)
+        serve_blobs(host, self.jobs.blobs)
+        serve_jobs(host, self.jobs)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -189,6 +213,9 @@ class MeshNode:
                 nursery.start_soon(self._watch_connections)
                 nursery.start_soon(self._tick)
                 nursery.start_soon(self._ping_peers)
+                for _ in range(self.config.slots):
+                    nursery.start_soon(self._work)
+                nursery.start_soon(self._retry_outbox)
                 for addr in self.config.bootstrap:
                     nursery.start_soon(self._keep_bootstrap, addr)
                 if self.config.mdns:
@@ -259,7 +286,7 @@ class MeshNode:
             engine=ENGINE_ID,
             slots=self.config.slots,
             idle=self._idle,
-            surplus=0,
+            surplus=min(self.surplus(), 2**31),
             load1=load.load1,
             mem_free=load.mem_free,
             mem_total=load.mem_total,
@@ -293,7 +320,14 @@ class MeshNode:
     async def _tick(self) -> None:
         while True:
             await trio.sleep(min(0.25, self.config.presence_interval / 4))
-            self._apply(self.table.handle(Tick(time.monotonic())))
+            now = time.monotonic()
+            self._apply(self.table.handle(Tick(now)))
+            for job in list(self.jobs.jobs.values()):
+                self.jobs.apply(job, job.owner.handle(JobTick(now)))
+            surplus = self.surplus()
+            if surplus != self._advertised_surplus:
+                self._advertised_surplus = surplus
+                self._presence_changed.set()
 
     async def _watch_connections(self) -> None:
         async for event in self.host.events:
@@ -311,6 +345,117 @@ class MeshNode:
                     self._apply(self.table.handle(RttMeasured(record.peer, rtt, time.monotonic())))
             await trio.sleep(PING_EVERY)
 
+    # --- work ----------------------------------------------------------------------------------
+
+    def surplus(self) -> int:
+        """Replicas of this node's jobs that thieves could take now."""
+        return sum(job.owner.surplus() for job in self.jobs.jobs.values() if not job.owner.finished)
+
+    def submit(self, module: bytes, inputs: Sequence[bytes], options: JobOptions) -> RunningJob:
+        """Own a new job: its replicas go to this node's slots and to any peer that steals them."""
+        job = self.jobs.submit(module, inputs, options, _unix_ms())
+        self._wake_workers()
+        self._presence_changed.set()
+        return job
+
+    def _wake_workers(self) -> None:
+        self._work_available.set()
+        self._work_available = trio.Event()
+
+    async def _work(self) -> None:
+        """One slot: run our own jobs' replicas first, else steal from the peer with the most surplus."""
+        while True:
+            ran = await self._run_own() or await self._steal_and_run()
+            if not ran:
+                with trio.move_on_after(0.25):
+                    await self._work_available.wait()
+
+    async def _occupied(self, work: Any) -> None:
+        self._busy += 1
+        self.set_idle(self.config.slots - self._busy)
+        try:
+            await work
+        finally:
+            self._busy -= 1
+            self.set_idle(self.config.slots - self._busy)
+
+    async def _run_own(self) -> bool:
+        for job in list(self.jobs.jobs.values()):
+            if job.owner.finished:
+                continue
+            grant = self.jobs.take(job, 1, time.monotonic())
+            if grant is not None and grant.replicas:
+                try:
+                    await self._occupied(self.jobs.run_grant(job, grant))
+                except MeshError as exc:
+                    log.warning("job %s: %s", job.job_id.hex()[:12], exc)
+                return True
+        return False
+
+    async def _steal_and_run(self) -> bool:
+        idle = self.config.slots - self._busy
+        plan = plan_steal(
+            [v for v in views_of(self.table, self.reputation) if v.surplus > 0], idle_slots=idle, engine=ENGINE_ID
+        )
+        if plan is None:
+            return False
+        self._steal_request_id = next_seq(self._steal_request_id, _unix_ms())
+        try:
+            reply = await steal(self.host, plan.victim, min(plan.count, 4), self._steal_request_id, ENGINE_ID)
+        except (PeerUnavailableError, WireError) as exc:
+            log.debug("steal from %s: %s", plan.victim, exc)
+            return False
+        ran = False
+        for grant in reply.grants:
+            await self._occupied(self._run_stolen(plan.victim, grant))
+            ran = True
+        return ran
+
+    async def _run_stolen(self, owner: PeerId, grant: Any) -> None:
+        pushed = []
+        try:
+            manifest = wire.open_self_signed(grant.manifest, JobManifest, "owner")
+            await fetch_from_any(self.host, [owner], manifest.module_sha256, self.jobs.blobs)
+            for subtask_bytes in grant.subtasks:
+                subtask = wire.decode(subtask_bytes, Subtask)
+                if subtask.input is None:
+                    await fetch_from_any(self.host, [owner], subtask.input_sha256, self.jobs.blobs)
+                checked, checked_subtask = self.jobs.executor.check(grant.manifest, subtask_bytes, _unix_ms())
+                result = await self.jobs.executor.run(checked, checked_subtask)
+                pushed.append(PushedResult(claim=result.envelope, output=result.output))
+        except RefusedWork as exc:
+            log.warning("refused work from %s: %s", owner, exc.reason)
+        except (PeerUnavailableError, WireError) as exc:
+            log.debug("stolen work from %s: %s", owner, exc)
+        if pushed:
+            await self._push(owner, pushed)
+
+    async def _push(self, owner: PeerId, pushed: list[PushedResult]) -> None:
+        try:
+            ack = await push_results(self.host, owner, ResultPush(results=tuple(pushed)))
+        except (PeerUnavailableError, WireError) as exc:
+            log.debug("results to %s wait in the outbox: %s", owner, exc)
+            return
+        for a in ack.acks:
+            self.jobs.store.outbox_ack(a.job_id, a.index, a.replica)
+
+    async def _retry_outbox(self) -> None:
+        """Results whose owner did not acknowledge them yet: push again, with backoff."""
+        while True:
+            await trio.sleep(2.0)
+            now = time.time()
+            due = self.jobs.store.outbox_due(now)
+            by_owner: dict[str, list[Any]] = {}
+            for entry in due:
+                by_owner.setdefault(entry.owner, []).append(entry)
+            for owner_text, entries in by_owner.items():
+                for e in entries:
+                    self.jobs.store.outbox_retry_later(e.job_id, e.index, e.replica, now + min(60.0, 2.0 * 2 ** e.attempts))
+                owner = PeerId.from_base58(owner_text)
+                if owner == self.peer_id or not self.host.is_connected(owner):
+                    continue
+                await self._push(owner, [PushedResult(claim=e.claim, output=e.output) for e in entries])
+
     # --- instructions ------------------------------------------------------------------------
 
     def _apply(self, instructions: list[Instruction]) -> None:
@@ -322,6 +467,8 @@ class MeshNode:
                 log.info("peer stale   %s  (no presence for a while)", i.peer)
             elif isinstance(i, PeerGone):
                 log.info("peer left    %s  (%s)", i.peer, "goodbye" if i.reason == "goodbye" else "timed out")
+                for job in list(self.jobs.jobs.values()):
+                    self.jobs.apply(job, job.owner.handle(JobPeerLeft(i.peer, time.monotonic())))
             elif isinstance(i, DialPeer):
                 self._spawn_dial(i.peer, i.addrs)
             elif isinstance(i, DropConnection):
@@ -392,6 +539,11 @@ class MeshNode:
             log.info("listening    %s", addr)
         if self.api_url:
             log.info("local API    %s  (token in %s)", self.api_url, Path(self.config.data_dir) / "api.json")
+
+
+def _decided(job: RunningJob) -> tuple[int, int]:
+    p = job.progress()
+    return p.verified + p.failed + p.disputed, p.total
 
 
 def _load_reputation(store: Store) -> Reputation:

@@ -1,0 +1,40 @@
+"""A job submitted on one node spreads over the mesh: stolen, run, cross-verified, journalled."""
+
+from __future__ import annotations
+
+import json
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from meshnode.core.manifest import Replication, TaskLimits
+from meshnode.jobs import JobOptions
+from meshnode.node import MeshNode, open_node
+from tests.tasks import reference
+
+from .conftest import node_config, wait_until
+
+TASKS = Path(__file__).resolve().parents[2] / "tasks_wasm"
+
+
+async def test_a_mandelbrot_job_is_verified_by_two_distinct_peers_and_every_node_works(tmp_path: Path) -> None:
+    module = (TASKS / "mandelbrot.wasm").read_bytes()
+    tiles = [
+        json.dumps({"x0": x, "y0": y, "w": 64, "h": 64, "width": 512, "height": 512, "max_iter": 200}).encode()
+        for y in range(0, 512, 64) for x in range(0, 512, 64)
+    ]  # fmt: skip
+    async with AsyncExitStack() as stack:
+        nodes: list[MeshNode] = []
+        for i in range(3):
+            boot = tuple(nodes[0].dial_addrs) if nodes else ()
+            nodes.append(await stack.enter_async_context(open_node(node_config(tmp_path, f"n{i}", bootstrap=boot, slots=1))))
+        await wait_until(lambda: all(len(n.table.alive()) == 2 for n in nodes), 20, "the mesh")
+        owner = nodes[0]
+        options = JobOptions(limits=TaskLimits(10**10, 64 << 20, 60_000, 1 << 20), replication=Replication(2, 2, 4))
+        job = owner.submit(module, tiles, options)
+        await wait_until(lambda: job.owner.finished, 120, "the job to finish")
+        outputs = owner.jobs.store.outputs(job.job_id)
+        assert [o.status for o in outputs] == ["ok"] * len(tiles)
+        assert [o.output for o in outputs] == [reference.mandelbrot(t) for t in tiles]
+        assert all(len(set(o.detail["executors"])) == 2 for o in outputs)
+        ran = {str(n.peer_id): n.jobs.executor.runs for n in nodes}
+        assert all(count > 0 for count in ran.values()), ran
