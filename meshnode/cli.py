@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_peers_parser(sub)
 
+    from .api.job_commands import add_job_parsers
+
+    add_job_parsers(sub, _add_task_flags, _add_data_dir)
+
     p = sub.add_parser("swarm-key", help="print a new private swarm key (swarm.key format)")
     p.add_argument("-o", "--output", metavar="FILE", help="write it to FILE (mode 0600) instead of stdout")
     p.set_defaults(func=cmd_swarm_key)

@@ -17,6 +17,7 @@ I/O, feeds events to ``PeerTable`` and carries out the instructions it returns.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -525,8 +526,12 @@ class MeshNode:
         assert self.config.api is not None
         token = new_token()
         assert self._nursery is not None
-        self.api_url = await self._nursery.start(serve_api, self, self.config.api, token)
-        write_api_file(self.config.data_dir, url=self.api_url, token=token, peer_id=str(self.peer_id), pid=os.getpid())
+        from .api.job_routes import job_routes
+
+        serve = functools.partial(serve_api, extra_routes=job_routes(self))
+        url: str = await self._nursery.start(serve, self, self.config.api, token)
+        self.api_url = url
+        write_api_file(self.config.data_dir, url=url, token=token, peer_id=str(self.peer_id), pid=os.getpid())
         task_status.started()
         try:
             await trio.sleep_forever()

@@ -39,7 +39,15 @@ class ApiClient:
         return cls(read_api_file(data_dir), data_dir, timeout=timeout)
 
     def get(self, path: str) -> Any:
-        """``GET path`` (e.g. ``"/v1/peers"``) and return the parsed JSON body.
+        """``GET path`` and return the parsed JSON body (see ``request``)."""
+        return self.request("GET", path)
+
+    def post(self, path: str, content: bytes, content_type: str = "application/cbor") -> Any:
+        """``POST`` a body (a job, in CBOR) and return the parsed JSON answer (see ``request``)."""
+        return self.request("POST", path, content, content_type)
+
+    def request(self, method: str, path: str, content: bytes | None = None, content_type: str = "") -> Any:
+        """Send ``method path`` (e.g. ``GET /v1/peers``) and return the parsed JSON body.
 
         Raises:
             NodeNotRunning: the node does not answer (it died without removing
@@ -56,7 +64,8 @@ class ApiClient:
             with httpx.Client(
                 base_url=url, headers=headers, timeout=self.timeout, trust_env=False, verify=False
             ) as http:
-                response = http.get(path)
+                extra = {"Content-Type": content_type} if content_type else {}
+                response = http.request(method, path, content=content, headers=extra)
         except httpx.TimeoutException:
             raise NodeNotRunning(
                 self.data_dir, f"the node at {url} (pid {self.endpoint.pid}) did not answer within {self.timeout:g} s"
@@ -71,11 +80,11 @@ class ApiClient:
                 "did another node take over this data dir? Restart the node to rewrite the file"
             )
         if not response.is_success:
-            raise MeshError(f"GET {path}: the node answered HTTP {response.status_code}: {_error_text(response)}")
+            raise MeshError(f"{method} {path}: the node answered HTTP {response.status_code}: {_error_text(response)}")
         try:
             return response.json()
         except ValueError:
-            raise MeshError(f"GET {path}: the node's answer is not JSON: {response.text[:200]!r}") from None
+            raise MeshError(f"{method} {path}: the node's answer is not JSON: {response.text[:200]!r}") from None
 
 
 def _error_text(response: httpx.Response) -> str:

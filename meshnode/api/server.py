@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import trio
@@ -126,7 +127,7 @@ async def _server_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(500, f"internal error in the node: {type(exc).__name__}: {exc}")
 
 
-def make_app(view: NodeView, token: str) -> Starlette:
+def make_app(view: NodeView, token: str, extra_routes: Sequence[Route] = ()) -> Starlette:
     """The API as an ASGI app.
 
     Routes:
@@ -152,7 +153,7 @@ def make_app(view: NodeView, token: str) -> Starlette:
         return JSONResponse({"peers": view.peers()})
 
     app = Starlette(
-        routes=[Route("/v1/node", node_info), Route("/v1/peers", peer_list)],
+        routes=[Route("/v1/node", node_info), Route("/v1/peers", peer_list), *extra_routes],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     app.add_middleware(_BearerAuth, token=token)
@@ -239,6 +240,7 @@ async def serve_api(
     token: str,
     *,
     allow_remote: bool = False,
+    extra_routes: Sequence[Route] = (),
     task_status: TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the API on ``bind`` until cancelled.
@@ -267,6 +269,6 @@ async def serve_api(
     sock.detach()
     async with trio.open_nursery() as nursery:
         # Starlette is a plain ASGI 3 app; its scope types are just looser than hypercorn's TypedDicts.
-        app = cast("ASGIFramework", make_app(view, token))
+        app = cast("ASGIFramework", make_app(view, token, extra_routes))
         urls: list[str] = await nursery.start(functools.partial(serve, app, config))
         task_status.started(urls[0])

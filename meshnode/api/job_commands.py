@@ -1,0 +1,167 @@
+"""``submit``, ``status``, ``results`` and ``jobs``: the job commands, through the running node's API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import cbor2
+
+from ..config import resolve_data_dir
+from ..errors import ConfigError
+
+__all__ = ["add_job_parsers"]
+
+POLL_SECONDS = 0.5
+
+
+def add_job_parsers(sub: Any, add_task_flags: Any, add_data_dir: Any) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="run a job across the mesh, each subtask verified by distinct peers",
+        description="Hand a job to the running node, which owns it: its subtasks spread over the mesh, "
+        "each runs on --replicas distinct peers, and an output is accepted when --quorum of them agree. "
+        "Results are JSON Lines as for exec.",
+    )
+    add_task_flags(p)
+    p.add_argument("--replicas", type=int, default=2, help="distinct executors per subtask (default 2)")
+    p.add_argument("--quorum", type=int, default=2, help="executors that must agree (default 2)")
+    p.add_argument("--max-replicas", type=int, default=5, help="executors to try on disagreement (default 5)")
+    p.add_argument("--label", default="", help="a name for the job, shown by jobs")
+    p.add_argument("--detach", action="store_true", help="print the job ID and return at once")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="a job's progress (or every job's)")
+    p.add_argument("job", nargs="?", metavar="JOB")
+    p.add_argument("--json", action="store_true")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("results", help="a job's results, as JSON Lines")
+    p.add_argument("job", metavar="JOB")
+    p.add_argument("--output", metavar="FILE", help="write them here (default: stdout)")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("jobs", help="list the jobs this node owns")
+    p.add_argument("--json", action="store_true")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_jobs)
+
+
+def _client(args: argparse.Namespace, timeout: float = 5.0) -> Any:
+    from .client import ApiClient
+
+    return ApiClient.for_data_dir(resolve_data_dir(args.data_dir), timeout=timeout)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from ..cli import input_spec, limits_from_args, read_module
+    from ..jobio import read_inputs
+
+    limits = limits_from_args(args)
+    if not 1 <= args.quorum <= args.max_replicas or not 1 <= args.replicas <= args.max_replicas:
+        raise ConfigError("need 1 <= --quorum <= --max-replicas and 1 <= --replicas <= --max-replicas")
+    module = read_module(args.module)
+    inputs = list(read_inputs(input_spec(args)))
+    if not inputs:
+        raise ConfigError("the job has no inputs")
+    body = cbor2.dumps({
+        "module": module, "inputs": inputs,
+        "options": {"replicas": args.replicas, "quorum": args.quorum, "max_replicas": args.max_replicas,
+                    "fuel": limits.fuel, "memory": limits.memory, "timeout_ms": limits.timeout_ms,
+                    "max_output": limits.max_output, "entry": args.entry, "nan_canonical": args.nan_canonical,
+                    "label": args.label or Path(args.module).name},
+    })  # fmt: skip
+    client = _client(args, timeout=300.0)
+    job_id = client.post("/v1/jobs", body)["job_id"]
+    if args.detach:
+        print(job_id)
+        return 0
+    print(f"job {job_id}: {len(inputs)} subtasks, {args.replicas} replicas, quorum {args.quorum}", file=sys.stderr)
+    status = _follow(client, job_id)
+    results = client.get(f"/v1/jobs/{job_id}/results")["results"]
+    _write_results(results, args.output)
+    return 0 if status["verified"] == status["total"] else 1
+
+
+def _follow(client: Any, job_id: str) -> dict[str, Any]:
+    """Poll the job until it ends, drawing progress on stderr; its last status."""
+    start = time.monotonic()
+    warned = False
+    live = sys.stderr.isatty()
+    while True:
+        status: dict[str, Any] = client.get(f"/v1/jobs/{job_id}")
+        waiting = status.get("waiting_for_peers")
+        if waiting and not warned:
+            print(
+                f"waiting for peers: the mesh has {waiting['have']} other node(s), this job needs "
+                f"{waiting['need']} (--replicas 1 runs unverified on one node); still waiting...",
+                file=sys.stderr,
+            )
+            warned = True
+        done = status["verified"] + status["failed"] + status["disputed"]
+        elapsed = time.monotonic() - start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (status["total"] - done) / rate if rate else float("nan")
+        line = (
+            f"{done}/{status['total']} decided: {status['verified']} verified, {status['failed']} failed, "
+            f"{status['disputed']} disputed, {status['running']} running; {rate:.1f}/s, ETA {eta:.0f} s"
+        )
+        if live:
+            sys.stderr.write("\r\x1b[K" + line)
+            sys.stderr.flush()
+        if status["state"] != "running":
+            if live:
+                sys.stderr.write("\n")
+            print(f"job {job_id} {status['state']}: {line}", file=sys.stderr)
+            return status
+        time.sleep(POLL_SECONDS)
+
+
+def _write_results(results: list[dict[str, Any]], output: str | None) -> None:
+    out: IO[str] = sys.stdout if output is None else open(output, "w", encoding="utf-8")
+    try:
+        for record in results:
+            out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = _client(args)
+    statuses = [client.get(f"/v1/jobs/{args.job}")] if args.job else client.get("/v1/jobs")["jobs"]
+    for s in statuses:
+        if args.json:
+            print(json.dumps(s))
+        else:
+            wait = "  (waiting for peers)" if s.get("waiting_for_peers") else ""
+            print(f"{s['job_id']}  {s['state']:8}  {s['verified']}/{s['total']} verified, {s['failed']} failed, "
+                  f"{s['disputed']} disputed, {s['running']} running{wait}")  # fmt: skip
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    results = _client(args).get(f"/v1/jobs/{args.job}/results")["results"]
+    _write_results(results, args.output)
+    return 0 if all(r["status"] == "ok" for r in results) else 1
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    jobs = _client(args).get("/v1/jobs")["jobs"]
+    if args.json:
+        print(json.dumps(jobs))
+    elif not jobs:
+        print("no jobs yet")
+    else:
+        for s in jobs:
+            print(f"{s['job_id']}  {s['state']:8}  {s['verified']}/{s['total']} verified  {s.get('label', '')}")
+    return 0
+
+
