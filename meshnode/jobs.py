@@ -25,9 +25,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import trio
+
 from .blobs import BlobStore
 from .core import wire
-from .core.job import ClaimReceived, Grant, Instruction, JobFinished, Progress, StealRequest, SubtaskDecided
+from .core.job import (
+    ClaimReceived, Grant, Instruction, JobFinished, Progress, RenewLeases, ReplicaRef, StealRequest, SubtaskDecided,
+)
 from .core.manifest import InputCommitment, JobManifest, Replication, TaskLimits
 from .core.owner import JobOwner
 from .core.presence import next_seq
@@ -150,13 +154,30 @@ class JobManager:
         return None
 
     async def run_grant(self, job: RunningJob, grant: Grant) -> None:
-        """Run the granted replicas here and feed the signed results back to the job."""
-        for ref in grant.replicas:
+        """Run the granted replicas here and feed the signed results back to the job.
+
+        Our own leases are renewed while the replicas run, as any thief renews its own.
+        """
+        pending = list(grant.replicas)
+
+        async def renew() -> None:
+            while True:
+                await trio.sleep(job.owner.lease_seconds / 3)
+                self.apply(job, job.owner.handle(RenewLeases(self.identity.peer_id, tuple(pending), time.monotonic())))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(renew)
+            await self._run_refs(job, pending)
+            nursery.cancel_scope.cancel()
+
+    async def _run_refs(self, job: RunningJob, pending: list[ReplicaRef]) -> None:
+        for ref in list(pending):
             data = self.blobs.get(job.commitment.digests[ref.index])
             subtask = job.commitment.subtask(job.job_id, ref.index, ref.replica, data)
             manifest, checked = self.executor.check(job.envelope, wire.encode(subtask), _unix_ms())
             result = await self.executor.run(manifest, checked)
             self.receive_claim(job, result.claim, result.output)
+            pending.remove(ref)
             self.store.outbox_ack(job.job_id, ref.index, ref.replica)  # we are our own owner
 
     def receive_claim(self, job: RunningJob, claim: ResultClaim, output: bytes | None) -> list[Instruction]:

@@ -69,7 +69,7 @@ from .core.steal import plan_steal, views_of
 from .executor import Executor, RefusedWork
 from .jobs import JobManager, JobOptions, RunningJob
 from .net.blob_protocol import fetch_from_any, serve_blobs
-from .net.job_protocol import push_results, serve_jobs, steal
+from .net.job_protocol import push_results, renew_leases, serve_jobs, steal
 from .sandbox import Sandbox
 from .store import Store
 from .sysinfo import cpu_model, gpus, machine_load
@@ -408,14 +408,41 @@ class MeshNode:
             return False
         ran = False
         for grant in reply.grants:
-            await self._occupied(self._run_stolen(plan.victim, grant))
+            await self._occupied(self._run_stolen(plan.victim, grant, reply.lease_ms / 1000))
             ran = True
         return ran
 
-    async def _run_stolen(self, owner: PeerId, grant: Any) -> None:
-        pushed = []
+    async def _run_stolen(self, owner: PeerId, grant: Any, lease_s: float) -> None:
+        pushed: list[PushedResult] = []
+        pending: list[tuple[int, int]] = []
         try:
             manifest = wire.open_self_signed(grant.manifest, JobManifest, "owner")
+            pending = [(s.index, s.replica) for s in (wire.decode(b, Subtask) for b in grant.subtasks)]
+        except WireError as exc:
+            log.debug("stolen work from %s: %s", owner, exc)
+            return
+        async with trio.open_nursery() as renewals:
+            # renewed until the results are pushed: a finished replica waiting for the
+            # rest of its batch must not lapse and be handed to another node
+            if lease_s > 0:
+                renewals.start_soon(self._renew, owner, manifest.job_id, pending, lease_s)
+            await self._run_subtasks(owner, grant, manifest, pushed)
+            if pushed:
+                await self._push(owner, pushed)
+            renewals.cancel_scope.cancel()
+
+    async def _renew(self, owner: PeerId, job_id: bytes, pending: list[tuple[int, int]], lease_s: float) -> None:
+        """Keep the leases of replicas still running from lapsing (a third of the lease, every time)."""
+        while True:
+            await trio.sleep(lease_s / 3)
+            if pending:
+                try:
+                    await renew_leases(self.host, owner, job_id, list(pending))
+                except (PeerUnavailableError, WireError) as exc:
+                    log.debug("lease renewal with %s: %s", owner, exc)
+
+    async def _run_subtasks(self, owner: PeerId, grant: Any, manifest: JobManifest, pushed: list[PushedResult]) -> None:
+        try:
             await fetch_from_any(self.host, [owner], manifest.module_sha256, self.jobs.blobs)
             for subtask_bytes in grant.subtasks:
                 subtask = wire.decode(subtask_bytes, Subtask)
@@ -428,8 +455,6 @@ class MeshNode:
             log.warning("refused work from %s: %s", owner, exc.reason)
         except (PeerUnavailableError, WireError) as exc:
             log.debug("stolen work from %s: %s", owner, exc)
-        if pushed:
-            await self._push(owner, pushed)
 
     async def _push(self, owner: PeerId, pushed: list[PushedResult]) -> None:
         try:

@@ -38,3 +38,28 @@ async def test_a_mandelbrot_job_is_verified_by_two_distinct_peers_and_every_node
         assert all(len(set(o.detail["executors"])) == 2 for o in outputs)
         ran = {str(n.peer_id): n.jobs.executor.runs for n in nodes}
         assert all(count > 0 for count in ran.values()), ran
+
+
+async def test_long_subtasks_keep_their_leases(tmp_path: Path) -> None:
+    """Subtasks that outlast the lease are renewed by their holder, so no third node runs them again."""
+    module = (TASKS / "mandelbrot.wasm").read_bytes()
+    # about 0.5 s each on this machine; the lease is 0.2 s
+    tiles = [
+        json.dumps({"x0": 0, "y0": 0, "w": 96, "h": 96, "width": 96, "height": 96, "max_iter": 90000 + i}).encode()
+        for i in range(3)
+    ]
+    async with AsyncExitStack() as stack:
+        nodes: list[MeshNode] = []
+        for i in range(3):
+            boot = tuple(nodes[0].dial_addrs) if nodes else ()
+            nodes.append(await stack.enter_async_context(open_node(node_config(tmp_path, f"n{i}", bootstrap=boot, slots=1))))
+        await wait_until(lambda: all(len(n.table.alive()) == 2 for n in nodes), 20, "the mesh")
+        options = JobOptions(
+            limits=TaskLimits(10**11, 64 << 20, 60_000, 1 << 20), replication=Replication(2, 2, 2), lease_seconds=0.2
+        )
+        job = nodes[0].submit(module, tiles, options)
+        await wait_until(lambda: job.owner.finished, 120, "the job to finish")
+        outputs = nodes[0].jobs.store.outputs(job.job_id)
+        assert [o.status for o in outputs] == ["ok"] * len(tiles)
+        # two replicas per subtask, each run once: a lapsed lease would hand one to a third node
+        assert sum(n.jobs.executor.runs for n in nodes) == 2 * len(tiles)
