@@ -122,8 +122,9 @@ async def test_peer_reputation_is_persisted_and_shown_with_the_peer(tmp_path: Pa
         async with open_node(node_config(tmp_path, "a", bootstrap=tuple(b.dial_addrs))) as a:
             a.reputation.record_failure(b.peer_id)
             a_id = a.peer_id
-        await wait_until(lambda: states(b).get(a_id) == "gone" and not b.host.is_connected(a_id), 5, "b to see a leave")
+        await wait_until(lambda: states(b).get(a_id) == "gone", 5, "b to see a leave")
         async with open_node(node_config(tmp_path, "a", bootstrap=tuple(b.dial_addrs))) as a:  # restarted
-            await wait_until(lambda: len(a.table.alive()) == 1, 10, "b to be seen again")
+            # a connection still closing from a's first run can delay this until it is dropped as silent
+            await wait_until(lambda: len(a.table.alive()) == 1, 30, "b to be seen again")
             (row,) = a.peers()
             assert row["reputation"] == {"agreements": 0, "disagreements": 0, "failures": 1, "score": 0.333, "barred": False}
