@@ -1,0 +1,16 @@
+"""Suite-wide settings.
+
+Hypothesis: locally every run explores new examples (and remembers failures in
+.hypothesis/); on CI (``CI`` set) the examples are derandomized, so a run is
+reproducible and a failure there is a failure here too.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
