@@ -6,7 +6,7 @@ edge around them: it keeps the module and every input as blobs and the job in
 the journal (store.py), so that after a crash ``resume`` rebuilds each running
 job from its last snapshot and keeps every output already verified. Each
 verdict is journalled the moment it is reached, before anything else is done
-with it; the owner's snapshot is saved with it.
+with it; the owner's snapshot is saved at most once a second (see SNAPSHOT_EVERY).
 
 The node's own slots take replicas from its own jobs like any thief would (a
 ``StealRequest`` from the node itself, served from the hot end of the deque),
@@ -47,6 +47,11 @@ __all__ = ["JobManager", "JobOptions", "RunningJob"]
 log = logging.getLogger(__name__)
 
 WEEK_MS = 7 * 24 * 3600 * 1000
+# A snapshot costs time in proportion to the job (about 0.1 ms per subtask), so it is
+# saved at most this often, while each verdict is journalled the moment it is reached.
+# After a crash, verdicts newer than the snapshot are decided again, and the
+# executors that ran them answer from their result caches instead of recomputing.
+SNAPSHOT_EVERY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,7 @@ class RunningJob:
     # candidate outputs by subtask and hash (ours and the ones executors pushed) until a verdict picks one
     outputs: dict[int, dict[bytes, bytes]] = field(default_factory=dict)
     request_id: int = 0
+    snapshot_at: float = 0.0  # monotonic time of the last saved snapshot
 
     @property
     def job_id(self) -> bytes:
@@ -202,8 +208,16 @@ class JobManager:
                 finished = True
         if decided:
             self.store.record_outputs(job.job_id, decided)
-        if decided or finished:
+        now = time.monotonic()
+        if finished or (decided and now - job.snapshot_at >= SNAPSHOT_EVERY):
             self.store.save_snapshot(job.job_id, self._snapshot(job), "finished" if finished else "running")
+            job.snapshot_at = now
+
+    def flush(self) -> None:
+        """Save every running job's state now (the node calls this when it stops)."""
+        for job in self.jobs.values():
+            if not job.owner.finished:
+                self.store.save_snapshot(job.job_id, self._snapshot(job))
 
     def _journal_entry(self, job: RunningJob, decided: SubtaskDecided) -> VerifiedOutput:
         outcome = decided.outcome

@@ -194,8 +194,11 @@ class MeshNode:
                     self.jobs = JobManager(self.identity, blobs, store, executor, self.reputation)
                     for job in self.jobs.resume():
                         log.info("resumed job    %s  (%d of %d subtasks decided)", job.job_id.hex(), *_decided(job))
-                    async with open_host(self.identity, self.config.listen, psk=psk, mdns=self.config.mdns) as host:
-                        await self._run_on(host, task_status)
+                    try:
+                        async with open_host(self.identity, self.config.listen, psk=psk, mdns=self.config.mdns) as host:
+                            await self._run_on(host, task_status)
+                    finally:
+                        self.jobs.flush()
             finally:
                 store.save_state("reputation", self.reputation.to_dict())
 

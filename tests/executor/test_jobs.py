@@ -68,10 +68,12 @@ async def test_a_restarted_owner_resumes_and_recomputes_nothing_verified(tmp_pat
     with Store.open(tmp_path / "node.db") as store:
         second = manager(tmp_path, sandbox, store)
         (resumed,) = second.resume()
-        assert resumed.job_id == job_id and resumed.progress().verified == 4
+        assert resumed.job_id == job_id
+        assert {o.index for o in store.outputs(job_id)} == done_before  # nothing journalled was lost
         await run_some(second, job_id, batches=100)
         assert resumed.owner.finished
-        assert second.executor.runs == len(INPUTS) - 4  # nothing verified ran again
+        # verdicts newer than the last snapshot are decided again, from the result cache: nothing re-runs
+        assert second.executor.runs == len(INPUTS) - 4
         assert [o.output for o in store.outputs(job_id)] == [reference.monte_carlo_pi(i) for i in INPUTS]
 
 
