@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import trio
+
 from .blobs import BlobStore
 from .core import wire
 from .core.manifest import JobManifest, Subtask, verify_subtask
@@ -82,13 +84,18 @@ class Executor:
             raise RefusedWork("the input is not here yet (fetch it by hash first)")
         return manifest, subtask
 
-    async def run(self, manifest: JobManifest, subtask: Subtask) -> SignedResult:
-        """Run a checked subtask (or answer it from the cache), sign the claim and put it in the outbox."""
+    async def run(self, manifest: JobManifest, subtask: Subtask, *, outbox: bool = True) -> SignedResult:
+        """Run a checked subtask (or answer it from the cache), sign the claim and put it in the outbox.
+
+        ``outbox=False`` when the owner is this node: the claim is delivered by a
+        function call, so there is nothing to retry. Journal writes run in a worker
+        thread: outputs can be megabytes, and the node's event loop must not wait on them.
+        """
         module = self.blobs.get(manifest.module_sha256)
         data = subtask.input if subtask.input is not None else self.blobs.get(subtask.input_sha256)
         if module is None or data is None or len(module) != manifest.module_size:
             raise RefusedWork("the module or input vanished from the blob store, or has the wrong size")
-        cached = self.store.cache_get(manifest.module_sha256, subtask.input_sha256, ENGINE_ID)
+        cached = await trio.to_thread.run_sync(self.store.cache_get, manifest.module_sha256, subtask.input_sha256, ENGINE_ID)
         if cached is not None:
             self.cache_hits += 1
             error = None if cached.status == "ok" else TaskError(cached.status, cached.message)
@@ -101,14 +108,14 @@ class Executor:
             if outcome.error is None or outcome.error.code != "timeout":  # a timeout says nothing lasting
                 status = "ok" if outcome.error is None else outcome.error.code
                 message = "" if outcome.error is None else outcome.error.message
-                self.store.cache_put(
-                    manifest.module_sha256, subtask.input_sha256, ENGINE_ID,
+                await trio.to_thread.run_sync(
+                    self.store.cache_put, manifest.module_sha256, subtask.input_sha256, ENGINE_ID,
                     CachedResult(status, outcome.output, outcome.fuel_used, message),
                 )  # fmt: skip
         claim = ResultClaim.of(manifest.job_id, subtask.index, subtask.replica, self.identity.peer_id, outcome, ENGINE_ID)
         envelope = wire.sign(claim, self.identity.signing_key)
-        self.store.outbox_put(
-            OutboxEntry(manifest.job_id, subtask.index, subtask.replica, str(manifest.owner), envelope,
-                        outcome.output, attempts=0, next_try=0.0)
-        )  # fmt: skip
+        if outbox:
+            entry = OutboxEntry(manifest.job_id, subtask.index, subtask.replica, str(manifest.owner), envelope,
+                                outcome.output, attempts=0, next_try=0.0)  # fmt: skip
+            await trio.to_thread.run_sync(self.store.outbox_put, entry)
         return SignedResult(claim, envelope, outcome.output, cached is not None)
