@@ -153,10 +153,10 @@ async def test_slots_run_in_parallel() -> None:
         spans: list[tuple[float, float]] = []
 
         async def timed_run() -> None:
-            began = trio.current_time()
             outcome = await sb.run(module, b"", limits)
             assert outcome.error is not None and outcome.error.code == "timeout"
-            spans.append((began, trio.current_time()))
+            ended = time.monotonic()
+            spans.append((ended - outcome.seconds, ended))  # when the wasm really ran, not when it queued
 
         async with trio.open_nursery() as nursery:
             for _ in range(2):
