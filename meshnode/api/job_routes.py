@@ -11,10 +11,12 @@ for a subtask whose executors never reached a quorum.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import TYPE_CHECKING, Any, Final
 
 import cbor2
+import trio
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -63,7 +65,10 @@ def job_routes(node: MeshNode) -> list[Route]:
         except (KeyError, TypeError, ValueError, cbor2.CBORDecodeError) as exc:
             raise HTTPException(400, f"bad job: {exc}") from None
         try:
-            node.jobs.executor.sandbox.load(module, nan_canonical=options.nan_canonical)
+            # compiling can take seconds for a large module: not on the node's event loop
+            await trio.to_thread.run_sync(
+                functools.partial(node.jobs.executor.sandbox.load, module, nan_canonical=options.nan_canonical)
+            )
             job = node.submit(module, inputs, options)
         except WireError as exc:
             raise HTTPException(400, f"bad job: {exc}") from None
