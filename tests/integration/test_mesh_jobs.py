@@ -16,6 +16,16 @@ from .conftest import node_config, wait_until
 TASKS = Path(__file__).resolve().parents[2] / "tasks_wasm"
 
 
+async def start_mesh(stack: AsyncExitStack, root: Path, count: int) -> list[MeshNode]:
+    """``count`` one-slot nodes bootstrapped to the first, once every one sees all the others."""
+    nodes: list[MeshNode] = []
+    for i in range(count):
+        boot = tuple(nodes[0].dial_addrs) if nodes else ()
+        nodes.append(await stack.enter_async_context(open_node(node_config(root, f"n{i}", bootstrap=boot, slots=1))))
+    await wait_until(lambda: all(len(n.table.alive()) == count - 1 for n in nodes), 20, "the mesh")
+    return nodes
+
+
 async def test_a_mandelbrot_job_is_verified_by_two_distinct_peers_and_every_node_works(tmp_path: Path) -> None:
     module = (TASKS / "mandelbrot.wasm").read_bytes()
     tiles = [
@@ -23,11 +33,7 @@ async def test_a_mandelbrot_job_is_verified_by_two_distinct_peers_and_every_node
         for y in range(0, 512, 64) for x in range(0, 512, 64)
     ]  # fmt: skip
     async with AsyncExitStack() as stack:
-        nodes: list[MeshNode] = []
-        for i in range(3):
-            boot = tuple(nodes[0].dial_addrs) if nodes else ()
-            nodes.append(await stack.enter_async_context(open_node(node_config(tmp_path, f"n{i}", bootstrap=boot, slots=1))))
-        await wait_until(lambda: all(len(n.table.alive()) == 2 for n in nodes), 20, "the mesh")
+        nodes = await start_mesh(stack, tmp_path, 3)
         owner = nodes[0]
         options = JobOptions(limits=TaskLimits(10**10, 64 << 20, 60_000, 1 << 20), replication=Replication(2, 2, 4))
         job = owner.submit(module, tiles, options)
@@ -49,11 +55,7 @@ async def test_long_subtasks_keep_their_leases(tmp_path: Path) -> None:
         for i in range(3)
     ]
     async with AsyncExitStack() as stack:
-        nodes: list[MeshNode] = []
-        for i in range(3):
-            boot = tuple(nodes[0].dial_addrs) if nodes else ()
-            nodes.append(await stack.enter_async_context(open_node(node_config(tmp_path, f"n{i}", bootstrap=boot, slots=1))))
-        await wait_until(lambda: all(len(n.table.alive()) == 2 for n in nodes), 20, "the mesh")
+        nodes = await start_mesh(stack, tmp_path, 3)
         options = JobOptions(
             limits=TaskLimits(10**11, 64 << 20, 60_000, 1 << 20), replication=Replication(2, 2, 2), lease_seconds=0.2
         )
