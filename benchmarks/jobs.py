@@ -51,7 +51,7 @@ def single_thread_seconds(module: bytes, inputs: list[bytes]) -> float:
 
 async def run_job(nodes: list[MeshNode], module: bytes, inputs: list[bytes], replication: Replication) -> float:
     start = time.perf_counter()
-    job = nodes[0].submit(module, inputs, JobOptions(limits=LIMITS, replication=replication))
+    job = await nodes[0].submit(module, inputs, JobOptions(limits=LIMITS, replication=replication))
     while not job.owner.finished:
         await trio.sleep(0.01)
     return time.perf_counter() - start

@@ -12,8 +12,12 @@ engine) so that a repeated subtask is answered without running it again.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
 
 import trio
 
@@ -22,15 +26,18 @@ from .core import wire
 from .core.manifest import JobManifest, Subtask, verify_subtask
 from .core.outcome import TaskError, TaskOutcome
 from .core.result import ResultClaim
-from .errors import MeshError, WireError
+from .errors import MeshError, SandboxError, WireError
 from .identity import Identity
-from .sandbox import ENGINE_ID, Sandbox
+from .sandbox import ENGINE_ID, Sandbox, TaskModule
 from .store import CachedResult, OutboxEntry, Store
 from .trust import TrustPolicy
 
-__all__ = ["Executor", "RefusedWork", "SignedResult"]
+__all__ = ["CheckedBatch", "Executor", "RefusedWork", "SignedResult"]
 
 log = logging.getLogger(__name__)
+
+MANIFEST_CACHE_SIZE: Final = 64
+INPUT_MISSING: Final = "the input is not here yet (fetch it by hash first)"
 
 
 class RefusedWork(MeshError):
@@ -41,12 +48,22 @@ class RefusedWork(MeshError):
         self.reason = reason
 
 
+@dataclass(slots=True)
+class CheckedBatch:
+    """A batch of one job's subtasks after ``Executor.check_batch``."""
+
+    manifest: JobManifest
+    subtasks: list[Subtask] = field(default_factory=list)  # passed every check
+    refused: list[tuple[int, str]] = field(default_factory=list)  # the others: position in the batch, why
+
+
 @dataclass(frozen=True, slots=True)
 class SignedResult:
     claim: ResultClaim
-    envelope: bytes  # the claim, signed by this node
+    envelope: bytes  # the claim, signed by this node (b"" when run unsigned for our own job)
     output: bytes | None
     cached: bool
+    message: str = ""  # what went wrong, for a failure (the claim carries only its code)
 
 
 class Executor:
@@ -60,6 +77,34 @@ class Executor:
         self.trust = trust
         self.cache_hits = 0
         self.runs = 0
+        self._manifests: OrderedDict[bytes, JobManifest] = OrderedDict()  # verified envelopes, by hash
+
+    def open_manifest(self, envelope: bytes, now_ms: int) -> JobManifest:
+        """The owner's signed manifest, if this node will run its work now.
+
+        A verified envelope is remembered (by hash), so a batch costs one
+        signature check, not one per subtask; trust and expiry are checked every time.
+
+        Raises:
+            RefusedWork: a bad signature, an untrusted owner, an expired job, the module missing.
+        """
+        key = hashlib.sha256(envelope).digest()
+        manifest = self._manifests.get(key)
+        if manifest is None:
+            try:
+                manifest = wire.open_self_signed(envelope, JobManifest, "owner")
+            except WireError as exc:
+                raise RefusedWork(f"invalid work: {exc}") from None
+            self._manifests[key] = manifest
+            if len(self._manifests) > MANIFEST_CACHE_SIZE:
+                self._manifests.popitem(last=False)
+        if not self.trust.trusts(manifest.owner):
+            raise RefusedWork(f"this node does not run jobs for {manifest.owner} (its --trust list)")
+        if manifest.expired(now_ms):
+            raise RefusedWork("the job has expired")
+        if not self.blobs.has(manifest.module_sha256):
+            raise RefusedWork("the module is not here yet (fetch it by hash first)")
+        return manifest
 
     def check(self, manifest_envelope: bytes, subtask_bytes: bytes, now_ms: int) -> tuple[JobManifest, Subtask]:
         """Everything that must hold before anything runs.
@@ -68,54 +113,108 @@ class Executor:
             RefusedWork: with the reason (bad signature or proof, untrusted owner,
                 expired job, missing or mismatched module or input).
         """
+        manifest = self.open_manifest(manifest_envelope, now_ms)
+        return manifest, self._check_subtask(manifest, subtask_bytes)
+
+    def check_batch(self, manifest_envelope: bytes, subtasks: Sequence[bytes], now_ms: int) -> CheckedBatch:
+        """``check`` for a batch of one job's subtasks: the good ones, and a reason for each bad one.
+
+        Raises:
+            RefusedWork: the manifest itself is refused (so is every subtask).
+        """
+        manifest = self.open_manifest(manifest_envelope, now_ms)
+        batch = CheckedBatch(manifest)
+        for position, data in enumerate(subtasks):
+            try:
+                batch.subtasks.append(self._check_subtask(manifest, data))
+            except RefusedWork as exc:
+                batch.refused.append((position, exc.reason))
+        return batch
+
+    def _check_subtask(self, manifest: JobManifest, subtask_bytes: bytes) -> Subtask:
         try:
-            manifest = wire.open_self_signed(manifest_envelope, JobManifest, "owner")
             subtask = wire.decode(subtask_bytes, Subtask)
             verify_subtask(manifest, subtask)
         except WireError as exc:
             raise RefusedWork(f"invalid work: {exc}") from None
-        if not self.trust.trusts(manifest.owner):
-            raise RefusedWork(f"this node does not run jobs for {manifest.owner} (its --trust list)")
-        if manifest.expired(now_ms):
-            raise RefusedWork("the job has expired")
-        if not self.blobs.has(manifest.module_sha256):
-            raise RefusedWork("the module is not here yet (fetch it by hash first)")
         if subtask.input is None and not self.blobs.has(subtask.input_sha256):
-            raise RefusedWork("the input is not here yet (fetch it by hash first)")
-        return manifest, subtask
+            raise RefusedWork(INPUT_MISSING)
+        return subtask
 
     async def run(self, manifest: JobManifest, subtask: Subtask, *, outbox: bool = True) -> SignedResult:
-        """Run a checked subtask (or answer it from the cache), sign the claim and put it in the outbox.
+        """Run one checked subtask: ``run_batch`` of one."""
+        (result,) = await self.run_batch(manifest, [subtask], outbox=outbox)
+        return result
 
-        ``outbox=False`` when the owner is this node: the claim is delivered by a
-        function call, so there is nothing to retry. Journal writes run in a worker
-        thread: outputs can be megabytes, and the node's event loop must not wait on them.
+    async def run_batch(
+        self, manifest: JobManifest, subtasks: Sequence[Subtask], *, outbox: bool = True, sign: bool = True,
+        cache: bool = True,
+    ) -> list[SignedResult]:
+        """Run checked subtasks of one job (or answer them from the cache), sign the claims, keep them in the outbox.
+
+        The whole batch is one trip into a worker thread holding one sandbox slot,
+        and one journal transaction: a trivial subtask costs about as much as its
+        run, not as much as a thread hop and a commit.
+
+        ``outbox=False`` when the owner is this node: the claims are delivered by a
+        function call, so there is nothing to retry; ``sign=False`` too, since
+        nobody else checks them; and ``cache=False``, since the owner's journal
+        keeps every verdict.
+
+        Raises:
+            RefusedWork: the module or an input vanished from the blob store.
         """
-        module = self.blobs.get(manifest.module_sha256)
-        data = subtask.input if subtask.input is not None else self.blobs.get(subtask.input_sha256)
-        if module is None or data is None or len(module) != manifest.module_size:
-            raise RefusedWork("the module or input vanished from the blob store, or has the wrong size")
-        cached = await trio.to_thread.run_sync(self.store.cache_get, manifest.module_sha256, subtask.input_sha256, ENGINE_ID)
-        if cached is not None:
-            self.cache_hits += 1
-            error = None if cached.status == "ok" else TaskError(cached.status, cached.message)
-            outcome = TaskOutcome(cached.output, error, cached.fuel, 0.0)
-        else:
-            self.runs += 1
-            outcome = await self.sandbox.run(
-                module, data, manifest.limits, entry=manifest.entry, nan_canonical=manifest.nan_canonical
-            )
-            if outcome.error is None or outcome.error.code != "timeout":  # a timeout says nothing lasting
-                status = "ok" if outcome.error is None else outcome.error.code
-                message = "" if outcome.error is None else outcome.error.message
-                await trio.to_thread.run_sync(
-                    self.store.cache_put, manifest.module_sha256, subtask.input_sha256, ENGINE_ID,
-                    CachedResult(status, outcome.output, outcome.fuel_used, message),
-                )  # fmt: skip
-        claim = ResultClaim.of(manifest.job_id, subtask.index, subtask.replica, self.identity.peer_id, outcome, ENGINE_ID)
-        envelope = wire.sign(claim, self.identity.signing_key)
-        if outbox:
-            entry = OutboxEntry(manifest.job_id, subtask.index, subtask.replica, str(manifest.owner), envelope,
-                                outcome.output, attempts=0, next_try=0.0)  # fmt: skip
-            await trio.to_thread.run_sync(self.store.outbox_put, entry)
-        return SignedResult(claim, envelope, outcome.output, cached is not None)
+        results = await trio.to_thread.run_sync(
+            self._run_batch_sync, manifest, subtasks, outbox, sign, cache, limiter=self.sandbox.limiter
+        )
+        hits = sum(r.cached for r in results)
+        self.cache_hits += hits
+        self.runs += len(results) - hits
+        return results
+
+    def _run_batch_sync(
+        self, manifest: JobManifest, subtasks: Sequence[Subtask], outbox: bool, sign: bool, cache: bool
+    ) -> list[SignedResult]:
+        wasm = self.blobs.get(manifest.module_sha256)
+        found = [s.input if s.input is not None else self.blobs.get(s.input_sha256) for s in subtasks]
+        inputs = [data for data in found if data is not None]
+        if wasm is None or len(wasm) != manifest.module_size or len(inputs) != len(found):
+            raise RefusedWork("the module or an input vanished from the blob store, or has the wrong size")
+        module_sha = manifest.module_sha256
+        cached = self.store.cache_get_many(module_sha, [s.input_sha256 for s in subtasks], ENGINE_ID)
+        to_run = [i for i, s in enumerate(subtasks) if s.input_sha256 not in cached]
+        outcomes: dict[int, TaskOutcome] = {}
+        if to_run:
+            try:
+                module: TaskModule | bytes = self.sandbox.load(wasm, nan_canonical=manifest.nan_canonical, sha256=module_sha)
+            except SandboxError as exc:  # a module that cannot run is a result like any other
+                outcomes = {i: TaskOutcome(None, exc.error, 0, 0.0) for i in to_run}
+            else:
+                ran = self.sandbox.run_many_sync(
+                    module, [inputs[i] for i in to_run], manifest.limits, manifest.entry, manifest.nan_canonical
+                )
+                outcomes = dict(zip(to_run, ran, strict=True))
+        keep: list[tuple[bytes, bytes, str, CachedResult]] = []
+        results, entries = [], []
+        for i, subtask in enumerate(subtasks):
+            hit = cached.get(subtask.input_sha256)
+            if hit is not None:
+                error = None if hit.status == "ok" else TaskError(hit.status, hit.message)
+                outcome = TaskOutcome(hit.output, error, hit.fuel, 0.0)
+            else:
+                outcome = outcomes[i]
+                if cache and (outcome.error is None or outcome.error.code != "timeout"):  # a timeout says nothing lasting
+                    status = "ok" if outcome.error is None else outcome.error.code
+                    message = "" if outcome.error is None else outcome.error.message
+                    keep.append((module_sha, subtask.input_sha256, ENGINE_ID,
+                                 CachedResult(status, outcome.output, outcome.fuel_used, message)))  # fmt: skip
+            claim = ResultClaim.of(manifest.job_id, subtask.index, subtask.replica, self.identity.peer_id, outcome, ENGINE_ID)
+            envelope = wire.sign(claim, self.identity.signing_key) if sign else b""
+            if outbox:
+                entries.append(OutboxEntry(manifest.job_id, subtask.index, subtask.replica, str(manifest.owner),
+                                           envelope, outcome.output, attempts=0, next_try=0.0))  # fmt: skip
+            message = "" if outcome.error is None else outcome.error.message
+            results.append(SignedResult(claim, envelope, outcome.output, hit is not None, message))
+        if keep or entries:
+            self.store.record_runs(keep, entries)
+        return results

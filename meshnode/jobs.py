@@ -18,10 +18,11 @@ waits for peers.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,19 +31,20 @@ import trio
 from .blobs import BlobStore
 from .core import wire
 from .core.job import (
-    ClaimReceived, Grant, Instruction, JobFinished, Progress, RenewLeases, ReplicaRef, StealRequest, SubtaskDecided,
+    ClaimReceived, Failed, Grant, Instruction, JobFinished, Outcome, Progress, RenewLeases, ReplicaLost, StealRequest, SubtaskDecided,
 )
 from .core.manifest import InputCommitment, JobManifest, Replication, TaskLimits
 from .core.owner import JobOwner
 from .core.presence import next_seq
 from .core.reputation import Reputation
+from .core.peer_id import PeerId
 from .core.result import ResultClaim
-from .core.verify import Disputed, Verified
+from .core.verify import Candidate, Disputed, Verified
 from .executor import Executor
 from .identity import Identity
 from .store import Store, VerifiedOutput
 
-__all__ = ["JobManager", "JobOptions", "RunningJob"]
+__all__ = ["JobManager", "JobOptions", "JobResult", "RunningJob"]
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +68,51 @@ class JobOptions:
     expires_in_ms: int = WEEK_MS
 
 
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """One decided subtask, as ``RunningJob.results`` yields it.
+
+    Attributes:
+        status: "ok", the failure code its executors agreed on (or that ended its
+            attempts), or "disputed" when they never reached a quorum.
+        output: the verified output (status "ok" only).
+        executors: the peer IDs whose agreeing results were accepted.
+        message: what went wrong, for any status but "ok".
+        candidates: for "disputed": each output hash (hex, or the failure code) and who reported it.
+    """
+
+    index: int
+    status: str
+    output: bytes | None
+    executors: tuple[str, ...] = ()
+    message: str = ""
+    candidates: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @classmethod
+    def of(cls, saved: VerifiedOutput) -> JobResult:
+        d = saved.detail
+        candidates = tuple((str(c["sha256"] or c["status"]), tuple(c["executors"])) for c in d.get("candidates", ()))
+        return cls(saved.index, saved.status, saved.output, tuple(d.get("executors", ())), str(d.get("message", "")), candidates)
+
+
 @dataclass(slots=True)
 class RunningJob:
+    """A job this node owns. From a trio program: ``async for r in job.results()``, ``await job.wait()``,
+    ``await job.cancel()``."""
+
     manifest: JobManifest
     envelope: bytes  # the signed manifest, as sent to executors
     commitment: InputCommitment
     owner: JobOwner
+    manager: JobManager
     # candidate outputs by subtask and hash (ours and the ones executors pushed) until a verdict picks one
     outputs: dict[int, dict[bytes, bytes]] = field(default_factory=dict)
+    decided: list[int] = field(default_factory=list)  # subtask indices in the order they were decided
+    refusals: dict[str, str] = field(default_factory=dict)  # peer -> why it refused this job's work
+    messages: dict[int, str] = field(default_factory=dict)  # our own runs' failure messages, until decided
     request_id: int = 0
     snapshot_at: float = 0.0  # monotonic time of the last saved snapshot
+    changed: trio.Event = field(default_factory=trio.Event)  # set (and replaced) on every decision
 
     @property
     def job_id(self) -> bytes:
@@ -83,6 +120,40 @@ class RunningJob:
 
     def progress(self) -> Progress:
         return self.owner.progress()
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def results(self) -> AsyncIterator[JobResult]:
+        """Each subtask's result as soon as it is decided (verified, failed or disputed), in that order.
+
+        Ends when the job has finished or was cancelled.
+        """
+        seen = 0
+        while True:
+            changed = self.changed
+            while seen < len(self.decided):
+                saved = self.manager.store.output(self.job_id, self.decided[seen])
+                seen += 1
+                if saved is not None:
+                    yield JobResult.of(saved)
+            if self.owner.finished:
+                return
+            await changed.wait()
+
+    async def wait(self) -> list[JobResult]:
+        """Wait for the job to end; every decided subtask's result, in input order."""
+        while not self.owner.finished:
+            await self.changed.wait()
+        return [JobResult.of(o) for o in self.manager.store.outputs(self.job_id)]
+
+    async def cancel(self) -> None:
+        """Stop the job: no more work is handed out, and results still coming are ignored."""
+        if not self.owner.finished:
+            self.owner.cancel()
+            self.manager.store.save_snapshot(self.job_id, self.manager.snapshot(self), "cancelled")
+            self.notify()
 
 
 class JobManager:
@@ -98,29 +169,42 @@ class JobManager:
 
     # --- creating and resuming ----------------------------------------------------------------
 
-    def submit(self, module: bytes, inputs: Sequence[bytes], options: JobOptions, now_ms: int) -> RunningJob:
+    def submit(self, module: bytes, inputs: Iterable[bytes], options: JobOptions, now_ms: int) -> RunningJob:
         """Sign, journal and start a job. Nothing is lost from here on, whatever happens to the process."""
-        if not inputs:
-            raise ValueError("a job needs at least one input")
+        job = self.create(module, inputs, options, now_ms)
+        self.start(job)
+        return job
+
+    def create(self, module: bytes, inputs: Iterable[bytes], options: JobOptions, now_ms: int) -> RunningJob:
+        """Sign and journal a job without starting it: the slow part of ``submit`` (it hashes and stores
+        every input), safe to call from a worker thread. A crash after it returns resumes the job."""
         module_sha256 = self.blobs.put(module)
+        digests, sizes = [], []
         for data in inputs:
-            self.blobs.put(data)
-        commitment = InputCommitment.of(inputs)
+            if not isinstance(data, bytes | bytearray | memoryview):
+                raise TypeError(f"every input must be bytes, not {type(data).__name__}")
+            digests.append(self.blobs.put(bytes(data)))
+            sizes.append(len(data))
+        if not digests:
+            raise ValueError("a job needs at least one input")
+        commitment = InputCommitment.from_digests(digests, sizes)
         manifest = JobManifest(
             job_id=os.urandom(16), owner=self.identity.peer_id, label=options.label[:200],
             module_sha256=module_sha256, module_size=len(module), entry=options.entry, limits=options.limits,
-            nan_canonical=options.nan_canonical, replication=options.replication, subtask_count=len(inputs),
+            nan_canonical=options.nan_canonical, replication=options.replication, subtask_count=len(digests),
             inputs_root=commitment.root, created_ms=now_ms, expires_ms=now_ms + options.expires_in_ms,
         )  # fmt: skip
         envelope = wire.sign(manifest, self.identity.signing_key)
         owner = JobOwner(
-            manifest.job_id, self.identity.peer_id, options.replication, len(inputs),
+            manifest.job_id, self.identity.peer_id, options.replication, len(digests),
             lease_seconds=options.lease_seconds, max_attempts=options.max_attempts,
         )  # fmt: skip
-        job = RunningJob(manifest, envelope, commitment, owner)
-        self.store.add_job(manifest.job_id, envelope, self._snapshot(job))
-        self.jobs[manifest.job_id] = job
+        job = RunningJob(manifest, envelope, commitment, owner, self)
+        self.store.add_job(manifest.job_id, envelope, self.snapshot(job))
         return job
+
+    def start(self, job: RunningJob) -> None:
+        self.jobs[job.job_id] = job
 
     def resume(self) -> list[RunningJob]:
         """Rebuild every unfinished job from the journal (leased replicas go back to the deque)."""
@@ -136,12 +220,18 @@ class JobManager:
             except Exception as exc:  # a journal entry we cannot use must not stop the node
                 log.error("cannot resume job %s: %s", saved.job_id.hex(), exc)
                 continue
-            job = RunningJob(manifest, saved.manifest, commitment, owner)
+            job = RunningJob(manifest, saved.manifest, commitment, owner, self)
+            for o in self.store.outputs(saved.job_id):
+                # verdicts reached after the last snapshot are in the journal: none is decided twice
+                owner.settle(o.index, _outcome_of(o))
+                job.decided.append(o.index)
+            if owner.finished:  # the last verdicts were journalled, the job's end was not
+                self.store.save_snapshot(job.job_id, self.snapshot(job), "finished")
             self.jobs[manifest.job_id] = job
             resumed.append(job)
         return resumed
 
-    def _snapshot(self, job: RunningJob) -> dict[str, Any]:
+    def snapshot(self, job: RunningJob) -> dict[str, Any]:
         return {
             "owner": job.owner.snapshot(),
             "inputs": [d.hex() for d in job.commitment.digests],
@@ -160,40 +250,44 @@ class JobManager:
         return None
 
     async def run_grant(self, job: RunningJob, grant: Grant) -> None:
-        """Run the granted replicas here and feed the signed results back to the job.
+        """Run the granted replicas here, as one batch, and feed the results back to the job.
 
-        Our own leases are renewed while the replicas run, as any thief renews its own.
+        Our own leases are renewed while the batch runs, as any thief renews its own.
         """
-        pending = list(grant.replicas)
+        refs = grant.replicas
 
         async def renew() -> None:
             while True:
                 await trio.sleep(job.owner.lease_seconds / 3)
-                self.apply(job, job.owner.handle(RenewLeases(self.identity.peer_id, tuple(pending), time.monotonic())))
+                self.apply(job, job.owner.handle(RenewLeases(self.identity.peer_id, refs, time.monotonic())))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(renew)
-            await self._run_refs(job, pending)
+            subtasks = [job.commitment.subtask(job.job_id, ref.index, ref.replica, None) for ref in refs]
+            # our own subtasks need no checking, and our own claims no signature: nobody else sees them
+            results = await self.executor.run_batch(job.manifest, subtasks, outbox=False, sign=False, cache=False)
             nursery.cancel_scope.cancel()
-
-    async def _run_refs(self, job: RunningJob, pending: list[ReplicaRef]) -> None:
-        for ref in list(pending):
-            data = self.blobs.get(job.commitment.digests[ref.index])
-            subtask = job.commitment.subtask(job.job_id, ref.index, ref.replica, data)
-            manifest, checked = self.executor.check(job.envelope, wire.encode(subtask), _unix_ms())
-            result = await self.executor.run(manifest, checked, outbox=False)  # we are the owner
-            self.receive_claim(job, result.claim, result.output)
-            pending.remove(ref)
+        for r in results:
+            if r.message:
+                job.messages[r.claim.index] = r.message
+        self.receive_claims(job, [(r.claim, r.output) for r in results])
 
     def receive_claim(self, job: RunningJob, claim: ResultClaim, output: bytes | None) -> list[Instruction]:
-        """Feed one signed claim (ours or a peer's) to the job; returns what the job said, Acks included.
+        return self.receive_claims(job, [(claim, output)])
 
-        The caller has checked the claim's signature and that ``output`` hashes to
-        ``claim.output_sha256``.
+    def receive_claims(self, job: RunningJob, claims: Sequence[tuple[ResultClaim, bytes | None]]) -> list[Instruction]:
+        """Feed signed claims (ours or a peer's) to the job; returns what the job said, Acks included.
+
+        The caller has checked each claim's signature and that its output hashes
+        to ``claim.output_sha256``. The verdicts reached are journalled in one transaction.
         """
-        if output is not None and claim.output_sha256 is not None:
-            job.outputs.setdefault(claim.index, {})[claim.output_sha256] = output
-        instructions = job.owner.handle(ClaimReceived(claim, time.monotonic(), self.reputation.barred()))
+        instructions: list[Instruction] = []
+        barred = self.reputation.barred()
+        now = time.monotonic()
+        for claim, output in claims:
+            if output is not None and claim.output_sha256 is not None and job.owner.outcome(claim.index) is None:
+                job.outputs.setdefault(claim.index, {})[claim.output_sha256] = output
+            instructions += job.owner.handle(ClaimReceived(claim, now, barred))
         self.apply(job, instructions)
         return instructions
 
@@ -205,18 +299,23 @@ class JobManager:
                 decided.append(self._journal_entry(job, instruction))
             elif isinstance(instruction, JobFinished):
                 finished = True
+            elif isinstance(instruction, ReplicaLost) and instruction.holder != self.identity.peer_id:
+                self.reputation.record_failure(instruction.holder)
         if decided:
             self.store.record_outputs(job.job_id, decided)
+            job.decided += [d.index for d in decided]
         now = time.monotonic()
         if finished or (decided and now - job.snapshot_at >= SNAPSHOT_EVERY):
-            self.store.save_snapshot(job.job_id, self._snapshot(job), "finished" if finished else "running")
+            self.store.save_snapshot(job.job_id, self.snapshot(job), "finished" if finished else "running")
             job.snapshot_at = now
+        if decided or finished:
+            job.notify()
 
     def flush(self) -> None:
         """Save every running job's state now (the node calls this when it stops)."""
         for job in self.jobs.values():
             if not job.owner.finished:
-                self.store.save_snapshot(job.job_id, self._snapshot(job))
+                self.store.save_snapshot(job.job_id, self.snapshot(job))
 
     def _journal_entry(self, job: RunningJob, decided: SubtaskDecided) -> VerifiedOutput:
         outcome = decided.outcome
@@ -228,11 +327,35 @@ class JobManager:
                 assert outcome.output_sha256 is not None
                 output = candidates.get(outcome.output_sha256)
                 return VerifiedOutput(decided.index, "ok", output, {"executors": executors})
-            return VerifiedOutput(decided.index, outcome.status, None, {"executors": executors})
+            message = job.messages.pop(decided.index, "") or f"{len(executors)} executors agree it fails this way"
+            return VerifiedOutput(decided.index, outcome.status, None, {"executors": executors, "message": message})
         job.outputs.pop(decided.index, None)
+        job.messages.pop(decided.index, None)
         if isinstance(outcome, Disputed):
-            return VerifiedOutput(decided.index, "disputed", None, {"candidates": repr(outcome)[:2000]})
+            reported = [
+                {"status": c.status, "sha256": None if c.output_sha256 is None else c.output_sha256.hex(),
+                 "executors": [str(p) for p in c.executors]}
+                for c in outcome.candidates
+            ]  # fmt: skip
+            reporters = sum(len(c.executors) for c in outcome.candidates)
+            message = f"no quorum: {len(reported)} different results from {reporters} executors"
+            return VerifiedOutput(decided.index, "disputed", None, {"candidates": reported, "message": message})
         return VerifiedOutput(decided.index, outcome.code, None, {"message": outcome.message})
+
+
+def _outcome_of(saved: VerifiedOutput) -> Outcome:
+    """A journalled verdict as the job's state machine knows it."""
+    executors = tuple(PeerId.from_base58(p) for p in saved.detail.get("executors", ()))
+    if saved.status == "disputed":
+        return Disputed(tuple(
+            Candidate(c["status"], None if c["sha256"] is None else bytes.fromhex(c["sha256"]),
+                      tuple(PeerId.from_base58(p) for p in c["executors"]))
+            for c in saved.detail.get("candidates", ())
+        ))  # fmt: skip
+    if not executors:  # out of attempts: nobody answered
+        return Failed(saved.status, str(saved.detail.get("message", "")))
+    sha = None if saved.output is None else hashlib.sha256(saved.output).digest()
+    return Verified(saved.status, sha, executors, executors, (), (), (), ())
 
 
 def _unix_ms() -> int:

@@ -23,56 +23,45 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from ._version import __version__
 from ._errors_unwrap import raise_mesh_error_plainly
-from .config import NodeConfig
-from .core.peer_id import PeerId
-from .core.peers import (
-    ConnectionChanged,
-    DialPeer,
-    DropConnection,
-    GoodbyeHeard,
-    Instruction,
-    PeerGone,
-    PeerJoined,
-    PeerStale,
-    PeerTable,
-    PresenceHeard,
-    RttMeasured,
-    Tick,
-)
-from .core.presence import Goodbye, Presence, next_seq
-from .core.reputation import Reputation
-from .core import wire
-from .errors import MeshError, PeerUnavailableError, WireError
-from .identity import Identity, load_or_create_identity
-from .lockfile import DataDirLock
-from .net.addresses import parse_bootstrap, split_tcp
-from .net.gossip import PresenceGossip
-from .net.host import MeshHost, from_libp2p_id, open_host
-from .net.streams import read_frame, write_frame
-from .net.swarm_key import load_swarm_key
-from .sandbox import ENGINE_ID
+from ._version import __version__
 from .blobs import BlobStore
+from .config import DEFAULT_LIMITS, NodeConfig
+from .core import wire
 from .core.job import PeerLeft as JobPeerLeft
 from .core.job import Tick as JobTick
-from .core.job_messages import PushedResult, ResultPush
-from .core.manifest import JobManifest, Subtask
-from .core.steal import plan_steal, views_of
-from .executor import Executor, RefusedWork
+from .core.manifest import Replication, TaskLimits
+from .core.peer_id import PeerId
+from .core.peers import (
+    ConnectionChanged, DialPeer, DropConnection, GoodbyeHeard, Instruction, PeerGone, PeerJoined, PeerStale,
+    PeerTable, PresenceHeard, RttMeasured, Tick,
+)  # fmt: skip
+from .core.presence import Goodbye, Presence, next_seq
+from .core.reputation import Reputation
+from .core.steal import POOR_SCORE, PeerView, views_of
+from .errors import PeerUnavailableError, WireError
+from .executor import Executor
+from .identity import Identity, load_or_create_identity
 from .jobs import JobManager, JobOptions, RunningJob
-from .net.blob_protocol import fetch_from_any, serve_blobs
-from .net.job_protocol import push_results, renew_leases, serve_jobs, steal
-from .sandbox import Sandbox
+from .lockfile import DataDirLock
+from .net.addresses import parse_bootstrap, split_tcp
+from .net.blob_protocol import serve_blobs
+from .net.gossip import PresenceGossip
+from .net.host import MeshHost, from_libp2p_id, open_host
+from .net.job_protocol import serve_jobs
+from .net.streams import read_frame, write_frame
+from .net.swarm_key import load_swarm_key
+from .sandbox import ENGINE_ID, Sandbox
 from .store import Store
 from .sysinfo import cpu_model, gpus, machine_load
+from .workers import Workers
 
 __all__ = ["MeshNode", "open_node"]
 
@@ -117,9 +106,7 @@ class MeshNode:
         self.reputation = Reputation()  # loaded from the journal when the node starts
         self.jobs: JobManager  # set when the node starts
         self._advertised_surplus = 0
-        self._busy = 0
-        self._steal_request_id = 0
-        self._work_available = trio.Event()
+        self._workers: Workers | None = None  # set when the node starts
 
     # --- public state --------------------------------------------------------------------
 
@@ -208,7 +195,8 @@ class MeshNode:
         await self._gossip.start()
         host.set_stream_handler(GOODBYE_PROTOCOL, self._receive_goodbye)
         serve_blobs(host, self.jobs.blobs)
-        serve_jobs(host, self.jobs)
+        self._workers = Workers(host, self.jobs, self.config.slots, self._victims, self.set_idle)
+        serve_jobs(host, self.jobs, policy=self._grant_policy, resteal=self._workers.resteal)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -217,9 +205,7 @@ class MeshNode:
                 nursery.start_soon(self._watch_connections)
                 nursery.start_soon(self._tick)
                 nursery.start_soon(self._ping_peers)
-                for _ in range(self.config.slots):
-                    nursery.start_soon(self._work)
-                nursery.start_soon(self._retry_outbox)
+                nursery.start_soon(self._workers.run)
                 for addr in self.config.bootstrap:
                     nursery.start_soon(self._keep_bootstrap, addr)
                 if self.config.mdns:
@@ -230,6 +216,10 @@ class MeshNode:
                 task_status.started(self)
         finally:
             self._host = None
+            self._workers = None
+
+    def _victims(self) -> list[PeerView]:
+        return views_of(self.table, self.reputation)
 
     async def say_goodbye(self) -> None:
         """Tell the peers we are leaving, so they drop us at once."""
@@ -271,10 +261,12 @@ class MeshNode:
         self._apply(self.table.handle(GoodbyeHeard(goodbye, time.monotonic())))
 
     def set_idle(self, idle: int) -> None:
-        """Report a new number of idle slots; peers hear of it at once."""
-        if idle != self._idle:
-            self._idle = max(0, min(idle, self.config.slots))
-            self._presence_changed.set()
+        """Report a new number of idle slots (peers hear of it with the next presence).
+
+        Slots go busy and idle between chunks many times a second: publishing each
+        change would cost more gossip than the work it describes.
+        """
+        self._idle = max(0, min(idle, self.config.slots))
 
     # --- presence --------------------------------------------------------------------------
 
@@ -318,6 +310,8 @@ class MeshNode:
             now = time.monotonic()
             if isinstance(msg, Presence):
                 self._apply(self.table.handle(PresenceHeard(msg, now)))
+                if self._workers is not None and msg.surplus > 0:
+                    self._workers.presence_heard(msg.peer_id)
             else:
                 self._apply(self.table.handle(GoodbyeHeard(msg, now)))
 
@@ -329,9 +323,11 @@ class MeshNode:
             for job in list(self.jobs.jobs.values()):
                 self.jobs.apply(job, job.owner.handle(JobTick(now)))
             surplus = self.surplus()
-            if surplus != self._advertised_surplus:
-                self._advertised_surplus = surplus
-                self._presence_changed.set()
+            if surplus > self._advertised_surplus and self._workers is not None:
+                self._workers.wake()  # replicas came back (a lease lapsed, a verdict asked for more)
+            if (surplus > 0) != (self._advertised_surplus > 0):
+                self._presence_changed.set()  # thieves must hear at once that there is work, or none
+            self._advertised_surplus = surplus
 
     async def _watch_connections(self) -> None:
         async for event in self.host.events:
@@ -352,138 +348,63 @@ class MeshNode:
     # --- work ----------------------------------------------------------------------------------
 
     def surplus(self) -> int:
-        """Replicas of this node's jobs that thieves could take now."""
-        return sum(job.owner.surplus() for job in self.jobs.jobs.values() if not job.owner.finished)
+        """Replicas of this node's jobs that thieves could take now, and stolen ones it could pass on."""
+        own = sum(job.owner.surplus() for job in self.jobs.jobs.values() if not job.owner.finished)
+        return own + (self._workers.surplus() if self._workers is not None else 0)
 
-    def submit(self, module: bytes, inputs: Sequence[bytes], options: JobOptions) -> RunningJob:
-        """Own a new job: its replicas go to this node's slots and to any peer that steals them."""
-        job = self.jobs.submit(module, inputs, options, _unix_ms())
-        self._wake_workers()
+    async def submit(
+        self, module: bytes, inputs: Iterable[bytes], options: JobOptions | None = None, *,
+        replicas: int = 2, quorum: int = 2, max_replicas: int = 5, entry: str = "run",
+        fuel: int | None = None, memory: int | None = None, timeout: float | None = None,
+        max_output: int | None = None, label: str = "", nan_canonical: bool = False,
+    ) -> RunningJob:  # fmt: skip
+        """Own a new job: its replicas go to this node's slots and to any peer that steals them.
+
+        ``inputs`` is any iterable of bytes (one subtask each). The keywords build the
+        job's options (limits default to ``DEFAULT_LIMITS``); pass ``options`` instead
+        for full control. Then ``async for result in job.results()``, ``await job.wait()``,
+        ``await job.cancel()``.
+
+        Raises:
+            SandboxError: the module cannot run at all (invalid, or a forbidden import).
+            ValueError: no inputs, or a replication policy that can never verify.
+            TypeError: an input that is not bytes.
+        """
+        if options is None:
+            d = DEFAULT_LIMITS
+            limits = TaskLimits(
+                fuel=d.fuel if fuel is None else fuel, memory=d.memory if memory is None else memory,
+                timeout_ms=d.timeout_ms if timeout is None else max(1, round(timeout * 1000)),
+                max_output=d.max_output if max_output is None else max_output,
+            )  # fmt: skip
+            replication = Replication(replicas, quorum, max_replicas)
+            problem = replication.check()
+            if problem:
+                raise ValueError(problem)
+            options = JobOptions(limits, replication, entry=entry, nan_canonical=nan_canonical, label=label)
+        # compiling a module and hashing every input take time: not on the node's event loop
+        await trio.to_thread.run_sync(
+            functools.partial(self.jobs.executor.sandbox.load, module, nan_canonical=options.nan_canonical)
+        )
+        job = await trio.to_thread.run_sync(self.jobs.create, module, inputs, options, _unix_ms())
+        self.jobs.start(job)
+        log.info("job %s  %d subtasks, replicas %d, quorum %d", job.job_id.hex(), job.manifest.subtask_count,
+                 options.replication.replicas, options.replication.quorum)  # fmt: skip
+        if self._workers is not None:
+            self._workers.wake()
         self._presence_changed.set()
         return job
 
-    def _wake_workers(self) -> None:
-        self._work_available.set()
-        self._work_available = trio.Event()
+    def _grant_policy(self, thief: PeerId, requested: int) -> int:
+        """Peers with a poor record are handed work last: one replica at a time, and none
+        while a peer with a better record is idle."""
+        if not self._poor(thief):
+            return requested
+        better_idle = any(r.presence.idle > 0 and not self._poor(r.peer) for r in self.table.alive() if r.peer != thief)
+        return 0 if better_idle else 1
 
-    async def _work(self) -> None:
-        """One slot: run our own jobs' replicas first, else steal from the peer with the most surplus."""
-        while True:
-            ran = await self._run_own() or await self._steal_and_run()
-            if not ran:
-                with trio.move_on_after(0.25):
-                    await self._work_available.wait()
-
-    async def _occupied(self, work: Any) -> None:
-        self._busy += 1
-        self.set_idle(self.config.slots - self._busy)
-        try:
-            await work
-        finally:
-            self._busy -= 1
-            self.set_idle(self.config.slots - self._busy)
-
-    async def _run_own(self) -> bool:
-        for job in list(self.jobs.jobs.values()):
-            if job.owner.finished:
-                continue
-            grant = self.jobs.take(job, 1, time.monotonic())
-            if grant is not None and grant.replicas:
-                try:
-                    await self._occupied(self.jobs.run_grant(job, grant))
-                except MeshError as exc:
-                    log.warning("job %s: %s", job.job_id.hex()[:12], exc)
-                return True
-        return False
-
-    async def _steal_and_run(self) -> bool:
-        idle = self.config.slots - self._busy
-        plan = plan_steal(
-            [v for v in views_of(self.table, self.reputation) if v.surplus > 0], idle_slots=idle, engine=ENGINE_ID
-        )
-        if plan is None:
-            return False
-        self._steal_request_id = next_seq(self._steal_request_id, _unix_ms())
-        try:
-            reply = await steal(self.host, plan.victim, min(plan.count, 4), self._steal_request_id, ENGINE_ID)
-        except (PeerUnavailableError, WireError) as exc:
-            log.debug("steal from %s: %s", plan.victim, exc)
-            return False
-        ran = False
-        for grant in reply.grants:
-            await self._occupied(self._run_stolen(plan.victim, grant, reply.lease_ms / 1000))
-            ran = True
-        return ran
-
-    async def _run_stolen(self, owner: PeerId, grant: Any, lease_s: float) -> None:
-        pushed: list[PushedResult] = []
-        pending: list[tuple[int, int]] = []
-        try:
-            manifest = wire.open_self_signed(grant.manifest, JobManifest, "owner")
-            pending = [(s.index, s.replica) for s in (wire.decode(b, Subtask) for b in grant.subtasks)]
-        except WireError as exc:
-            log.debug("stolen work from %s: %s", owner, exc)
-            return
-        async with trio.open_nursery() as renewals:
-            # renewed until the results are pushed: a finished replica waiting for the
-            # rest of its batch must not lapse and be handed to another node
-            if lease_s > 0:
-                renewals.start_soon(self._renew, owner, manifest.job_id, pending, lease_s)
-            await self._run_subtasks(owner, grant, manifest, pushed)
-            if pushed:
-                await self._push(owner, pushed)
-            renewals.cancel_scope.cancel()
-
-    async def _renew(self, owner: PeerId, job_id: bytes, pending: list[tuple[int, int]], lease_s: float) -> None:
-        """Keep the leases of replicas still running from lapsing (a third of the lease, every time)."""
-        while True:
-            await trio.sleep(lease_s / 3)
-            if pending:
-                try:
-                    await renew_leases(self.host, owner, job_id, list(pending))
-                except (PeerUnavailableError, WireError) as exc:
-                    log.debug("lease renewal with %s: %s", owner, exc)
-
-    async def _run_subtasks(self, owner: PeerId, grant: Any, manifest: JobManifest, pushed: list[PushedResult]) -> None:
-        try:
-            await fetch_from_any(self.host, [owner], manifest.module_sha256, self.jobs.blobs)
-            for subtask_bytes in grant.subtasks:
-                subtask = wire.decode(subtask_bytes, Subtask)
-                if subtask.input is None:
-                    await fetch_from_any(self.host, [owner], subtask.input_sha256, self.jobs.blobs)
-                checked, checked_subtask = self.jobs.executor.check(grant.manifest, subtask_bytes, _unix_ms())
-                result = await self.jobs.executor.run(checked, checked_subtask)
-                pushed.append(PushedResult(claim=result.envelope, output=result.output))
-        except RefusedWork as exc:
-            log.warning("refused work from %s: %s", owner, exc.reason)
-        except (PeerUnavailableError, WireError) as exc:
-            log.debug("stolen work from %s: %s", owner, exc)
-
-    async def _push(self, owner: PeerId, pushed: list[PushedResult]) -> None:
-        try:
-            ack = await push_results(self.host, owner, ResultPush(results=tuple(pushed)))
-        except (PeerUnavailableError, WireError) as exc:
-            log.debug("results to %s wait in the outbox: %s", owner, exc)
-            return
-        for a in ack.acks:
-            self.jobs.store.outbox_ack(a.job_id, a.index, a.replica)
-
-    async def _retry_outbox(self) -> None:
-        """Results whose owner did not acknowledge them yet: push again, with backoff."""
-        while True:
-            await trio.sleep(2.0)
-            now = time.time()
-            due = self.jobs.store.outbox_due(now)
-            by_owner: dict[str, list[Any]] = {}
-            for entry in due:
-                by_owner.setdefault(entry.owner, []).append(entry)
-            for owner_text, entries in by_owner.items():
-                for e in entries:
-                    self.jobs.store.outbox_retry_later(e.job_id, e.index, e.replica, now + min(60.0, 2.0 * 2 ** e.attempts))
-                owner = PeerId.from_base58(owner_text)
-                if owner == self.peer_id or not self.host.is_connected(owner):
-                    continue
-                await self._push(owner, [PushedResult(claim=e.claim, output=e.output) for e in entries])
+    def _poor(self, peer: PeerId) -> bool:
+        return self.reputation.barred_from_quorum(peer) or self.reputation.score(peer) < POOR_SCORE
 
     # --- instructions ------------------------------------------------------------------------
 
@@ -498,6 +419,8 @@ class MeshNode:
                 log.info("peer left    %s  (%s)", i.peer, "goodbye" if i.reason == "goodbye" else "timed out")
                 for job in list(self.jobs.jobs.values()):
                     self.jobs.apply(job, job.owner.handle(JobPeerLeft(i.peer, time.monotonic())))
+                if self._workers is not None:
+                    self._workers.peer_gone(i.peer)
             elif isinstance(i, DialPeer):
                 self._spawn_dial(i.peer, i.addrs)
             elif isinstance(i, DropConnection):

@@ -297,21 +297,39 @@ class Sandbox:
         batching amortizes it.
         """
 
+        return await trio.to_thread.run_sync(
+            self.run_many_sync, wasm, inputs, limits, entry, nan_canonical, limiter=self._limiter
+        )
+
+    @property
+    def limiter(self) -> trio.CapacityLimiter:
+        """One token per slot: hold one while running subtasks in a thread of your own."""
+        return self._limiter
+
+    def run_many_sync(
+        self,
+        wasm: bytes | TaskModule,
+        inputs: Sequence[bytes],
+        limits: TaskLimits,
+        entry: str = "run",
+        nan_canonical: bool = False,
+    ) -> list[TaskOutcome]:
+        """``run_many`` in the calling thread (which should hold a ``limiter`` token)."""
         key = wasm.sha256 if isinstance(wasm, TaskModule) else None
+        # Subtasks this short spend most of their time in Python (wasmtime-py's
+        # ctypes calls), and two threads fighting over the GIL run them about 2x
+        # slower than one: run such chunks one at a time.
+        short = key is not None and self._seconds_per_run.get(key, 1.0) < SHORT_RUN_SECONDS
+        with self._python_lane if short else contextlib.nullcontext():
+            t0 = time.perf_counter()
+            outcomes = [self.run_sync(wasm, data, limits, entry, nan_canonical) for data in inputs]
+        if key is not None and inputs:
+            self._seconds_per_run[key] = (time.perf_counter() - t0) / len(inputs)
+        return outcomes
 
-        def run_all() -> list[TaskOutcome]:
-            # Subtasks this short spend most of their time in Python (wasmtime-py's
-            # ctypes calls), and two threads fighting over the GIL run them about 2x
-            # slower than one: run such chunks one at a time.
-            short = key is not None and self._seconds_per_run.get(key, 1.0) < SHORT_RUN_SECONDS
-            with self._python_lane if short else contextlib.nullcontext():
-                t0 = time.perf_counter()
-                outcomes = [self.run_sync(wasm, data, limits, entry, nan_canonical) for data in inputs]
-            if key is not None and inputs:
-                self._seconds_per_run[key] = (time.perf_counter() - t0) / len(inputs)
-            return outcomes
-
-        return await trio.to_thread.run_sync(run_all, limiter=self._limiter)
+    def seconds_per_run(self, sha256: bytes) -> float | None:
+        """The last measured time per subtask of a module (None before it ran here)."""
+        return self._seconds_per_run.get(sha256)
 
     def run_sync(
         self,

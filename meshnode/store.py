@@ -204,6 +204,13 @@ class Store:
             ).fetchall()
         return [OwnedJob(r[0], r[1], r[2], cbor2.loads(r[3]) if r[3] else None, r[4]) for r in rows]
 
+    def output(self, job_id: bytes, index: int) -> VerifiedOutput | None:
+        with self._lock:
+            r = self._db.execute(
+                "SELECT idx, status, output, detail FROM outputs WHERE job_id = ? AND idx = ?", (job_id, index)
+            ).fetchone()
+        return None if r is None else VerifiedOutput(r[0], r[1], r[2], cbor2.loads(r[3]) if r[3] else {})
+
     def outputs(self, job_id: bytes) -> list[VerifiedOutput]:
         with self._lock:
             rows = self._db.execute(
@@ -214,12 +221,21 @@ class Store:
     # --- executor: outbox and result cache -------------------------------------------------
 
     def outbox_put(self, entry: OutboxEntry) -> None:
+        self.record_runs([], [entry])
+
+    def record_runs(self, cached: list[tuple[bytes, bytes, str, CachedResult]], outbox: list[OutboxEntry]) -> None:
+        """What an executor keeps after running a batch, in one transaction: the result
+        cache entries ``(module, input hash, engine, result)`` and the outbox entries."""
+        now = time.time()
         with self._tx() as db:
-            db.execute(
+            db.executemany(
+                "INSERT OR REPLACE INTO result_cache VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(m, i, e, r.status, r.output, r.fuel, r.message, now) for m, i, e, r in cached],
+            )
+            db.executemany(
                 "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (entry.job_id, entry.index, entry.replica, entry.owner, entry.claim, entry.output,
-                 entry.attempts, entry.next_try),
-            )  # fmt: skip
+                [(e.job_id, e.index, e.replica, e.owner, e.claim, e.output, e.attempts, e.next_try) for e in outbox],
+            )
 
     def outbox_due(self, now: float, limit: int = 256) -> list[OutboxEntry]:
         with self._lock:
@@ -236,8 +252,12 @@ class Store:
             )
 
     def outbox_ack(self, job_id: bytes, index: int, replica: int) -> None:
+        self.outbox_ack_many([(job_id, index, replica)])
+
+    def outbox_ack_many(self, keys: list[tuple[bytes, int, int]]) -> None:
+        """Forget acknowledged results: ``(job_id, index, replica)`` each, one transaction."""
         with self._tx() as db:
-            db.execute("DELETE FROM outbox WHERE job_id = ? AND idx = ? AND replica = ?", (job_id, index, replica))
+            db.executemany("DELETE FROM outbox WHERE job_id = ? AND idx = ? AND replica = ?", keys)
 
     def outbox_size(self) -> int:
         with self._lock:
@@ -251,12 +271,21 @@ class Store:
             ).fetchone()
         return None if row is None else CachedResult(*row)
 
+    def cache_get_many(self, module: bytes, input_sha256s: list[bytes], engine: str) -> dict[bytes, CachedResult]:
+        """The cached results among ``input_sha256s``, by input hash."""
+        with self._lock:
+            found = {}
+            for digest in set(input_sha256s):
+                row = self._db.execute(
+                    "SELECT status, output, fuel, message FROM result_cache WHERE module = ? AND input = ? AND engine = ?",
+                    (module, digest, engine),
+                ).fetchone()
+                if row is not None:
+                    found[digest] = CachedResult(*row)
+        return found
+
     def cache_put(self, module: bytes, input_sha256: bytes, engine: str, result: CachedResult) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO result_cache VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (module, input_sha256, engine, result.status, result.output, result.fuel, result.message, time.time()),
-            )
+        self.record_runs([(module, input_sha256, engine, result)], [])
 
     # --- other node state (reputation) ----------------------------------------------------------
 

@@ -11,12 +11,10 @@ for a subtask whose executors never reached a quorum.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from typing import TYPE_CHECKING, Any, Final
 
 import cbor2
-import trio
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -65,11 +63,7 @@ def job_routes(node: MeshNode) -> list[Route]:
         except (KeyError, TypeError, ValueError, cbor2.CBORDecodeError) as exc:
             raise HTTPException(400, f"bad job: {exc}") from None
         try:
-            # compiling can take seconds for a large module: not on the node's event loop
-            await trio.to_thread.run_sync(
-                functools.partial(node.jobs.executor.sandbox.load, module, nan_canonical=options.nan_canonical)
-            )
-            job = node.submit(module, inputs, options)
+            job = await node.submit(module, inputs, options)
         except WireError as exc:
             raise HTTPException(400, f"bad job: {exc}") from None
         except Exception as exc:  # SandboxError: the module cannot run at all
@@ -135,7 +129,10 @@ def _record(o: Any) -> dict[str, Any]:
         return {"index": o.index, "status": "ok", "output": output_value(o.output),
                 "sha256": hashlib.sha256(o.output).hexdigest(), "executors": executors}  # fmt: skip
     if o.status == "disputed":
+        candidates = [{"sha256": c["sha256"], "status": c["status"], "executors": c["executors"]}
+                      for c in o.detail.get("candidates", [])]  # fmt: skip
         return {"index": o.index, "status": "disputed", "output": None, "sha256": None,
-                "error": {"code": "disputed", "message": str(o.detail.get("candidates", ""))}, "executors": executors}  # fmt: skip
+                "error": {"code": "disputed", "message": str(o.detail.get("message", "no quorum"))},
+                "candidates": candidates, "executors": executors}  # fmt: skip
     return {"index": o.index, "status": "error", "output": None, "sha256": None,
             "error": {"code": o.status, "message": str(o.detail.get("message", ""))}, "executors": executors}  # fmt: skip

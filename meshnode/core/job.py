@@ -19,6 +19,7 @@ __all__ = [
     "LEASE_LAPSED", "PEER_GONE", "Ack", "ClaimReceived", "Event", "Failed", "Grant", "Instruction",
     "JobFinished", "Outcome", "PeerLeft", "Progress", "ReleaseReplicas", "RenewLeases", "Renewed",
     "ReplicaLost", "ReplicaRef", "ReplicasAdded", "Revoke", "StealRequest", "SubtaskDecided", "Tick",
+    "TransferReplicas", "Transferred",
 ]  # fmt: skip
 
 LEASE_LAPSED: Final = "lease_lapsed"  # error codes of a subtask that ran out of attempts
@@ -81,6 +82,16 @@ class ReleaseReplicas:
 
 
 @dataclass(frozen=True, slots=True)
+class TransferReplicas:
+    """``holder`` was robbed in turn: it asks to hand replicas it has not started to ``to``."""
+
+    holder: PeerId
+    to: PeerId
+    replicas: tuple[ReplicaRef, ...]
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class PeerLeft:
     peer: PeerId
     now: float
@@ -91,7 +102,7 @@ class Tick:
     now: float
 
 
-Event = StealRequest | RenewLeases | ClaimReceived | ReleaseReplicas | PeerLeft | Tick
+Event = StealRequest | RenewLeases | ClaimReceived | ReleaseReplicas | TransferReplicas | PeerLeft | Tick
 
 
 # --- instructions (out) -----------------------------------------------------------------------
@@ -103,6 +114,16 @@ class Grant:
 
     thief: PeerId
     request_id: int
+    replicas: tuple[ReplicaRef, ...]
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Transferred:
+    """The replicas of a ``TransferReplicas`` that now belong to ``to`` (the others stay with the holder)."""
+
+    holder: PeerId
+    to: PeerId
     replicas: tuple[ReplicaRef, ...]
     expires: float
 
@@ -172,4 +193,4 @@ class JobFinished:
     progress: Progress
 
 
-Instruction = Grant | Renewed | Revoke | Ack | ReplicaLost | ReplicasAdded | SubtaskDecided | JobFinished
+Instruction = Grant | Transferred | Renewed | Revoke | Ack | ReplicaLost | ReplicasAdded | SubtaskDecided | JobFinished

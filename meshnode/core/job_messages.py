@@ -5,6 +5,11 @@
     thief -> owner   ResultPush    signed result claims, with their outputs
     owner -> thief   ResultAck     one answer per claim; any answer ends the thief's retries
     thief -> owner   LeaseRenew    "still working on these": keeps the leases from lapsing
+    thief -> owner   WorkRefused   "I will not run these, and why": the replicas go back unrun
+    holder -> owner  TransferAsk   "another thief robbed me: hand these to it" (stealing from thieves)
+    owner -> holder  TransferReply the replicas that moved, with the new holder's lease
+
+LeaseRenew and WorkRefused are answered with an empty ``StealReply``.
 
 Every subtask is still checked by the thief against the owner's signed
 manifest before it runs, and every claim by the owner against the executor's
@@ -26,6 +31,9 @@ __all__ = [
     "ResultPush",
     "StealAsk",
     "StealReply",
+    "TransferAsk",
+    "TransferReply",
+    "WorkRefused",
 ]
 
 MAX_BATCH = 256
@@ -55,6 +63,7 @@ class StealReply:
     grants: tuple[JobGrant, ...] = wire(ListOf(Nested(JobGrant), 64))
     lease_ms: int = wire(Int(0, 3_600_000))
     refused: str = wire(Str(300))  # why nothing was granted, when that is a refusal ("" otherwise)
+    surplus: int = wire(Int(0, 2**31))  # what the victim has left to give after this grant
 
 
 @struct
@@ -92,3 +101,23 @@ class ReplicaId:
 class LeaseRenew:
     job_id: bytes = wire(Bytes(16, 16))
     replicas: tuple[ReplicaId, ...] = wire(ListOf(Nested(ReplicaId), 4096))
+
+
+@message("work_refused", version=1, max_size=64 << 10)
+class WorkRefused:
+    job_id: bytes = wire(Bytes(16, 16))
+    replicas: tuple[ReplicaId, ...] = wire(ListOf(Nested(ReplicaId), MAX_BATCH))
+    reason: str = wire(Str(300))
+
+
+@message("transfer_ask", version=1, max_size=64 << 10)
+class TransferAsk:
+    job_id: bytes = wire(Bytes(16, 16))
+    to: bytes = wire(Bytes(1, 128))  # the new holder's peer ID (binary)
+    replicas: tuple[ReplicaId, ...] = wire(ListOf(Nested(ReplicaId), MAX_BATCH))
+
+
+@message("transfer_reply", version=1, max_size=64 << 10)
+class TransferReply:
+    replicas: tuple[ReplicaId, ...] = wire(ListOf(Nested(ReplicaId), MAX_BATCH))
+    lease_ms: int = wire(Int(0, 3_600_000))

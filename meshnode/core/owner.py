@@ -46,6 +46,16 @@ dropped, as distributed's stealing drops a confirmation whose stimulus id is not
 current; a thief that receives a grant for a request it gave up on hands the
 replicas back with ``ReleaseReplicas`` (no attempt is counted).
 
+*Stealing from thieves*: a thief robbed in turn hands replicas it has not
+started to the new thief only through the owner (``TransferReplicas``): the
+owner moves the lease and the binding - the old holder never ran the replica,
+so it is unbound from it, and the new one must not be bound to another replica
+of that subtask - and answers which replicas moved. Nothing is ever in two
+hands, and a claim is still accepted only from the node bound to its replica.
+
+*Cancel*: ``cancel`` drops every queued replica and revokes every lease; the
+undecided subtasks stay undecided and the job counts as finished.
+
 *Crash*: ``snapshot`` is a plain dict of everything that matters; ``restore``
 puts leased replicas back in the deque (their holders stay bound, so their
 claims are still accepted and their renewals revive the lease). Verdicts are
@@ -65,7 +75,7 @@ from ..errors import WireError
 from .job import (
     LEASE_LAPSED, PEER_GONE, Ack, ClaimReceived, Event, Failed, Grant, Instruction, JobFinished, Outcome,
     PeerLeft, Progress, ReleaseReplicas, RenewLeases, Renewed, ReplicaLost, ReplicaRef, ReplicasAdded,
-    Revoke, StealRequest, SubtaskDecided,
+    Revoke, StealRequest, SubtaskDecided, TransferReplicas, Transferred,
 )  # fmt: skip
 from .manifest import Replication
 from .peer_id import PeerId
@@ -127,6 +137,7 @@ class JobOwner:
         self._requests: dict[PeerId, tuple[int, tuple[ReplicaRef, ...]]] = {}  # thief -> last id, its grant
         self._counts = {"verified": 0, "failed": 0, "disputed": 0}
         self.finished = False
+        self.cancelled = False
 
     def handle(self, event: Event) -> list[Instruction]:
         """Apply one event and return what the node must do about it."""
@@ -136,6 +147,8 @@ class JobOwner:
             return self._claim(event.claim, event.untrusted)
         if isinstance(event, RenewLeases):
             return self._renew(event.holder, event.replicas, event.now)
+        if isinstance(event, TransferReplicas):
+            return self._transfer(event)
         if isinstance(event, ReleaseReplicas):
             for ref in event.replicas:
                 if self._holder(ref) == event.holder:
@@ -144,6 +157,24 @@ class JobOwner:
         if isinstance(event, PeerLeft):
             return self._lapse([r for r in self._leased if self._holder(r) == event.peer], PEER_GONE)
         return self._lapse([r for r in self._leased if self._slot(r).expires <= event.now], LEASE_LAPSED)
+
+    def cancel(self) -> list[Instruction]:
+        """Stop handing out work: queued replicas are dropped, leased ones revoked; the job is finished."""
+        revoked: dict[PeerId, list[ReplicaRef]] = {}
+        for ref in sorted(self._leased):
+            revoked.setdefault(self._slot(ref).holder or self.owner, []).append(ref)
+        for ref in [*self._queue, *self._leased]:
+            self._subtasks[ref.index].slots[ref.replica] = _Slot("dropped")
+        self._queue.clear()
+        self._leased.clear()
+        self.finished = self.cancelled = True
+        return [Revoke(p, tuple(refs), "the job was cancelled") for p, refs in revoked.items()]
+
+    def settle(self, index: int, outcome: Outcome) -> list[Instruction]:
+        """Take a verdict the journal already holds (reached after the last snapshot); its replicas are dropped."""
+        if self._subtasks[index].outcome is not None:
+            return []
+        return self._decide(index, outcome)
 
     # --- queries -----------------------------------------------------------------------
 
@@ -204,6 +235,18 @@ class JobOwner:
             self._lease(ref, e.thief, expires)
         self._requests[e.thief] = (e.request_id, tuple(picked))
         return [Grant(e.thief, e.request_id, tuple(picked), expires)]
+
+    def _transfer(self, e: TransferReplicas) -> list[Instruction]:
+        expires, moved = e.now + self.lease_seconds, []
+        for ref in e.replicas:
+            sub = self._subtasks[ref.index] if self._holder(ref) == e.holder and e.to != e.holder else None
+            if sub is None or sub.bound.get(e.to, ref.replica) != ref.replica:
+                continue  # not the holder's to give, or the new thief runs another replica of this subtask
+            del sub.bound[e.holder]  # it gives the replica up unrun: it may take another of this subtask later
+            sub.bound[e.to] = ref.replica
+            self._subtasks[ref.index].slots[ref.replica] = _Slot("leased", e.to, expires)
+            moved.append(ref)
+        return [Transferred(e.holder, e.to, tuple(moved), expires)]
 
     def _renew(self, holder: PeerId, refs: tuple[ReplicaRef, ...], now: float) -> list[Instruction]:
         expires, renewed, lost = now + self.lease_seconds, [], []

@@ -1,10 +1,11 @@
 """The job protocol ``/meshnode/jobs/1.0.0``: thieves take replicas from owners and push results back.
 
-One stream per exchange: the client writes one frame holding a ``StealAsk``,
-``ResultPush`` or ``LeaseRenew`` (core/job_messages.py) and the owner answers
-with one frame (``StealReply``, ``ResultAck``, or a ``StealReply`` with no
-grants for a renewal). The owner knows who asks from the stream's
-authenticated peer ID, never from the message.
+A stream carries any number of exchanges, one after another: the client writes
+one frame holding a request (core/job_messages.py) and the server answers with
+one frame. Opening a libp2p stream costs about 3 ms (a multistream handshake
+over the muxer), more than a whole exchange on a LAN, so ``JobClient`` keeps
+idle streams per peer and reuses them. The server knows who asks from the
+stream's authenticated peer ID, never from the message.
 
 The owner checks every pushed claim: it must be signed by the executor it
 names, that executor must be the peer on the stream (a node cannot push
@@ -18,20 +19,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import trio
+
 from ..core import wire
-from ..core.job import Ack, Grant, RenewLeases, ReplicaRef, StealRequest
+from ..core.job import Ack, Grant, ReleaseReplicas, RenewLeases, ReplicaRef, StealRequest, TransferReplicas, Transferred
 from ..core.job_messages import (
-    JobGrant,
-    LeaseRenew,
-    ReplicaId,
-    ResultAck,
-    ResultAckItem,
-    ResultPush,
-    StealAsk,
-    StealReply,
-)
+    JobGrant, LeaseRenew, ReplicaId, ResultAck, ResultAckItem, ResultPush, StealAsk, StealReply, TransferAsk,
+    TransferReply, WorkRefused,
+)  # fmt: skip
 from ..core.manifest import INLINE_INPUT_MAX
 from ..core.peer_id import PeerId
 from ..core.result import ResultClaim
@@ -40,45 +38,79 @@ from ..jobs import JobManager, RunningJob
 from .host import MeshHost
 from .streams import read_frame, write_frame
 
-__all__ = ["PROTOCOL_ID", "push_results", "renew_leases", "serve_jobs", "steal"]
+__all__ = ["PROTOCOL_ID", "GrantPolicy", "JobClient", "Resteal", "serve_jobs"]
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_ID: Final = "/meshnode/jobs/1.0.0"
 MAX_FRAME: Final = 80 << 20
 EXCHANGE_TIMEOUT: Final = 60.0
+IDLE_STREAM_SECONDS: Final = 120.0  # a server drops a stream idle this long
+MAX_IDLE_STREAMS: Final = 4  # per peer, kept by a client
+
+# How many replicas a thief may have of what it asked for (its reputation decides).
+GrantPolicy = Callable[[PeerId, int], int]
+# Stealing from thieves: serve a thief from the work this node stole, if it has any to spare.
+Resteal = Callable[[PeerId, StealAsk], Awaitable[StealReply | None]]
+
+NOTHING: Final = StealReply(request_id=0, grants=(), lease_ms=0, refused="", surplus=0)
 
 
 # --- owner side ---------------------------------------------------------------------------------
 
 
-def serve_jobs(host: MeshHost, manager: JobManager) -> None:
-    """Answer thieves from the jobs ``manager`` owns."""
+def serve_jobs(
+    host: MeshHost, manager: JobManager, *, policy: GrantPolicy | None = None, resteal: Resteal | None = None
+) -> None:
+    """Answer thieves from the jobs ``manager`` owns (then, with ``resteal``, from stolen work)."""
 
-    async def handle(remote: PeerId, stream: Any) -> None:
-        request: object = wire.decode(await read_frame(stream, MAX_FRAME))
+    async def answer(remote: PeerId, request: object) -> Any:
         now = time.monotonic()
         if isinstance(request, StealAsk):
-            reply: Any = _grant(manager, remote, request, now)
-        elif isinstance(request, ResultPush):
-            reply = _receive(manager, remote, request)
-        elif isinstance(request, LeaseRenew):
+            allowed = request.n if policy is None else policy(remote, request.n)
+            if allowed <= 0:
+                return StealReply(request_id=request.request_id, grants=(), lease_ms=0,
+                                  refused="peers with a better record are waiting for work", surplus=0)  # fmt: skip
+            reply = _grant(manager, remote, request, allowed, now)
+            if not reply.grants and resteal is not None:
+                reply = await resteal(remote, request) or reply
+            return reply
+        if isinstance(request, ResultPush):
+            return _receive(manager, remote, request)
+        if isinstance(request, LeaseRenew | WorkRefused | TransferAsk):
             job = manager.jobs.get(request.job_id)
-            if job is not None:
-                refs = tuple(ReplicaRef(r.index, r.replica) for r in request.replicas)
+            refs = tuple(ReplicaRef(r.index, r.replica) for r in request.replicas)
+            if isinstance(request, TransferAsk):
+                return _transfer(job, remote, request.to, refs, now)
+            if job is not None and isinstance(request, LeaseRenew):
                 manager.apply(job, job.owner.handle(RenewLeases(remote, refs, now)))
-            reply = StealReply(request_id=0, grants=(), lease_ms=0, refused="")
-        else:
-            raise WireError(f"a {type(request).__name__} is not a job protocol request")
-        await write_frame(stream, wire.encode(reply))
+            elif job is not None and isinstance(request, WorkRefused):
+                log.warning("peer %s refused %d replicas of job %s: %s", remote, len(refs), job.job_id.hex()[:12], request.reason)
+                job.refusals[str(remote)] = request.reason
+                manager.apply(job, job.owner.handle(ReleaseReplicas(remote, refs, now)))
+            return NOTHING
+        raise WireError(f"a {type(request).__name__} is not a job protocol request")
+
+    async def handle(remote: PeerId, stream: Any) -> None:
+        while True:
+            frame = None
+            with trio.move_on_after(IDLE_STREAM_SECONDS):
+                try:
+                    frame = await read_frame(stream, MAX_FRAME)
+                except WireError:
+                    return  # the client closed the stream (or sent garbage): either way, we are done
+            if frame is None:
+                return
+            reply = await answer(remote, wire.decode(frame))
+            await write_frame(stream, wire.encode(reply))
 
     host.set_stream_handler(PROTOCOL_ID, handle)
 
 
-def _grant(manager: JobManager, thief: PeerId, ask: StealAsk, now: float) -> StealReply:
+def _grant(manager: JobManager, thief: PeerId, ask: StealAsk, allowed: int, now: float) -> StealReply:
     grants: list[JobGrant] = []
     lease_ms = 0
-    wanted = ask.n
+    wanted = min(ask.n, allowed)
     for job in list(manager.jobs.values()):
         if wanted <= 0:
             break
@@ -86,94 +118,157 @@ def _grant(manager: JobManager, thief: PeerId, ask: StealAsk, now: float) -> Ste
             continue
         for instruction in job.owner.handle(StealRequest(thief, wanted, ask.request_id, now)):
             if isinstance(instruction, Grant) and instruction.replicas:
-                grants.append(JobGrant(manifest=job.envelope, subtasks=tuple(_subtasks(manager, job, instruction))))
+                grants.append(JobGrant(manifest=job.envelope, subtasks=tuple(_subtasks(manager, job, instruction.replicas))))
                 lease_ms = max(lease_ms, round((instruction.expires - now) * 1000))
                 wanted -= len(instruction.replicas)
-    return StealReply(request_id=ask.request_id, grants=tuple(grants), lease_ms=lease_ms, refused="")
+    surplus = sum(j.owner.surplus() for j in manager.jobs.values() if not j.owner.finished)
+    return StealReply(request_id=ask.request_id, grants=tuple(grants), lease_ms=lease_ms, refused="", surplus=surplus)
 
 
-def _subtasks(manager: JobManager, job: RunningJob, grant: Grant) -> list[bytes]:
+def _subtasks(manager: JobManager, job: RunningJob, refs: tuple[ReplicaRef, ...]) -> list[bytes]:
     out = []
-    for ref in grant.replicas:
+    for ref in refs:
         size = job.commitment.sizes[ref.index]
         data = manager.blobs.get(job.commitment.digests[ref.index]) if size <= INLINE_INPUT_MAX else None
         out.append(wire.encode(job.commitment.subtask(job.job_id, ref.index, ref.replica, data)))
     return out
 
 
+def _transfer(job: RunningJob | None, holder: PeerId, to: bytes, refs: tuple[ReplicaRef, ...], now: float) -> TransferReply:
+    try:
+        new_holder: PeerId | None = PeerId(to)
+    except WireError:
+        new_holder = None
+    if job is None or new_holder is None or job.owner.finished:
+        return TransferReply(replicas=(), lease_ms=0)
+    for instruction in job.owner.handle(TransferReplicas(holder, new_holder, refs, now)):
+        if isinstance(instruction, Transferred) and instruction.replicas:
+            moved = tuple(ReplicaId(index=r.index, replica=r.replica) for r in instruction.replicas)
+            return TransferReply(replicas=moved, lease_ms=round((instruction.expires - now) * 1000))
+    return TransferReply(replicas=(), lease_ms=0)
+
+
 def _receive(manager: JobManager, executor: PeerId, push: ResultPush) -> ResultAck:
-    acks = []
+    acks: list[ResultAckItem] = []
+    by_job: dict[bytes, list[tuple[ResultClaim, bytes | None]]] = {}
     for pushed in push.results:
         try:
             claim = wire.open_self_signed(pushed.claim, ResultClaim, "executor")
         except WireError as exc:
             log.debug("rejected a pushed claim from %s: %s", executor, exc)
             continue  # not even a job id to answer to
-        item = _check_and_apply(manager, executor, claim, pushed.output)
-        acks.append(item)
+        problem = _problem(manager, executor, claim, pushed.output)
+        if problem is not None:
+            acks.append(_ack(claim, *problem))
+        else:
+            by_job.setdefault(claim.job_id, []).append((claim, pushed.output if claim.status == "ok" else None))
+    for job_id, claims in by_job.items():
+        answers = {
+            (i.executor, i.replica): i
+            for i in manager.receive_claims(manager.jobs[job_id], claims)
+            if isinstance(i, Ack) and i.executor == executor
+        }
+        for claim, _ in claims:
+            a = answers.get((executor, ReplicaRef(claim.index, claim.replica)))
+            acks.append(_ack(claim, a.status, a.reason) if a is not None else _ack(claim, "accepted"))
     return ResultAck(acks=tuple(acks))
 
 
-def _check_and_apply(manager: JobManager, executor: PeerId, claim: ResultClaim, output: bytes | None) -> ResultAckItem:
-    def ack(status: str, reason: str = "") -> ResultAckItem:
-        return ResultAckItem(job_id=claim.job_id, index=claim.index, replica=claim.replica, status=status, reason=reason)
-
+def _problem(manager: JobManager, executor: PeerId, claim: ResultClaim, output: bytes | None) -> tuple[str, str] | None:
     if claim.executor != executor:
-        return ack("rejected", f"pushed by {executor} but signed for {claim.executor}")
+        return "rejected", f"pushed by {executor} but signed for {claim.executor}"
     if claim.status == "ok" and (output is None or hashlib.sha256(output).digest() != claim.output_sha256):
-        return ack("rejected", "the output does not match the claim's hash")
-    job = manager.jobs.get(claim.job_id)
-    if job is None:
-        return ack("late", "no such running job here")
-    for instruction in manager.receive_claim(job, claim, output if claim.status == "ok" else None):
-        if isinstance(instruction, Ack) and instruction.executor == executor and instruction.replica == ReplicaRef(claim.index, claim.replica):
-            return ack(instruction.status, instruction.reason)
-    return ack("accepted")
+        return "rejected", "the output does not match the claim's hash"
+    if claim.job_id not in manager.jobs:
+        return "late", "no such running job here"
+    return None
 
 
-# --- thief side ---------------------------------------------------------------------------------
+def _ack(claim: ResultClaim, status: str, reason: str = "") -> ResultAckItem:
+    return ResultAckItem(job_id=claim.job_id, index=claim.index, replica=claim.replica, status=status, reason=reason)
 
 
-async def _exchange(host: MeshHost, peer: PeerId, request: Any, expected: type, timeout: float) -> Any:
-    import trio
-
-    try:
-        with trio.fail_after(timeout):
-            stream = await host.open_stream(peer, PROTOCOL_ID)
-            try:
-                await write_frame(stream, wire.encode(request))
-                return wire.decode(await read_frame(stream, MAX_FRAME), expected)
-            finally:
-                with trio.move_on_after(1):
-                    await stream.close()
-    except trio.TooSlowError:
-        raise PeerUnavailableError(f"{peer} did not answer within {timeout:g} s") from None
-    except WireError:
-        raise
-    except PeerUnavailableError:
-        raise
-    except Exception as exc:  # a broken stream
-        raise PeerUnavailableError(f"job exchange with {peer} failed: {str(exc)[:200]}") from exc
+# --- client side --------------------------------------------------------------------------------
 
 
-async def steal(host: MeshHost, owner: PeerId, n: int, request_id: int, engine: str, timeout: float = EXCHANGE_TIMEOUT) -> StealReply:
-    """Ask ``owner`` for up to ``n`` replicas.
+class JobClient:
+    """Requests to peers' job protocol over reused streams.
 
-    Raises:
-        PeerUnavailableError: no answer. WireError: a malformed answer.
+    Every method raises ``PeerUnavailableError`` when the peer cannot be reached or
+    does not answer in time, and ``WireError`` for a malformed answer.
     """
-    reply: StealReply = await _exchange(host, owner, StealAsk(request_id=request_id, n=n, engine=engine), StealReply, timeout)
-    if reply.request_id != request_id:
-        raise WireError("a steal reply for another request")
-    return reply
+
+    def __init__(self, host: MeshHost, timeout: float = EXCHANGE_TIMEOUT) -> None:
+        self.host = host
+        self.timeout = timeout
+        self._idle: dict[PeerId, list[Any]] = {}
+
+    async def steal(self, owner: PeerId, n: int, request_id: int, engine: str) -> StealReply:
+        """Ask ``owner`` for up to ``n`` replicas."""
+        reply: StealReply = await self._exchange(owner, StealAsk(request_id=request_id, n=n, engine=engine), StealReply)
+        if reply.request_id != request_id:
+            raise WireError("a steal reply for another request")
+        return reply
+
+    async def push(self, owner: PeerId, push: ResultPush) -> ResultAck:
+        """Send signed results to their owner; its acknowledgements."""
+        ack: ResultAck = await self._exchange(owner, push, ResultAck)
+        return ack
+
+    async def renew(self, owner: PeerId, job_id: bytes, replicas: list[ReplicaRef]) -> None:
+        await self._exchange(owner, LeaseRenew(job_id=job_id, replicas=_ids(replicas)), StealReply)
+
+    async def refuse(self, owner: PeerId, job_id: bytes, replicas: list[ReplicaRef], reason: str) -> None:
+        """Tell the owner why these replicas will not run here; they go back to its deque."""
+        await self._exchange(owner, WorkRefused(job_id=job_id, replicas=_ids(replicas), reason=reason[:300]), StealReply)
+
+    async def transfer(self, owner: PeerId, job_id: bytes, to: PeerId, replicas: list[ReplicaRef]) -> TransferReply:
+        """Ask the owner to hand replicas this node holds to the thief ``to``."""
+        ask = TransferAsk(job_id=job_id, to=to.to_bytes(), replicas=_ids(replicas))
+        reply: TransferReply = await self._exchange(owner, ask, TransferReply)
+        return reply
+
+    def forget(self, peer: PeerId) -> None:
+        """Drop the idle streams to a peer that went away."""
+        self._idle.pop(peer, None)
+
+    async def _exchange(self, peer: PeerId, request: Any, expected: type) -> Any:
+        frame = wire.encode(request)
+        try:
+            with trio.fail_after(self.timeout):
+                while True:
+                    pooled = self._idle.get(peer)
+                    reused = bool(pooled)
+                    stream = pooled.pop() if pooled else await self.host.open_stream(peer, PROTOCOL_ID)
+                    try:
+                        await write_frame(stream, frame)
+                        answer = await read_frame(stream, MAX_FRAME)
+                    except Exception:
+                        await _close(stream)
+                        if reused:
+                            continue  # a reused stream may have died while idle: try a fresh one
+                        raise
+                    self._idle.setdefault(peer, [])
+                    if len(self._idle[peer]) < MAX_IDLE_STREAMS:
+                        self._idle[peer].append(stream)
+                    else:
+                        await _close(stream)
+                    return wire.decode(answer, expected)
+        except trio.TooSlowError:
+            raise PeerUnavailableError(f"{peer} did not answer within {self.timeout:g} s") from None
+        except (WireError, PeerUnavailableError):
+            raise
+        except Exception as exc:  # a broken stream
+            raise PeerUnavailableError(f"job exchange with {peer} failed: {str(exc)[:200]}") from exc
 
 
-async def push_results(host: MeshHost, owner: PeerId, push: ResultPush, timeout: float = EXCHANGE_TIMEOUT) -> ResultAck:
-    """Send signed results to their owner; its acknowledgements."""
-    ack: ResultAck = await _exchange(host, owner, push, ResultAck, timeout)
-    return ack
+def _ids(refs: list[ReplicaRef]) -> tuple[ReplicaId, ...]:
+    return tuple(ReplicaId(index=r.index, replica=r.replica) for r in refs)
 
 
-async def renew_leases(host: MeshHost, owner: PeerId, job_id: bytes, replicas: list[tuple[int, int]]) -> None:
-    renew = LeaseRenew(job_id=job_id, replicas=tuple(ReplicaId(index=i, replica=r) for i, r in replicas))
-    await _exchange(host, owner, renew, StealReply, EXCHANGE_TIMEOUT)
+async def _close(stream: Any) -> None:
+    with trio.move_on_after(1):
+        try:
+            await stream.close()
+        except Exception:
+            pass

@@ -24,7 +24,7 @@ from meshnode.identity import load_or_create_identity
 from meshnode.jobs import JobManager, JobOptions
 from meshnode.net.blob_protocol import fetch_from_any, serve_blobs
 from meshnode.net.host import MeshHost, open_host
-from meshnode.net.job_protocol import push_results, serve_jobs, steal
+from meshnode.net.job_protocol import JobClient, serve_jobs
 from meshnode.sandbox import ENGINE_ID, Sandbox
 from meshnode.store import Store
 from meshnode.trust import TrustPolicy
@@ -56,7 +56,7 @@ async def side(root: Path, sandbox: Sandbox) -> AsyncIterator[Side]:
 
 async def thief_round(thief: Side, owner: Side, request_id: int, corrupt: bool = False) -> int:
     """Steal a batch, run it, push the results; how many replicas it ran."""
-    reply = await steal(thief.host, owner.host.peer_id, 4, request_id, ENGINE_ID)
+    reply = await JobClient(thief.host).steal(owner.host.peer_id, 4, request_id, ENGINE_ID)
     ran = 0
     for grant in reply.grants:
         manifest = wire.open_self_signed(grant.manifest, JobManifest, "owner")
@@ -74,7 +74,7 @@ async def thief_round(thief: Side, owner: Side, request_id: int, corrupt: bool =
                 envelope = wire.sign(claim, thief.manager.identity.signing_key)
             pushed.append(PushedResult(claim=envelope, output=output))
             ran += 1
-        ack = await push_results(thief.host, owner.host.peer_id, ResultPush(results=tuple(pushed)))
+        ack = await JobClient(thief.host).push(owner.host.peer_id, ResultPush(results=tuple(pushed)))
         assert [a.status for a in ack.acks] == ["accepted"] * len(pushed), ack
     return ran
 
@@ -120,7 +120,7 @@ async def test_a_claim_pushed_for_someone_else_or_with_a_wrong_output_is_rejecte
             await thief.host.dial(owner.host.peer_id, owner.host.listen_addrs)
             other = load_or_create_identity(tmp_path / "other")
             claim = ResultClaim(job.job_id, 0, 0, other.peer_id, "ok", b"h" * 32, 1, 5, ENGINE_ID, "")
-            ack = await push_results(thief.host, owner.host.peer_id, ResultPush(results=(
+            ack = await JobClient(thief.host).push(owner.host.peer_id, ResultPush(results=(
                 PushedResult(claim=wire.sign(claim, other.signing_key), output=b"x"),
                 PushedResult(claim=wire.sign(dataclasses.replace(claim, executor=thief.host.peer_id), thief.manager.identity.signing_key), output=b"x"),
             )))  # fmt: skip

@@ -36,7 +36,7 @@ async def test_a_mandelbrot_job_is_verified_by_two_distinct_peers_and_every_node
         nodes = await start_mesh(stack, tmp_path, 3)
         owner = nodes[0]
         options = JobOptions(limits=TaskLimits(10**10, 64 << 20, 60_000, 1 << 20), replication=Replication(2, 2, 4))
-        job = owner.submit(module, tiles, options)
+        job = await owner.submit(module, tiles, options)
         await wait_until(lambda: job.owner.finished, 120, "the job to finish")
         outputs = owner.jobs.store.outputs(job.job_id)
         assert [o.status for o in outputs] == ["ok"] * len(tiles)
@@ -59,7 +59,7 @@ async def test_long_subtasks_keep_their_leases(tmp_path: Path) -> None:
         options = JobOptions(
             limits=TaskLimits(10**11, 64 << 20, 60_000, 1 << 20), replication=Replication(2, 2, 2), lease_seconds=0.2
         )
-        job = nodes[0].submit(module, tiles, options)
+        job = await nodes[0].submit(module, tiles, options)
         await wait_until(lambda: job.owner.finished, 120, "the job to finish")
         outputs = nodes[0].jobs.store.outputs(job.job_id)
         assert [o.status for o in outputs] == ["ok"] * len(tiles)

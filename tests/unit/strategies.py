@@ -10,6 +10,7 @@ from meshnode.core.outcome import ERROR_CODES
 from meshnode.core.peer_id import PeerId
 from meshnode.core.job_messages import (
     JobGrant, LeaseRenew, PushedResult, ReplicaId, ResultAck, ResultAckItem, ResultPush, StealAsk, StealReply,
+    TransferAsk, TransferReply, WorkRefused,
 )
 from meshnode.core.presence import Goodbye, Gpu, Presence
 from meshnode.core.result import ResultClaim
@@ -112,10 +113,12 @@ def presences(draw: st.DrawFn) -> Presence:
 
 goodbyes = st.builds(Goodbye, peer_id=peer_ids, seq=st.integers(0, 2**62))
 small = st.binary(min_size=1, max_size=64)
+replica_ids = st.lists(st.builds(ReplicaId, index=st.integers(0, 2**31 - 1), replica=st.integers(0, 31)), max_size=5).map(tuple)
 job_messages = st.one_of(
     st.builds(StealAsk, request_id=st.integers(0, 2**62), n=st.integers(1, 256), engine=st.text(max_size=20)),
     st.builds(
         StealReply, request_id=st.integers(0, 2**62), lease_ms=st.integers(0, 3_600_000), refused=st.text(max_size=30),
+        surplus=st.integers(0, 2**31),
         grants=st.lists(st.builds(JobGrant, manifest=small, subtasks=st.lists(small, max_size=3).map(tuple)), max_size=3).map(tuple),
     ),
     st.builds(ResultPush, results=st.lists(st.builds(PushedResult, claim=small, output=st.none() | st.binary(max_size=64)), max_size=3).map(tuple)),
@@ -124,7 +127,9 @@ job_messages = st.one_of(
         replica=st.integers(0, 31), status=st.sampled_from(["accepted", "duplicate", "late", "rejected"]),
         reason=st.text(max_size=30),
     ), max_size=3).map(tuple)),
-    st.builds(LeaseRenew, job_id=st.binary(min_size=16, max_size=16),
-              replicas=st.lists(st.builds(ReplicaId, index=st.integers(0, 2**31 - 1), replica=st.integers(0, 31)), max_size=5).map(tuple)),
+    st.builds(LeaseRenew, job_id=st.binary(min_size=16, max_size=16), replicas=replica_ids),
+    st.builds(WorkRefused, job_id=st.binary(min_size=16, max_size=16), replicas=replica_ids, reason=st.text(max_size=30)),
+    st.builds(TransferAsk, job_id=st.binary(min_size=16, max_size=16), to=peer_ids.map(lambda p: p.to_bytes()), replicas=replica_ids),
+    st.builds(TransferReply, replicas=replica_ids, lease_ms=st.integers(0, 3_600_000)),
 )  # fmt: skip
 messages = st.one_of(manifests(), subtasks(), result_claims(), presences(), goodbyes, job_messages)

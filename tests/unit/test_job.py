@@ -39,6 +39,8 @@ from meshnode.core.job import (
     StealRequest,
     SubtaskDecided,
     Tick,
+    TransferReplicas,
+    Transferred,
 )
 from meshnode.core.manifest import Replication
 from meshnode.core.owner import JobOwner
@@ -274,6 +276,27 @@ def test_released_replicas_go_back_without_an_attempt() -> None:
     assert job.surplus() == 2 and job.outcome(0) is None
 
 
+def test_a_thief_robbed_in_turn_hands_over_only_through_the_owner() -> None:
+    job = new_job(n=2)
+    job.handle(StealRequest(H1, 2, 1, 0.0))  # H1 holds (1, 1) and (0, 1)
+    job.handle(StealRequest(H2, 1, 1, 0.0))  # H2 holds (1, 0)
+    # H2 runs another replica of subtask 1 already: only subtask 0's replica moves
+    assert job.handle(TransferReplicas(H1, H2, (R(1, 1), R(0, 1)), 5.0)) == [Transferred(H1, H2, (R(0, 1),), 5.0 + LEASE)]
+    assert job.handle(ClaimReceived(honest(H1, R(0, 1)), 6.0))[0].status == "rejected"  # H1 gave it up
+    assert job.handle(ClaimReceived(honest(H2, R(0, 1)), 6.0))[0].status == "accepted"
+    assert job.handle(TransferReplicas(H3, H2, (R(1, 1),), 7.0)) == [Transferred(H3, H2, (), 7.0 + LEASE)]  # not H3's
+
+
+def test_cancel_drops_the_queue_and_revokes_every_lease() -> None:
+    job = new_job(n=3)
+    job.handle(StealRequest(H1, 2, 1, 0.0))
+    assert job.cancel() == [Revoke(H1, (R(1, 1), R(2, 1)), "the job was cancelled")]
+    assert job.finished and job.cancelled and job.surplus() == 0 and job.progress().running == 0
+    assert job.handle(StealRequest(H2, 3, 1, 1.0)) == [Grant(H2, 1, (), 1.0 + LEASE)]
+    assert job.handle(ClaimReceived(honest(H1, R(2, 1)), 2.0))[0].status == "accepted"
+    assert job.outcome(2) is None  # nothing more is decided
+
+
 def test_stale_steal_requests_are_dropped_and_a_retransmission_gets_the_same_grant() -> None:
     job = new_job(n=4)
     first = job.handle(StealRequest(H1, 2, 7, 0.0))
@@ -382,6 +405,14 @@ class JobMachine(RuleBasedStateMachine):
                     assert (i.thief, ref.index) not in self.sent, "granted a subtask it already ran"
                     assert ref.index not in self.decided
                     self.held[i.thief].add(ref)
+            elif isinstance(i, Transferred):
+                for ref in i.replicas:
+                    assert ref in self.held[i.holder], "moved a replica the holder did not hold"
+                    assert (i.to, ref.index) not in self.sent, "handed a subtask to a node that ran it"
+                    del self.bound[(i.holder, ref.index)]
+                    assert self.bound.setdefault((i.to, ref.index), ref.replica) == ref.replica, "two replicas"
+                    self.held[i.holder].discard(ref)
+                    self.held[i.to].add(ref)
             elif isinstance(i, Revoke):
                 self.held[i.holder] -= set(i.replicas)
             elif isinstance(i, ReplicaLost):
@@ -465,6 +496,12 @@ class JobMachine(RuleBasedStateMachine):
         if index < self.n and self.bound.get((peer, index)) != replica:
             out = self.apply(ClaimReceived(make_claim(peer, R(index, replica), "ok", EVIL, 1), self.now))
             assert out == [Ack(peer, R(index, replica), "rejected", NOT_GRANTED)]
+
+    @rule(data=st.data(), holder=st.sampled_from(IDS), to=st.sampled_from(IDS))
+    def robbed_in_turn(self, data: st.DataObject, holder: PeerId, to: PeerId) -> None:
+        if self.held[holder]:
+            refs = data.draw(st.lists(st.sampled_from(sorted(self.held[holder])), min_size=1, unique=True))
+            self.apply(TransferReplicas(holder, to, tuple(refs), self.now))
 
     @rule(peer=st.sampled_from(IDS))
     def renew(self, peer: PeerId) -> None:
