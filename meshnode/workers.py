@@ -323,19 +323,25 @@ class Workers:
                 with trio.move_on_after(IDLE_WAIT):
                     await self._hungry.wait()
                 continue
-            self._request_id = next_seq(self._request_id, time.time_ns() // 1_000_000)
-            try:
-                reply = await self.client.steal(plan.victim, min(plan.count, MAX_STEAL), self._request_id, ENGINE_ID)
-            except (PeerUnavailableError, WireError) as exc:
-                log.debug("steal from %s: %s", plan.victim, exc)
-                self._backoff[plan.victim] = time.monotonic() + 1.0
-                continue
-            self._fresh_surplus[plan.victim] = reply.surplus
-            if reply.refused:
-                self._backoff[plan.victim] = time.monotonic() + 1.0
-            for grant in reply.grants:
-                await self._accept(plan.victim, grant, reply.lease_ms / 1000)
+            await self.steal_from(plan.victim, min(plan.count, MAX_STEAL))
             self.wake()
+
+    async def steal_from(self, victim: PeerId, n: int) -> int:
+        """Ask ``victim`` for up to ``n`` replicas and queue what it grants; how many were queued."""
+        self._request_id = next_seq(self._request_id, time.time_ns() // 1_000_000)
+        try:
+            reply = await self.client.steal(victim, n, self._request_id, ENGINE_ID)
+        except (PeerUnavailableError, WireError) as exc:
+            log.debug("steal from %s: %s", victim, exc)
+            self._backoff[victim] = time.monotonic() + 1.0
+            return 0
+        self._fresh_surplus[victim] = reply.surplus
+        if reply.refused:
+            self._backoff[victim] = time.monotonic() + 1.0
+        before = self.queued()
+        for grant in reply.grants:
+            await self._accept(victim, grant, reply.lease_ms / 1000)
+        return self.queued() - before
 
     async def _accept(self, victim: PeerId, grant: JobGrant, lease_s: float) -> None:
         """Queue a granted batch, once its manifest is opened and its module is here."""

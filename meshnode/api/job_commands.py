@@ -94,6 +94,7 @@ def _follow(client: Any, job_id: str) -> dict[str, Any]:
     """Poll the job until it ends, drawing progress on stderr; its last status."""
     start = time.monotonic()
     warned = False
+    refused: set[str] = set()
     live = sys.stderr.isatty()
     while True:
         status: dict[str, Any] = client.get(f"/v1/jobs/{job_id}")
@@ -105,14 +106,11 @@ def _follow(client: Any, job_id: str) -> dict[str, Any]:
                 file=sys.stderr,
             )
             warned = True
-        done = status["verified"] + status["failed"] + status["disputed"]
-        elapsed = time.monotonic() - start
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (status["total"] - done) / rate if rate else float("nan")
-        line = (
-            f"{done}/{status['total']} decided: {status['verified']} verified, {status['failed']} failed, "
-            f"{status['disputed']} disputed, {status['running']} running; {rate:.1f}/s, ETA {eta:.0f} s"
-        )
+        for peer, reason in status.get("refusals", {}).items():
+            if peer not in refused:
+                refused.add(peer)
+                print(f"\npeer {peer} refused this job's work: {reason}", file=sys.stderr)
+        line = progress_line(status, time.monotonic() - start)
         if live:
             sys.stderr.write("\r\x1b[K" + line)
             sys.stderr.flush()
@@ -122,6 +120,20 @@ def _follow(client: Any, job_id: str) -> dict[str, Any]:
             print(f"job {job_id} {status['state']}: {line}", file=sys.stderr)
             return status
         time.sleep(POLL_SECONDS)
+
+
+def progress_line(status: dict[str, Any], elapsed: float, width: int = 24) -> str:
+    """``[#######.........]  120/256  verified 118, failed 2, disputed 0 | 6 running on 3 peers | 41.0/s ETA 3 s``"""
+    total = max(1, status["total"])
+    done = status["verified"] + status["failed"] + status["disputed"]
+    filled = round(width * done / total)
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = f"ETA {(total - done) / rate:.0f} s" if rate and done < total else "ETA -"
+    return (
+        f"[{'#' * filled}{'.' * (width - filled)}] {done}/{status['total']}  verified {status['verified']}, "
+        f"failed {status['failed']}, disputed {status['disputed']} | {status['running']} running on "
+        f"{status.get('peers_working', 0)} peers | {rate:.1f}/s {eta}"
+    )
 
 
 def _write_results(results: list[dict[str, Any]], output: str | None) -> None:

@@ -105,10 +105,12 @@ def _summary(node: MeshNode, job_id: bytes) -> dict[str, Any]:
         alive = len(node.table.alive())
         needed = job.manifest.replication.replicas - 1  # the owner runs one replica itself
         return {
-            "job_id": job_id.hex(), "label": job.manifest.label, "state": "finished" if job.owner.finished else "running",
+            "job_id": job_id.hex(), "label": job.manifest.label,
+            "state": "cancelled" if job.owner.cancelled else "finished" if job.owner.finished else "running",
             "total": p.total, "verified": p.verified, "failed": p.failed, "disputed": p.disputed,
-            "running": p.running, "queued": p.queued,
-            "waiting_for_peers": None if alive >= needed else {"have": alive, "need": needed},
+            "running": p.running, "queued": p.queued, "peers_working": p.working,
+            "refusals": dict(job.refusals),
+            "waiting_for_peers": None if alive >= needed or job.owner.finished else {"have": alive, "need": needed},
         }  # fmt: skip
     saved = [j for j in node.jobs.store.jobs() if j.job_id == job_id]
     if not saved:
@@ -119,7 +121,7 @@ def _summary(node: MeshNode, job_id: bytes) -> dict[str, Any]:
         "job_id": job_id.hex(), "label": "", "state": saved[0].state, "total": total,
         "verified": sum(o.status == "ok" for o in outputs), "disputed": sum(o.status == "disputed" for o in outputs),
         "failed": sum(o.status not in ("ok", "disputed") for o in outputs), "running": 0, "queued": 0,
-        "waiting_for_peers": None,
+        "peers_working": 0, "refusals": {}, "waiting_for_peers": None,
     }  # fmt: skip
 
 

@@ -186,6 +186,7 @@ class Progress:
     disputed: int
     running: int  # undecided subtasks with a replica leased
     queued: int  # replicas in the deque
+    working: int = 0  # distinct nodes holding leases (the owner's own slots included)
 
 
 @dataclass(frozen=True, slots=True)

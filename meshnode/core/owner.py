@@ -185,7 +185,9 @@ class JobOwner:
     def progress(self) -> Progress:
         c = self._counts
         running = len({ref.index for ref in self._leased})
-        return Progress(len(self._subtasks), c["verified"], c["failed"], c["disputed"], running, len(self._queue))
+        working = len({self._slot(ref).holder for ref in self._leased})
+        total = len(self._subtasks)
+        return Progress(total, c["verified"], c["failed"], c["disputed"], running, len(self._queue), working)
 
     def outcome(self, index: int) -> Outcome | None:
         return self._subtasks[index].outcome

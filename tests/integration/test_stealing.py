@@ -1,0 +1,105 @@
+"""Work stealing beyond one hop, and refusals: real hosts, real wasmtime, real journals."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import trio
+
+from meshnode.core.job_messages import PushedResult, ResultPush
+from meshnode.core.manifest import Replication
+from meshnode.core.steal import PeerView
+from meshnode.jobs import JobOptions
+from meshnode.net.blob_protocol import fetch_from_any
+from meshnode.net.job_protocol import JobClient, serve_jobs
+from meshnode.node import open_node
+from meshnode.sandbox import ENGINE_ID, Sandbox
+from meshnode.trust import TrustPolicy
+from meshnode.workers import Workers
+from tests.tasks import reference
+
+from .conftest import node_config, wait_until
+from .test_jobs_protocol import INPUTS, OPTIONS, TASK, side
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def test_stolen_work_is_stolen_again_through_the_owner(tmp_path: Path) -> None:
+    """C robs B of replicas B stole from A: A moves the leases, C's results count, B's no longer would."""
+    with Sandbox(slots=1) as sandbox:
+        async with side(tmp_path / "a", sandbox) as a, side(tmp_path / "b", sandbox) as b, side(tmp_path / "c", sandbox) as c:
+            one = JobOptions(limits=OPTIONS.limits, replication=Replication(1, 1, 1))
+            job = a.manager.submit(TASK, INPUTS, one, now_ms=now_ms())
+            for thief in (b, c):
+                await thief.host.dial(a.host.peer_id, a.host.listen_addrs)
+            await c.host.dial(b.host.peer_id, b.host.listen_addrs)
+            victim = PeerView(a.host.peer_id, surplus=len(INPUTS), rtt_ms=None, rank=0, engine=ENGINE_ID)
+            workers = Workers(b.host, b.manager, 1, lambda: [victim], lambda idle: None)
+            serve_jobs(b.host, b.manager, resteal=workers.resteal)
+
+            assert await workers.steal_from(a.host.peer_id, 4) == 4
+            assert workers.surplus() == 3  # one replica per slot is kept back
+            reply = await JobClient(c.host).steal(b.host.peer_id, 2, 1, ENGINE_ID)
+            (grant,) = reply.grants
+            assert len(grant.subtasks) == 2 and workers.queued() == 2 and reply.surplus == 1
+
+            await fetch_from_any(c.host, [a.host.peer_id], job.manifest.module_sha256, c.manager.blobs)
+            pushed, moved = [], []
+            for data in grant.subtasks:  # C checks A's signature and the proofs, runs, and answers A directly
+                manifest, subtask = c.manager.executor.check(grant.manifest, data, now_ms())
+                result = await c.manager.executor.run(manifest, subtask)
+                pushed.append(PushedResult(claim=result.envelope, output=result.output))
+                moved.append(subtask)
+            ack = await JobClient(c.host).push(a.host.peer_id, ResultPush(results=tuple(pushed)))
+            assert [x.status for x in ack.acks] == ["accepted", "accepted"]
+            outputs = {o.index: o for o in a.manager.store.outputs(job.job_id)}
+            for subtask in moved:
+                assert outputs[subtask.index].detail["executors"] == [str(c.host.peer_id)]
+                assert outputs[subtask.index].output == reference.monte_carlo_pi(INPUTS[subtask.index])
+
+            # B gave those replicas up unrun: a claim from it for one of them is not accepted
+            manifest, subtask = b.manager.executor.check(grant.manifest, grant.subtasks[0], now_ms())
+            forged = await b.manager.executor.run(manifest, subtask)
+            ack = await JobClient(b.host).push(a.host.peer_id, ResultPush(results=(PushedResult(claim=forged.envelope, output=forged.output),)))
+            assert ack.acks[0].status in ("rejected", "late")
+
+
+async def test_an_untrusting_node_refuses_and_the_owner_hears_why(tmp_path: Path) -> None:
+    module = TASK
+    async with open_node(node_config(tmp_path, "a", slots=1)) as a:
+        stranger = TrustPolicy(frozenset())  # trusts nobody
+        async with open_node(node_config(tmp_path, "b", slots=1, bootstrap=tuple(a.dial_addrs), trust=stranger)) as b:
+            await wait_until(lambda: len(a.table.alive()) == 1 and len(b.table.alive()) == 1, 20, "the two nodes to meet")
+            job = await a.submit(module, INPUTS, replicas=1, quorum=1)
+            await wait_until(lambda: str(b.peer_id) in job.refusals, 20, "the refusal to reach the owner")
+            assert "does not run jobs for" in job.refusals[str(b.peer_id)]
+            results = await job.wait()
+            assert [r.status for r in results] == ["ok"] * len(INPUTS)
+            assert b.jobs.executor.runs == 0 and b.jobs.executor.cache_hits == 0  # nothing ran on b
+
+
+async def test_the_python_api_yields_results_as_they_are_verified(tmp_path: Path) -> None:
+    async with open_node(node_config(tmp_path, "a", slots=2)) as node:
+        job = await node.submit(TASK, iter(INPUTS), replicas=1, quorum=1, fuel=10**9, timeout=10)
+        seen = [r async for r in job.results()]
+        assert sorted(r.index for r in seen) == list(range(len(INPUTS)))
+        results = await job.wait()
+        assert [r.index for r in results] == list(range(len(INPUTS)))
+        assert [r.output for r in results] == [reference.monte_carlo_pi(i) for i in INPUTS]
+        assert all(r.status == "ok" and r.executors == (str(node.peer_id),) for r in results)
+
+
+async def test_a_cancelled_job_stops_and_is_not_resumed(tmp_path: Path) -> None:
+    async with open_node(node_config(tmp_path, "a", slots=1)) as node:
+        job = await node.submit(TASK, INPUTS, replicas=2, quorum=2)  # alone, it can never verify anything
+        await wait_until(lambda: job.progress().queued == len(INPUTS), 10, "its own replicas to run")
+        with trio.fail_after(5):
+            await job.cancel()
+            assert [r async for r in job.results()] == []
+        assert job.owner.finished and node.surplus() == 0
+        assert [j.state for j in node.jobs.store.jobs()] == ["cancelled"]
+    async with open_node(node_config(tmp_path, "a", slots=1)) as node:
+        assert node.jobs.jobs == {}
