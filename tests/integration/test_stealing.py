@@ -73,12 +73,13 @@ async def test_an_untrusting_node_refuses_and_the_owner_hears_why(tmp_path: Path
         stranger = TrustPolicy(frozenset())  # trusts nobody
         async with open_node(node_config(tmp_path, "b", slots=1, bootstrap=tuple(a.dial_addrs), trust=stranger)) as b:
             await wait_until(lambda: len(a.table.alive()) == 1 and len(b.table.alive()) == 1, 20, "the two nodes to meet")
-            job = await a.submit(module, INPUTS, replicas=1, quorum=1)
+            job = await a.submit(module, INPUTS, replicas=2, quorum=2)  # b is the only other node to run them
             await wait_until(lambda: str(b.peer_id) in job.refusals, 20, "the refusal to reach the owner")
             assert "does not run jobs for" in job.refusals[str(b.peer_id)]
-            results = await job.wait()
-            assert [r.status for r in results] == ["ok"] * len(INPUTS)
+            await wait_until(lambda: job.progress().queued == len(INPUTS), 10, "the refused replicas to come back")
+            assert job.progress().verified == 0 and not job.owner.finished
             assert b.jobs.executor.runs == 0 and b.jobs.executor.cache_hits == 0  # nothing ran on b
+            await job.cancel()
 
 
 async def test_the_python_api_yields_results_as_they_are_verified(tmp_path: Path) -> None:
