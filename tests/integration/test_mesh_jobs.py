@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
+
+import trio
+
+from meshnode.core import wire
 
 from meshnode.core.manifest import Replication, TaskLimits
+from meshnode.executor import SignedResult
 from meshnode.jobs import JobOptions
+from meshnode.local_exec import run_locally
 from meshnode.node import MeshNode, open_node
+from meshnode.sandbox import Sandbox
+from meshnode.store import OutboxEntry
 from tests.tasks import reference
 
 from .conftest import node_config, wait_until
@@ -65,3 +76,91 @@ async def test_long_subtasks_keep_their_leases(tmp_path: Path) -> None:
         assert [o.status for o in outputs] == ["ok"] * len(tiles)
         # two replicas per subtask, each run once: a lapsed lease would hand one to a third node
         assert sum(n.jobs.executor.runs for n in nodes) == 2 * len(tiles)
+
+
+def mandelbrot_tiles(size: int, count: int, max_iter: int) -> list[bytes]:
+    side = int(count**0.5)
+    t = size // side
+    return [
+        json.dumps({"x0": x, "y0": y, "w": t, "h": t, "width": size, "height": size, "max_iter": max_iter}).encode()
+        for y in range(0, size, t) for x in range(0, size, t)
+    ]  # fmt: skip
+
+
+async def exec_outputs(module: bytes, inputs: list[bytes], limits: TaskLimits) -> list[bytes | None]:
+    """What ``exec`` computes for the same job on this machine alone."""
+    outputs: list[bytes | None] = [None] * len(inputs)
+    with Sandbox(slots=2) as sandbox:
+        loaded = sandbox.load(module)
+        await run_locally(sandbox, loaded, inputs, limits, lambda i, outcome: outputs.__setitem__(i, outcome.output))
+    return outputs
+
+
+async def test_four_nodes_render_a_4096_mandelbrot_in_256_tiles_each_verified_twice(tmp_path: Path) -> None:
+    module = (TASKS / "mandelbrot.wasm").read_bytes()
+    tiles = mandelbrot_tiles(4096, 256, 256)
+    limits = TaskLimits(10**12, 64 << 20, 60_000, 1 << 20)
+    expected = await exec_outputs(module, tiles, limits)
+    async with AsyncExitStack() as stack:
+        nodes = await start_mesh(stack, tmp_path, 4)
+        job = await nodes[0].submit(module, tiles, JobOptions(limits=limits, replication=Replication(2, 2, 4)))
+        with trio.fail_after(120):
+            results = await job.wait()
+        assert [r.status for r in results] == ["ok"] * len(tiles)
+        assert [r.output for r in results] == expected
+        assert all(len(set(r.executors)) == 2 for r in results)
+        ran = {str(n.peer_id)[-6:]: n.jobs.executor.runs for n in nodes}
+        assert all(count > 0 for count in ran.values()), ran
+        assert sum(ran.values()) == 2 * len(tiles)  # nobody ran a replica twice, nothing was lost and redone
+
+
+def corrupt_some_outputs(node: MeshNode) -> list[int]:
+    """Make ``node`` byzantine: its executor flips a byte of every other output it computes, signing
+    the wrong result honestly. Returns the list of subtask indices it corrupted (filled in as it runs)."""
+    executor = node.jobs.executor
+    honest_run_batch = executor.run_batch
+    corrupted: list[int] = []
+
+    async def run_batch(manifest: Any, subtasks: Any, **kwargs: Any) -> list[SignedResult]:
+        results = await honest_run_batch(manifest, subtasks, **kwargs)
+        out = []
+        for r in results:
+            if r.output and r.claim.index % 2 == 0:
+                output = r.output[:-1] + bytes([r.output[-1] ^ 1])
+                claim = dataclasses.replace(r.claim, output_sha256=hashlib.sha256(output).digest())
+                envelope = wire.sign(claim, node.identity.signing_key)
+                node.jobs.store.outbox_put(OutboxEntry(claim.job_id, claim.index, claim.replica,
+                                                       str(manifest.owner), envelope, output, 0, 0.0))  # fmt: skip
+                r = dataclasses.replace(r, claim=claim, envelope=envelope, output=output)
+                corrupted.append(claim.index)
+            out.append(r)
+        return out
+
+    executor.run_batch = run_batch  # type: ignore[method-assign]
+    return corrupted
+
+
+async def test_a_byzantine_node_among_four_honest_ones_gets_nothing_accepted(tmp_path: Path) -> None:
+    module = (TASKS / "mandelbrot.wasm").read_bytes()
+    tiles = mandelbrot_tiles(512, 64, 200)
+    limits = TaskLimits(10**11, 64 << 20, 60_000, 1 << 20)
+    expected = await exec_outputs(module, tiles, limits)
+    async with AsyncExitStack() as stack:
+        nodes = await start_mesh(stack, tmp_path, 5)
+        owner, byzantine = nodes[0], nodes[4]
+        corrupted = corrupt_some_outputs(byzantine)
+        job = await owner.submit(module, tiles, JobOptions(limits=limits, replication=Replication(2, 2, 5)))
+        with trio.fail_after(120):
+            results = await job.wait()
+        assert corrupted, "the byzantine node never got work"
+        assert [r.status for r in results] == ["ok"] * len(tiles)
+        assert [r.output for r in results] == expected  # no wrong output was accepted
+        bad = str(byzantine.peer_id)
+        for index in corrupted:
+            assert bad not in results[index].executors and len(set(results[index].executors)) == 2
+        record = owner.reputation[byzantine.peer_id]
+        assert record.disagreements >= 1 and owner.reputation.barred_from_quorum(byzantine.peer_id)
+        honest = [owner.reputation.score(n.peer_id) for n in nodes[1:4]]
+        assert all(owner.reputation.score(byzantine.peer_id) < score for score in honest)
+        row = next(p for p in owner.peers() if p["peer_id"] == bad)
+        assert row["reputation"]["barred"] is True
