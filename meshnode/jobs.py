@@ -299,8 +299,11 @@ class JobManager:
                 decided.append(self._journal_entry(job, instruction))
             elif isinstance(instruction, JobFinished):
                 finished = True
-            elif isinstance(instruction, ReplicaLost) and instruction.holder != self.identity.peer_id:
-                self.reputation.record_failure(instruction.holder)
+            elif isinstance(instruction, ReplicaLost):
+                ref, why = instruction.replica, instruction.reason.replace("_", " ")
+                log.info("job %s: %s lost replica %d.%d (%s)", job.job_id.hex()[:12], instruction.holder, ref.index, ref.replica, why)
+                if instruction.holder != self.identity.peer_id:
+                    self.reputation.record_failure(instruction.holder)
         if decided:
             self.store.record_outputs(job.job_id, decided)
             job.decided += [d.index for d in decided]

@@ -23,7 +23,7 @@ acknowledge is pushed again with backoff. One renewer keeps alive every lease
 this node holds - queued, running, or waiting for an acknowledgement - with one
 message per job every third of the lease.
 
-*Stealing from thieves.* Stolen replicas beyond one per slot are surplus too:
+*Stealing from thieves.* Stolen replicas beyond the stock are surplus too:
 a thief asking this node when its own jobs have nothing left is served from the
 cold end of the stock, through the owner (``TransferAsk``), so the owner always
 knows who holds what, and no replica is ever in two hands.
@@ -111,6 +111,7 @@ class Workers:
         self._seconds_per_subtask: float | None = None  # of stolen work, last chunk
         self._work = trio.Event()  # something to run appeared
         self._hungry = trio.Event()  # a slot found nothing to run
+        self._new_leases = trio.Event()  # a job's first grant arrived
         self._nursery: trio.Nursery | None = None
 
     # --- wiring ---------------------------------------------------------------------------------
@@ -146,8 +147,12 @@ class Workers:
         return sum(len(j.queued) for j in self._stolen.values())
 
     def surplus(self) -> int:
-        """Stolen replicas this node could give away (beyond one per slot)."""
-        return max(0, self.queued() - self.slots)
+        """Stolen replicas this node could give away: what it holds beyond the stock it keeps for itself.
+
+        A thief asks only when its stock is half gone, so two thieves never pass
+        the same replicas back and forth.
+        """
+        return max(0, self.queued() - self._stock())
 
     @property
     def busy(self) -> int:
@@ -283,7 +288,10 @@ class Workers:
     async def _renewer(self) -> None:
         while True:
             leases = [j.lease_s for j in self._stolen.values() if j.held and j.lease_s > 0]
-            await trio.sleep(min(leases) / 3 if leases else IDLE_WAIT)
+            self._new_leases = trio.Event()
+            with trio.move_on_after(min(leases) / 3 if leases else IDLE_WAIT):
+                await self._new_leases.wait()  # a first grant: renew on its own schedule from now on
+                continue
             for job in list(self._stolen.values()):
                 if job.held and job.lease_s > 0:
                     try:
@@ -358,6 +366,7 @@ class Workers:
         job = self._stolen.get(manifest.job_id)
         if job is None:
             job = self._stolen[manifest.job_id] = StolenJob(manifest.owner, grant.manifest, manifest, lease_s)
+            self._new_leases.set()
         job.held.update(ref for ref, _ in items)
         if not self.executor.trust.trusts(manifest.owner):
             await self._refuse(job, [ref for ref, _ in items], f"this node does not run jobs for {manifest.owner} (its --trust list)")

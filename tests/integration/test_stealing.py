@@ -40,11 +40,11 @@ async def test_stolen_work_is_stolen_again_through_the_owner(tmp_path: Path) -> 
             workers = Workers(b.host, b.manager, 1, lambda: [victim], lambda idle: None)
             serve_jobs(b.host, b.manager, resteal=workers.resteal)
 
-            assert await workers.steal_from(a.host.peer_id, 4) == 4
-            assert workers.surplus() == 3  # one replica per slot is kept back
-            reply = await JobClient(c.host).steal(b.host.peer_id, 2, 1, ENGINE_ID)
-            (grant,) = reply.grants
-            assert len(grant.subtasks) == 2 and workers.queued() == 2 and reply.surplus == 1
+            assert await workers.steal_from(a.host.peer_id, 6) == 6
+            assert workers.surplus() == 4  # it keeps a stock of two per slot for itself
+            reply = await JobClient(c.host).steal(b.host.peer_id, 3, 1, ENGINE_ID)
+            (grant,) = reply.grants  # half its surplus, from the cold end
+            assert len(grant.subtasks) == 2 and workers.queued() == 4 and reply.surplus == 2
 
             await fetch_from_any(c.host, [a.host.peer_id], job.manifest.module_sha256, c.manager.blobs)
             pushed, moved = [], []
