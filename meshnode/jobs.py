@@ -31,7 +31,7 @@ import trio
 from .blobs import BlobStore
 from .core import wire
 from .core.job import (
-    ClaimReceived, Failed, Grant, Instruction, JobFinished, Outcome, Progress, RenewLeases, ReplicaLost, StealRequest, SubtaskDecided,
+    ClaimReceived, Failed, Grant, Instruction, JobFinished, Outcome, Progress, ReleaseReplicas, RenewLeases, ReplicaLost, StealRequest, SubtaskDecided,
 )
 from .core.manifest import InputCommitment, JobManifest, Replication, TaskLimits
 from .core.owner import JobOwner
@@ -40,6 +40,7 @@ from .core.reputation import Reputation
 from .core.peer_id import PeerId
 from .core.result import ResultClaim
 from .core.verify import Candidate, Disputed, Verified
+from .errors import MeshError
 from .executor import Executor
 from .identity import Identity
 from .store import Store, VerifiedOutput
@@ -261,12 +262,19 @@ class JobManager:
                 await trio.sleep(job.owner.lease_seconds / 3)
                 self.apply(job, job.owner.handle(RenewLeases(self.identity.peer_id, refs, time.monotonic())))
 
+        problem: MeshError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(renew)
             subtasks = [job.commitment.subtask(job.job_id, ref.index, ref.replica, None) for ref in refs]
-            # our own subtasks need no checking, and our own claims no signature: nobody else sees them
-            results = await self.executor.run_batch(job.manifest, subtasks, outbox=False, sign=False, cache=False)
+            try:
+                # our own subtasks need no checking, and our own claims no signature: nobody else sees them
+                results = await self.executor.run_batch(job.manifest, subtasks, outbox=False, sign=False, cache=False)
+            except MeshError as exc:  # caught here: a nursery would wrap it in an exception group
+                problem = exc
             nursery.cancel_scope.cancel()
+        if problem is not None:
+            self.apply(job, job.owner.handle(ReleaseReplicas(self.identity.peer_id, refs, time.monotonic())))
+            raise problem
         for r in results:
             if r.message:
                 job.messages[r.claim.index] = r.message

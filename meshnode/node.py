@@ -117,6 +117,13 @@ class MeshNode:
         return self._host
 
     @property
+    def workers(self) -> Workers:
+        """The node's slots and its thief's side of stealing (while it runs)."""
+        if self._workers is None:
+            raise RuntimeError("the node is not running")
+        return self._workers
+
+    @property
     def dial_addrs(self) -> list[str]:
         return self.host.dial_addrs()
 
@@ -195,7 +202,7 @@ class MeshNode:
         await self._gossip.start()
         host.set_stream_handler(GOODBYE_PROTOCOL, self._receive_goodbye)
         serve_blobs(host, self.jobs.blobs)
-        self._workers = Workers(host, self.jobs, self.config.slots, self._victims, self.set_idle)
+        self._workers = Workers(host, self.jobs, self.config.slots, self._victims, self.set_idle, self.dropped)
         serve_jobs(host, self.jobs, policy=self._grant_policy, resteal=self._workers.resteal)
         try:
             async with trio.open_nursery() as nursery:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -90,11 +90,12 @@ class Workers:
         slots: how many chunks run at once.
         victims: the current candidates to steal from (``views_of`` the peer table).
         set_idle: called with the number of idle slots whenever it changes.
+        dropped: counts invalid messages by reason (the node's, shown by its API).
     """
 
     def __init__(
         self, host: MeshHost, manager: JobManager, slots: int,
-        victims: Callable[[], list[PeerView]], set_idle: Callable[[int], None],
+        victims: Callable[[], list[PeerView]], set_idle: Callable[[int], None], dropped: Counter[str] | None = None,
     ) -> None:  # fmt: skip
         self.host = host
         self.manager = manager
@@ -103,10 +104,12 @@ class Workers:
         self.client = JobClient(host)
         self._victims = victims
         self._set_idle = set_idle
+        self.dropped: Counter[str] = Counter() if dropped is None else dropped
         self._busy = 0
         self._stolen: dict[bytes, StolenJob] = {}  # by job ID, oldest first
         self._fresh_surplus: dict[PeerId, int] = {}  # from steal replies, newer than the peer's presence
         self._backoff: dict[PeerId, float] = {}  # victims left alone until then (monotonic)
+        self._own_backoff: dict[bytes, float] = {}  # own jobs whose subtasks failed to start here
         self._request_id = 0
         self._seconds_per_subtask: float | None = None  # of stolen work, last chunk
         self._work = trio.Event()  # something to run appeared
@@ -162,7 +165,12 @@ class Workers:
 
     async def _slot(self) -> None:
         while True:
-            if await self._run_own() or await self._run_stolen():
+            try:
+                if await self._run_own() or await self._run_stolen():
+                    continue
+            except Exception:  # a bug in one chunk must not take the node down: its leases lapse
+                log.exception("a slot failed; it starts again in a second")
+                await trio.sleep(1.0)
                 continue
             self._hungry.set()
             with trio.move_on_after(IDLE_WAIT):
@@ -183,16 +191,18 @@ class Workers:
         return 1 if not seconds else max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / seconds)))
 
     async def _run_own(self) -> bool:
+        now = time.monotonic()
         for job in list(self.manager.jobs.values()):
-            if job.owner.finished:
+            if job.owner.finished or self._own_backoff.get(job.job_id, 0.0) > now:
                 continue
             grant = self.manager.take(job, self._chunk(job.manifest.module_sha256), time.monotonic())
             if grant is not None and grant.replicas:
                 with self._occupied():
                     try:
                         await self.manager.run_grant(job, grant)
-                    except MeshError as exc:
-                        log.warning("job %s: %s", job.job_id.hex()[:12], exc)
+                    except MeshError as exc:  # our own blobs are damaged: leave it to peers for a while
+                        log.warning("job %s: cannot run its subtasks here: %s", job.job_id.hex()[:12], exc)
+                        self._own_backoff[job.job_id] = time.monotonic() + REFUSAL_BACKOFF
                 return True
         return False
 
@@ -232,7 +242,11 @@ class Workers:
         if batch.refused:
             await self._refuse(job, [items[p][0] for p, _ in batch.refused], batch.refused[0][1])
         if batch.subtasks:
-            results = await self.executor.run_batch(batch.manifest, batch.subtasks)
+            try:
+                results = await self.executor.run_batch(batch.manifest, batch.subtasks)
+            except RefusedWork as exc:  # a blob vanished from our store since the check
+                await self._refuse(job, [items[p][0] for p in range(len(items))], exc.reason)
+                return
             assert self._nursery is not None
             self._nursery.start_soon(self._push, job, results)
 
@@ -361,6 +375,7 @@ class Workers:
                 items.append((ReplicaRef(s.index, s.replica), data))
         except WireError as exc:  # the leases lapse at the owner, if there is one
             log.warning("dropped a malformed grant from %s: %s", victim, exc)
+            self.dropped["bad_grant"] += 1
             self._backoff[victim] = time.monotonic() + REFUSAL_BACKOFF
             return
         job = self._stolen.get(manifest.job_id)
