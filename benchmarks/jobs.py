@@ -1,9 +1,11 @@
 """Jobs across a 2-node loopback mesh: overhead per trivial subtask, and parallel efficiency on mandelbrot.
 
-    python benchmarks/jobs.py [--tiles 256] [--size 4096] [--trivial 2000]
+    python benchmarks/jobs.py [--tiles 256] [--size 4096] [--trivial 2000] [--processes]
 
 Efficiency = (sum of single-thread tile times in the same sandbox) / (wall time x cores), with
-replicas 1; the replicas 2 run should take about twice as long. Prints a Markdown report.
+replicas 1; the replicas 2 run should take about twice as long. Each job runs on a fresh mesh (no
+result cache hits). With ``--processes`` the second node is a ``python -m meshnode`` process of its
+own, as on a LAN; otherwise both nodes share this process (and its GIL). Prints a Markdown report.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,12 +52,34 @@ def single_thread_seconds(module: bytes, inputs: list[bytes]) -> float:
         return sum(sb.run_sync(m, data, LIMITS).seconds for data in inputs)
 
 
-async def run_job(nodes: list[MeshNode], module: bytes, inputs: list[bytes], replication: Replication) -> float:
-    start = time.perf_counter()
-    job = await nodes[0].submit(module, inputs, JobOptions(limits=LIMITS, replication=replication))
-    while not job.owner.finished:
-        await trio.sleep(0.01)
-    return time.perf_counter() - start
+async def run_job(module: bytes, inputs: list[bytes], replication: Replication, processes: bool) -> tuple[float, list[int]]:
+    """Wall time of one job on a fresh 2-node mesh (fresh result caches), and who ran how many replicas."""
+    with tempfile.TemporaryDirectory() as tmp:
+        async with AsyncExitStack() as stack:
+            config = NodeConfig(data_dir=Path(tmp) / "owner", listen=("/ip4/127.0.0.1/tcp/0",), mdns=False,
+                                api=None, slots=1)  # fmt: skip
+            owner = await stack.enter_async_context(open_node(config))
+            nodes = [owner]
+            if processes:
+                worker = subprocess.Popen(
+                    [sys.executable, "-m", "meshnode", "--data-dir", str(Path(tmp) / "worker"), "--listen",
+                     "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--slots", "1", "--bootstrap", owner.dial_addrs[0]],
+                    stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                stack.callback(worker.wait)
+                stack.callback(worker.terminate)
+            else:
+                config = NodeConfig(data_dir=Path(tmp) / "worker", listen=("/ip4/127.0.0.1/tcp/0",), mdns=False,
+                                    api=None, slots=1, bootstrap=tuple(owner.dial_addrs))  # fmt: skip
+                nodes.append(await stack.enter_async_context(open_node(config)))
+            while not owner.table.alive():
+                await trio.sleep(0.05)
+            start = time.perf_counter()
+            job = await owner.submit(module, inputs, JobOptions(limits=LIMITS, replication=replication))
+            results = await job.wait()
+            wall = time.perf_counter() - start
+            ran = [sum(str(owner.peer_id) in r.executors for r in results), sum(len(r.executors) for r in results)]
+            return wall, [ran[0], ran[1] - ran[0]]
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -62,22 +87,12 @@ async def main(args: argparse.Namespace) -> None:
     work = tiles(args.size, args.tiles, args.max_iter)
     serial = single_thread_seconds(mandel, work)
     cores = len(os.sched_getaffinity(0))
-    with tempfile.TemporaryDirectory() as tmp:
-        async with AsyncExitStack() as stack:
-            nodes: list[MeshNode] = []
-            for i in range(2):
-                boot = tuple(nodes[0].dial_addrs) if nodes else ()
-                config = NodeConfig(data_dir=Path(tmp) / f"n{i}", listen=("/ip4/127.0.0.1/tcp/0",), mdns=False,
-                                    api=None, slots=1, bootstrap=boot)  # fmt: skip
-                nodes.append(await stack.enter_async_context(open_node(config)))
-            while not all(n.table.alive() for n in nodes):
-                await trio.sleep(0.05)
-            trivial = [b""] * args.trivial
-            t1 = await run_job(nodes, EMPTY, trivial, Replication(1, 1, 1))
-            w1 = await run_job(nodes, mandel, work, Replication(1, 1, 1))
-            w2 = await run_job(nodes, mandel, work, Replication(2, 2, 2))
-            ran = [n.jobs.executor.runs for n in nodes]
-    print(f"2-node mesh on loopback, 1 slot per node, {cores} cores; mandelbrot {args.size}x{args.size}, "
+    trivial = [str(i).encode() for i in range(args.trivial)]  # distinct: no result cache hits
+    t1, _ = await run_job(EMPTY, trivial, Replication(1, 1, 1), args.processes)
+    w1, ran1 = await run_job(mandel, work, Replication(1, 1, 1), args.processes)
+    w2, ran2 = await run_job(mandel, work, Replication(2, 2, 2), args.processes)
+    where = "two processes" if args.processes else "one process"
+    print(f"2-node mesh on loopback ({where}), 1 slot per node, {cores} cores; mandelbrot {args.size}x{args.size}, "
           f"{len(work)} tiles, max_iter {args.max_iter}\n")  # fmt: skip
     print("| figure | value |\n|---|---|")
     print(f"| overhead per trivial subtask, replicas 1 ({args.trivial} subtasks) | {t1 / args.trivial * 1e6:,.0f} µs |")
@@ -85,7 +100,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"| wall, replicas 1 | {w1:.2f} s |")
     print(f"| **parallel efficiency, replicas 1** | **{serial / (w1 * cores):.2f}** |")
     print(f"| wall, replicas 2 (quorum 2) | {w2:.2f} s ({w2 / w1:.2f}x replicas 1) |")
-    print(f"| subtasks run by each node over the three jobs | {ran} |")
+    print(f"| replicas run by the owner and the other node: replicas 1 / replicas 2 | {ran1} / {ran2} |")
 
 
 if __name__ == "__main__":
@@ -94,4 +109,5 @@ if __name__ == "__main__":
     p.add_argument("--tiles", type=int, default=256)
     p.add_argument("--max-iter", type=int, default=256)
     p.add_argument("--trivial", type=int, default=2000)
+    p.add_argument("--processes", action="store_true", help="run the second node in a process of its own")
     trio.run(main, p.parse_args())
