@@ -26,6 +26,9 @@ from .errors import SandboxError as SandboxError
 from .errors import WireError as WireError
 from .identity import Identity as Identity
 from .identity import load_or_create_identity as load_or_create_identity
+from .jobs import JobOptions as JobOptions
+from .jobs import JobResult as JobResult
+from .jobs import RunningJob as RunningJob
 from .local_exec import run_locally as run_locally
 from .node import MeshNode as MeshNode
 from .node import open_node as open_node
@@ -41,12 +44,15 @@ __all__ = [
     "IdentityError",
     "InputError",
     "JobManifest",
+    "JobOptions",
+    "JobResult",
     "MeshError",
     "MeshNode",
     "NodeConfig",
     "PeerId",
     "PeerUnavailableError",
     "Replication",
+    "RunningJob",
     "Sandbox",
     "SandboxError",
     "Subtask",
