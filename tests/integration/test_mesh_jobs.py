@@ -96,11 +96,16 @@ async def exec_outputs(module: bytes, inputs: list[bytes], limits: TaskLimits) -
     return outputs
 
 
-async def test_four_nodes_render_a_4096_mandelbrot_in_256_tiles_each_verified_twice(tmp_path: Path) -> None:
+async def mandelbrot_job(size: int, count: int, max_iter: int) -> tuple[bytes, list[bytes], TaskLimits, list[bytes | None]]:
+    """The mandelbrot module, its tiles, limits, and the outputs ``exec`` gives for them."""
     module = (TASKS / "mandelbrot.wasm").read_bytes()
-    tiles = mandelbrot_tiles(4096, 256, 256)
+    tiles = mandelbrot_tiles(size, count, max_iter)
     limits = TaskLimits(10**12, 64 << 20, 60_000, 1 << 20)
-    expected = await exec_outputs(module, tiles, limits)
+    return module, tiles, limits, await exec_outputs(module, tiles, limits)
+
+
+async def test_four_nodes_render_a_4096_mandelbrot_in_256_tiles_each_verified_twice(tmp_path: Path) -> None:
+    module, tiles, limits, expected = await mandelbrot_job(4096, 256, 256)
     async with AsyncExitStack() as stack:
         nodes = await start_mesh(stack, tmp_path, 4)
         job = await nodes[0].submit(module, tiles, JobOptions(limits=limits, replication=Replication(2, 2, 4)))
@@ -141,10 +146,7 @@ def corrupt_some_outputs(node: MeshNode) -> list[int]:
 
 
 async def test_a_byzantine_node_among_four_honest_ones_gets_nothing_accepted(tmp_path: Path) -> None:
-    module = (TASKS / "mandelbrot.wasm").read_bytes()
-    tiles = mandelbrot_tiles(512, 64, 200)
-    limits = TaskLimits(10**11, 64 << 20, 60_000, 1 << 20)
-    expected = await exec_outputs(module, tiles, limits)
+    module, tiles, limits, expected = await mandelbrot_job(512, 64, 200)
     async with AsyncExitStack() as stack:
         nodes = await start_mesh(stack, tmp_path, 5)
         owner, byzantine = nodes[0], nodes[4]
