@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -14,8 +15,12 @@ from meshnode.core.manifest import Replication, TaskLimits
 from meshnode.core.reputation import Reputation
 from meshnode.executor import Executor
 from meshnode.identity import load_or_create_identity
-from meshnode.jobs import JobManager, JobOptions
-from meshnode.sandbox import Sandbox
+from meshnode.api.job_routes import _record
+from meshnode.core.job import Grant, StealRequest
+from meshnode.core.outcome import TaskOutcome
+from meshnode.core.result import ResultClaim
+from meshnode.jobs import JobManager, JobOptions, JobResult
+from meshnode.sandbox import ENGINE_ID, Sandbox
 from meshnode.store import Store
 from meshnode.trust import TrustPolicy
 from tests.tasks import reference
@@ -72,7 +77,7 @@ async def test_a_restarted_owner_resumes_and_recomputes_nothing_verified(tmp_pat
         assert {o.index for o in store.outputs(job_id)} == done_before  # nothing journalled was lost
         await run_some(second, job_id, batches=100)
         assert resumed.owner.finished
-        # verdicts newer than the last snapshot are decided again, from the result cache: nothing re-runs
+        # verdicts newer than the last snapshot are taken from the journal: nothing verified re-runs
         assert second.executor.runs == len(INPUTS) - 4
         assert [o.output for o in store.outputs(job_id)] == [reference.monte_carlo_pi(i) for i in INPUTS]
 
@@ -87,3 +92,26 @@ async def test_a_job_that_needs_more_executors_than_the_node_waits_for_peers(tmp
         assert not job.owner.finished and progress.verified == 0
         assert progress.queued == 3  # the second replica of each subtask waits for another node
         assert m.executor.runs == 3  # this node ran one replica of each, never two
+
+
+async def test_a_disputed_subtask_lists_each_candidate_and_who_reported_it(tmp_path: Path, sandbox: Sandbox) -> None:
+    with Store.open(tmp_path / "node.db") as store:
+        m = manager(tmp_path, sandbox, store)
+        options = JobOptions(limits=ALONE.limits, replication=Replication(2, 2, 2))
+        job = m.submit(TASK, INPUTS[:1], options, now_ms=int(time.time() * 1000))
+        a, b = (load_or_create_identity(tmp_path / name).peer_id for name in ("a", "b"))
+        for peer, output in ((a, b"one"), (b, b"two")):  # each peer is granted a replica and reports its own output
+            (grant,) = job.owner.handle(StealRequest(peer, 1, 1, time.monotonic()))
+            assert isinstance(grant, Grant)
+            (ref,) = grant.replicas
+            claim = ResultClaim.of(job.job_id, 0, ref.replica, peer, TaskOutcome(output, None, 100, 0.0), ENGINE_ID)
+            m.receive_claim(job, claim, output)
+        (saved,) = store.outputs(job.job_id)
+        assert saved.status == "disputed" and saved.output is None
+        result = JobResult.of(saved)
+        assert dict(result.candidates) == {
+            hashlib.sha256(b"one").hexdigest(): (str(a),), hashlib.sha256(b"two").hexdigest(): (str(b),)
+        }
+        record = _record(saved)
+        assert record["status"] == "disputed" and record["error"]["code"] == "disputed"
+        assert {c["sha256"]: c["executors"] for c in record["candidates"]} == {k: list(v) for k, v in result.candidates}
