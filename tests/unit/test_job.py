@@ -287,6 +287,19 @@ def test_a_thief_robbed_in_turn_hands_over_only_through_the_owner() -> None:
     assert job.handle(TransferReplicas(H3, H2, (R(1, 1),), 7.0)) == [Transferred(H3, H2, (), 7.0 + LEASE)]  # not H3's
 
 
+def test_a_verdict_from_the_journal_settles_a_subtask_the_snapshot_had_not_decided() -> None:
+    job = new_job(n=2, replicas=1, quorum=1, max_replicas=1)
+    snap = job.snapshot()
+    job.handle(StealRequest(H1, 1, 1, 0.0))
+    (decided,) = of(job.handle(ClaimReceived(honest(H1, R(1, 0)), 1.0)), SubtaskDecided)
+    restored = JobOwner.restore(snap)  # the crash came before the next snapshot
+    assert restored.outcome(1) is None
+    out = restored.settle(1, decided.outcome)
+    assert out == [SubtaskDecided(1, decided.outcome)] and restored.outcome(1) == decided.outcome
+    assert restored.surplus() == 1 and restored.progress().verified == 1  # only subtask 0 is left to run
+    assert restored.settle(1, decided.outcome) == []
+
+
 def test_cancel_drops_the_queue_and_revokes_every_lease() -> None:
     job = new_job(n=3)
     job.handle(StealRequest(H1, 2, 1, 0.0))
@@ -526,12 +539,14 @@ class JobMachine(RuleBasedStateMachine):
             self.held[peer].clear()
         self.apply(PeerLeft(peer, self.now))
 
-    @rule()
-    def owner_crashes(self) -> None:
+    @rule(journal=st.booleans())
+    def owner_crashes(self, journal: bool) -> None:
         before = self.job.progress()
         snap = json.loads(json.dumps(self.job.snapshot()))
         self.job = JobOwner.restore(snap)
         assert self.job.snapshot() == snap
+        if journal:  # the node then settles every verdict its journal holds: all of them already are
+            assert all(self.job.settle(index, outcome) == [] for index, outcome in self.decided.items())
         after = self.job.progress()
         assert (after.verified, after.failed, after.disputed) == (before.verified, before.failed, before.disputed)
         assert after.running == 0 and after.queued >= before.queued
