@@ -47,6 +47,8 @@ from .store import Store, VerifiedOutput
 
 __all__ = ["JobManager", "JobOptions", "JobResult", "RunningJob"]
 
+Snapshot = tuple[dict[str, Any], str]  # the owner's state and the job's state ("running", "finished")
+
 log = logging.getLogger(__name__)
 
 WEEK_MS = 7 * 24 * 3600 * 1000
@@ -114,6 +116,7 @@ class RunningJob:
     request_id: int = 0
     snapshot_at: float = 0.0  # monotonic time of the last saved snapshot
     changed: trio.Event = field(default_factory=trio.Event)  # set (and replaced) on every decision
+    done: bool = False  # finished or cancelled, and every verdict journalled
 
     @property
     def job_id(self) -> bytes:
@@ -139,13 +142,13 @@ class RunningJob:
                 seen += 1
                 if saved is not None:
                     yield JobResult.of(saved)
-            if self.owner.finished:
+            if self.done:
                 return
             await changed.wait()
 
     async def wait(self) -> list[JobResult]:
         """Wait for the job to end; every decided subtask's result, in input order."""
-        while not self.owner.finished:
+        while not self.done:
             await self.changed.wait()
         return [JobResult.of(o) for o in self.manager.store.outputs(self.job_id)]
 
@@ -153,7 +156,9 @@ class RunningJob:
         """Stop the job: no more work is handed out, and results still coming are ignored."""
         if not self.owner.finished:
             self.owner.cancel()
-            self.manager.store.save_snapshot(self.job_id, self.manager.snapshot(self), "cancelled")
+            snapshot = self.manager.snapshot(self)
+            await trio.to_thread.run_sync(self.manager.store.save_snapshot, self.job_id, snapshot, "cancelled")
+            self.done = True
             self.notify()
 
 
@@ -228,6 +233,7 @@ class JobManager:
                 job.decided.append(o.index)
             if owner.finished:  # the last verdicts were journalled, the job's end was not
                 self.store.save_snapshot(job.job_id, self.snapshot(job), "finished")
+                job.done = True
             self.jobs[manifest.job_id] = job
             resumed.append(job)
         return resumed
@@ -278,16 +284,18 @@ class JobManager:
         for r in results:
             if r.message:
                 job.messages[r.claim.index] = r.message
-        self.receive_claims(job, [(r.claim, r.output) for r in results])
+        await self.receive_claims(job, [(r.claim, r.output) for r in results])
 
-    def receive_claim(self, job: RunningJob, claim: ResultClaim, output: bytes | None) -> list[Instruction]:
-        return self.receive_claims(job, [(claim, output)])
+    async def receive_claim(self, job: RunningJob, claim: ResultClaim, output: bytes | None) -> list[Instruction]:
+        return await self.receive_claims(job, [(claim, output)])
 
-    def receive_claims(self, job: RunningJob, claims: Sequence[tuple[ResultClaim, bytes | None]]) -> list[Instruction]:
+    async def receive_claims(self, job: RunningJob, claims: Sequence[tuple[ResultClaim, bytes | None]]) -> list[Instruction]:
         """Feed signed claims (ours or a peer's) to the job; returns what the job said, Acks included.
 
         The caller has checked each claim's signature and that its output hashes
-        to ``claim.output_sha256``. The verdicts reached are journalled in one transaction.
+        to ``claim.output_sha256``. The verdicts reached are journalled in one
+        transaction, in a worker thread, before this returns (and so before any
+        executor hears its claim was accepted).
         """
         instructions: list[Instruction] = []
         barred = self.reputation.barred()
@@ -296,10 +304,21 @@ class JobManager:
             if output is not None and claim.output_sha256 is not None and job.owner.outcome(claim.index) is None:
                 job.outputs.setdefault(claim.index, {})[claim.output_sha256] = output
             instructions += job.owner.handle(ClaimReceived(claim, now, barred))
-        self.apply(job, instructions)
+        decided, snapshot = self._consume(job, instructions)
+        if decided or snapshot is not None:
+            # outputs can be megabytes and a commit may checkpoint the WAL: not on the event loop
+            await trio.to_thread.run_sync(self._journal, job.job_id, decided, snapshot)
+        self._decided(job, decided, snapshot)
         return instructions
 
     def apply(self, job: RunningJob, instructions: Sequence[object]) -> None:
+        """Carry out what the job said (from a tick, a renewal, a departure): journal verdicts, feed reputation."""
+        decided, snapshot = self._consume(job, instructions)
+        self._journal(job.job_id, decided, snapshot)
+        self._decided(job, decided, snapshot)
+
+    def _consume(self, job: RunningJob, instructions: Sequence[object]) -> tuple[list[VerifiedOutput], Snapshot | None]:
+        """The verdicts to journal and the snapshot to save (if one is due), from the job's instructions."""
         decided: list[VerifiedOutput] = []
         finished = False
         for instruction in instructions:
@@ -312,14 +331,25 @@ class JobManager:
                 log.info("job %s: %s lost replica %d.%d (%s)", job.job_id.hex()[:12], instruction.holder, ref.index, ref.replica, why)
                 if instruction.holder != self.identity.peer_id:
                     self.reputation.record_failure(instruction.holder)
-        if decided:
-            self.store.record_outputs(job.job_id, decided)
-            job.decided += [d.index for d in decided]
         now = time.monotonic()
         if finished or (decided and now - job.snapshot_at >= SNAPSHOT_EVERY):
-            self.store.save_snapshot(job.job_id, self.snapshot(job), "finished" if finished else "running")
             job.snapshot_at = now
-        if decided or finished:
+            return decided, (self.snapshot(job), "finished" if finished else "running")
+        return decided, None
+
+    def _journal(self, job_id: bytes, decided: list[VerifiedOutput], snapshot: Snapshot | None) -> None:
+        if decided:
+            self.store.record_outputs(job_id, decided)
+        if snapshot is not None:
+            self.store.save_snapshot(job_id, *snapshot)
+
+    @staticmethod
+    def _decided(job: RunningJob, decided: list[VerifiedOutput], snapshot: Snapshot | None) -> None:
+        if decided:
+            job.decided += [d.index for d in decided]
+        if snapshot is not None and snapshot[1] == "finished":
+            job.done = True
+        if decided or snapshot is not None:
             job.notify()
 
     def flush(self) -> None:

@@ -106,7 +106,7 @@ def _summary(node: MeshNode, job_id: bytes) -> dict[str, Any]:
         needed = job.manifest.replication.replicas - 1  # the owner runs one replica itself
         return {
             "job_id": job_id.hex(), "label": job.manifest.label,
-            "state": "cancelled" if job.owner.cancelled else "finished" if job.owner.finished else "running",
+            "state": "running" if not job.done else "cancelled" if job.owner.cancelled else "finished",
             "total": p.total, "verified": p.verified, "failed": p.failed, "disputed": p.disputed,
             "running": p.running, "queued": p.queued, "peers_working": p.working,
             "refusals": dict(job.refusals),

@@ -76,7 +76,7 @@ def serve_jobs(
                 reply = await resteal(remote, request) or reply
             return reply
         if isinstance(request, ResultPush):
-            return _receive(manager, remote, request)
+            return await _receive(manager, remote, request)
         if isinstance(request, LeaseRenew | WorkRefused | TransferAsk):
             job = manager.jobs.get(request.job_id)
             refs = tuple(ReplicaRef(r.index, r.replica) for r in request.replicas)
@@ -148,7 +148,7 @@ def _transfer(job: RunningJob | None, holder: PeerId, to: bytes, refs: tuple[Rep
     return TransferReply(replicas=(), lease_ms=0)
 
 
-def _receive(manager: JobManager, executor: PeerId, push: ResultPush) -> ResultAck:
+async def _receive(manager: JobManager, executor: PeerId, push: ResultPush) -> ResultAck:
     acks: list[ResultAckItem] = []
     by_job: dict[bytes, list[tuple[ResultClaim, bytes | None]]] = {}
     for pushed in push.results:
@@ -165,7 +165,7 @@ def _receive(manager: JobManager, executor: PeerId, push: ResultPush) -> ResultA
     for job_id, claims in by_job.items():
         answers = {
             (i.executor, i.replica): i
-            for i in manager.receive_claims(manager.jobs[job_id], claims)
+            for i in await manager.receive_claims(manager.jobs[job_id], claims)
             if isinstance(i, Ack) and i.executor == executor
         }
         for claim, _ in claims:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,9 +17,11 @@ import pytest
 
 
 class NodeProcess:
-    def __init__(self, data_dir: Path, args: list[str]) -> None:
+    def __init__(self, data_dir: Path, args: list[str], *, log_name: str | None = None) -> None:
+        """Start a node on ``data_dir``; its stderr goes to ``<log_name or data dir name>.stderr`` beside it
+        (give a restarted node a log of its own, or the first run's log is overwritten)."""
         self.data_dir = data_dir
-        self.stderr_path = data_dir.parent / f"{data_dir.name}.stderr"
+        self.stderr_path = data_dir.parent / f"{log_name or data_dir.name}.stderr"
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "meshnode", "--data-dir", str(data_dir), *args],
@@ -31,7 +34,10 @@ class NodeProcess:
         return self.stderr_path.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 30) -> dict[str, Any]:
-        """Wait for the node's api.json (written once it is fully up)."""
+        """Wait for the node's api.json (written once it is fully up).
+
+        Only this process's file counts: a node killed on the same data dir leaves its own behind.
+        """
         api = self.data_dir / "api.json"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -39,17 +45,24 @@ class NodeProcess:
                 raise AssertionError(f"node exited with {self.proc.returncode}:\n{self.stderr}")
             if api.exists():
                 try:
-                    return dict(json.loads(api.read_text()))
+                    info = dict(json.loads(api.read_text()))
                 except ValueError:
-                    pass  # being written
+                    info = {}  # being written
+                if info.get("pid") == self.proc.pid:
+                    return info
             time.sleep(0.05)
         raise AssertionError(f"node not ready after {timeout} s:\n{self.stderr}")
 
-    def dial_addr(self) -> str:
-        for line in self.stderr.splitlines():
-            if "listening" in line:
-                return line.split()[-1]
-        raise AssertionError(f"no listening line:\n{self.stderr}")
+    def dial_addr(self, timeout: float = 10) -> str:
+        """The address the node logged it listens on (the line can follow api.json by a moment)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.stderr.splitlines():
+                if "listening" in line:
+                    return line.split()[-1]
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"no listening line:\n{self.stderr}")
+            time.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 10) -> float:
         """Send ``sig``; return how long the process took to exit."""
@@ -81,6 +94,20 @@ def peers_json(data_dir: Path) -> list[dict[str, Any]]:
     result = meshnode("peers", "--data-dir", str(data_dir), "--json")
     assert result.returncode == 0, result.stderr
     return list(json.loads(result.stdout))
+
+
+def free_tcp_port() -> int:
+    """A loopback TCP port nothing listens on now (for a node that must come back on the same port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def api_get(data_dir: Path, path: str) -> Any:
+    """``GET path`` from the node running with ``data_dir``, as the CLI commands do, without a process per call."""
+    from meshnode.api.client import ApiClient
+
+    return ApiClient.for_data_dir(data_dir).get(path)
 
 
 def poll(condition: Any, timeout: float, what: str) -> None:

@@ -48,7 +48,7 @@ async def test_a_mandelbrot_job_is_verified_by_two_distinct_peers_and_every_node
         owner = nodes[0]
         options = JobOptions(limits=TaskLimits(10**10, 64 << 20, 60_000, 1 << 20), replication=Replication(2, 2, 4))
         job = await owner.submit(module, tiles, options)
-        await wait_until(lambda: job.owner.finished, 120, "the job to finish")
+        await wait_until(lambda: job.done, 120, "the job to finish")
         outputs = owner.jobs.store.outputs(job.job_id)
         assert [o.status for o in outputs] == ["ok"] * len(tiles)
         assert [o.output for o in outputs] == [reference.mandelbrot(t) for t in tiles]
@@ -71,7 +71,7 @@ async def test_long_subtasks_keep_their_leases(tmp_path: Path) -> None:
             limits=TaskLimits(10**11, 64 << 20, 60_000, 1 << 20), replication=Replication(2, 2, 2), lease_seconds=0.2
         )
         job = await nodes[0].submit(module, tiles, options)
-        await wait_until(lambda: job.owner.finished, 120, "the job to finish")
+        await wait_until(lambda: job.done, 120, "the job to finish")
         outputs = nodes[0].jobs.store.outputs(job.job_id)
         assert [o.status for o in outputs] == ["ok"] * len(tiles)
         # two replicas per subtask, each run once: a lapsed lease would hand one to a third node
