@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ __all__ = ["CheckedBatch", "Executor", "RefusedWork", "SignedResult"]
 log = logging.getLogger(__name__)
 
 MANIFEST_CACHE_SIZE: Final = 64
+FIRST_RETRY: Final = 10.0  # seconds before the outbox pushes a result again
 INPUT_MISSING: Final = "the input is not here yet (fetch it by hash first)"
 
 
@@ -211,8 +213,9 @@ class Executor:
             claim = ResultClaim.of(manifest.job_id, subtask.index, subtask.replica, self.identity.peer_id, outcome, ENGINE_ID)
             envelope = wire.sign(claim, self.identity.signing_key) if sign else b""
             if outbox:
+                # the first push follows at once; the outbox retries only what it never delivered
                 entries.append(OutboxEntry(manifest.job_id, subtask.index, subtask.replica, str(manifest.owner),
-                                           envelope, outcome.output, attempts=0, next_try=0.0))  # fmt: skip
+                                           envelope, outcome.output, attempts=0, next_try=time.time() + FIRST_RETRY))  # fmt: skip
             message = "" if outcome.error is None else outcome.error.message
             results.append(SignedResult(claim, envelope, outcome.output, hit is not None, message))
         if keep or entries:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,7 +62,7 @@ async def test_runs_signs_journals_and_answers_repeats_from_the_cache(executor: 
     claim = wire.open_self_signed(result.envelope, ResultClaim, "executor")
     assert claim == result.claim and claim.executor == executor.identity.peer_id
     assert (claim.index, claim.replica, claim.status, claim.fuel_used > 0) == (2, 1, "ok", True)
-    (entry,) = executor.store.outbox_due(now=1.0)
+    (entry,) = executor.store.outbox_due(now=time.time() + 60)
     assert (entry.index, entry.replica, entry.claim, entry.output) == (2, 1, result.envelope, result.output)
 
     again = await executor.run(checked_manifest, checked_subtask)
