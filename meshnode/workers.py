@@ -186,16 +186,22 @@ class Workers:
             self._busy -= 1
             self._set_idle(self.slots - self._busy)
 
-    def _chunk(self, module_sha256: bytes) -> int:
+    def _chunk(self, module_sha256: bytes, left: int, sharing: int) -> int:
+        """About ``CHUNK_SECONDS`` of work, and no more than a share of what is ``left`` among ``sharing``
+        slots: subtasks of one job can differ in cost a hundredfold, and the last chunks must be small
+        for every slot to finish together."""
         seconds = self.executor.sandbox.seconds_per_run(module_sha256)
-        return 1 if not seconds else max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / seconds)))
+        by_time = 1 if not seconds else int(CHUNK_SECONDS / seconds)
+        return max(1, min(MAX_CHUNK, by_time, left // (2 * sharing)))
 
     async def _run_own(self) -> bool:
         now = time.monotonic()
         for job in list(self.manager.jobs.values()):
             if job.owner.finished or self._own_backoff.get(job.job_id, 0.0) > now:
                 continue
-            grant = self.manager.take(job, self._chunk(job.manifest.module_sha256), time.monotonic())
+            sharing = self.slots * (1 + len(self._victims()))  # every node's slots, roughly
+            n = self._chunk(job.manifest.module_sha256, job.owner.surplus(), sharing)
+            grant = self.manager.take(job, n, time.monotonic())
             if grant is not None and grant.replicas:
                 with self._occupied():
                     try:
@@ -209,7 +215,7 @@ class Workers:
     async def _run_stolen(self) -> bool:
         for job in list(self._stolen.values()):
             if job.queued:
-                n = min(len(job.queued), self._chunk(job.manifest.module_sha256))
+                n = min(len(job.queued), self._chunk(job.manifest.module_sha256, len(job.queued), self.slots))
                 items = [job.queued.popleft() for _ in range(n)]
                 if self.queued() <= self._stock() // 2:
                     self._hungry.set()  # restock while this chunk runs

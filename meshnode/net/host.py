@@ -306,6 +306,12 @@ async def open_host(
         spam_protection_enabled=False,
     )
     pubsub = Pubsub(host, gossipsub)
+    # py-libp2p seeds its message counter with the time in whole seconds and adds one per
+    # message; peers drop message IDs (sender, counter) seen in the last 120 s. A node that
+    # published more than one message a second and restarts reuses counters it already
+    # spent, and peers ignore its presence for about as long as it had run (measured:
+    # 3-19 s). Nanoseconds, as go-libp2p-pubsub and rust-libp2p seed it, never go back.
+    pubsub.counter = time.time_ns()
     # The mDNS handler must be registered before host.run(): libp2p reports the peers
     # it finds while run() is still announcing us (about 1.6 s), and never again.
     with MdnsBridge() if mdns else contextlib.nullcontext() as bridge:
