@@ -9,6 +9,8 @@ agrees byte for byte with ``libp2p.peer.id.ID``.
 
 from __future__ import annotations
 
+import functools
+
 from typing import Final
 
 from ..errors import WireError
@@ -23,6 +25,7 @@ _B58_ALPHABET: Final = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwx
 _B58_INDEX: Final = {c: i for i, c in enumerate(_B58_ALPHABET)}
 
 
+@functools.lru_cache(maxsize=4096)  # about 50 us each, and a mesh has few peers
 def _b58encode(data: bytes) -> str:
     n = int.from_bytes(data, "big")
     out = []
