@@ -45,7 +45,7 @@ from .core.peers import (
 )  # fmt: skip
 from .core.presence import Goodbye, Presence, next_seq
 from .core.reputation import Reputation
-from .core.steal import POOR_SCORE, PeerView, views_of
+from .core.steal import POOR_SCORE, PeerView, fair_share, views_of
 from .errors import PeerUnavailableError, WireError
 from .executor import Executor
 from .identity import Identity, load_or_create_identity
@@ -403,10 +403,12 @@ class MeshNode:
         return job
 
     def _grant_policy(self, thief: PeerId, requested: int) -> int:
-        """Peers with a poor record are handed work last: one replica at a time, and none
-        while a peer with a better record is idle."""
+        """A fair share of what is left (``fair_share``); and peers with a poor record are handed
+        work last: one replica at a time, and none while a peer with a better record is idle."""
+        own = sum(job.owner.surplus() for job in self.jobs.jobs.values() if not job.owner.finished)
+        share = fair_share(requested, own, 1 + len(self.table.alive()))
         if not self._poor(thief):
-            return requested
+            return share
         better_idle = any(r.presence.idle > 0 and not self._poor(r.peer) for r in self.table.alive() if r.peer != thief)
         return 0 if better_idle else 1
 

@@ -46,6 +46,7 @@ from .core import wire
 from .core.job import ReplicaRef
 from .core.job_messages import JobGrant, PushedResult, ResultPush, StealAsk, StealReply
 from .core.manifest import JobManifest, Subtask
+from .core.output_codec import pushed_result
 from .core.peer_id import PeerId
 from .core.presence import next_seq
 from .core.steal import BATCH_FACTOR, PeerView, grant_limit, plan_steal
@@ -62,7 +63,7 @@ __all__ = ["Workers"]
 
 log = logging.getLogger("meshnode")
 
-STOCK_SECONDS: Final = 0.15  # stolen work kept per slot, in measured run time
+STOCK_SECONDS: Final = 0.1  # stolen work kept per slot, in measured run time
 MAX_STEAL: Final = 256  # replicas per steal request (the protocol's batch limit)
 REFUSAL_BACKOFF: Final = 60.0  # seconds a victim whose work we refused is left alone
 PUSH_BYTES: Final = 16 << 20  # outputs per result message
@@ -222,7 +223,9 @@ class Workers:
                 with self._occupied():
                     t0 = time.perf_counter()
                     await self._run_items(job, items)
-                    self._seconds_per_subtask = (time.perf_counter() - t0) / n
+                    latest = (time.perf_counter() - t0) / n
+                    last = self._seconds_per_subtask or latest
+                    self._seconds_per_subtask = 0.5 * last + 0.5 * latest  # one cheap chunk must not swell the stock
                 return True
         return False
 
@@ -269,7 +272,7 @@ class Workers:
 
     async def _push(self, job: StolenJob, results: list[SignedResult]) -> None:
         for batch in _by_size(results):
-            pushed = tuple(PushedResult(claim=r.envelope, output=r.output) for r in batch)
+            pushed = tuple(pushed_result(r.envelope, r.output) for r in batch)
             try:
                 ack = await self.client.push(job.owner, ResultPush(results=pushed))
             except (PeerUnavailableError, WireError) as exc:
@@ -293,7 +296,7 @@ class Workers:
             by_owner: dict[str, list[PushedResult]] = {}
             for e in await trio.to_thread.run_sync(store.outbox_due, now):
                 store.outbox_retry_later(e.job_id, e.index, e.replica, now + min(60.0, 2.0 * 2**e.attempts))
-                by_owner.setdefault(e.owner, []).append(PushedResult(claim=e.claim, output=e.output))
+                by_owner.setdefault(e.owner, []).append(pushed_result(e.claim, e.output))
             for owner_text, pushed in by_owner.items():
                 owner = PeerId.from_base58(owner_text)
                 if owner == self.manager.identity.peer_id or not self.host.is_connected(owner):

@@ -19,7 +19,7 @@ signature: these messages only carry the signed pieces.
 from __future__ import annotations
 
 from .manifest import INLINE_INPUT_MAX
-from .wire import Bytes, Int, ListOf, Nested, Optional, Str, message, struct, wire
+from .wire import Bool, Bytes, Int, ListOf, Nested, Optional, Str, message, struct, wire
 
 __all__ = [
     "JobGrant",
@@ -70,6 +70,7 @@ class StealReply:
 class PushedResult:
     claim: bytes = wire(_CLAIM_ENVELOPE)  # a ResultClaim signed by its executor
     output: bytes | None = wire(Optional(Bytes(0, MAX_OUTPUT_BYTES)))
+    zlib: bool = wire(Bool())  # the output is zlib-compressed (the claim hashes the plain bytes)
 
 
 @message("result_push", version=1, max_size=MAX_OUTPUT_BYTES + (1 << 20))

@@ -33,6 +33,7 @@ __all__ = [
     "PeerView",
     "StealPlan",
     "choose_victim",
+    "fair_share",
     "grant_limit",
     "plan_steal",
     "steal_count",
@@ -119,6 +120,17 @@ def choose_victim(views: Iterable[PeerView], engine: str | None = None) -> PeerV
 def grant_limit(requested: int, surplus: int) -> int:
     """How many replicas a victim hands over: what was asked, up to half its surplus rounded up."""
     return max(0, min(requested, (surplus + 1) // 2))
+
+
+def fair_share(requested: int, surplus: int, nodes: int) -> int:
+    """How many replicas an owner grants one thief: what was asked, up to a share of what is left.
+
+    Guided self-scheduling: each grant takes ``surplus / (2 * nodes)``, so grants
+    shrink as the job drains and the last subtasks (often the costliest: a
+    mandelbrot's centre tiles run a hundred times longer than its edges) are
+    spread over every node instead of sitting in one thief's stock.
+    """
+    return max(0, min(requested, max(1, math.ceil(surplus / (2 * max(1, nodes))))))
 
 
 def steal_count(victim_surplus: int, idle_slots: int, queued: int = 0, factor: int = BATCH_FACTOR) -> int:

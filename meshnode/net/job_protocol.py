@@ -31,6 +31,7 @@ from ..core.job_messages import (
     TransferReply, WorkRefused,
 )  # fmt: skip
 from ..core.manifest import INLINE_INPUT_MAX
+from ..core.output_codec import plain_output
 from ..core.peer_id import PeerId
 from ..core.result import ResultClaim
 from ..errors import PeerUnavailableError, WireError
@@ -157,11 +158,16 @@ async def _receive(manager: JobManager, executor: PeerId, push: ResultPush) -> R
         except WireError as exc:
             log.debug("rejected a pushed claim from %s: %s", executor, exc)
             continue  # not even a job id to answer to
-        problem = _problem(manager, executor, claim, pushed.output)
+        try:
+            output = plain_output(pushed)
+        except WireError as exc:
+            acks.append(_ack(claim, "rejected", str(exc)[:300]))
+            continue
+        problem = _problem(manager, executor, claim, output)
         if problem is not None:
             acks.append(_ack(claim, *problem))
         else:
-            by_job.setdefault(claim.job_id, []).append((claim, pushed.output if claim.status == "ok" else None))
+            by_job.setdefault(claim.job_id, []).append((claim, output if claim.status == "ok" else None))
     for job_id, claims in by_job.items():
         answers = {
             (i.executor, i.replica): i

@@ -104,7 +104,7 @@ async def test_a_replayed_result_is_acknowledged_but_never_counted_twice(tmp_pat
             before = job.progress()
             replays = []
             for entry in thief.manager.store.outbox_due(time.time() + 60):
-                replays.append(PushedResult(claim=entry.claim, output=entry.output))
+                replays.append(PushedResult(claim=entry.claim, output=entry.output, zlib=False))
             assert replays, "thief_round leaves its pushed results in its outbox"
             ack = await JobClient(thief.host).push(owner.host.peer_id, ResultPush(results=tuple(replays)))
             assert {a.status for a in ack.acks} <= {"duplicate", "late"}
