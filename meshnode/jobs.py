@@ -33,7 +33,7 @@ from .core import wire
 from .core.job import (
     ClaimReceived, Failed, Grant, Instruction, JobFinished, Outcome, Progress, ReleaseReplicas, RenewLeases, ReplicaLost, StealRequest, SubtaskDecided,
 )
-from .core.manifest import InputCommitment, JobManifest, Replication, TaskLimits
+from .core.manifest import INLINE_INPUT_MAX, InputCommitment, JobManifest, Replication, TaskLimits
 from .core.owner import JobOwner
 from .core.presence import next_seq
 from .core.reputation import Reputation
@@ -116,7 +116,7 @@ class RunningJob:
     request_id: int = 0
     snapshot_at: float = 0.0  # monotonic time of the last saved snapshot
     changed: trio.Event = field(default_factory=trio.Event)  # set (and replaced) on every decision
-    done: bool = False  # finished or cancelled, and every verdict journalled
+    cancelled: bool = False  # cancelled, and that journalled
 
     @property
     def job_id(self) -> bytes:
@@ -124,6 +124,14 @@ class RunningJob:
 
     def progress(self) -> Progress:
         return self.owner.progress()
+
+    @property
+    def done(self) -> bool:
+        """Finished (every verdict journalled, not only reached) or cancelled."""
+        if self.cancelled:
+            return True
+        p = self.owner.progress()
+        return self.owner.finished and len(self.decided) == p.verified + p.failed + p.disputed
 
     def notify(self) -> None:
         self.changed.set()
@@ -158,7 +166,7 @@ class RunningJob:
             self.owner.cancel()
             snapshot = self.manager.snapshot(self)
             await trio.to_thread.run_sync(self.manager.store.save_snapshot, self.job_id, snapshot, "cancelled")
-            self.done = True
+            self.cancelled = True
             self.notify()
 
 
@@ -185,11 +193,18 @@ class JobManager:
         """Sign and journal a job without starting it: the slow part of ``submit`` (it hashes and stores
         every input), safe to call from a worker thread. A crash after it returns resumes the job."""
         module_sha256 = self.blobs.put(module)
-        digests, sizes = [], []
+        digests: list[bytes] = []
+        sizes: list[int] = []
+        small: list[tuple[int, bytes]] = []
         for data in inputs:
             if not isinstance(data, bytes | bytearray | memoryview):
                 raise TypeError(f"every input must be bytes, not {type(data).__name__}")
-            digests.append(self.blobs.put(bytes(data)))
+            data = bytes(data)
+            if len(data) <= INLINE_INPUT_MAX:  # travels inline: kept in the journal, not a file of its own
+                digests.append(hashlib.sha256(data).digest())
+                small.append((len(sizes), data))
+            else:
+                digests.append(self.blobs.put(data))
             sizes.append(len(data))
         if not digests:
             raise ValueError("a job needs at least one input")
@@ -206,7 +221,7 @@ class JobManager:
             lease_seconds=options.lease_seconds, max_attempts=options.max_attempts,
         )  # fmt: skip
         job = RunningJob(manifest, envelope, commitment, owner, self)
-        self.store.add_job(manifest.job_id, envelope, self.snapshot(job))
+        self.store.add_job(manifest.job_id, envelope, self.snapshot(job), inputs=small)
         return job
 
     def start(self, job: RunningJob) -> None:
@@ -233,7 +248,6 @@ class JobManager:
                 job.decided.append(o.index)
             if owner.finished:  # the last verdicts were journalled, the job's end was not
                 self.store.save_snapshot(job.job_id, self.snapshot(job), "finished")
-                job.done = True
             self.jobs[manifest.job_id] = job
             resumed.append(job)
         return resumed
@@ -246,6 +260,18 @@ class JobManager:
         }
 
     # --- running on our own slots -------------------------------------------------------------
+
+    def inline_inputs(self, job: RunningJob, indices: list[int]) -> dict[int, bytes]:
+        """The inputs small enough to travel inside their subtasks, by index (from the journal,
+        or from the blob store for jobs submitted before inputs were journalled)."""
+        small = [i for i in indices if job.commitment.sizes[i] <= INLINE_INPUT_MAX]
+        found = self.store.inputs(job.job_id, small)
+        for i in small:
+            if i not in found:
+                data = self.blobs.get(job.commitment.digests[i])
+                if data is not None:
+                    found[i] = data
+        return found
 
     def take(self, job: RunningJob, n: int, now: float) -> Grant | None:
         """Ask the job for up to ``n`` replicas for this node's own slots."""
@@ -271,7 +297,8 @@ class JobManager:
         problem: MeshError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(renew)
-            subtasks = [job.commitment.subtask(job.job_id, ref.index, ref.replica, None) for ref in refs]
+            inputs = await trio.to_thread.run_sync(self.inline_inputs, job, [ref.index for ref in refs])
+            subtasks = [job.commitment.subtask(job.job_id, r.index, r.replica, inputs.get(r.index)) for r in refs]
             try:
                 # our own subtasks need no checking, and our own claims no signature: nobody else sees them
                 results = await self.executor.run_batch(job.manifest, subtasks, outbox=False, sign=False, cache=False)
@@ -347,8 +374,6 @@ class JobManager:
     def _decided(job: RunningJob, decided: list[VerifiedOutput], snapshot: Snapshot | None) -> None:
         if decided:
             job.decided += [d.index for d in decided]
-        if snapshot is not None and snapshot[1] == "finished":
-            job.done = True
         if decided or snapshot is not None:
             job.notify()
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     snapshot    BLOB,                     -- the owner state machine, CBOR
     created     REAL NOT NULL,
     updated     REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inputs (          -- an owned job's small inputs (large ones are blobs)
+    job_id      BLOB NOT NULL,
+    idx         INTEGER NOT NULL,
+    data        BLOB NOT NULL,
+    PRIMARY KEY (job_id, idx)
 );
 CREATE TABLE IF NOT EXISTS outputs (
     job_id      BLOB NOT NULL,
@@ -171,9 +177,14 @@ class Store:
 
     # --- owner: jobs and verified outputs ------------------------------------------------
 
-    def add_job(self, job_id: bytes, manifest: bytes, snapshot: dict[str, Any], now: float | None = None) -> None:
+    def add_job(
+        self, job_id: bytes, manifest: bytes, snapshot: dict[str, Any], now: float | None = None,
+        inputs: Sequence[tuple[int, bytes]] = (),
+    ) -> None:
+        """Journal a new job and its small ``inputs`` (index, bytes), in one transaction."""
         now = time.time() if now is None else now
         with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO inputs VALUES (?, ?, ?)", [(job_id, i, d) for i, d in inputs])
             db.execute(
                 "INSERT INTO jobs VALUES (?, ?, 'running', ?, ?, ?)",
                 (job_id, manifest, cbor2.dumps(snapshot), now, now),
@@ -203,6 +214,16 @@ class Store:
                 (state,) if state else (),
             ).fetchall()
         return [OwnedJob(r[0], r[1], r[2], cbor2.loads(r[3]) if r[3] else None, r[4]) for r in rows]
+
+    def inputs(self, job_id: bytes, indices: list[int]) -> dict[int, bytes]:
+        """The small inputs journalled with a job, by index (the ones not found are left out)."""
+        with self._lock:
+            found = {}
+            for i in indices:
+                row = self._db.execute("SELECT data FROM inputs WHERE job_id = ? AND idx = ?", (job_id, i)).fetchone()
+                if row is not None:
+                    found[i] = row[0]
+        return found
 
     def output(self, job_id: bytes, index: int) -> VerifiedOutput | None:
         with self._lock:

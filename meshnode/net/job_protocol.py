@@ -30,7 +30,6 @@ from ..core.job_messages import (
     JobGrant, LeaseRenew, ReplicaId, ResultAck, ResultAckItem, ResultPush, StealAsk, StealReply, TransferAsk,
     TransferReply, WorkRefused,
 )  # fmt: skip
-from ..core.manifest import INLINE_INPUT_MAX
 from ..core.output_codec import plain_output
 from ..core.peer_id import PeerId
 from ..core.result import ResultClaim
@@ -127,12 +126,8 @@ def _grant(manager: JobManager, thief: PeerId, ask: StealAsk, allowed: int, now:
 
 
 def _subtasks(manager: JobManager, job: RunningJob, refs: tuple[ReplicaRef, ...]) -> list[bytes]:
-    out = []
-    for ref in refs:
-        size = job.commitment.sizes[ref.index]
-        data = manager.blobs.get(job.commitment.digests[ref.index]) if size <= INLINE_INPUT_MAX else None
-        out.append(wire.encode(job.commitment.subtask(job.job_id, ref.index, ref.replica, data)))
-    return out
+    inline = manager.inline_inputs(job, [ref.index for ref in refs])  # larger inputs go by hash
+    return [wire.encode(job.commitment.subtask(job.job_id, r.index, r.replica, inline.get(r.index))) for r in refs]
 
 
 def _transfer(job: RunningJob | None, holder: PeerId, to: bytes, refs: tuple[ReplicaRef, ...], now: float) -> TransferReply:

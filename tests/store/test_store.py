@@ -35,6 +35,14 @@ def test_jobs_outputs_and_snapshots_survive_a_reopen(tmp_path: Path) -> None:
         assert store.integrity_ok()
 
 
+def test_a_jobs_small_inputs_are_journalled_with_it(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "node.db") as store:
+        store.add_job(b"J" * 16, b"m", {"n": 3}, inputs=[(0, b"zero"), (2, b"two")])
+    with Store.open(tmp_path / "node.db") as store:
+        assert store.inputs(b"J" * 16, [0, 1, 2]) == {0: b"zero", 2: b"two"}
+        assert store.inputs(b"K" * 16, [0]) == {}
+
+
 def test_outbox_retries_and_acks(tmp_path: Path) -> None:
     with Store.open(tmp_path / "node.db") as store:
         entry = OutboxEntry(b"J" * 16, 3, 1, "12D3KooWowner", b"claim", b"output", 0, next_try=10.0)
