@@ -45,7 +45,7 @@ from .core.peers import (
 )  # fmt: skip
 from .core.presence import Goodbye, Presence, next_seq
 from .core.reputation import Reputation
-from .core.steal import POOR_SCORE, PeerView, fair_share, views_of
+from .core.steal import POOR_SCORE, PeerView, grant_for, views_of
 from .errors import PeerUnavailableError, WireError
 from .executor import Executor
 from .identity import Identity, load_or_create_identity
@@ -403,14 +403,11 @@ class MeshNode:
         return job
 
     def _grant_policy(self, thief: PeerId, requested: int) -> int:
-        """A fair share of what is left (``fair_share``); and peers with a poor record are handed
-        work last: one replica at a time, and none while a peer with a better record is idle."""
+        """How many replicas ``thief`` gets of the ``requested`` (``core/steal.grant_for``)."""
         own = sum(job.owner.surplus() for job in self.jobs.jobs.values() if not job.owner.finished)
-        share = fair_share(requested, own, 1 + len(self.table.alive()))
-        if not self._poor(thief):
-            return share
-        better_idle = any(r.presence.idle > 0 and not self._poor(r.peer) for r in self.table.alive() if r.peer != thief)
-        return 0 if better_idle else 1
+        alive = self.table.alive()
+        better_idle = any(r.presence.idle > 0 and not self._poor(r.peer) for r in alive if r.peer != thief)
+        return grant_for(requested, own, 1 + len(alive), poor=self._poor(thief), better_idle=better_idle)
 
     def _poor(self, peer: PeerId) -> bool:
         return self.reputation.barred_from_quorum(peer) or self.reputation.score(peer) < POOR_SCORE

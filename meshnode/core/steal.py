@@ -34,6 +34,7 @@ __all__ = [
     "StealPlan",
     "choose_victim",
     "fair_share",
+    "grant_for",
     "grant_limit",
     "plan_steal",
     "steal_count",
@@ -131,6 +132,17 @@ def fair_share(requested: int, surplus: int, nodes: int) -> int:
     spread over every node instead of sitting in one thief's stock.
     """
     return max(0, min(requested, max(1, math.ceil(surplus / (2 * max(1, nodes))))))
+
+
+def grant_for(requested: int, surplus: int, nodes: int, *, poor: bool, better_idle: bool) -> int:
+    """What an owner grants a thief: a fair share of what is left; and a thief with a poor record
+    (see ``POOR_SCORE``) is handed work last: one replica at a time, none while a peer with a
+    better record is idle.
+    """
+    share = fair_share(requested, surplus, nodes)
+    if not poor:
+        return share
+    return 0 if better_idle else min(1, share)
 
 
 def steal_count(victim_surplus: int, idle_slots: int, queued: int = 0, factor: int = BATCH_FACTOR) -> int:

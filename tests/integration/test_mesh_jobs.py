@@ -166,3 +166,17 @@ async def test_a_byzantine_node_among_four_honest_ones_gets_nothing_accepted(tmp
         assert all(owner.reputation.score(byzantine.peer_id) < score for score in honest)
         row = next(p for p in owner.peers() if p["peer_id"] == bad)
         assert row["reputation"]["barred"] is True
+
+
+async def test_inputs_too_large_to_travel_inline_are_fetched_by_hash(tmp_path: Path) -> None:
+    module = (TASKS / "monte_carlo_pi.wasm").read_bytes()
+    # JSON allows trailing whitespace: 1.5 MiB inputs, over the 1 MiB a subtask may carry inline
+    inputs = [json.dumps({"seed": i, "samples": 1000}).encode() + b" " * (3 << 19) for i in range(3)]
+    async with AsyncExitStack() as stack:
+        owner, thief = await start_mesh(stack, tmp_path, 2)
+        job = await owner.submit(module, inputs, replicas=2, quorum=2, memory=64 << 20)
+        with trio.fail_after(60):
+            results = await job.wait()
+        assert [r.output for r in results] == [reference.monte_carlo_pi(i) for i in inputs]
+        assert all(set(r.executors) == {str(owner.peer_id), str(thief.peer_id)} for r in results)
+        assert all(thief.jobs.blobs.has(digest) for digest in job.commitment.digests)  # fetched once each

@@ -15,6 +15,8 @@ from meshnode.core.steal import (
     PeerView,
     StealPlan,
     choose_victim,
+    fair_share,
+    grant_for,
     grant_limit,
     plan_steal,
     steal_count,
@@ -108,3 +110,22 @@ def test_batch_bounds(surplus: int, idle: int, queued: int, factor: int) -> None
     assert n <= max(0, idle * factor - queued)
     if surplus > 0 and idle * factor > queued:
         assert n >= 1
+
+
+@given(st.integers(1, 256), st.integers(0, 10_000), st.integers(1, 64))
+def test_a_fair_share_never_exceeds_the_ask_or_what_is_left_and_moves_something(requested: int, surplus: int, nodes: int) -> None:
+    share = fair_share(requested, surplus, nodes)
+    assert 0 <= share <= requested
+    assert share <= max(1, surplus)
+    assert share >= 1  # a lone replica still moves
+    assert share <= max(1, -(-surplus // (2 * nodes)))
+
+
+def test_grants_shrink_as_the_job_drains() -> None:
+    assert [fair_share(256, s, 2) for s in (2000, 400, 40, 4, 1)] == [256, 100, 10, 1, 1]
+
+
+def test_peers_with_a_poor_record_are_handed_work_last() -> None:
+    assert grant_for(8, 100, 2, poor=False, better_idle=True) == 8
+    assert grant_for(8, 100, 2, poor=True, better_idle=True) == 0
+    assert grant_for(8, 100, 2, poor=True, better_idle=False) == 1
