@@ -2,18 +2,21 @@
 
 Theory of operation: a job is a signed manifest, a Merkle commitment to its
 inputs, and a ``JobOwner`` state machine (core/owner.py). ``JobManager`` is the
-edge around them: it keeps the module and every input as blobs and the job in
-the journal (store.py), so that after a crash ``resume`` rebuilds each running
-job from its last snapshot and keeps every output already verified. Each
-verdict is journalled the moment it is reached, before anything else is done
-with it; the owner's snapshot is saved at most once a second (see SNAPSHOT_EVERY).
+edge around them: it keeps the module and large inputs as blobs, and the job
+with its small inputs in the journal (store.py), so that after a crash
+``resume`` rebuilds each running job from its last snapshot, then takes every
+verdict journalled since as decided: nothing verified is run again. Each
+verdict is journalled the moment it is reached, before any executor hears its
+claim was accepted; the owner's snapshot is saved at most once a second (see
+SNAPSHOT_EVERY).
 
 The node's own slots take replicas from its own jobs like any thief would (a
 ``StealRequest`` from the node itself, served from the hot end of the deque),
-and run them through the ``Executor``. Peers will take replicas through the
-steal protocol; a replica never goes to a node that already ran one of the
-same subtask, so a job asking for more distinct executors than the mesh has
-waits for peers.
+and run them through the ``Executor``. Peers take replicas through the steal
+protocol; a replica never goes to a node that already ran one of the same
+subtask, so a job asking for more distinct executors than the mesh has waits
+for peers. ``RunningJob`` is also the handle a trio program gets from
+``MeshNode.submit``: ``results()``, ``wait()``, ``cancel()``.
 """
 
 from __future__ import annotations
