@@ -13,7 +13,9 @@ replica still moves, and two thieves cannot strip one victim bare in one round),
 and at most ``BATCH_FACTOR`` times the thief's idle slots less what it already
 has queued: a second replica per slot waiting in the deque hides the round trip
 of the next steal, and more than that only makes the thief a victim in turn.
-The victim applies the same half-surplus bound (``grant_limit``) before granting.
+A thief robbed in turn applies the same half-surplus bound (``grant_limit``);
+an owner grants less, a share of what is left per node (``fair_share``), so
+the last and often costliest subtasks are spread over every node.
 """
 
 from __future__ import annotations
