@@ -103,11 +103,17 @@ async def main(args: argparse.Namespace) -> None:
     print(f"| replicas run by the owner and the other node: replicas 1 / replicas 2 | {ran1} / {ran2} |")
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def workload_parser(description: str | None) -> argparse.ArgumentParser:
+    """The flags of the two workloads, shared with benchmarks/peers.py."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=4096)
     p.add_argument("--tiles", type=int, default=256)
     p.add_argument("--max-iter", type=int, default=256)
     p.add_argument("--trivial", type=int, default=2000)
+    return p
+
+
+if __name__ == "__main__":
+    p = workload_parser(__doc__)
     p.add_argument("--processes", action="store_true", help="run the second node in a process of its own")
     trio.run(main, p.parse_args())

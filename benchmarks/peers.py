@@ -29,7 +29,7 @@ from typing import Any
 BENCHMARKS = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHMARKS))
 
-from jobs import EMPTY, LIMITS, TASKS, single_thread_seconds, tiles  # noqa: E402
+from jobs import EMPTY, LIMITS, TASKS, single_thread_seconds, tiles, workload_parser  # noqa: E402
 
 from meshnode.sandbox import Sandbox, TaskModule  # noqa: E402
 
@@ -244,11 +244,7 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", type=int, default=4096)
-    p.add_argument("--tiles", type=int, default=256)
-    p.add_argument("--max-iter", type=int, default=256)
-    p.add_argument("--trivial", type=int, default=2000)
+    p = workload_parser(__doc__)
     # Every worker process (spawned by multiprocessing or Dask, or started by Ray) imports this file as "peers";
     # running it under that name here too makes the task functions picklable by name.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCHMARKS), os.environ.get("PYTHONPATH")]))
