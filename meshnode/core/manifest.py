@@ -161,8 +161,11 @@ class InputCommitment:
     def __len__(self) -> int:
         return len(self.digests)
 
-    def subtask(self, job_id: bytes, index: int, replica: int, data: bytes | None) -> Subtask:
-        """The subtask for input ``index``; ``data`` inline, or None to send it by hash."""
+    def subtask(self, job_id: bytes, index: int, replica: int, data: bytes | None, *, proof: bool = True) -> Subtask:
+        """The subtask for input ``index``; ``data`` inline, or None to send it by hash.
+
+        ``proof=False`` leaves the Merkle proof out, for the owner's own runs (nobody checks them).
+        """
         return Subtask(
             job_id=job_id,
             index=index,
@@ -170,5 +173,5 @@ class InputCommitment:
             input_sha256=self.digests[index],
             input_size=self.sizes[index],
             input=data,
-            proof=self.tree.proof(index),
+            proof=self.tree.proof(index) if proof else (),
         )
