@@ -50,7 +50,7 @@ from .store import Store, VerifiedOutput
 
 __all__ = ["JobManager", "JobOptions", "JobResult", "RunningJob"]
 
-Snapshot = tuple[dict[str, Any], str]  # the owner's state and the job's state ("running", "finished")
+Snapshot = tuple[dict[str, Any] | None, str]  # the owner's state (None: unchanged) and the job's state
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +229,7 @@ class JobManager:
         )  # fmt: skip
         job = RunningJob(manifest, envelope, commitment, owner, self)
         self.store.add_job(manifest.job_id, envelope, self.snapshot(job), inputs=small)
+        job.snapshot_at = time.monotonic()
         return job
 
     def start(self, job: RunningJob) -> None:
@@ -367,11 +368,13 @@ class JobManager:
                 if instruction.holder != self.identity.peer_id:
                     self.reputation.record_failure(instruction.holder)
         now = time.monotonic()
-        if finished or (decided and now - job.snapshot_at >= max(SNAPSHOT_EVERY, job.snapshot_cost / SNAPSHOT_SHARE)):
+        if finished:  # only running jobs are ever restored: the state is all that changes
+            return decided, (None, "finished")
+        if decided and now - job.snapshot_at >= max(SNAPSHOT_EVERY, job.snapshot_cost / SNAPSHOT_SHARE):
             snapshot = self.snapshot(job)
             job.snapshot_at = time.monotonic()
             job.snapshot_cost = job.snapshot_at - now
-            return decided, (snapshot, "finished" if finished else "running")
+            return decided, (snapshot, "running")
         return decided, None
 
     def _journal(self, job_id: bytes, decided: list[VerifiedOutput], snapshot: Snapshot | None) -> None:

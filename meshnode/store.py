@@ -190,12 +190,16 @@ class Store:
                 (job_id, manifest, cbor2.dumps(snapshot), now, now),
             )
 
-    def save_snapshot(self, job_id: bytes, snapshot: dict[str, Any], state: str = "running") -> None:
+    def save_snapshot(self, job_id: bytes, snapshot: dict[str, Any] | None, state: str = "running") -> None:
+        """Save the job's state, and the owner's snapshot unless it is None (then it stays as it was)."""
         with self._tx() as db:
-            db.execute(
-                "UPDATE jobs SET snapshot = ?, state = ?, updated = ? WHERE job_id = ?",
-                (cbor2.dumps(snapshot), state, time.time(), job_id),
-            )
+            if snapshot is None:
+                db.execute("UPDATE jobs SET state = ?, updated = ? WHERE job_id = ?", (state, time.time(), job_id))
+            else:
+                db.execute(
+                    "UPDATE jobs SET snapshot = ?, state = ?, updated = ? WHERE job_id = ?",
+                    (cbor2.dumps(snapshot), state, time.time(), job_id),
+                )
 
     def record_outputs(self, job_id: bytes, outputs: list[VerifiedOutput]) -> None:
         """Journal verdicts as they are reached (one transaction for the batch)."""
