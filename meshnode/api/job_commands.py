@@ -155,7 +155,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         else:
             wait = "  (waiting for peers)" if s.get("waiting_for_peers") else ""
             print(f"{s['job_id']}  {s['state']:8}  {s['verified']}/{s['total']} verified, {s['failed']} failed, "
-                  f"{s['disputed']} disputed, {s['running']} running{wait}")  # fmt: skip
+                  f"{s['disputed']} disputed, {s['running']} running on {s.get('peers_working', 0)} peers{wait}")  # fmt: skip
+            for peer, reason in s.get("refusals", {}).items():
+                print(f"  refused by {peer}: {reason}")
     return 0
 
 
