@@ -203,7 +203,8 @@ class MeshNode:
         host.set_stream_handler(GOODBYE_PROTOCOL, self._receive_goodbye)
         serve_blobs(host, self.jobs.blobs)
         self._workers = Workers(host, self.jobs, self.config.slots, self._victims, self.set_idle, self.dropped)
-        serve_jobs(host, self.jobs, policy=self._grant_policy, resteal=self._workers.resteal)
+        workers = self._workers
+        serve_jobs(host, self.jobs, policy=self._grant_policy, resteal=workers.resteal, on_release=lambda job: workers.wake())
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery

@@ -23,10 +23,12 @@ acknowledge is pushed again with backoff. One renewer keeps alive every lease
 this node holds - queued, running, or waiting for an acknowledgement - with one
 message per job every third of the lease.
 
-*Stealing from thieves.* Stolen replicas beyond the stock are surplus too:
-a thief asking this node when its own jobs have nothing left is served from the
-cold end of the stock, through the owner (``TransferAsk``), so the owner always
-knows who holds what, and no replica is ever in two hands.
+*Stealing from thieves.* Stolen replicas beyond one per slot are surplus too:
+a thief with nothing queued that asks this node when its own jobs have nothing
+left is served from the cold end of the stock, through the owner
+(``TransferAsk``), so the owner always knows who holds what and no replica is
+ever in two hands; the owner itself, idle at the end of its job, gets them back
+unrun. Only starving thieves are served, so replicas never go back and forth.
 """
 
 from __future__ import annotations
@@ -151,12 +153,8 @@ class Workers:
         return sum(len(j.queued) for j in self._stolen.values())
 
     def surplus(self) -> int:
-        """Stolen replicas this node could give away: what it holds beyond the stock it keeps for itself.
-
-        A thief asks only when its stock is half gone, so two thieves never pass
-        the same replicas back and forth.
-        """
-        return max(0, self.queued() - self._stock())
+        """Stolen replicas this node could give a starving peer: all it holds beyond one per slot."""
+        return max(0, self.queued() - self.slots)
 
     @property
     def busy(self) -> int:
@@ -346,7 +344,8 @@ class Workers:
         while True:
             stock, queued = self._stock(), self.queued()
             plan = None
-            if queued <= stock // 2:
+            own = sum(j.owner.surplus() for j in self.manager.jobs.values() if not j.owner.finished)
+            if queued <= stock // 2 and own == 0:  # our own jobs come first, and are not stolen back
                 plan = plan_steal(self._candidates(), idle_slots=self.slots, queued=queued, engine=ENGINE_ID,
                                   factor=max(1, stock // self.slots))  # fmt: skip
             if plan is None:
@@ -361,7 +360,7 @@ class Workers:
         """Ask ``victim`` for up to ``n`` replicas and queue what it grants; how many were queued."""
         self._request_id = next_seq(self._request_id, time.time_ns() // 1_000_000)
         try:
-            reply = await self.client.steal(victim, n, self._request_id, ENGINE_ID)
+            reply = await self.client.steal(victim, n, self._request_id, ENGINE_ID, queued=self.queued())
         except (PeerUnavailableError, WireError) as exc:
             log.debug("steal from %s: %s", victim, exc)
             self._backoff[victim] = time.monotonic() + 1.0
@@ -406,14 +405,24 @@ class Workers:
         job.queued.extend(items)
 
     async def resteal(self, thief: PeerId, ask: StealAsk) -> StealReply | None:
-        """Serve another thief from the cold end of our stolen stock, through the owner."""
+        """Serve a starving thief from the cold end of our stolen stock, through the owner.
+
+        Only a thief with nothing queued is served, and only from what exceeds one
+        replica per slot here, so two thieves never pass replicas back and forth.
+        When the thief is the owner of that work, it gets the replicas back unrun
+        (it runs them from its own deque) instead of a transfer to itself.
+        """
         n = grant_limit(ask.n, self.surplus())
-        donor = next((j for j in reversed(self._stolen.values()) if j.queued and j.owner != thief), None)
-        if n <= 0 or donor is None:
+        donor = next((j for j in reversed(self._stolen.values()) if j.queued), None)
+        if n <= 0 or donor is None or ask.queued > 0:
             return None
         items = [donor.queued.pop() for _ in range(min(n, len(donor.queued)))]
+        refs = [ref for ref, _ in items]
+        if donor.owner == thief:
+            await self._hand_back(donor, refs)
+            return None
         try:
-            reply = await self.client.transfer(donor.owner, donor.manifest.job_id, thief, [ref for ref, _ in items])
+            reply = await self.client.transfer(donor.owner, donor.manifest.job_id, thief, refs)
         except (PeerUnavailableError, WireError) as exc:
             log.debug("handing work to %s through %s: %s", thief, donor.owner, exc)
             reply = None
@@ -426,6 +435,15 @@ class Workers:
         log.debug("handed %d replicas of job %s to %s", len(moved), donor.manifest.job_id.hex()[:12], thief)
         return StealReply(request_id=ask.request_id, grants=(JobGrant(manifest=donor.envelope, subtasks=subtasks),),
                           lease_ms=reply.lease_ms, refused="", surplus=self.surplus())  # fmt: skip
+
+    async def _hand_back(self, job: StolenJob, refs: list[ReplicaRef]) -> None:
+        """Give unstarted replicas back to their owner, which has idle slots (an empty reason: no refusal)."""
+        job.held.difference_update(refs)
+        try:
+            await self.client.refuse(job.owner, job.manifest.job_id, refs, "")
+        except (PeerUnavailableError, WireError) as exc:  # the leases lapse and it gets them back anyway
+            log.debug("handing replicas back to %s: %s", job.owner, exc)
+        self._forget_if_done(job)
 
 
 def _by_size(results: list[SignedResult]) -> Iterator[list[SignedResult]]:

@@ -6,6 +6,7 @@
     owner -> thief   ResultAck     one answer per claim; any answer ends the thief's retries
     thief -> owner   LeaseRenew    "still working on these": keeps the leases from lapsing
     thief -> owner   WorkRefused   "I will not run these, and why": the replicas go back unrun
+                                   (no reason: handed back to an owner with idle slots)
     holder -> owner  TransferAsk   "another thief robbed me: hand these to it" (stealing from thieves)
     owner -> holder  TransferReply the replicas that moved, with the new holder's lease
 
@@ -49,6 +50,7 @@ class StealAsk:
     request_id: int = wire(Int(0, 2**62))
     n: int = wire(Int(1, MAX_BATCH))
     engine: str = wire(Str(64))
+    queued: int = wire(Int(0, 2**31))  # replicas the thief already has waiting (0: it is starving)
 
 
 @struct

@@ -60,9 +60,13 @@ NOTHING: Final = StealReply(request_id=0, grants=(), lease_ms=0, refused="", sur
 
 
 def serve_jobs(
-    host: MeshHost, manager: JobManager, *, policy: GrantPolicy | None = None, resteal: Resteal | None = None
+    host: MeshHost, manager: JobManager, *, policy: GrantPolicy | None = None, resteal: Resteal | None = None,
+    on_release: Callable[[RunningJob], None] = lambda job: None,
 ) -> None:
-    """Answer thieves from the jobs ``manager`` owns (then, with ``resteal``, from stolen work)."""
+    """Answer thieves from the jobs ``manager`` owns (then, with ``resteal``, from stolen work).
+
+    ``on_release`` is called when replicas come back to a job unrun (to wake idle slots).
+    """
 
     async def answer(remote: PeerId, request: object) -> Any:
         now = time.monotonic()
@@ -85,9 +89,11 @@ def serve_jobs(
             if job is not None and isinstance(request, LeaseRenew):
                 manager.apply(job, job.owner.handle(RenewLeases(remote, refs, now)))
             elif job is not None and isinstance(request, WorkRefused):
-                log.warning("peer %s refused %d replicas of job %s: %s", remote, len(refs), job.job_id.hex()[:12], request.reason)
-                job.refusals[str(remote)] = request.reason
+                if request.reason:  # an empty reason hands them back: this node has idle slots
+                    log.warning("peer %s refused %d replicas of job %s: %s", remote, len(refs), job.job_id.hex()[:12], request.reason)
+                    job.refusals[str(remote)] = request.reason
                 manager.apply(job, job.owner.handle(ReleaseReplicas(remote, refs, now)))
+                on_release(job)
             return NOTHING
         raise WireError(f"a {type(request).__name__} is not a job protocol request")
 
@@ -204,9 +210,10 @@ class JobClient:
         self.timeout = timeout
         self._idle: dict[PeerId, list[Any]] = {}
 
-    async def steal(self, owner: PeerId, n: int, request_id: int, engine: str) -> StealReply:
-        """Ask ``owner`` for up to ``n`` replicas."""
-        reply: StealReply = await self._exchange(owner, StealAsk(request_id=request_id, n=n, engine=engine), StealReply)
+    async def steal(self, owner: PeerId, n: int, request_id: int, engine: str, *, queued: int = 0) -> StealReply:
+        """Ask ``owner`` for up to ``n`` replicas (``queued``: how many this node already has waiting)."""
+        ask = StealAsk(request_id=request_id, n=n, engine=engine, queued=queued)
+        reply: StealReply = await self._exchange(owner, ask, StealReply)
         if reply.request_id != request_id:
             raise WireError("a steal reply for another request")
         return reply

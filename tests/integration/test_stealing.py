@@ -41,10 +41,12 @@ async def test_stolen_work_is_stolen_again_through_the_owner(tmp_path: Path) -> 
             serve_jobs(b.host, b.manager, resteal=workers.resteal)
 
             assert await workers.steal_from(a.host.peer_id, 6) == 6
-            assert workers.surplus() == 4  # it keeps a stock of two per slot for itself
-            reply = await JobClient(c.host).steal(b.host.peer_id, 3, 1, ENGINE_ID)
-            (grant,) = reply.grants  # half its surplus, from the cold end
-            assert len(grant.subtasks) == 2 and workers.queued() == 4 and reply.surplus == 2
+            assert workers.surplus() == 5  # it keeps one per slot for itself
+            busy = await JobClient(c.host).steal(b.host.peer_id, 3, 1, ENGINE_ID, queued=1)
+            assert busy.grants == ()  # only a thief with nothing queued is served from stolen work
+            reply = await JobClient(c.host).steal(b.host.peer_id, 2, 2, ENGINE_ID, queued=0)
+            (grant,) = reply.grants  # from the cold end, at most half its surplus
+            assert len(grant.subtasks) == 2 and workers.queued() == 4 and reply.surplus == 3
 
             await fetch_from_any(c.host, [a.host.peer_id], job.manifest.module_sha256, c.manager.blobs)
             pushed, moved = [], []
@@ -65,6 +67,21 @@ async def test_stolen_work_is_stolen_again_through_the_owner(tmp_path: Path) -> 
             forged = await b.manager.executor.run(manifest, subtask)
             ack = await JobClient(b.host).push(a.host.peer_id, ResultPush(results=(PushedResult(claim=forged.envelope, output=forged.output, zlib=False),)))
             assert ack.acks[0].status in ("rejected", "late")
+
+
+async def test_an_idle_owner_gets_its_replicas_back_from_a_thief(tmp_path: Path) -> None:
+    with Sandbox(slots=1) as sandbox:
+        async with side(tmp_path / "a", sandbox) as a, side(tmp_path / "b", sandbox) as b:
+            one = JobOptions(limits=OPTIONS.limits, replication=Replication(1, 1, 1))
+            job = a.manager.submit(TASK, INPUTS, one, now_ms=now_ms())
+            await b.host.dial(a.host.peer_id, a.host.listen_addrs)
+            victim = PeerView(a.host.peer_id, surplus=len(INPUTS), rtt_ms=None, rank=0, engine=ENGINE_ID)
+            workers = Workers(b.host, b.manager, 1, lambda: [victim], lambda idle: None)
+            serve_jobs(b.host, b.manager, resteal=workers.resteal)
+            assert await workers.steal_from(a.host.peer_id, 8) == 8 and job.owner.surplus() == 0
+            reply = await JobClient(a.host).steal(b.host.peer_id, 8, 1, ENGINE_ID, queued=0)
+            assert reply.grants == ()  # nothing to run as a thief: the replicas went back to its own deque
+            assert job.owner.surplus() == 4 and workers.queued() == 4 and job.refusals == {}
 
 
 async def test_an_untrusting_node_refuses_and_the_owner_hears_why(tmp_path: Path) -> None:
