@@ -129,10 +129,11 @@ def progress_line(status: dict[str, Any], elapsed: float, width: int = 24) -> st
     filled = round(width * done / total)
     rate = done / elapsed if elapsed > 0 else 0.0
     eta = f"ETA {(total - done) / rate:.0f} s" if rate and done < total else "ETA -"
+    peers = status.get("peers_working", 0)
     return (
         f"[{'#' * filled}{'.' * (width - filled)}] {done}/{status['total']}  verified {status['verified']}, "
         f"failed {status['failed']}, disputed {status['disputed']} | {status['running']} running on "
-        f"{status.get('peers_working', 0)} peers | {rate:.1f}/s {eta}"
+        f"{peers} peer{'' if peers == 1 else 's'} | {rate:.1f}/s {eta}"
     )
 
 
@@ -155,7 +156,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         else:
             wait = "  (waiting for peers)" if s.get("waiting_for_peers") else ""
             print(f"{s['job_id']}  {s['state']:8}  {s['verified']}/{s['total']} verified, {s['failed']} failed, "
-                  f"{s['disputed']} disputed, {s['running']} running on {s.get('peers_working', 0)} peers{wait}")  # fmt: skip
+                  f"{s['disputed']} disputed, {s['running']} running{wait}")  # fmt: skip
             for peer, reason in s.get("refusals", {}).items():
                 print(f"  refused by {peer}: {reason}")
     return 0

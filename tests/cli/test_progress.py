@@ -12,6 +12,7 @@ def test_the_progress_line_shows_every_count_the_rate_and_the_eta() -> None:
     assert "verified 40, failed 5, disputed 5" in line
     assert "6 running on 3 peers" in line
     assert line.endswith("5.0/s ETA 10 s")
+    assert "on 1 peer |" in progress_line({**status, "peers_working": 1}, elapsed=10.0)
 
 
 def test_no_eta_before_anything_is_decided_or_once_everything_is() -> None:
