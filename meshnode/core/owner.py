@@ -50,7 +50,8 @@ replicas back with ``ReleaseReplicas`` (no attempt is counted).
 started to the new thief only through the owner (``TransferReplicas``): the
 owner moves the lease and the binding - the old holder never ran the replica,
 so it is unbound from it, and the new one must not be bound to another replica
-of that subtask - and answers which replicas moved. Nothing is ever in two
+of that subtask - and answers which replicas moved. Until the new holder renews
+a moved replica, a lapse of its lease counts against the old holder. Nothing is ever in two
 hands, and a claim is still accepted only from the node bound to its replica.
 
 *Cancel*: ``cancel`` drops every queued replica and revokes every lease; the
@@ -93,6 +94,7 @@ class _Slot:
     state: Literal["queued", "leased", "reported", "dropped"] = "queued"
     holder: PeerId | None = None
     expires: float = 0.0
+    via: PeerId | None = None  # who handed it to the holder, until the holder renews it
 
 
 @dataclass(slots=True)
@@ -246,7 +248,7 @@ class JobOwner:
                 continue  # not the holder's to give, or the new thief runs another replica of this subtask
             del sub.bound[e.holder]  # it gives the replica up unrun: it may take another of this subtask later
             sub.bound[e.to] = ref.replica
-            self._subtasks[ref.index].slots[ref.replica] = _Slot("leased", e.to, expires)
+            self._subtasks[ref.index].slots[ref.replica] = _Slot("leased", e.to, expires, via=e.holder)
             moved.append(ref)
         return [Transferred(e.holder, e.to, tuple(moved), expires)]
 
@@ -255,6 +257,7 @@ class JobOwner:
         for ref in refs:
             if self._holder(ref) == holder:
                 self._slot(ref).expires = expires
+                self._slot(ref).via = None  # it has the replica: from now on, a lapse is its own
                 renewed.append(ref)
             elif self._state(ref) == "queued" and self._subtasks[ref.index].bound.get(holder) == ref.replica:
                 # its lease lapsed but nobody has taken the replica over: it is still working, let it finish
@@ -313,6 +316,9 @@ class JobOwner:
             holder = self._holder(ref)
             if holder is None:
                 continue  # dropped by a verdict reached earlier in this loop
+            # a replica handed over and never renewed by its new holder is lost by the one that handed it:
+            # a thief cannot frame another node by transferring work it never asked for
+            holder = self._slot(ref).via or holder
             self._requeue(ref)
             lost = self._subtasks[ref.index].lost
             lost.pop(holder, None)  # re-insert: the latest loss is the last entry

@@ -300,6 +300,16 @@ def test_a_verdict_from_the_journal_settles_a_subtask_the_snapshot_had_not_decid
     assert restored.settle(1, decided.outcome) == []
 
 
+def test_a_transfer_the_new_holder_never_confirms_is_lost_by_the_old_one() -> None:
+    """A thief cannot frame another node by handing it work it never asked for."""
+    job = new_job(n=2)
+    job.handle(StealRequest(H1, 2, 1, 0.0))  # H1 holds (1, 1) and (0, 1)
+    job.handle(TransferReplicas(H1, H2, (R(0, 1), R(1, 1)), 1.0))
+    job.handle(RenewLeases(H2, (R(1, 1),), 2.0))  # H2 confirms one of them
+    lost = of(job.handle(Tick(100.0)), ReplicaLost)
+    assert lost == [ReplicaLost(H1, R(0, 1), LEASE_LAPSED), ReplicaLost(H2, R(1, 1), LEASE_LAPSED)]
+
+
 def test_cancel_drops_the_queue_and_revokes_every_lease() -> None:
     job = new_job(n=3)
     job.handle(StealRequest(H1, 2, 1, 0.0))
