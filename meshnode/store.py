@@ -245,9 +245,6 @@ class Store:
 
     # --- executor: outbox and result cache -------------------------------------------------
 
-    def outbox_put(self, entry: OutboxEntry) -> None:
-        self.record_runs([], [entry])
-
     def record_runs(self, cached: list[tuple[bytes, bytes, str, CachedResult]], outbox: list[OutboxEntry]) -> None:
         """What an executor keeps after running a batch, in one transaction: the result
         cache entries ``(module, input hash, engine, result)`` and the outbox entries."""
@@ -276,9 +273,6 @@ class Store:
                 (next_try, job_id, index, replica),
             )
 
-    def outbox_ack(self, job_id: bytes, index: int, replica: int) -> None:
-        self.outbox_ack_many([(job_id, index, replica)])
-
     def outbox_ack_many(self, keys: list[tuple[bytes, int, int]]) -> None:
         """Forget acknowledged results: ``(job_id, index, replica)`` each, one transaction."""
         with self._tx() as db:
@@ -287,14 +281,6 @@ class Store:
     def outbox_size(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-
-    def cache_get(self, module: bytes, input_sha256: bytes, engine: str) -> CachedResult | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT status, output, fuel, message FROM result_cache WHERE module = ? AND input = ? AND engine = ?",
-                (module, input_sha256, engine),
-            ).fetchone()
-        return None if row is None else CachedResult(*row)
 
     def cache_get_many(self, module: bytes, input_sha256s: list[bytes], engine: str) -> dict[bytes, CachedResult]:
         """The cached results among ``input_sha256s``, by input hash."""
@@ -308,11 +294,6 @@ class Store:
                 if row is not None:
                     found[digest] = CachedResult(*row)
         return found
-
-    def cache_put(self, module: bytes, input_sha256: bytes, engine: str, result: CachedResult) -> None:
-        self.record_runs([(module, input_sha256, engine, result)], [])
-
-    # --- other node state (reputation) ----------------------------------------------------------
 
     def save_state(self, name: str, value: dict[str, Any]) -> None:
         """Keep a plain dict (e.g. ``Reputation.to_dict()``) under ``name``."""

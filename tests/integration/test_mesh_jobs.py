@@ -134,8 +134,8 @@ def corrupt_some_outputs(node: MeshNode) -> list[int]:
                 output = r.output[:-1] + bytes([r.output[-1] ^ 1])
                 claim = dataclasses.replace(r.claim, output_sha256=hashlib.sha256(output).digest())
                 envelope = wire.sign(claim, node.identity.signing_key)
-                node.jobs.store.outbox_put(OutboxEntry(claim.job_id, claim.index, claim.replica,
-                                                       str(manifest.owner), envelope, output, 0, 0.0))  # fmt: skip
+                entry = OutboxEntry(claim.job_id, claim.index, claim.replica, str(manifest.owner), envelope, output, 0, 0.0)
+                node.jobs.store.record_runs([], [entry])
                 r = dataclasses.replace(r, claim=claim, envelope=envelope, output=output)
                 corrupted.append(claim.index)
             out.append(r)

@@ -46,24 +46,24 @@ def test_a_jobs_small_inputs_are_journalled_with_it(tmp_path: Path) -> None:
 def test_outbox_retries_and_acks(tmp_path: Path) -> None:
     with Store.open(tmp_path / "node.db") as store:
         entry = OutboxEntry(b"J" * 16, 3, 1, "12D3KooWowner", b"claim", b"output", 0, next_try=10.0)
-        store.outbox_put(entry)
+        store.record_runs([], [entry])
         assert store.outbox_due(now=5.0) == []
         assert store.outbox_due(now=10.0) == [entry]
         store.outbox_retry_later(b"J" * 16, 3, 1, next_try=20.0)
         assert store.outbox_due(now=15.0) == []
         (again,) = store.outbox_due(now=20.0)
         assert again.attempts == 1
-        store.outbox_ack(b"J" * 16, 3, 1)
+        store.outbox_ack_many([(b"J" * 16, 3, 1), (b"K" * 16, 0, 0)])  # an unknown key is no error
         assert store.outbox_size() == 0
 
 
 def test_result_cache_is_keyed_by_module_input_and_engine(tmp_path: Path) -> None:
     with Store.open(tmp_path / "node.db") as store:
         result = CachedResult("ok", b"42", 1234, "")
-        store.cache_put(b"m" * 32, b"i" * 32, "wasmtime-50/x86_64", result)
-        assert store.cache_get(b"m" * 32, b"i" * 32, "wasmtime-50/x86_64") == result
-        assert store.cache_get(b"m" * 32, b"i" * 32, "wasmtime-50/aarch64") is None
-        assert store.cache_get(b"m" * 32, b"x" * 32, "wasmtime-50/x86_64") is None
+        store.record_runs([(b"m" * 32, b"i" * 32, "wasmtime-50/x86_64", result)], [])
+        assert store.cache_get_many(b"m" * 32, [b"i" * 32, b"x" * 32], "wasmtime-50/x86_64") == {b"i" * 32: result}
+        assert store.cache_get_many(b"m" * 32, [b"i" * 32], "wasmtime-50/aarch64") == {}
+        assert store.cache_get_many(b"n" * 32, [b"i" * 32], "wasmtime-50/x86_64") == {}
 
 
 def test_a_file_that_is_not_a_database_is_an_error(tmp_path: Path) -> None:
