@@ -26,6 +26,7 @@ from .blobs import BlobStore
 from .core import wire
 from .core.manifest import JobManifest, Subtask, verify_subtask
 from .core.outcome import TaskError, TaskOutcome
+from .core.peer_id import PeerId
 from .core.result import ResultClaim
 from .errors import MeshError, SandboxError, WireError
 from .identity import Identity
@@ -81,14 +82,12 @@ class Executor:
         self.runs = 0
         self._manifests: OrderedDict[bytes, JobManifest] = OrderedDict()  # verified envelopes, by hash
 
-    def open_manifest(self, envelope: bytes, now_ms: int) -> JobManifest:
-        """The owner's signed manifest, if this node will run its work now.
-
-        A verified envelope is remembered (by hash), so a batch costs one
-        signature check, not one per subtask; trust and expiry are checked every time.
+    def verified_manifest(self, envelope: bytes) -> JobManifest:
+        """The manifest in an envelope its owner signed. A verified envelope is remembered (by hash),
+        so a grant and its batches cost one signature check, not one per subtask.
 
         Raises:
-            RefusedWork: a bad signature, an untrusted owner, an expired job, the module missing.
+            RefusedWork: not a manifest signed by the owner it names.
         """
         key = hashlib.sha256(envelope).digest()
         manifest = self._manifests.get(key)
@@ -100,8 +99,21 @@ class Executor:
             self._manifests[key] = manifest
             if len(self._manifests) > MANIFEST_CACHE_SIZE:
                 self._manifests.popitem(last=False)
-        if not self.trust.trusts(manifest.owner):
-            raise RefusedWork(f"this node does not run jobs for {manifest.owner} (its --trust list)")
+        return manifest
+
+    def check_owner(self, owner: PeerId) -> None:
+        """Raises RefusedWork when this node's trust policy excludes ``owner``."""
+        if not self.trust.trusts(owner):
+            raise RefusedWork(f"this node does not run jobs for {owner} (its --trust list)")
+
+    def open_manifest(self, envelope: bytes, now_ms: int) -> JobManifest:
+        """The owner's signed manifest, if this node will run its work now.
+
+        Raises:
+            RefusedWork: a bad signature, an untrusted owner, an expired job, the module missing.
+        """
+        manifest = self.verified_manifest(envelope)
+        self.check_owner(manifest.owner)
         if manifest.expired(now_ms):
             raise RefusedWork("the job has expired")
         if not self.blobs.has(manifest.module_sha256):

@@ -114,7 +114,7 @@ class Workers:
         self._backoff: dict[PeerId, float] = {}  # victims left alone until then (monotonic)
         self._own_backoff: dict[bytes, float] = {}  # own jobs whose subtasks failed to start here
         self._request_id = 0
-        self._seconds_per_subtask: float | None = None  # of stolen work, last chunk
+        self._seconds_per_subtask: float | None = None  # of stolen work, smoothed over chunks
         self._work = trio.Event()  # something to run appeared
         self._hungry = trio.Event()  # a slot found nothing to run
         self._new_leases = trio.Event()  # a job's first grant arrived
@@ -155,10 +155,6 @@ class Workers:
     def surplus(self) -> int:
         """Stolen replicas this node could give a starving peer: all it holds beyond one per slot."""
         return max(0, self.queued() - self.slots)
-
-    @property
-    def busy(self) -> int:
-        return self._busy
 
     # --- slots ----------------------------------------------------------------------------------
 
@@ -252,7 +248,7 @@ class Workers:
             try:
                 results = await self.executor.run_batch(batch.manifest, batch.subtasks)
             except RefusedWork as exc:  # a blob vanished from our store since the check
-                await self._refuse(job, [items[p][0] for p in range(len(items))], exc.reason)
+                await self._refuse(job, [ReplicaRef(s.index, s.replica) for s in batch.subtasks], exc.reason)
                 return
             assert self._nursery is not None
             self._nursery.start_soon(self._push, job, results)
@@ -269,17 +265,24 @@ class Workers:
     # --- results --------------------------------------------------------------------------------
 
     async def _push(self, job: StolenJob, results: list[SignedResult]) -> None:
-        for batch in _by_size(results):
-            pushed = tuple(pushed_result(r.envelope, r.output) for r in batch)
+        acked = await self._deliver(job.owner, [pushed_result(r.envelope, r.output) for r in results])
+        job.held.difference_update(ReplicaRef(index, replica) for _, index, replica in acked)
+        self._forget_if_done(job)
+
+    async def _deliver(self, owner: PeerId, pushed: list[PushedResult]) -> list[tuple[bytes, int, int]]:
+        """Push results to their owner in messages of a bounded size; forget from the outbox what it
+        acknowledged (any answer ends the retries) and return those (job ID, index, replica)."""
+        acked: list[tuple[bytes, int, int]] = []
+        for batch in _by_size(pushed):
             try:
-                ack = await self.client.push(job.owner, ResultPush(results=pushed))
+                ack = await self.client.push(owner, ResultPush(results=tuple(batch)))
             except (PeerUnavailableError, WireError) as exc:
-                log.debug("results to %s wait in the outbox: %s", job.owner, exc)
-                return
+                log.debug("results to %s wait in the outbox: %s", owner, exc)
+                break
             keys = [(a.job_id, a.index, a.replica) for a in ack.acks]
             await trio.to_thread.run_sync(self.manager.store.outbox_ack_many, keys)
-            job.held.difference_update(ReplicaRef(a.index, a.replica) for a in ack.acks)
-        self._forget_if_done(job)
+            acked += keys
+        return acked
 
     def _forget_if_done(self, job: StolenJob) -> None:
         if not job.queued and not job.held and self._stolen.get(job.manifest.job_id) is job:
@@ -297,14 +300,8 @@ class Workers:
                 by_owner.setdefault(e.owner, []).append(pushed_result(e.claim, e.output))
             for owner_text, pushed in by_owner.items():
                 owner = PeerId.from_base58(owner_text)
-                if owner == self.manager.identity.peer_id or not self.host.is_connected(owner):
-                    continue
-                try:
-                    ack = await self.client.push(owner, ResultPush(results=tuple(pushed)))
-                except (PeerUnavailableError, WireError) as exc:
-                    log.debug("outbox to %s: %s", owner, exc)
-                    continue
-                await trio.to_thread.run_sync(store.outbox_ack_many, [(a.job_id, a.index, a.replica) for a in ack.acks])
+                if owner != self.manager.identity.peer_id and self.host.is_connected(owner):
+                    await self._deliver(owner, pushed)
 
     async def _renewer(self) -> None:
         while True:
@@ -376,12 +373,12 @@ class Workers:
     async def _accept(self, victim: PeerId, grant: JobGrant, lease_s: float) -> None:
         """Queue a granted batch, once its manifest is opened and its module is here."""
         try:
-            manifest = wire.open_self_signed(grant.manifest, JobManifest, "owner")
+            manifest = self.executor.verified_manifest(grant.manifest)
             items = []
             for data in grant.subtasks:
                 s = wire.decode(data, Subtask)
                 items.append((ReplicaRef(s.index, s.replica), data))
-        except WireError as exc:  # the leases lapse at the owner, if there is one
+        except (RefusedWork, WireError) as exc:  # the leases lapse at the owner, if there is one
             log.warning("dropped a malformed grant from %s: %s", victim, exc)
             self.dropped["bad_grant"] += 1
             self._backoff[victim] = time.monotonic() + REFUSAL_BACKOFF
@@ -391,8 +388,10 @@ class Workers:
             job = self._stolen[manifest.job_id] = StolenJob(manifest.owner, grant.manifest, manifest, lease_s)
             self._new_leases.set()
         job.held.update(ref for ref, _ in items)
-        if not self.executor.trust.trusts(manifest.owner):
-            await self._refuse(job, [ref for ref, _ in items], f"this node does not run jobs for {manifest.owner} (its --trust list)")
+        try:  # before fetching anything for it
+            self.executor.check_owner(manifest.owner)
+        except RefusedWork as exc:
+            await self._refuse(job, [ref for ref, _ in items], exc.reason)
             self._backoff[victim] = time.monotonic() + REFUSAL_BACKOFF
             self._forget_if_done(job)
             return
@@ -446,9 +445,9 @@ class Workers:
         self._forget_if_done(job)
 
 
-def _by_size(results: list[SignedResult]) -> Iterator[list[SignedResult]]:
+def _by_size(results: list[PushedResult]) -> Iterator[list[PushedResult]]:
     """Split results into messages of at most ``PUSH_BYTES`` of outputs (and the protocol's batch limit)."""
-    batch: list[SignedResult] = []
+    batch: list[PushedResult] = []
     size = 0
     for r in results:
         n = len(r.output or b"")
