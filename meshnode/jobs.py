@@ -170,9 +170,8 @@ class RunningJob:
     async def cancel(self) -> None:
         """Stop the job: no more work is handed out, and results still coming are ignored."""
         if not self.owner.finished:
-            self.owner.cancel()
-            snapshot = self.manager.snapshot(self)
-            await trio.to_thread.run_sync(self.manager.store.save_snapshot, self.job_id, snapshot, "cancelled")
+            self.owner.cancel()  # only running jobs are restored: the state is all that changes
+            await trio.to_thread.run_sync(self.manager.store.save_snapshot, self.job_id, None, "cancelled")
             self.cancelled = True
             self.notify()
 

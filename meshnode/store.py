@@ -191,13 +191,18 @@ class Store:
             )
 
     def save_snapshot(self, job_id: bytes, snapshot: dict[str, Any] | None, state: str = "running") -> None:
-        """Save the job's state, and the owner's snapshot unless it is None (then it stays as it was)."""
+        """Save the job's state, and the owner's snapshot unless it is None (then it stays as it was).
+
+        A job that ended (finished, cancelled) stays ended: journal writes run in worker
+        threads, and a "running" snapshot that lands after the end must not revive the job.
+        """
+        only_running = " AND state = 'running'" if state == "running" else ""
         with self._tx() as db:
             if snapshot is None:
-                db.execute("UPDATE jobs SET state = ?, updated = ? WHERE job_id = ?", (state, time.time(), job_id))
+                db.execute(f"UPDATE jobs SET state = ?, updated = ? WHERE job_id = ?{only_running}", (state, time.time(), job_id))
             else:
                 db.execute(
-                    "UPDATE jobs SET snapshot = ?, state = ?, updated = ? WHERE job_id = ?",
+                    f"UPDATE jobs SET snapshot = ?, state = ?, updated = ? WHERE job_id = ?{only_running}",
                     (cbor2.dumps(snapshot), state, time.time(), job_id),
                 )
 

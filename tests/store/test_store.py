@@ -35,6 +35,15 @@ def test_jobs_outputs_and_snapshots_survive_a_reopen(tmp_path: Path) -> None:
         assert store.integrity_ok()
 
 
+def test_an_ended_job_is_not_revived_by_a_running_snapshot_that_lands_late(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "node.db") as store:
+        store.add_job(b"J" * 16, b"m", {"n": 1})
+        store.save_snapshot(b"J" * 16, None, "cancelled")
+        store.save_snapshot(b"J" * 16, {"n": 2}, "running")
+        (job,) = store.jobs()
+        assert job.state == "cancelled" and job.snapshot == {"n": 1}
+
+
 def test_a_jobs_small_inputs_are_journalled_with_it(tmp_path: Path) -> None:
     with Store.open(tmp_path / "node.db") as store:
         store.add_job(b"J" * 16, b"m", {"n": 3}, inputs=[(0, b"zero"), (2, b"two")])
