@@ -364,7 +364,7 @@ class JobManager:
             elif isinstance(instruction, ReplicaLost):
                 ref, why = instruction.replica, instruction.reason.replace("_", " ")
                 log.info("job %s: %s lost replica %d.%d (%s)", job.job_id.hex()[:12], instruction.holder, ref.index, ref.replica, why)
-                if instruction.holder != self.identity.peer_id:
+                if instruction.credible and instruction.holder != self.identity.peer_id:
                     self.reputation.record_failure(instruction.holder)
         now = time.monotonic()
         if finished:  # only running jobs are ever restored: the state is all that changes

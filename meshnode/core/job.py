@@ -156,11 +156,17 @@ class Ack:
 
 @dataclass(frozen=True, slots=True)
 class ReplicaLost:
-    """``holder`` took a replica and did not answer: a failure for its reputation."""
+    """``holder`` took a replica and did not answer: a failure for its reputation, if ``credible``.
+
+    A replica handed from one thief to another and never renewed by the new holder is
+    not credible: either side may be lying about it, so neither's reputation pays; the
+    attempt is counted against the node that handed it over.
+    """
 
     holder: PeerId
     replica: ReplicaRef
     reason: str  # LEASE_LAPSED or PEER_GONE
+    credible: bool = True
 
 
 @dataclass(frozen=True, slots=True)

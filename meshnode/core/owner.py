@@ -51,7 +51,8 @@ started to the new thief only through the owner (``TransferReplicas``): the
 owner moves the lease and the binding - the old holder never ran the replica,
 so it is unbound from it, and the new one must not be bound to another replica
 of that subtask - and answers which replicas moved. Until the new holder renews
-a moved replica, a lapse of its lease counts against the old holder. Nothing is ever in two
+a moved replica, a lapse of its lease is the old holder's attempt, and nobody's
+failure: either thief could be framing the other. Nothing is ever in two
 hands, and a claim is still accepted only from the node bound to its replica.
 
 *Cancel*: ``cancel`` drops every queued replica and revokes every lease; the
@@ -316,14 +317,15 @@ class JobOwner:
             holder = self._holder(ref)
             if holder is None:
                 continue  # dropped by a verdict reached earlier in this loop
-            # a replica handed over and never renewed by its new holder is lost by the one that handed it:
-            # a thief cannot frame another node by transferring work it never asked for
-            holder = self._slot(ref).via or holder
+            # a replica handed over and never renewed by its new holder: the attempt is the old
+            # holder's, and nobody's reputation pays (either could be framing the other)
+            via = self._slot(ref).via
+            holder = via or holder
             self._requeue(ref)
             lost = self._subtasks[ref.index].lost
             lost.pop(holder, None)  # re-insert: the latest loss is the last entry
             lost[holder] = reason
-            out += [ReplicaLost(holder, ref, reason), *self._setback(ref.index, 0)]
+            out += [ReplicaLost(holder, ref, reason, credible=via is None), *self._setback(ref.index, 0)]
         return out
 
     def _decide(self, index: int, outcome: Outcome) -> list[Instruction]:
