@@ -130,8 +130,9 @@ class Executor:
         manifest = self.open_manifest(manifest_envelope, now_ms)
         return manifest, self._check_subtask(manifest, subtask_bytes)
 
-    def check_batch(self, manifest_envelope: bytes, subtasks: Sequence[bytes], now_ms: int) -> CheckedBatch:
-        """``check`` for a batch of one job's subtasks: the good ones, and a reason for each bad one.
+    def check_batch(self, manifest_envelope: bytes, subtasks: Sequence[bytes | Subtask], now_ms: int) -> CheckedBatch:
+        """``check`` for a batch of one job's subtasks (encoded, or decoded already): the good ones,
+        and a reason for each bad one.
 
         Raises:
             RefusedWork: the manifest itself is refused (so is every subtask).
@@ -145,9 +146,10 @@ class Executor:
                 batch.refused.append((position, exc.reason))
         return batch
 
-    def _check_subtask(self, manifest: JobManifest, subtask_bytes: bytes) -> Subtask:
+    def _check_subtask(self, manifest: JobManifest, subtask: bytes | Subtask) -> Subtask:
         try:
-            subtask = wire.decode(subtask_bytes, Subtask)
+            if isinstance(subtask, bytes):
+                subtask = wire.decode(subtask, Subtask)
             verify_subtask(manifest, subtask)
         except WireError as exc:
             raise RefusedWork(f"invalid work: {exc}") from None

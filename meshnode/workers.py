@@ -80,7 +80,7 @@ class StolenJob:
     envelope: bytes  # the owner's signed manifest
     manifest: JobManifest
     lease_s: float
-    queued: deque[tuple[ReplicaRef, bytes]] = field(default_factory=deque)  # not started, oldest first
+    queued: deque[tuple[ReplicaRef, Subtask]] = field(default_factory=deque)  # not started, oldest first
     held: set[ReplicaRef] = field(default_factory=set)  # queued, running, or waiting for the owner's ack
 
 
@@ -223,15 +223,14 @@ class Workers:
                 return True
         return False
 
-    async def _run_items(self, job: StolenJob, items: list[tuple[ReplicaRef, bytes]]) -> None:
+    async def _run_items(self, job: StolenJob, items: list[tuple[ReplicaRef, Subtask]]) -> None:
         now_ms = time.time_ns() // 1_000_000
         try:
-            batch = self.executor.check_batch(job.envelope, [b for _, b in items], now_ms)
+            batch = self.executor.check_batch(job.envelope, [s for _, s in items], now_ms)
             missing = [p for p, reason in batch.refused if reason == INPUT_MISSING]
             if missing:  # inputs too large to travel inline: fetch them by hash, then check again
                 for p in missing:
-                    digest = wire.decode(items[p][1], Subtask).input_sha256
-                    await fetch_from_any(self.host, [job.owner], digest, self.manager.blobs)
+                    await fetch_from_any(self.host, [job.owner], items[p][1].input_sha256, self.manager.blobs)
                 retried = self.executor.check_batch(job.envelope, [items[p][1] for p in missing], now_ms)
                 batch.subtasks += retried.subtasks
                 batch.refused = [r for r in batch.refused if r[0] not in missing]
@@ -376,8 +375,8 @@ class Workers:
             manifest = self.executor.verified_manifest(grant.manifest)
             items = []
             for data in grant.subtasks:
-                s = wire.decode(data, Subtask)
-                items.append((ReplicaRef(s.index, s.replica), data))
+                s = wire.decode(data, Subtask)  # checked against the manifest when it runs
+                items.append((ReplicaRef(s.index, s.replica), s))
         except (RefusedWork, WireError) as exc:  # the leases lapse at the owner, if there is one
             log.warning("dropped a malformed grant from %s: %s", victim, exc)
             self.dropped["bad_grant"] += 1
@@ -430,7 +429,7 @@ class Workers:
         if not moved or reply is None:
             return None
         donor.held.difference_update(moved)
-        subtasks = tuple(data for ref, data in reversed(items) if ref in moved)
+        subtasks = tuple(wire.encode(s) for ref, s in reversed(items) if ref in moved)  # canonical: the bytes we got
         log.debug("handed %d replicas of job %s to %s", len(moved), donor.manifest.job_id.hex()[:12], thief)
         return StealReply(request_id=ask.request_id, grants=(JobGrant(manifest=donor.envelope, subtasks=subtasks),),
                           lease_ms=reply.lease_ms, refused="", surplus=self.surplus())  # fmt: skip
