@@ -117,13 +117,6 @@ class MeshNode:
         return self._host
 
     @property
-    def workers(self) -> Workers:
-        """The node's slots and its thief's side of stealing (while it runs)."""
-        if self._workers is None:
-            raise RuntimeError("the node is not running")
-        return self._workers
-
-    @property
     def dial_addrs(self) -> list[str]:
         return self.host.dial_addrs()
 
