@@ -20,6 +20,7 @@ from .errors import BuildError as BuildError
 from .errors import ConfigError as ConfigError
 from .errors import IdentityError as IdentityError
 from .errors import InputError as InputError
+from .errors import JournalError as JournalError
 from .errors import MeshError as MeshError
 from .errors import PeerUnavailableError as PeerUnavailableError
 from .errors import SandboxError as SandboxError
@@ -46,6 +47,7 @@ __all__ = [
     "JobManifest",
     "JobOptions",
     "JobResult",
+    "JournalError",
     "MeshError",
     "MeshNode",
     "NodeConfig",

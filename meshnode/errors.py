@@ -15,6 +15,7 @@ __all__ = [
     "ConfigError",
     "IdentityError",
     "InputError",
+    "JournalError",
     "MeshError",
     "PeerUnavailableError",
     "SandboxError",
@@ -76,6 +77,23 @@ class SandboxError(MeshError):
     def __init__(self, error: TaskError) -> None:
         super().__init__(f"{error.code}: {error.message}")
         self.error = error
+
+
+class JournalError(MeshError):
+    """The node's journal (its SQLite file) cannot be read or written.
+
+    ``kind`` says why: ``"full"`` (the disk or its quota is full), ``"io"`` (the
+    operating system failed a read or write), ``"damaged"`` (the file is not a
+    journal, is truncated or corrupt, or is missing although the data dir has
+    jobs' files), or ``"newer"`` (a newer meshnode wrote it). The message is one
+    line naming the file, with what to do. A running node treats ``full`` and
+    ``io`` as passing: it pauses what needs the journal and retries; at start,
+    ``damaged`` and ``newer`` stop the node before anything is changed.
+    """
+
+    def __init__(self, message: str, kind: str = "io") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class PeerUnavailableError(MeshError):

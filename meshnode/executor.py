@@ -28,7 +28,7 @@ from .core.manifest import JobManifest, Subtask, verify_subtask
 from .core.outcome import TaskError, TaskOutcome
 from .core.peer_id import PeerId
 from .core.result import ResultClaim
-from .errors import MeshError, SandboxError, WireError
+from .errors import JournalError, MeshError, SandboxError, WireError
 from .identity import Identity
 from .sandbox import ENGINE_ID, Sandbox, TaskModule
 from .store import CachedResult, OutboxEntry, Store
@@ -80,6 +80,7 @@ class Executor:
         self.trust = trust
         self.cache_hits = 0
         self.runs = 0
+        self.journal_problem = ""  # why the last results could not be journalled, or ""
         self._manifests: OrderedDict[bytes, JobManifest] = OrderedDict()  # verified envelopes, by hash
 
     def verified_manifest(self, envelope: bytes) -> JobManifest:
@@ -197,7 +198,11 @@ class Executor:
         if wasm is None or len(wasm) != manifest.module_size or len(inputs) != len(found):
             raise RefusedWork("the module or an input vanished from the blob store, or has the wrong size")
         module_sha = manifest.module_sha256
-        cached = self.store.cache_get_many(module_sha, [s.input_sha256 for s in subtasks], ENGINE_ID)
+        try:
+            cached = self.store.cache_get_many(module_sha, [s.input_sha256 for s in subtasks], ENGINE_ID)
+        except JournalError as exc:  # run them all: the cache only saves time
+            log.debug("result cache unreadable: %s", exc)
+            cached = {}
         to_run = [i for i, s in enumerate(subtasks) if s.input_sha256 not in cached]
         outcomes: dict[int, TaskOutcome] = {}
         if to_run:
@@ -233,5 +238,13 @@ class Executor:
             message = "" if outcome.error is None else outcome.error.message
             results.append(SignedResult(claim, envelope, outcome.output, hit is not None, message))
         if keep or entries:
-            self.store.record_runs(keep, entries)
+            try:
+                self.store.record_runs(keep, entries)
+            except JournalError as exc:
+                # The results are pushed all the same; without the outbox, one the owner
+                # never acknowledges is lost, its lease lapses and the owner hands it out again.
+                self.journal_problem = str(exc)
+                log.warning("results kept in memory only: %s", exc)
+            else:
+                self.journal_problem = ""
         return results

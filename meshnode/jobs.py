@@ -3,20 +3,32 @@
 Theory of operation: a job is a signed manifest, a Merkle commitment to its
 inputs, and a ``JobOwner`` state machine (core/owner.py). ``JobManager`` is the
 edge around them: it keeps the module and large inputs as blobs, and the job
-with its small inputs in the journal (store.py), so that after a crash
-``resume`` rebuilds each running job from its last snapshot, then takes every
-verdict journalled since as decided: nothing verified is run again. Each
-verdict is journalled the moment it is reached, before any executor hears its
-claim was accepted; the owner's snapshot is saved at most once a second (see
-SNAPSHOT_EVERY).
+with every input's hash and size, its small inputs and its Merkle tree in the
+journal (store.py). Inputs stream in: ``create`` journals them in batches as
+it reads them, so a million-subtask job never sits in memory.
+
+Journal first: each verdict is journalled the moment it is reached, before any
+executor hears its claim was accepted, and what a job reports as decided
+(``progress``, ``results``) is what the journal holds. The owner's snapshot -
+the work in flight, not the job - is saved at most once a second. After a
+crash ``resume`` rebuilds each running job from its last snapshot and every
+verdict the journal holds (``JobOwner.restore``): nothing journalled runs
+again, whatever restarted when.
+
+When the journal refuses a write (a full disk, an I/O error) the job that
+needed it is *paused*: it hands out no work and takes no claims, and the
+verdicts it had reached wait in memory; ``retry_journal`` writes them once the
+journal takes writes again, and the job carries on by itself. A job whose
+journal entry cannot be read is *damaged*: it is left alone (and listed, with
+what to do), while the node runs every other job.
 
 The node's own slots take replicas from its own jobs like any thief would (a
-``StealRequest`` from the node itself, served from the hot end of the deque),
-and run them through the ``Executor``. Peers take replicas through the steal
-protocol; a replica never goes to a node that already ran one of the same
-subtask, so a job asking for more distinct executors than the mesh has waits
-for peers. ``RunningJob`` is also the handle a trio program gets from
-``MeshNode.submit``: ``results()``, ``wait()``, ``cancel()``.
+``StealRequest`` from the node itself), and run them through the ``Executor``.
+Peers take replicas through the steal protocol; a replica never goes to a node
+that already ran one of the same subtask, so a job asking for more distinct
+executors than the mesh has waits for peers. ``RunningJob`` is also the handle
+a trio program gets from ``MeshNode.submit``: ``results()``, ``wait()``,
+``cancel()``.
 """
 
 from __future__ import annotations
@@ -25,28 +37,31 @@ import hashlib
 import logging
 import os
 import time
+from array import array
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import trio
 
 from .blobs import BlobStore
 from .core import wire
 from .core.job import (
-    ClaimReceived, Failed, Grant, Instruction, JobFinished, Outcome, Progress, ReleaseReplicas, RenewLeases, ReplicaLost, StealRequest, SubtaskDecided,
-)
-from .core.manifest import INLINE_INPUT_MAX, InputCommitment, JobManifest, Replication, TaskLimits
-from .core.owner import JobOwner
+    ClaimReceived, Failed, Grant, Instruction, JobFinished, Progress, ReleaseReplicas, RenewLeases, ReplicaLost,
+    ReplicaRef, StealRequest, SubtaskDecided,
+)  # fmt: skip
+from .core.manifest import INLINE_INPUT_MAX, JobManifest, Replication, Subtask, TaskLimits
+from .core.merkle import MerkleTree, leaf_hash, tree_levels
+from .core.owner import JobOwner, status_kind
 from .core.presence import next_seq
 from .core.reputation import Reputation
-from .core.peer_id import PeerId
 from .core.result import ResultClaim
-from .core.verify import Candidate, Disputed, Verified
-from .errors import MeshError
+from .core.verify import Disputed, Verified
+from .errors import JournalError, MeshError, WireError
 from .executor import Executor
 from .identity import Identity
-from .store import Store, VerifiedOutput
+from .store import InputRow, Store, VerifiedOutput
 
 __all__ = ["JobManager", "JobOptions", "JobResult", "RunningJob"]
 
@@ -55,14 +70,18 @@ Snapshot = tuple[dict[str, Any] | None, str]  # the owner's state (None: unchang
 log = logging.getLogger(__name__)
 
 WEEK_MS = 7 * 24 * 3600 * 1000
-# A snapshot costs time on the event loop in proportion to the job (about 25 us per
-# subtask), so it is saved at most every SNAPSHOT_EVERY seconds, and never more than
-# SNAPSHOT_SHARE of the time, while each verdict is journalled the moment it is reached.
-# After a crash, verdicts newer than the snapshot are settled from the journal; the
-# claims of undecided subtasks newer than it are asked for again (executors answer
-# from their result caches).
+# The snapshot holds the work in flight, so it is small, but it is still saved at
+# most every SNAPSHOT_EVERY seconds, and never more than SNAPSHOT_SHARE of the time:
+# each verdict is journalled the moment it is reached, and correctness needs no more.
 SNAPSHOT_EVERY = 1.0
 SNAPSHOT_SHARE = 0.02
+# Inputs are journalled this many at a time (or INGEST_BYTES, whichever comes
+# first) while a job comes in: bounded memory, and short transactions that let
+# the verdicts of running jobs through in between.
+INGEST_ROWS: Final = 8192
+INGEST_BYTES: Final = 16 << 20
+
+_KIND_NAMES: Final = ("", "verified", "failed", "disputed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +130,15 @@ class RunningJob:
 
     manifest: JobManifest
     envelope: bytes  # the signed manifest, as sent to executors
-    commitment: InputCommitment
+    tree: MerkleTree  # over the inputs: each subtask's proof
     owner: JobOwner
     manager: JobManager
     # candidate outputs by subtask and hash (ours and the ones executors pushed) until a verdict picks one
     outputs: dict[int, dict[bytes, bytes]] = field(default_factory=dict)
-    decided: list[int] = field(default_factory=list)  # subtask indices in the order they were decided
+    decided: array[int] = field(default_factory=lambda: array("q"))  # journalled verdicts' indices, in that order
+    journalled: Counter[str] = field(default_factory=Counter)  # journalled verdicts: verified, failed, disputed
+    unjournalled: list[VerifiedOutput] = field(default_factory=list)  # verdicts the journal refused, to write again
+    paused: str = ""  # why the job is paused (the journal refused a write), or ""
     refusals: dict[str, str] = field(default_factory=dict)  # peer -> why it refused this job's work
     messages: dict[int, str] = field(default_factory=dict)  # our own runs' failure messages, until decided
     request_id: int = 0
@@ -130,15 +152,15 @@ class RunningJob:
         return self.manifest.job_id
 
     def progress(self) -> Progress:
-        return self.owner.progress()
+        """The state machine's progress, with only journalled verdicts counted as decided."""
+        p = self.owner.progress()
+        j = self.journalled
+        return Progress(p.total, j["verified"], j["failed"], j["disputed"], p.running, p.queued, p.working)
 
     @property
     def done(self) -> bool:
         """Finished (every verdict journalled, not only reached) or cancelled."""
-        if self.cancelled:
-            return True
-        p = self.owner.progress()
-        return self.owner.finished and len(self.decided) == p.verified + p.failed + p.disputed
+        return self.cancelled or (self.owner.finished and len(self.decided) == self.owner.subtask_count)
 
     def notify(self) -> None:
         self.changed.set()
@@ -168,7 +190,11 @@ class RunningJob:
         return [JobResult.of(o) for o in self.manager.store.outputs(self.job_id)]
 
     async def cancel(self) -> None:
-        """Stop the job: no more work is handed out, and results still coming are ignored."""
+        """Stop the job: no more work is handed out, and results still coming are ignored.
+
+        Raises:
+            JournalError: the journal could not record it (the job stays stopped until the node restarts).
+        """
         if not self.owner.finished:
             self.owner.cancel()  # only running jobs are restored: the state is all that changes
             await trio.to_thread.run_sync(self.manager.store.save_snapshot, self.job_id, None, "cancelled")
@@ -186,6 +212,7 @@ class JobManager:
         self.executor = executor
         self.reputation = reputation
         self.jobs: dict[bytes, RunningJob] = {}
+        self.damaged: dict[bytes, str] = {}  # jobs whose journal entry cannot be used: why
 
     # --- creating and resuming ----------------------------------------------------------------
 
@@ -196,92 +223,151 @@ class JobManager:
         return job
 
     def create(self, module: bytes, inputs: Iterable[bytes], options: JobOptions, now_ms: int) -> RunningJob:
-        """Sign and journal a job without starting it: the slow part of ``submit`` (it hashes and stores
-        every input), safe to call from a worker thread. A crash after it returns resumes the job."""
+        """Sign and journal a job without starting it, reading ``inputs`` as they come.
+
+        The slow part of ``submit`` (it hashes and journals every input), made to run in
+        a worker thread. A crash before it returns leaves nothing behind (the half-written
+        job is dropped at the next start); a crash after it resumes the job.
+
+        Raises:
+            ValueError: no inputs.
+            TypeError: an input that is not bytes.
+            JournalError: the journal refused the job (a full disk, say).
+            Exception: whatever reading ``inputs`` raised.
+        """
+        job_id = os.urandom(16)
         module_sha256 = self.blobs.put(module)
-        digests: list[bytes] = []
-        sizes: list[int] = []
-        small: list[tuple[int, bytes]] = []
+        self.store.begin_job(job_id)
+        try:
+            count, leaves = self._ingest(job_id, inputs)
+            levels = tree_levels(leaves)
+            del leaves
+            tree = MerkleTree.from_levels(levels)
+            manifest = JobManifest(
+                job_id=job_id, owner=self.identity.peer_id, label=options.label[:200],
+                module_sha256=module_sha256, module_size=len(module), entry=options.entry, limits=options.limits,
+                nan_canonical=options.nan_canonical, replication=options.replication, subtask_count=count,
+                inputs_root=tree.root, created_ms=now_ms, expires_ms=now_ms + options.expires_in_ms,
+            )  # fmt: skip
+            envelope = wire.sign(manifest, self.identity.signing_key)
+            owner = JobOwner(
+                job_id, self.identity.peer_id, options.replication, count,
+                lease_seconds=options.lease_seconds, max_attempts=options.max_attempts,
+            )  # fmt: skip
+            self.store.finish_job(job_id, envelope, count, levels, owner.snapshot())
+        except BaseException:
+            try:
+                self.store.drop_job(job_id)
+            except JournalError:
+                pass  # dropped at the next start, with every job still ingesting
+            raise
+        job = RunningJob(manifest, envelope, tree, owner, self)
+        job.snapshot_at = time.monotonic()
+        return job
+
+    def _ingest(self, job_id: bytes, inputs: Iterable[bytes]) -> tuple[int, bytes]:
+        """Journal ``inputs`` in bounded batches; how many there were, and their Merkle leaves."""
+        leaves = bytearray()
+        batch: list[tuple[int, bytes, int, bytes | None]] = []
+        held = 0
+        count = 0
         for data in inputs:
             if not isinstance(data, bytes | bytearray | memoryview):
                 raise TypeError(f"every input must be bytes, not {type(data).__name__}")
             data = bytes(data)
-            if len(data) <= INLINE_INPUT_MAX:  # travels inline: kept in the journal, not a file of its own
-                digests.append(hashlib.sha256(data).digest())
-                small.append((len(sizes), data))
+            digest = hashlib.sha256(data).digest()
+            if len(data) > INLINE_INPUT_MAX:  # too large to travel inline: a blob of its own, fetched by hash
+                self.blobs.put(data)
+                batch.append((count, digest, len(data), None))
             else:
-                digests.append(self.blobs.put(data))
-            sizes.append(len(data))
-        if not digests:
+                batch.append((count, digest, len(data), data))
+                held += len(data)
+            leaves += leaf_hash(digest, len(data))
+            count += 1
+            if len(batch) >= INGEST_ROWS or held >= INGEST_BYTES:
+                self.store.add_inputs(job_id, batch)
+                batch, held = [], 0
+        if batch:
+            self.store.add_inputs(job_id, batch)
+        if not count:
             raise ValueError("a job needs at least one input")
-        commitment = InputCommitment.from_digests(digests, sizes)
-        manifest = JobManifest(
-            job_id=os.urandom(16), owner=self.identity.peer_id, label=options.label[:200],
-            module_sha256=module_sha256, module_size=len(module), entry=options.entry, limits=options.limits,
-            nan_canonical=options.nan_canonical, replication=options.replication, subtask_count=len(digests),
-            inputs_root=commitment.root, created_ms=now_ms, expires_ms=now_ms + options.expires_in_ms,
-        )  # fmt: skip
-        envelope = wire.sign(manifest, self.identity.signing_key)
-        owner = JobOwner(
-            manifest.job_id, self.identity.peer_id, options.replication, len(digests),
-            lease_seconds=options.lease_seconds, max_attempts=options.max_attempts,
-        )  # fmt: skip
-        job = RunningJob(manifest, envelope, commitment, owner, self)
-        self.store.add_job(manifest.job_id, envelope, self.snapshot(job), inputs=small)
-        job.snapshot_at = time.monotonic()
-        return job
+        return count, bytes(leaves)
 
     def start(self, job: RunningJob) -> None:
         self.jobs[job.job_id] = job
 
     def resume(self) -> list[RunningJob]:
-        """Rebuild every unfinished job from the journal (leased replicas go back to the deque)."""
+        """Rebuild every unfinished job from the journal; a job whose entry cannot be used is set aside."""
+        for job_id in self.store.drop_ingesting():
+            log.warning("dropped job %s: the node stopped while it was being submitted", job_id.hex())
         resumed = []
-        for saved in self.store.jobs("running"):
+        for row in self.store.jobs("running"):
             try:
-                manifest = wire.open_self_signed(saved.manifest, JobManifest, "owner")
-                assert saved.snapshot is not None
-                commitment = InputCommitment.from_digests(
-                    [bytes.fromhex(d) for d in saved.snapshot["inputs"]], saved.snapshot["sizes"]
-                )
-                owner = JobOwner.restore(saved.snapshot["owner"])
-            except Exception as exc:  # a journal entry we cannot use must not stop the node
-                log.error("cannot resume job %s: %s", saved.job_id.hex(), exc)
+                job = self._resume(row.job_id, row.manifest)
+            except (JournalError, ValueError, WireError) as exc:  # one bad row must not stop the node
+                if isinstance(exc, JournalError) and exc.kind != "damaged":
+                    raise
+                reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+                self.damaged[row.job_id] = reason
+                log.error("job %s is damaged and left alone: %s (its journalled results can still be read: "
+                          "meshnode results %s)", row.job_id.hex(), reason, row.job_id.hex())  # fmt: skip
                 continue
-            job = RunningJob(manifest, saved.manifest, commitment, owner, self)
-            for o in self.store.outputs(saved.job_id):
-                # verdicts reached after the last snapshot are in the journal: none is decided twice
-                owner.settle(o.index, _outcome_of(o))
-                job.decided.append(o.index)
-            if owner.finished:  # the last verdicts were journalled, the job's end was not
-                self.store.save_snapshot(job.job_id, self.snapshot(job), "finished")
-            self.jobs[manifest.job_id] = job
+            self.jobs[job.job_id] = job
             resumed.append(job)
         return resumed
 
-    def snapshot(self, job: RunningJob) -> dict[str, Any]:
-        return {
-            "owner": job.owner.snapshot(),
-            "inputs": [d.hex() for d in job.commitment.digests],
-            "sizes": list(job.commitment.sizes),
-        }
+    def _resume(self, job_id: bytes, envelope: bytes) -> RunningJob:
+        manifest = wire.open_self_signed(envelope, JobManifest, "owner")
+        if manifest.job_id != job_id or manifest.owner != self.identity.peer_id:
+            raise ValueError("its manifest is for another job or owner")
+        snapshot = self.store.snapshot(job_id)
+        if snapshot is None:
+            raise ValueError("it has no saved state")
+        tree = MerkleTree.from_levels(self.store.tree(job_id))
+        if tree.root != manifest.inputs_root or len(tree) != manifest.subtask_count:
+            raise ValueError("its input tree does not match its manifest")
+        verdicts = self.store.verdicts(job_id)
+        owner = JobOwner.restore(snapshot, verdicts)
+        if owner.job_id != job_id or owner.subtask_count != manifest.subtask_count:
+            raise ValueError("its saved state is for another job")
+        job = RunningJob(manifest, envelope, tree, owner, self)
+        job.decided.extend(index for index, _ in verdicts)
+        job.journalled.update(_KIND_NAMES[status_kind(status)] for _, status in verdicts)
+        if owner.finished:  # the last verdicts were journalled, the job's end was not
+            self.store.save_snapshot(job_id, None, "finished")
+        return job
 
     # --- running on our own slots -------------------------------------------------------------
 
-    def inline_inputs(self, job: RunningJob, indices: list[int]) -> dict[int, bytes]:
-        """The inputs small enough to travel inside their subtasks, by index (from the journal,
-        or from the blob store for jobs submitted before inputs were journalled)."""
-        small = [i for i in indices if job.commitment.sizes[i] <= INLINE_INPUT_MAX]
-        found = self.store.inputs(job.job_id, small)
-        for i in small:
-            if i not in found:
-                data = self.blobs.get(job.commitment.digests[i])
-                if data is not None:
-                    found[i] = data
-        return found
+    def subtasks(self, job: RunningJob, refs: Sequence[ReplicaRef], *, own: bool = False) -> list[Subtask]:
+        """The subtasks for ``refs``, as the journal holds their inputs.
+
+        For thieves (``own=False``) a large input travels by hash and every subtask
+        carries its Merkle proof; for the node's own slots (``own=True``) every input
+        is inline and there is no proof to build, since nobody checks it.
+
+        Raises:
+            JournalError: the journal cannot be read, or lacks an input.
+        """
+        rows = self.store.input_rows(job.job_id, [ref.index for ref in refs])
+        out = []
+        for ref in refs:
+            row = rows.get(ref.index)
+            if row is None:
+                raise JournalError(f"the journal lacks input {ref.index} of job {job.job_id.hex()}", "damaged")
+            data = row.data if row.data is not None or not own else self._blob_input(row)
+            proof = () if own else job.tree.proof(ref.index)
+            out.append(Subtask(job_id=job.job_id, index=ref.index, replica=ref.replica, input_sha256=row.sha256,
+                               input_size=row.size, input=data, proof=proof))  # fmt: skip
+        return out
+
+    def _blob_input(self, row: InputRow) -> bytes | None:
+        return self.blobs.get(row.sha256)
 
     def take(self, job: RunningJob, n: int, now: float) -> Grant | None:
-        """Ask the job for up to ``n`` replicas for this node's own slots."""
+        """Ask the job for up to ``n`` replicas for this node's own slots (none while it is paused)."""
+        if job.paused:
+            return None
         # request ids must keep growing across restarts: the job drops ids it has seen
         job.request_id = next_seq(job.request_id, _unix_ms())
         for instruction in job.owner.handle(StealRequest(self.identity.peer_id, n, job.request_id, now)):
@@ -304,10 +390,10 @@ class JobManager:
         problem: MeshError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(renew)
-            inputs = await trio.to_thread.run_sync(self.inline_inputs, job, [ref.index for ref in refs])
-            # our own subtasks are not checked against the manifest: no Merkle proofs to build
-            subtasks = [job.commitment.subtask(job.job_id, r.index, r.replica, inputs.get(r.index), proof=False) for r in refs]
             try:
+                subtasks = await trio.to_thread.run_sync(lambda: self.subtasks(job, refs, own=True))
+                if any(s.input is None for s in subtasks):
+                    raise JournalError(f"a large input of job {job.job_id.hex()} is missing from the blob store", "damaged")
                 # our own subtasks need no checking, and our own claims no signature: nobody else sees them
                 results = await self.executor.run_batch(job.manifest, subtasks, outbox=False, sign=False, cache=False)
             except MeshError as exc:  # caught here: a nursery would wrap it in an exception group
@@ -319,38 +405,54 @@ class JobManager:
         for r in results:
             if r.message:
                 job.messages[r.claim.index] = r.message
-        await self.receive_claims(job, [(r.claim, r.output) for r in results])
-
-    async def receive_claim(self, job: RunningJob, claim: ResultClaim, output: bytes | None) -> list[Instruction]:
-        return await self.receive_claims(job, [(claim, output)])
+        try:
+            await self.receive_claims(job, [(r.claim, r.output) for r in results])
+        except JournalError:
+            pass  # the job is paused; the verdicts wait for the journal (retry_journal)
 
     async def receive_claims(self, job: RunningJob, claims: Sequence[tuple[ResultClaim, bytes | None]]) -> list[Instruction]:
         """Feed signed claims (ours or a peer's) to the job; returns what the job said, Acks included.
 
         The caller has checked each claim's signature and that its output hashes
-        to ``claim.output_sha256``. The verdicts reached are journalled in one
-        transaction, in a worker thread, before this returns (and so before any
-        executor hears its claim was accepted).
+        to ``claim.output_sha256``, and that the job is not paused. The verdicts
+        reached are journalled in one transaction, in a worker thread, before this
+        returns (and so before any executor hears its claim was accepted).
+
+        Raises:
+            JournalError: the journal refused the verdicts: the job is paused, and
+                no claim of this call may be acknowledged (their executors push them
+                again later).
         """
         instructions: list[Instruction] = []
         barred = self.reputation.barred()
         now = time.monotonic()
         for claim, output in claims:
-            if output is not None and claim.output_sha256 is not None and job.owner.outcome(claim.index) is None:
+            if output is not None and claim.output_sha256 is not None and job.owner.is_open(claim.index):
                 job.outputs.setdefault(claim.index, {})[claim.output_sha256] = output
             instructions += job.owner.handle(ClaimReceived(claim, now, barred))
         decided, snapshot = self._consume(job, instructions)
-        if decided or snapshot is not None:
-            # outputs can be megabytes and a commit may checkpoint the WAL: not on the event loop
-            await trio.to_thread.run_sync(self._journal, job.job_id, decided, snapshot)
-        self._decided(job, decided, snapshot)
+        if job.paused:
+            self._hold(job, decided, None)
+        elif decided or snapshot is not None:
+            try:  # outputs can be megabytes and a commit may checkpoint the WAL: not on the event loop
+                await trio.to_thread.run_sync(self._journal, job.job_id, decided, snapshot)
+            except JournalError as exc:
+                self._hold(job, decided, exc)
+            self._written(job, decided)
         return instructions
 
     def apply(self, job: RunningJob, instructions: Sequence[object]) -> None:
         """Carry out what the job said (from a tick, a renewal, a departure): journal verdicts, feed reputation."""
         decided, snapshot = self._consume(job, instructions)
-        self._journal(job.job_id, decided, snapshot)
-        self._decided(job, decided, snapshot)
+        if job.paused:
+            self._hold(job, decided, None, raise_=False)
+        elif decided or snapshot is not None:
+            try:
+                self._journal(job.job_id, decided, snapshot)
+            except JournalError as exc:
+                self._hold(job, decided, exc, raise_=False)
+                return
+            self._written(job, decided)
 
     def _consume(self, job: RunningJob, instructions: Sequence[object]) -> tuple[list[VerifiedOutput], Snapshot | None]:
         """The verdicts to journal and the snapshot to save (if one is due), from the job's instructions."""
@@ -370,30 +472,88 @@ class JobManager:
         if finished:  # only running jobs are ever restored: the state is all that changes
             return decided, (None, "finished")
         if decided and now - job.snapshot_at >= max(SNAPSHOT_EVERY, job.snapshot_cost / SNAPSHOT_SHARE):
-            snapshot = self.snapshot(job)
+            snapshot = job.owner.snapshot()
             job.snapshot_at = time.monotonic()
             job.snapshot_cost = job.snapshot_at - now
             return decided, (snapshot, "running")
         return decided, None
 
     def _journal(self, job_id: bytes, decided: list[VerifiedOutput], snapshot: Snapshot | None) -> None:
+        """Write verdicts, then the snapshot (safe in a worker thread: it touches no job state).
+
+        Raises:
+            JournalError: the verdicts were not written.
+        """
         if decided:
             self.store.record_outputs(job_id, decided)
         if snapshot is not None:
-            self.store.save_snapshot(job_id, *snapshot)
+            try:
+                self.store.save_snapshot(job_id, *snapshot)
+            except JournalError as exc:  # the verdicts are in: the next snapshot will do
+                log.warning("job %s: its state was not saved: %s", job_id.hex()[:12], exc)
 
-    @staticmethod
-    def _decided(job: RunningJob, decided: list[VerifiedOutput], snapshot: Snapshot | None) -> None:
-        if decided:
-            job.decided += [d.index for d in decided]
-        if decided or snapshot is not None:
-            job.notify()
+    def _hold(self, job: RunningJob, decided: list[VerifiedOutput], exc: JournalError | None, *, raise_: bool = True) -> None:
+        """Keep verdicts the journal has not taken, and pause the job until it does (``retry_journal``).
+
+        Raises:
+            JournalError: with ``raise_``, so that no claim behind these verdicts is acknowledged.
+        """
+        job.unjournalled += decided
+        if exc is not None and not job.paused:
+            log.error("job %s paused: %s; it resumes by itself once the journal takes writes again",
+                      job.job_id.hex()[:12], exc)  # fmt: skip
+            job.paused = str(exc)
+        if raise_:
+            raise exc or JournalError(job.paused, "io")
+
+    def _written(self, job: RunningJob, decided: list[VerifiedOutput]) -> None:
+        """The verdicts are in the journal: count them as decided, and tell whoever waits."""
+        for d in decided:
+            job.decided.append(d.index)
+            job.journalled[_KIND_NAMES[status_kind(d.status)]] += 1
+        job.notify()
+
+    async def retry_journal(self) -> list[RunningJob]:
+        """Write the verdicts paused jobs hold; the jobs that resumed.
+
+        The node calls this every few seconds while a job is paused. Only this
+        writes a paused job's verdicts, so none is counted twice.
+        """
+        resumed = []
+        for job in list(self.jobs.values()):
+            while job.paused:
+                held = list(job.unjournalled)
+                try:
+                    await trio.to_thread.run_sync(self._rewrite, job, held)
+                except JournalError as exc:
+                    job.paused = str(exc)
+                    break
+                del job.unjournalled[: len(held)]
+                self._written(job, held)
+                if not job.unjournalled:  # more may have come in while this one was written
+                    job.paused = ""
+                    log.info("job %s resumed: the journal takes writes again", job.job_id.hex()[:12])
+                    resumed.append(job)
+        return resumed
+
+    def _rewrite(self, job: RunningJob, held: list[VerifiedOutput]) -> None:
+        if held:
+            self.store.record_outputs(job.job_id, held)
+        else:
+            self.store.probe()
+        if job.owner.finished and not job.cancelled:
+            self.store.save_snapshot(job.job_id, None, "finished")
 
     def flush(self) -> None:
         """Save every running job's state now (the node calls this when it stops)."""
         for job in self.jobs.values():
-            if not job.owner.finished:
-                self.store.save_snapshot(job.job_id, self.snapshot(job))
+            try:
+                if job.unjournalled:
+                    self.store.record_outputs(job.job_id, job.unjournalled)
+                if not job.owner.finished:
+                    self.store.save_snapshot(job.job_id, job.owner.snapshot())
+            except JournalError as exc:
+                log.warning("job %s: its last state was not saved: %s", job.job_id.hex()[:12], exc)
 
     def _journal_entry(self, job: RunningJob, decided: SubtaskDecided) -> VerifiedOutput:
         outcome = decided.outcome
@@ -418,23 +578,10 @@ class JobManager:
             reporters = sum(len(c.executors) for c in outcome.candidates)
             message = f"no quorum: {len(reported)} different results from {reporters} executors"
             return VerifiedOutput(decided.index, "disputed", None, {"candidates": reported, "message": message})
+        assert isinstance(outcome, Failed)
         return VerifiedOutput(decided.index, outcome.code, None, {"message": outcome.message})
-
-
-def _outcome_of(saved: VerifiedOutput) -> Outcome:
-    """A journalled verdict as the job's state machine knows it."""
-    executors = tuple(PeerId.from_base58(p) for p in saved.detail.get("executors", ()))
-    if saved.status == "disputed":
-        return Disputed(tuple(
-            Candidate(c["status"], None if c["sha256"] is None else bytes.fromhex(c["sha256"]),
-                      tuple(PeerId.from_base58(p) for p in c["executors"]))
-            for c in saved.detail.get("candidates", ())
-        ))  # fmt: skip
-    if not executors:  # out of attempts: nobody answered
-        return Failed(saved.status, str(saved.detail.get("message", "")))
-    sha = None if saved.output is None else hashlib.sha256(saved.output).digest()
-    return Verified(saved.status, sha, executors, executors, (), (), (), ())
 
 
 def _unix_ms() -> int:
     return time.time_ns() // 1_000_000
+

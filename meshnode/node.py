@@ -46,7 +46,7 @@ from .core.peers import (
 from .core.presence import Goodbye, Presence, next_seq
 from .core.reputation import Reputation
 from .core.steal import POOR_SCORE, PeerView, grant_for, views_of
-from .errors import PeerUnavailableError, WireError
+from .errors import JournalError, PeerUnavailableError, WireError
 from .executor import Executor
 from .identity import Identity, load_or_create_identity
 from .jobs import JobManager, JobOptions, RunningJob
@@ -72,6 +72,7 @@ STORE_FILE_NAME = "node.db"
 PING_EVERY = 5.0
 BOOTSTRAP_RETRY_MAX = 30.0
 MAX_CONCURRENT_DIALS = 16
+JOURNAL_RETRY = 2.0  # seconds between attempts to write to a journal that refused a write
 
 
 def short(peer: PeerId) -> str:
@@ -140,8 +141,21 @@ class MeshNode:
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "peers": {state: sum(1 for r in self.table if r.state == state) for state in ("alive", "stale", "gone")},
             "dropped_messages": dict(dropped),
+            "journal": self._journal_state(),
             "pid": os.getpid(),
         }
+
+    def _journal_state(self) -> dict[str, Any]:
+        """Whether the journal takes writes, and which jobs wait for it."""
+        manager = getattr(self, "jobs", None)
+        if manager is None:
+            return {"ok": True, "problem": "", "paused_jobs": [], "damaged_jobs": {}}
+        paused = [job for job in manager.jobs.values() if job.paused]
+        problem = manager.executor.journal_problem or (paused[0].paused if paused else "")
+        return {
+            "ok": not problem, "problem": problem, "paused_jobs": [job.job_id.hex() for job in paused],
+            "damaged_jobs": {job_id.hex(): why for job_id, why in manager.damaged.items()},
+        }  # fmt: skip
 
     def peers(self) -> list[dict[str, Any]]:
         """The peer table, as the local API serves it."""
@@ -172,7 +186,7 @@ class MeshNode:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled. ``task_status.started`` fires once the node is fully up."""
         psk = load_swarm_key(self.config.swarm_key) if self.config.swarm_key else None
-        with DataDirLock(self.config.data_dir), Store.open(self.config.data_dir / STORE_FILE_NAME) as store:
+        with DataDirLock(self.config.data_dir), _open_journal(self.config.data_dir) as store:
             self.reputation = _load_reputation(store)
             blobs = BlobStore(self.config.data_dir / "blobs")
             try:
@@ -187,7 +201,10 @@ class MeshNode:
                     finally:
                         self.jobs.flush()
             finally:
-                store.save_state("reputation", self.reputation.to_dict())
+                try:
+                    store.save_state("reputation", self.reputation.to_dict())
+                except JournalError as exc:
+                    log.warning("peer reputations not saved: %s", exc)
 
     async def _run_on(self, host: MeshHost, task_status: Any) -> None:
         self._host = host
@@ -207,6 +224,7 @@ class MeshNode:
                 nursery.start_soon(self._tick)
                 nursery.start_soon(self._ping_peers)
                 nursery.start_soon(self._workers.run)
+                nursery.start_soon(self._watch_journal)
                 for addr in self.config.bootstrap:
                     nursery.start_soon(self._keep_bootstrap, addr)
                 if self.config.mdns:
@@ -350,8 +368,25 @@ class MeshNode:
 
     def surplus(self) -> int:
         """Replicas of this node's jobs that thieves could take now, and stolen ones it could pass on."""
-        own = sum(job.owner.surplus() for job in self.jobs.jobs.values() if not job.owner.finished)
+        own = sum(job.owner.surplus() for job in self.jobs.jobs.values() if not job.owner.finished and not job.paused)
         return own + (self._workers.surplus() if self._workers is not None else 0)
+
+    async def _watch_journal(self) -> None:
+        """While the journal refuses writes, try again every few seconds; carry on by itself once it takes them."""
+        executor = self.jobs.executor
+        while True:
+            await trio.sleep(JOURNAL_RETRY)
+            if any(job.paused for job in self.jobs.jobs.values()) and await self.jobs.retry_journal():
+                self._presence_changed.set()  # the resumed jobs' work is on offer again
+                if self._workers is not None:
+                    self._workers.wake()
+            if executor.journal_problem:
+                try:
+                    await trio.to_thread.run_sync(self.jobs.store.probe)
+                except JournalError:
+                    continue
+                log.info("the journal takes writes again: this node takes work from its peers again")
+                executor.journal_problem = ""
 
     async def submit(
         self, module: bytes, inputs: Iterable[bytes], options: JobOptions | None = None, *,
@@ -398,7 +433,7 @@ class MeshNode:
 
     def _grant_policy(self, thief: PeerId, requested: int) -> int:
         """How many replicas ``thief`` gets of the ``requested`` (``core/steal.grant_for``)."""
-        own = sum(job.owner.surplus() for job in self.jobs.jobs.values() if not job.owner.finished)
+        own = sum(job.owner.surplus() for job in self.jobs.jobs.values() if not job.owner.finished and not job.paused)
         alive = self.table.alive()
         better_idle = any(r.presence.idle > 0 and not self._poor(r.peer) for r in alive if r.peer != thief)
         return grant_for(requested, own, 1 + len(alive), poor=self._poor(thief), better_idle=better_idle)
@@ -502,13 +537,23 @@ def _decided(job: RunningJob) -> tuple[int, int]:
     return p.verified + p.failed + p.disputed, p.total
 
 
+def _open_journal(data_dir: Path) -> Store:
+    """The node's journal; one that should exist and does not (the blobs of earlier jobs are here) is an error.
+
+    Raises:
+        JournalError: the journal is damaged, lost, or from a newer meshnode.
+    """
+    blobs = data_dir / "blobs"
+    has_blobs = blobs.is_dir() and any(p.is_file() for d in blobs.iterdir() if d.is_dir() for p in d.iterdir())
+    expected = f"{blobs} holds the files of earlier jobs" if has_blobs else None
+    return Store.open(data_dir / STORE_FILE_NAME, expected=expected)
+
+
 def _load_reputation(store: Store) -> Reputation:
-    saved = store.load_state("reputation")
-    if saved is None:
-        return Reputation()
     try:
-        return Reputation.from_dict(saved)
-    except ValueError as exc:  # an unreadable record costs the history, never the node
+        saved = store.load_state("reputation")
+        return Reputation() if saved is None else Reputation.from_dict(saved)
+    except (JournalError, ValueError) as exc:  # an unreadable record costs the history, never the node
         log.warning("starting with empty peer reputations: %s", exc)
         return Reputation()
 

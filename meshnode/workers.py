@@ -340,8 +340,11 @@ class Workers:
         while True:
             stock, queued = self._stock(), self.queued()
             plan = None
-            own = sum(j.owner.surplus() for j in self.manager.jobs.values() if not j.owner.finished)
-            if queued <= stock // 2 and own == 0:  # our own jobs come first, and are not stolen back
+            # Our own jobs come first, and are not stolen back; but a job whose every queued
+            # replica is bound to other nodes (it waits for peers) must not keep our slots idle.
+            me = self.manager.identity.peer_id
+            own = any(j.owner.has_work_for(me) for j in self.manager.jobs.values() if not j.owner.finished and not j.paused)
+            if queued <= stock // 2 and not own and not self.executor.journal_problem:
                 plan = plan_steal(self._candidates(), idle_slots=self.slots, queued=queued, engine=ENGINE_ID,
                                   factor=max(1, stock // self.slots))  # fmt: skip
             if plan is None:

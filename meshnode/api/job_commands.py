@@ -95,6 +95,7 @@ def _follow(client: Any, job_id: str) -> dict[str, Any]:
     start = time.monotonic()
     warned = False
     refused: set[str] = set()
+    problem = ""
     live = sys.stderr.isatty()
     while True:
         status: dict[str, Any] = client.get(f"/v1/jobs/{job_id}")
@@ -106,6 +107,10 @@ def _follow(client: Any, job_id: str) -> dict[str, Any]:
                 file=sys.stderr,
             )
             warned = True
+        if status.get("problem", "") != problem:
+            problem = status.get("problem", "")
+            if problem:
+                print(f"\njob {job_id}: {problem}", file=sys.stderr)
         for peer, reason in status.get("refusals", {}).items():
             if peer not in refused:
                 refused.add(peer)
@@ -159,6 +164,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"{s['disputed']} disputed, {s['running']} running{wait}")  # fmt: skip
             for peer, reason in s.get("refusals", {}).items():
                 print(f"  refused by {peer}: {reason}")
+            if s.get("problem"):
+                print(f"  {s['problem']}")
     return 0
 
 
@@ -177,6 +184,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     else:
         for s in jobs:
             print(f"{s['job_id']}  {s['state']:8}  {s['verified']}/{s['total']} verified  {s.get('label', '')}")
+            if s.get("problem"):
+                print(f"  {s['problem']}")
     return 0
 
 

@@ -20,8 +20,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..core.manifest import Replication, TaskLimits
-from ..errors import WireError
+from ..core import wire
+from ..core.manifest import JobManifest, Replication, TaskLimits
+from ..errors import JournalError, WireError
 from ..jobio import output_value
 from ..jobs import JobOptions
 
@@ -66,6 +67,8 @@ def job_routes(node: MeshNode) -> list[Route]:
             job = await node.submit(module, inputs, options)
         except WireError as exc:
             raise HTTPException(400, f"bad job: {exc}") from None
+        except JournalError as exc:  # the disk is full, say: nothing of the job was kept
+            raise HTTPException(507, f"the node cannot take the job: {exc}") from None
         except Exception as exc:  # SandboxError: the module cannot run at all
             raise HTTPException(400, f"the module cannot run: {exc}") from None
         return JSONResponse({"job_id": job.job_id.hex(), "subtasks": len(inputs)})
@@ -103,26 +106,39 @@ def _summary(node: MeshNode, job_id: bytes) -> dict[str, Any]:
     if job is not None:
         p = job.progress()
         alive = len(node.table.alive())
-        needed = job.manifest.replication.replicas - 1  # the owner runs one replica itself
+        policy = job.manifest.replication
+        needed = max(policy.replicas, policy.quorum) - 1  # the owner runs one replica itself
         return {
             "job_id": job_id.hex(), "label": job.manifest.label,
             "state": "running" if not job.done else "cancelled" if job.owner.cancelled else "finished",
             "total": p.total, "verified": p.verified, "failed": p.failed, "disputed": p.disputed,
             "running": p.running, "queued": p.queued, "peers_working": p.working,
-            "refusals": dict(job.refusals),
+            "refusals": dict(job.refusals), "problem": f"paused: {job.paused}" if job.paused else "",
             "waiting_for_peers": None if alive >= needed or job.owner.finished else {"have": alive, "need": needed},
         }  # fmt: skip
-    saved = [j for j in node.jobs.store.jobs() if j.job_id == job_id]
-    if not saved:
+    saved = node.jobs.store.job(job_id)
+    if saved is None:
         raise HTTPException(404, f"no job {job_id.hex()} on this node")
-    outputs = node.jobs.store.outputs(job_id)
-    total = len(saved[0].snapshot["inputs"]) if saved[0].snapshot else len(outputs)
+    counts = node.jobs.store.counts(job_id)
+    damaged = node.jobs.damaged.get(job_id)
+    problem = (
+        f"damaged: {damaged}. Its {sum(counts.values())} journalled results can still be read "
+        f"(meshnode results {job_id.hex()}); submit it again to run the rest"
+    ) if damaged else ""  # fmt: skip
+    ok, disputed = counts.get("ok", 0), counts.get("disputed", 0)
     return {
-        "job_id": job_id.hex(), "label": "", "state": saved[0].state, "total": total,
-        "verified": sum(o.status == "ok" for o in outputs), "disputed": sum(o.status == "disputed" for o in outputs),
-        "failed": sum(o.status not in ("ok", "disputed") for o in outputs), "running": 0, "queued": 0,
-        "peers_working": 0, "refusals": {}, "waiting_for_peers": None,
+        "job_id": job_id.hex(), "label": _label(saved.manifest), "state": "damaged" if damaged else saved.state,
+        "total": saved.subtasks or sum(counts.values()), "verified": ok, "disputed": disputed,
+        "failed": sum(counts.values()) - ok - disputed, "running": 0, "queued": 0,
+        "peers_working": 0, "refusals": {}, "problem": problem, "waiting_for_peers": None,
     }  # fmt: skip
+
+
+def _label(envelope: bytes) -> str:
+    try:
+        return wire.open_self_signed(envelope, JobManifest, "owner").label
+    except WireError:
+        return ""
 
 
 def _record(o: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-__all__ = ["MerkleTree", "leaf_hash", "verify_proof"]
+__all__ = ["MerkleTree", "leaf_hash", "tree_levels", "verify_proof"]
 
 _sha256 = hashlib.sha256
 
@@ -27,8 +27,33 @@ def leaf_hash(input_sha256: bytes, input_size: int) -> bytes:
     return _sha256(b"\x00" + input_size.to_bytes(8, "big") + input_sha256).digest()
 
 
-def _node(left: bytes, right: bytes) -> bytes:
-    return _sha256(b"\x01" + left + right).digest()
+def _node(left: bytes | memoryview, right: bytes | memoryview) -> bytes:
+    h = _sha256(b"\x01")
+    h.update(left)
+    h.update(right)
+    return h.digest()
+
+
+def tree_levels(leaves: bytes) -> list[bytes]:
+    """Every level of the tree over ``leaves`` (32-byte hashes, concatenated), leaves first.
+
+    Flat bytes, not lists of hashes: a million-leaf tree is 64 MB, not a few
+    hundred megabytes of small objects.
+    """
+    if not leaves or len(leaves) % 32:
+        raise ValueError("a Merkle tree needs at least one leaf, and leaves of 32 bytes")
+    levels = [bytes(leaves)]
+    level = memoryview(levels[0])
+    while len(level) > 32:
+        count = len(level) // 32
+        out = bytearray()
+        for i in range(0, 32 * (count - 1), 64):
+            out += _node(level[i : i + 32], level[i + 32 : i + 64])
+        if count % 2:
+            out += level[-32:]  # an odd last node is promoted unchanged
+        levels.append(bytes(out))
+        level = memoryview(levels[-1])
+    return levels
 
 
 class MerkleTree:
@@ -37,23 +62,41 @@ class MerkleTree:
     __slots__ = ("_levels",)
 
     def __init__(self, leaves: Sequence[bytes]) -> None:
-        if not leaves:
-            raise ValueError("a Merkle tree needs at least one leaf")
-        level = list(leaves)
-        self._levels = [level]
-        while len(level) > 1:
-            nxt = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-            if len(level) % 2:
-                nxt.append(level[-1])
-            self._levels.append(nxt)
-            level = nxt
+        if any(len(leaf) != 32 for leaf in leaves):
+            raise ValueError("Merkle leaves are 32-byte hashes")
+        self._levels = tree_levels(b"".join(leaves))
+
+    @classmethod
+    def from_levels(cls, levels: Sequence[bytes]) -> MerkleTree:
+        """A tree from ``levels`` as ``tree_levels`` returns them (say, read back from the journal).
+
+        Raises:
+            ValueError: the levels do not have the sizes of one tree.
+        """
+        count = len(levels[0]) // 32 if levels else 0
+        sizes = [len(level) for level in levels]
+        expected = []
+        while count >= 1:
+            expected.append(32 * count)
+            if count == 1:
+                break
+            count = (count + 1) // 2
+        if not sizes or sizes != expected:
+            raise ValueError("these levels are not one Merkle tree")
+        tree = cls.__new__(cls)
+        tree._levels = list(levels)
+        return tree
+
+    @property
+    def levels(self) -> list[bytes]:
+        return list(self._levels)
 
     @property
     def root(self) -> bytes:
-        return self._levels[-1][0]
+        return self._levels[-1][:32]
 
     def __len__(self) -> int:
-        return len(self._levels[0])
+        return len(self._levels[0]) // 32
 
     def proof(self, index: int) -> tuple[bytes, ...]:
         """The sibling hashes from leaf ``index`` up to the root."""
@@ -62,8 +105,8 @@ class MerkleTree:
         path = []
         for level in self._levels[:-1]:
             sibling = index ^ 1
-            if sibling < len(level):
-                path.append(level[sibling])
+            if 32 * sibling < len(level):
+                path.append(level[32 * sibling : 32 * sibling + 32])
             index //= 2
         return tuple(path)
 

@@ -4,8 +4,17 @@ Its events and instructions are in ``job.py``.
 
 Theory of operation:
 
+*A window over the job.* A job may have a million subtasks; the machine holds
+state only for the *open* ones - granted at least once and not yet decided -
+and a byte per subtask for what was decided. Subtasks are opened in index
+order as work is handed out, and at most ``max_open`` are open at once (and
+no new one while the candidate outputs held for open ones exceed
+``max_pending_bytes``), so memory is bounded by the work in flight, never by
+the size of the job. Everything at or past the *cursor* is untouched: its
+replicas are implicitly queued.
+
 Each subtask starts with ``max(replicas, quorum)`` replicas (fewer could never
-verify). Every replica ``(index, replica)`` is in one state:
+verify). Every replica ``(index, replica)`` of an open subtask is in one state:
 
     state     leaves by                                               to
     --------  ------------------------------------------------------  --------
@@ -13,8 +22,15 @@ verify). Every replica ``(index, replica)`` is in one state:
     leased    a claim from a node bound to this replica                reported
               its lease lapses (tick), its holder leaves or releases  queued
     reported  (never)
-    any       the subtask's verdict: queued replicas are dropped,     dropped
-              leased ones revoked
+    any       the subtask's verdict: the subtask closes, queued        (gone)
+              replicas are dropped, leased ones revoked
+
+*Close together in time.* Every request - a thief's or the owner's own slots'
+- is served from the front: first the queued replicas of open subtasks, lowest
+index first, then newly opened subtasks. So the replicas of one subtask are
+handed to different nodes within moments of each other, verdicts arrive from
+the first seconds of a job, and the decided count grows steadily instead of in
+one burst when the two ends of a deque meet.
 
 *Binding*: the first grant of any replica of a subtask to a node binds that node
 to that replica, for good. It may be granted the same replica again (its lease
@@ -32,10 +48,6 @@ queued or running. *Attempts*: a node that took a replica and never answered
 what stops a subtask that crashes whoever runs it. A failure code in a claim is
 not an attempt but a result: the verifier weighs it like any other, so one
 byzantine "trap" cannot fail a subtask honest peers can run.
-
-The deque of queued replicas is sorted by (index, replica): thieves are granted
-from the cold end (highest index), the owner's own slots from the hot end, so
-the two meet only at the end of the job, as in a work-stealing deque.
 
 *Stale requests*: stealing is transactional - the grant is the owner's
 confirmation, and a thief runs nothing before it has one. Each steal request
@@ -55,13 +67,19 @@ a moved replica, a lapse of its lease is the old holder's attempt, and nobody's
 failure: either thief could be framing the other. Nothing is ever in two
 hands, and a claim is still accepted only from the node bound to its replica.
 
-*Cancel*: ``cancel`` drops every queued replica and revokes every lease; the
-undecided subtasks stay undecided and the job counts as finished.
+*Cancel*: ``cancel`` closes every open subtask (queued replicas dropped, leases
+revoked); the undecided subtasks stay undecided and the job counts as finished.
 
-*Crash*: ``snapshot`` is a plain dict of everything that matters; ``restore``
-puts leased replicas back in the deque (their holders stay bound, so their
-claims are still accepted and their renewals revive the lease). Verdicts are
-replayed from the recorded claims; nothing verified is run again.
+*Crash*: the journal, not the machine, is the record of what was decided. A
+``snapshot`` holds the window only (the cursor, the open subtasks' claims,
+bindings and lost attempts): its size follows the work in flight. ``restore``
+takes a snapshot *and every verdict the journal holds*, however old the
+snapshot and however many restarts came between: verdicts close their
+subtasks, leased replicas go back to the queue (their holders stay bound, so
+their claims are still accepted and their renewals revive the lease), and a
+subtask opened before the snapshot that is neither open in it nor decided in
+the journal (its verdict was reached but never journalled) is opened again.
+Nothing journalled is decided twice, and nothing is lost.
 
 Time is an argument (seconds on a monotonic clock); nothing here reads a clock.
 """
@@ -69,7 +87,7 @@ Time is an argument (seconds on a monotonic clock); nothing here reads a clock.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -77,7 +95,7 @@ from ..errors import WireError
 from .job import (
     LEASE_LAPSED, PEER_GONE, Ack, ClaimReceived, Event, Failed, Grant, Instruction, JobFinished, Outcome,
     PeerLeft, Progress, ReleaseReplicas, RenewLeases, Renewed, ReplicaLost, ReplicaRef, ReplicasAdded,
-    Revoke, StealRequest, SubtaskDecided, TransferReplicas, Transferred,
+    Revoke, StealRequest, SubtaskDecided, Tick, TransferReplicas, Transferred,
 )  # fmt: skip
 from .manifest import Replication
 from .peer_id import PeerId
@@ -85,14 +103,33 @@ from .result import ResultClaim
 from .verify import Disputed, Duplicate, Pending, Tally, Verified
 from .wire import decode, encode
 
-__all__ = ["JobOwner"]
+__all__ = ["DEFAULT_MAX_OPEN", "DEFAULT_MAX_PENDING_BYTES", "JobOwner", "status_kind"]
 
-_FORMAT: Final = 1
+_FORMAT: Final = 2
+
+# Open subtasks at most: far more than every node's stock of stolen work on a large
+# mesh, and about 20 MB of state at worst.
+DEFAULT_MAX_OPEN: Final = 16384
+# Candidate outputs the node holds for open subtasks (in memory, until a verdict
+# picks one) beyond which no new subtask is opened.
+DEFAULT_MAX_PENDING_BYTES: Final = 128 << 20
+
+# What ``status`` says of a subtask: a byte per subtask.
+UNDECIDED: Final = 0
+VERIFIED: Final = 1  # verified with an output
+FAILED: Final = 2  # a verified failure code, or out of attempts
+DISPUTED: Final = 3
+_KINDS: Final = {VERIFIED: "verified", FAILED: "failed", DISPUTED: "disputed"}
+
+
+def status_kind(status: str) -> int:
+    """The kind of a journalled verdict from its status: "ok", "disputed", or a failure code."""
+    return VERIFIED if status == "ok" else DISPUTED if status == "disputed" else FAILED
 
 
 @dataclass(slots=True)
 class _Slot:
-    state: Literal["queued", "leased", "reported", "dropped"] = "queued"
+    state: Literal["queued", "leased", "reported"] = "queued"
     holder: PeerId | None = None
     expires: float = 0.0
     via: PeerId | None = None  # who handed it to the holder, until the holder renews it
@@ -104,7 +141,7 @@ class _Subtask:
     slots: list[_Slot]
     bound: dict[PeerId, int] = field(default_factory=dict)  # node -> the one replica it may run
     lost: dict[PeerId, str] = field(default_factory=dict)  # nodes that took it and never answered, latest last
-    outcome: Outcome | None = None
+    pending_bytes: int = 0  # the sizes of the distinct outputs claimed so far
 
 
 class JobOwner:
@@ -112,98 +149,157 @@ class JobOwner:
 
     Args:
         job_id: the manifest's job ID.
-        owner: this node (its steal requests take from the hot end).
+        owner: this node.
         replication: the manifest's replication policy.
         subtask_count: the number of subtasks.
         lease_seconds: how long a grant or renewal holds a replica.
         max_attempts: how many distinct nodes may take a subtask and never answer before it fails.
+        max_open: how many subtasks may be in flight (granted, not decided) at once.
+        max_pending_bytes: no subtask is opened while the outputs claimed for open ones exceed this.
 
     Raises:
-        ValueError: an inconsistent policy or a non-positive count, time or attempt limit.
+        ValueError: an inconsistent policy or a non-positive count, time or limit.
     """
 
     def __init__(
         self, job_id: bytes, owner: PeerId, replication: Replication, subtask_count: int,
-        *, lease_seconds: float = 30.0, max_attempts: int = 3,
+        *, lease_seconds: float = 30.0, max_attempts: int = 3, max_open: int = DEFAULT_MAX_OPEN,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> None:  # fmt: skip
         problem = replication.check()
-        if problem or subtask_count < 1 or lease_seconds <= 0 or max_attempts < 1:
-            raise ValueError(problem or "subtask_count, lease_seconds and max_attempts must be positive")
+        if problem or min(subtask_count, max_attempts, max_open, max_pending_bytes) < 1 or lease_seconds <= 0:
+            raise ValueError(problem or "subtask_count, lease_seconds, max_attempts and the limits must be positive")
         self.job_id, self.owner, self.replication = job_id, owner, replication
         self.lease_seconds, self.max_attempts = lease_seconds, max_attempts
-        first = max(replication.replicas, replication.quorum)
-        self._subtasks = [
-            _Subtask(Tally(job_id, i, replication), [_Slot() for _ in range(first)]) for i in range(subtask_count)
-        ]
-        self._queue = [ReplicaRef(i, r) for i in range(subtask_count) for r in range(first)]  # sorted
+        self.max_open, self.max_pending_bytes = max_open, max_pending_bytes
+        self._first = max(replication.replicas, replication.quorum)
+        self._n = subtask_count
+        self._status = bytearray(subtask_count)  # UNDECIDED, VERIFIED, FAILED or DISPUTED
+        self._cursor = 0  # every subtask from here on is untouched (or decided, after a restore)
+        self._decided_ahead = 0  # decided subtasks at or past the cursor (settled from the journal)
+        self._open: dict[int, _Subtask] = {}
+        self._queue: list[ReplicaRef] = []  # queued replicas of open subtasks, sorted
         self._leased: set[ReplicaRef] = set()
+        self._next_expiry = float("inf")  # no lease expires before this (a lower bound)
+        self._pending_bytes = 0
         self._requests: dict[PeerId, tuple[int, tuple[ReplicaRef, ...]]] = {}  # thief -> last id, its grant
         self._counts = {"verified": 0, "failed": 0, "disputed": 0}
         self.finished = False
         self.cancelled = False
 
     def handle(self, event: Event) -> list[Instruction]:
-        """Apply one event and return what the node must do about it."""
-        if isinstance(event, StealRequest):
-            return self._steal(event)
-        if isinstance(event, ClaimReceived):
-            return self._claim(event.claim, event.untrusted)
-        if isinstance(event, RenewLeases):
-            return self._renew(event.holder, event.replicas, event.now)
-        if isinstance(event, TransferReplicas):
-            return self._transfer(event)
-        if isinstance(event, ReleaseReplicas):
-            for ref in event.replicas:
-                if self._holder(ref) == event.holder:
-                    self._requeue(ref)
-            return []
-        if isinstance(event, PeerLeft):
-            return self._lapse([r for r in self._leased if self._holder(r) == event.peer], PEER_GONE)
-        return self._lapse([r for r in self._leased if self._slot(r).expires <= event.now], LEASE_LAPSED)
+        """Apply one event and return what the node must do about it.
+
+        Raises:
+            TypeError: ``event`` is not one of the job's events.
+        """
+        match event:
+            case StealRequest():
+                return self._steal(event)
+            case ClaimReceived():
+                return self._claim(event.claim, event.untrusted)
+            case RenewLeases():
+                return self._renew(event.holder, event.replicas, event.now)
+            case TransferReplicas():
+                return self._transfer(event)
+            case ReleaseReplicas():
+                for ref in event.replicas:
+                    if self._holder(ref) == event.holder:
+                        self._requeue(ref)
+                return []
+            case PeerLeft():
+                return self._lapse([r for r in self._leased if self._holder(r) == event.peer], PEER_GONE)
+            case Tick():
+                return self._tick(event.now)
+        raise TypeError(f"a job owner does not handle {type(event).__name__}")
 
     def cancel(self) -> list[Instruction]:
-        """Stop handing out work: queued replicas are dropped, leased ones revoked; the job is finished."""
+        """Stop handing out work: open subtasks close, leases are revoked; the job is finished."""
         revoked: dict[PeerId, list[ReplicaRef]] = {}
         for ref in sorted(self._leased):
             revoked.setdefault(self._slot(ref).holder or self.owner, []).append(ref)
-        for ref in [*self._queue, *self._leased]:
-            self._subtasks[ref.index].slots[ref.replica] = _Slot("dropped")
+        self._open.clear()
         self._queue.clear()
         self._leased.clear()
+        self._pending_bytes = 0
         self.finished = self.cancelled = True
         return [Revoke(p, tuple(refs), "the job was cancelled") for p, refs in revoked.items()]
 
-    def settle(self, index: int, outcome: Outcome) -> list[Instruction]:
-        """Take a verdict the journal already holds (reached after the last snapshot); its replicas are dropped."""
-        if self._subtasks[index].outcome is not None:
-            return []
-        return self._decide(index, outcome)
-
     # --- queries -----------------------------------------------------------------------
 
+    @property
+    def subtask_count(self) -> int:
+        return self._n
+
     def surplus(self) -> int:
-        """Replicas queued and grantable (for the presence message)."""
-        return len(self._queue)
+        """Replicas that could be granted now (for the presence message)."""
+        if self.cancelled:
+            return 0
+        return len(self._queue) + self._first * min(self._fresh_left(), self._room())
 
     def progress(self) -> Progress:
         c = self._counts
         running = len({ref.index for ref in self._leased})
         working = len({self._slot(ref).holder for ref in self._leased})
-        total = len(self._subtasks)
-        return Progress(total, c["verified"], c["failed"], c["disputed"], running, len(self._queue), working)
+        queued = len(self._queue) + (0 if self.cancelled else self._first * self._fresh_left())
+        return Progress(self._n, c["verified"], c["failed"], c["disputed"], running, queued, working)
 
-    def outcome(self, index: int) -> Outcome | None:
-        return self._subtasks[index].outcome
+    def has_work_for(self, peer: PeerId) -> bool:
+        """Whether a steal request from ``peer`` would be granted anything now.
+
+        A job can have surplus that ``peer`` may not take (replicas of subtasks it
+        already runs): its owner's slots must then look for work elsewhere.
+        """
+        if self.cancelled:
+            return False
+        if self._fresh_left() and self._room():
+            return True
+        return any(self._open[ref.index].bound.get(peer, ref.replica) == ref.replica for ref in self._queue)
+
+    def status(self, index: int) -> str | None:
+        """"verified", "failed" or "disputed" once the subtask is decided; None before."""
+        return _KINDS.get(self._status[index])
+
+    def is_open(self, index: int) -> bool:
+        """Granted at least once and not decided: its claims are being gathered."""
+        return index in self._open
+
+    def open_count(self) -> int:
+        return len(self._open)
 
     # --- transitions -------------------------------------------------------------------
 
+    def _fresh_left(self) -> int:
+        return self._n - self._cursor - self._decided_ahead
+
+    def _room(self) -> int:
+        """How many more subtasks may be opened now."""
+        if self.cancelled or self._pending_bytes >= self.max_pending_bytes:
+            return 0
+        return max(0, self.max_open - len(self._open))
+
+    def _open_next(self) -> int | None:
+        """Open the next untouched subtask; its index, or None if none is left or there is no room."""
+        if self._room() <= 0:
+            return None
+        while self._cursor < self._n and self._status[self._cursor] != UNDECIDED:
+            self._cursor += 1  # decided while a restarted owner had not reached it yet
+            self._decided_ahead -= 1
+        if self._cursor >= self._n:
+            return None
+        index = self._cursor
+        self._cursor += 1
+        self._open[index] = _Subtask(Tally(self.job_id, index, self.replication), [_Slot() for _ in range(self._first)])
+        self._queue.extend(ReplicaRef(index, r) for r in range(self._first))  # past every open index: sorted
+        return index
+
     def _slot(self, ref: ReplicaRef) -> _Slot:
-        return self._subtasks[ref.index].slots[ref.replica]
+        return self._open[ref.index].slots[ref.replica]
 
     def _state(self, ref: ReplicaRef) -> str:
-        """The replica's state, or "unknown" for a replica this job does not have."""
-        known = 0 <= ref.index < len(self._subtasks) and 0 <= ref.replica < len(self._subtasks[ref.index].slots)
-        return self._slot(ref).state if known else "unknown"
+        """The replica's state, or "unknown" for a replica no open subtask has."""
+        sub = self._open.get(ref.index)
+        return sub.slots[ref.replica].state if sub is not None and 0 <= ref.replica < len(sub.slots) else "unknown"
 
     def _holder(self, ref: ReplicaRef) -> PeerId | None:
         return self._slot(ref).holder if self._state(ref) == "leased" else None
@@ -211,11 +307,12 @@ class JobOwner:
     def _lease(self, ref: ReplicaRef, holder: PeerId, expires: float) -> None:
         if self._slot(ref).state == "queued":
             del self._queue[bisect.bisect_left(self._queue, ref)]
-        self._subtasks[ref.index].slots[ref.replica] = _Slot("leased", holder, expires)
+        self._open[ref.index].slots[ref.replica] = _Slot("leased", holder, expires)
         self._leased.add(ref)
+        self._next_expiry = min(self._next_expiry, expires)
 
     def _requeue(self, ref: ReplicaRef) -> None:
-        self._subtasks[ref.index].slots[ref.replica] = _Slot()
+        self._open[ref.index].slots[ref.replica] = _Slot()
         self._leased.discard(ref)
         bisect.insort(self._queue, ref)
 
@@ -230,12 +327,15 @@ class JobOwner:
                 self._slot(ref).expires = expires
             return [Grant(e.thief, e.request_id, held, expires)]
         picked: list[ReplicaRef] = []
-        for ref in self._queue if e.thief == self.owner else reversed(self._queue):
+        for ref in self._queue:
             if len(picked) >= e.n:
                 break
             # setdefault binds the thief to its first replica of this subtask; the others then fail the test
-            if self._subtasks[ref.index].bound.setdefault(e.thief, ref.replica) == ref.replica:
+            if self._open[ref.index].bound.setdefault(e.thief, ref.replica) == ref.replica:
                 picked.append(ref)
+        while len(picked) < e.n and (index := self._open_next()) is not None:
+            self._open[index].bound[e.thief] = 0
+            picked.append(ReplicaRef(index, 0))
         for ref in picked:
             self._lease(ref, e.thief, expires)
         self._requests[e.thief] = (e.request_id, tuple(picked))
@@ -244,12 +344,13 @@ class JobOwner:
     def _transfer(self, e: TransferReplicas) -> list[Instruction]:
         expires, moved = e.now + self.lease_seconds, []
         for ref in e.replicas:
-            sub = self._subtasks[ref.index] if self._holder(ref) == e.holder and e.to != e.holder else None
+            sub = self._open[ref.index] if self._holder(ref) == e.holder and e.to != e.holder else None
             if sub is None or sub.bound.get(e.to, ref.replica) != ref.replica:
                 continue  # not the holder's to give, or the new thief runs another replica of this subtask
             del sub.bound[e.holder]  # it gives the replica up unrun: it may take another of this subtask later
             sub.bound[e.to] = ref.replica
-            self._subtasks[ref.index].slots[ref.replica] = _Slot("leased", e.to, expires, via=e.holder)
+            sub.slots[ref.replica] = _Slot("leased", e.to, expires, via=e.holder)
+            self._next_expiry = min(self._next_expiry, expires)
             moved.append(ref)
         return [Transferred(e.holder, e.to, tuple(moved), expires)]
 
@@ -257,13 +358,14 @@ class JobOwner:
         expires, renewed, lost = now + self.lease_seconds, [], []
         for ref in refs:
             if self._holder(ref) == holder:
-                self._slot(ref).expires = expires
-                self._slot(ref).via = None  # it has the replica: from now on, a lapse is its own
+                slot = self._slot(ref)
+                slot.expires = expires
+                slot.via = None  # it has the replica: from now on, a lapse is its own
                 renewed.append(ref)
-            elif self._state(ref) == "queued" and self._subtasks[ref.index].bound.get(holder) == ref.replica:
+            elif self._state(ref) == "queued" and self._open[ref.index].bound.get(holder) == ref.replica:
                 # its lease lapsed but nobody has taken the replica over: it is still working, let it finish
                 self._lease(ref, holder, expires)
-                self._subtasks[ref.index].lost.pop(holder, None)
+                self._open[ref.index].lost.pop(holder, None)
                 renewed.append(ref)
             else:
                 lost.append(ref)
@@ -272,14 +374,15 @@ class JobOwner:
 
     def _claim(self, c: ResultClaim, untrusted: Set[PeerId]) -> list[Instruction]:
         ref = ReplicaRef(c.index, c.replica)
-        ours = c.job_id == self.job_id and 0 <= c.index < len(self._subtasks)
-        sub = self._subtasks[c.index] if ours else None
+        if c.job_id == self.job_id and 0 <= c.index < self._n and self._status[c.index] != UNDECIDED:
+            return [Ack(c.executor, ref, "late", "the subtask is already decided")]
+        if self.cancelled and c.job_id == self.job_id:
+            return [Ack(c.executor, ref, "late", "the job was cancelled")]
+        sub = self._open.get(c.index) if c.job_id == self.job_id else None
         if sub is None or sub.bound.get(c.executor) != c.replica:
             return [Ack(c.executor, ref, "rejected", "this replica was never granted to this executor")]
         if sub.tally.has_reported(c.executor):
             return [Ack(c.executor, ref, "duplicate")]
-        if sub.outcome is not None:
-            return [Ack(c.executor, ref, "late", "the subtask is already decided")]
         out: list[Instruction] = [Ack(c.executor, ref, "accepted")]
         slot = sub.slots[c.replica]
         if slot.state == "leased" and slot.holder not in (None, c.executor):
@@ -289,6 +392,9 @@ class JobOwner:
         sub.slots[c.replica] = _Slot("reported", c.executor)
         self._leased.discard(ref)
         sub.lost.pop(c.executor, None)  # it answered after all
+        if c.status == "ok" and not any(k.agreement_key() == c.agreement_key() for k in sub.tally.claims):
+            sub.pending_bytes += c.output_size  # a new candidate output, held until the verdict
+            self._pending_bytes += c.output_size
         verdict = sub.tally.add(c, untrusted)
         assert not isinstance(verdict, Duplicate)  # has_reported() ruled that out
         if not isinstance(verdict, Pending):
@@ -297,7 +403,7 @@ class JobOwner:
 
     def _setback(self, index: int, more: int) -> list[Instruction]:
         """No verdict yet: give up after too many lost attempts, or make sure ``more`` replicas are coming."""
-        sub = self._subtasks[index]
+        sub = self._open[index]
         if len(sub.lost) >= self.max_attempts:
             holder, reason = list(sub.lost.items())[-1]
             why = reason.replace("_", " ")
@@ -311,6 +417,14 @@ class JobOwner:
             bisect.insort(self._queue, added[-1])
         return [ReplicasAdded(tuple(added))] if added else []
 
+    def _tick(self, now: float) -> list[Instruction]:
+        if now < self._next_expiry:
+            return []  # renewals only push expiries later: nothing can have lapsed yet
+        expired = [r for r in self._leased if self._slot(r).expires <= now]
+        out = self._lapse(expired, LEASE_LAPSED)
+        self._next_expiry = min((self._slot(r).expires for r in self._leased), default=float("inf"))
+        return out
+
     def _lapse(self, refs: list[ReplicaRef], reason: str) -> list[Instruction]:
         out: list[Instruction] = []
         for ref in sorted(refs):
@@ -322,15 +436,15 @@ class JobOwner:
             via = self._slot(ref).via
             holder = via or holder
             self._requeue(ref)
-            lost = self._subtasks[ref.index].lost
+            lost = self._open[ref.index].lost
             lost.pop(holder, None)  # re-insert: the latest loss is the last entry
             lost[holder] = reason
             out += [ReplicaLost(holder, ref, reason, credible=via is None), *self._setback(ref.index, 0)]
         return out
 
     def _decide(self, index: int, outcome: Outcome) -> list[Instruction]:
-        sub = self._subtasks[index]
-        sub.outcome = outcome
+        sub = self._open.pop(index)
+        self._pending_bytes -= sub.pending_bytes
         revoked: dict[PeerId, list[ReplicaRef]] = {}
         for r, slot in enumerate(sub.slots):
             ref = ReplicaRef(index, r)
@@ -339,44 +453,55 @@ class JobOwner:
             elif slot.state == "leased" and slot.holder is not None:
                 revoked.setdefault(slot.holder, []).append(ref)
                 self._leased.discard(ref)
-            if slot.state != "reported":
-                sub.slots[r] = _Slot("dropped")
-        self._count(outcome)
+        ok = isinstance(outcome, Verified) and outcome.ok
+        self._mark(index, DISPUTED if isinstance(outcome, Disputed) else VERIFIED if ok else FAILED)
         out: list[Instruction] = [Revoke(p, tuple(refs), "the subtask is decided") for p, refs in revoked.items()]
         out.append(SubtaskDecided(index, outcome))
-        if not self.finished and sum(self._counts.values()) == len(self._subtasks):
+        if not self.finished and self._decided() == self._n:
             self.finished = True
             out.append(JobFinished(self.progress()))
         return out
 
-    def _count(self, outcome: Outcome) -> None:
-        ok = isinstance(outcome, Verified) and outcome.ok
-        self._counts["disputed" if isinstance(outcome, Disputed) else "verified" if ok else "failed"] += 1
+    def _mark(self, index: int, kind: int) -> None:
+        self._status[index] = kind
+        self._counts[_KINDS[kind]] += 1
+
+    def _decided(self) -> int:
+        return sum(self._counts.values())
 
     # --- persistence -------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything a restarted owner needs, as a plain JSON-compatible dict."""
+        """The window, as a plain JSON-compatible dict: with the journal's verdicts, all a restart needs."""
         r = self.replication
         return {
             "format": _FORMAT, "job_id": self.job_id.hex(), "owner": str(self.owner),
-            "replication": [r.replicas, r.quorum, r.max_replicas], "subtask_count": len(self._subtasks),
+            "replication": [r.replicas, r.quorum, r.max_replicas], "subtask_count": self._n,
             "lease_seconds": self.lease_seconds, "max_attempts": self.max_attempts,
+            "max_open": self.max_open, "max_pending_bytes": self.max_pending_bytes, "cursor": self._cursor,
             "requests": {str(p): last[0] for p, last in self._requests.items()},
-            "subtasks": [_snapshot_subtask(sub) for sub in self._subtasks],
+            "open": [[index, _snapshot_subtask(sub)] for index, sub in self._open.items()],
         }  # fmt: skip
 
     @classmethod
-    def restore(cls, data: Mapping[str, Any]) -> JobOwner:
-        """Rebuild a job from ``snapshot``'s output; leased replicas go back to the deque.
+    def restore(cls, snapshot: Mapping[str, Any], journalled: Iterable[tuple[int, str]] = ()) -> JobOwner:
+        """Rebuild a job from ``snapshot``'s output and the verdicts its journal holds.
+
+        Args:
+            snapshot: any snapshot this job wrote, however old.
+            journalled: every verdict the journal holds, as (index, status): "ok",
+                "disputed" or a failure code.
 
         Raises:
-            ValueError: the dict is not a snapshot this version wrote, or is inconsistent.
+            ValueError: the snapshot is not one this version can read, or is inconsistent,
+                or a verdict names no subtask of the job.
         """
         try:
-            return cls._restore(data)
+            job = cls._restore(snapshot)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, WireError) as exc:
             raise ValueError(f"not a usable job snapshot: {exc}") from exc
+        job._settle(journalled)
+        return job
 
     @classmethod
     def _restore(cls, d: Mapping[str, Any]) -> JobOwner:
@@ -386,39 +511,67 @@ class JobOwner:
         job = cls(
             bytes.fromhex(d["job_id"]), PeerId.from_base58(d["owner"]), policy, int(d["subtask_count"]),
             lease_seconds=float(d["lease_seconds"]), max_attempts=int(d["max_attempts"]),
+            max_open=int(d["max_open"]), max_pending_bytes=int(d["max_pending_bytes"]),
         )  # fmt: skip
-        if len(d["subtasks"]) != len(job._subtasks):
-            raise ValueError("subtask count does not match")
+        job._cursor = int(d["cursor"])
+        if not 0 <= job._cursor <= job._n:
+            raise ValueError("the cursor lies outside the job")
         job._requests = {PeerId.from_base58(p): (int(i), ()) for p, i in d["requests"].items()}
-        job._queue = []
-        for index, s in enumerate(d["subtasks"]):
+        for index, s in d["open"]:
+            index = int(index)
+            if not 0 <= index < job._cursor or index in job._open:
+                raise ValueError(f"open subtask {index} was never opened, or is there twice")
             claims = [decode(bytes.fromhex(h), ResultClaim) for h in s["claims"]]
-            untrusted = None if s.get("untrusted") is None else {PeerId.from_base58(p) for p in s["untrusted"]}
-            sub = job._subtasks[index] = _Subtask(Tally.replay(job.job_id, index, policy, claims, untrusted), [])
+            sub = _Subtask(Tally.replay(job.job_id, index, policy, claims, None), [])
             sub.slots = [_Slot("reported" if r in s["reported"] else "queued") for r in range(int(s["slots"]))]
             sub.bound = {PeerId.from_base58(p): int(r) for p, r in s["bound"].items()}
             sub.lost = {PeerId.from_base58(p): str(reason) for p, reason in s["lost"]}
-            sub.outcome = Failed(*map(str, s["failed"])) if s.get("failed") else sub.tally.final
-            if sub.outcome is not None:
-                sub.slots = [slot if slot.state == "reported" else _Slot("dropped") for slot in sub.slots]
-                job._count(sub.outcome)
-            else:
-                job._queue.extend(ReplicaRef(index, r) for r, slot in enumerate(sub.slots) if slot.state == "queued")
+            sub.pending_bytes = int(s["pending_bytes"])
+            job._open[index] = sub
+            job._pending_bytes += sub.pending_bytes
+            job._queue.extend(ReplicaRef(index, r) for r, slot in enumerate(sub.slots) if slot.state == "queued")
         job._queue.sort()
-        job.finished = sum(job._counts.values()) == len(job._subtasks)
         return job
+
+    def _settle(self, journalled: Iterable[tuple[int, str]]) -> None:
+        """Take the journal's verdicts, then reopen what was opened and neither is open nor decided."""
+        closed = set()
+        for index, status in journalled:
+            if not 0 <= index < self._n:
+                raise ValueError(f"the journal holds a verdict for subtask {index} of a {self._n}-subtask job")
+            if self._status[index] != UNDECIDED:
+                continue
+            self._mark(index, status_kind(status))
+            sub = self._open.pop(index, None)
+            if sub is not None:
+                self._pending_bytes -= sub.pending_bytes
+                closed.add(index)
+            elif index >= self._cursor:
+                self._decided_ahead += 1
+        if closed:
+            self._queue = [ref for ref in self._queue if ref.index not in closed]
+        # A verdict reached before the snapshot but never journalled (the process died, or the
+        # disk was full, in between): that subtask is in neither place, and must run again.
+        missing = []
+        at = self._status.find(UNDECIDED, 0, self._cursor)
+        while at != -1:
+            if at not in self._open:
+                missing.append(at)
+            at = self._status.find(UNDECIDED, at + 1, self._cursor)
+        for index in missing:
+            self._open[index] = _Subtask(Tally(self.job_id, index, self.replication), [_Slot() for _ in range(self._first)])
+            self._queue.extend(ReplicaRef(index, r) for r in range(self._first))
+        if missing:
+            self._queue.sort()
+        self.finished = self._decided() == self._n
 
 
 def _snapshot_subtask(sub: _Subtask) -> dict[str, Any]:
-    out: dict[str, Any] = {
+    return {
         "slots": len(sub.slots),
         "reported": [r for r, slot in enumerate(sub.slots) if slot.state == "reported"],
         "bound": {str(p): r for p, r in sub.bound.items()},
         "lost": [[str(p), reason] for p, reason in sub.lost.items()],  # a list: its order says which was last
         "claims": [encode(c).hex() for c in sub.tally.claims],
+        "pending_bytes": sub.pending_bytes,
     }
-    if isinstance(sub.outcome, Failed):
-        out["failed"] = [sub.outcome.code, sub.outcome.message]
-    elif sub.outcome is not None:
-        out["untrusted"] = sorted(str(p) for p in sub.tally.untrusted_at_verdict)
-    return out

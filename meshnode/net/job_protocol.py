@@ -33,7 +33,7 @@ from ..core.job_messages import (
 from ..core.output_codec import plain_output
 from ..core.peer_id import PeerId
 from ..core.result import ResultClaim
-from ..errors import PeerUnavailableError, WireError
+from ..errors import JournalError, PeerUnavailableError, WireError
 from ..jobs import JobManager, RunningJob
 from .host import MeshHost
 from .streams import read_frame, write_frame
@@ -120,20 +120,27 @@ def _grant(manager: JobManager, thief: PeerId, ask: StealAsk, allowed: int, now:
     for job in list(manager.jobs.values()):
         if wanted <= 0:
             break
-        if job.owner.finished or job.owner.surplus() == 0:
+        if job.owner.finished or job.paused or job.owner.surplus() == 0:
             continue
         for instruction in job.owner.handle(StealRequest(thief, wanted, ask.request_id, now)):
             if isinstance(instruction, Grant) and instruction.replicas:
-                grants.append(JobGrant(manifest=job.envelope, subtasks=tuple(_subtasks(manager, job, instruction.replicas))))
+                try:
+                    subtasks = tuple(_subtasks(manager, job, instruction.replicas))
+                except JournalError as exc:  # the thief gets nothing of this job; its leases lapse
+                    log.warning("job %s: cannot hand out work: %s", job.job_id.hex()[:12], exc)
+                    continue
+                grants.append(JobGrant(manifest=job.envelope, subtasks=subtasks))
                 lease_ms = max(lease_ms, round((instruction.expires - now) * 1000))
                 wanted -= len(instruction.replicas)
-    surplus = sum(j.owner.surplus() for j in manager.jobs.values() if not j.owner.finished)
+    # With nothing granted, nothing is left for this thief, whatever others could take:
+    # it should not come back before it hears of new work.
+    surplus = sum(j.owner.surplus() for j in manager.jobs.values() if not j.owner.finished) if grants else 0
     return StealReply(request_id=ask.request_id, grants=tuple(grants), lease_ms=lease_ms, refused="", surplus=surplus)
 
 
 def _subtasks(manager: JobManager, job: RunningJob, refs: tuple[ReplicaRef, ...]) -> list[bytes]:
-    inline = manager.inline_inputs(job, [ref.index for ref in refs])  # larger inputs go by hash
-    return [wire.encode(job.commitment.subtask(job.job_id, r.index, r.replica, inline.get(r.index))) for r in refs]
+    """The granted subtasks, encoded: large inputs by hash, each with its Merkle proof."""
+    return [wire.encode(s) for s in manager.subtasks(job, refs)]
 
 
 def _transfer(job: RunningJob | None, holder: PeerId, to: bytes, refs: tuple[ReplicaRef, ...], now: float) -> TransferReply:
@@ -170,11 +177,14 @@ async def _receive(manager: JobManager, executor: PeerId, push: ResultPush) -> R
         else:
             by_job.setdefault(claim.job_id, []).append((claim, output if claim.status == "ok" else None))
     for job_id, claims in by_job.items():
-        answers = {
-            (i.executor, i.replica): i
-            for i in await manager.receive_claims(manager.jobs[job_id], claims)
-            if isinstance(i, Ack) and i.executor == executor
-        }
+        job = manager.jobs.get(job_id)
+        if job is None or job.paused:
+            continue  # no answer: the executor keeps the results and pushes them again later
+        try:
+            said = await manager.receive_claims(job, claims)
+        except JournalError:
+            continue  # the verdicts wait for the journal: acknowledge nothing yet
+        answers = {(i.executor, i.replica): i for i in said if isinstance(i, Ack) and i.executor == executor}
         for claim, _ in claims:
             a = answers.get((executor, ReplicaRef(claim.index, claim.replica)))
             acks.append(_ack(claim, a.status, a.reason) if a is not None else _ack(claim, "accepted"))

@@ -105,7 +105,7 @@ async def test_a_disputed_subtask_lists_each_candidate_and_who_reported_it(tmp_p
             assert isinstance(grant, Grant)
             (ref,) = grant.replicas
             claim = ResultClaim.of(job.job_id, 0, ref.replica, peer, TaskOutcome(output, None, 100, 0.0), ENGINE_ID)
-            await m.receive_claim(job, claim, output)
+            await m.receive_claims(job, [(claim, output)])
         (saved,) = store.outputs(job.job_id)
         assert saved.status == "disputed" and saved.output is None
         result = JobResult.of(saved)

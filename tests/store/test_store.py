@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -11,24 +12,37 @@ from pathlib import Path
 
 import pytest
 
-from meshnode.store import CachedResult, OutboxEntry, Store, VerifiedOutput
+from meshnode.core.merkle import MerkleTree, leaf_hash, tree_levels
+from meshnode.store import CachedResult, InputRow, OutboxEntry, Store, VerifiedOutput
+
+
+def add_job(store: Store, job_id: bytes = b"J" * 16, inputs: list[bytes] | None = None, snapshot: dict[str, object] | None = None) -> None:
+    """A job as ``JobManager.create`` journals it: begun, its inputs, then its manifest, tree and snapshot."""
+    inputs = [b"zero", b"one"] if inputs is None else inputs
+    store.begin_job(job_id, now=100.0)
+    store.add_inputs(job_id, [(i, hashlib.sha256(d).digest(), len(d), d) for i, d in enumerate(inputs)])
+    leaves = b"".join(leaf_hash(hashlib.sha256(d).digest(), len(d)) for d in inputs)
+    store.finish_job(job_id, b"signed manifest", len(inputs), tree_levels(leaves), snapshot or {"n": 0})
 
 
 def test_jobs_outputs_and_snapshots_survive_a_reopen(tmp_path: Path) -> None:
     path = tmp_path / "node.db"
     with Store.open(path) as store:
-        store.add_job(b"J" * 16, b"signed manifest", {"format": 1, "subtasks": [1, 2]}, now=100.0)
+        add_job(store, snapshot={"format": 2, "open": [1, 2]})
         store.record_outputs(b"J" * 16, [
             VerifiedOutput(0, "ok", b"\x00out", {"executors": ["a", "b"]}),
             VerifiedOutput(1, "trap", None, {"message": "unreachable"}),
         ])  # fmt: skip
-        store.save_snapshot(b"J" * 16, {"format": 1, "subtasks": [3]})
+        store.save_snapshot(b"J" * 16, {"format": 2, "open": [3]})
         store.save_state("reputation", {"format": 1, "peers": {"p": {"agreements": 3}}})
     with Store.open(path) as store:
         (job,) = store.jobs("running")
-        assert (job.job_id, job.manifest, job.snapshot) == (b"J" * 16, b"signed manifest", {"format": 1, "subtasks": [3]})
+        assert (job.job_id, job.manifest, job.subtasks) == (b"J" * 16, b"signed manifest", 2)
+        assert store.snapshot(job.job_id) == {"format": 2, "open": [3]}
         assert [(o.index, o.status, o.output) for o in store.outputs(b"J" * 16)] == [(0, "ok", b"\x00out"), (1, "trap", None)]
         assert store.outputs(b"J" * 16)[0].detail == {"executors": ["a", "b"]}
+        assert sorted(store.verdicts(b"J" * 16)) == [(0, "ok"), (1, "trap")]
+        assert store.counts(b"J" * 16) == {"ok": 1, "trap": 1}
         assert store.load_state("reputation") == {"format": 1, "peers": {"p": {"agreements": 3}}}
         store.save_snapshot(b"J" * 16, {}, state="finished")
         assert store.jobs("running") == [] and len(store.jobs("finished")) == 1
@@ -37,19 +51,36 @@ def test_jobs_outputs_and_snapshots_survive_a_reopen(tmp_path: Path) -> None:
 
 def test_an_ended_job_is_not_revived_by_a_running_snapshot_that_lands_late(tmp_path: Path) -> None:
     with Store.open(tmp_path / "node.db") as store:
-        store.add_job(b"J" * 16, b"m", {"n": 1})
+        add_job(store, snapshot={"n": 1})
         store.save_snapshot(b"J" * 16, None, "cancelled")
         store.save_snapshot(b"J" * 16, {"n": 2}, "running")
         (job,) = store.jobs()
-        assert job.state == "cancelled" and job.snapshot == {"n": 1}
+        assert job.state == "cancelled" and store.snapshot(job.job_id) == {"n": 1}
 
 
-def test_a_jobs_small_inputs_are_journalled_with_it(tmp_path: Path) -> None:
+def test_a_jobs_inputs_and_tree_are_journalled_with_it(tmp_path: Path) -> None:
+    inputs = [b"zero", b"one", b"two", b"three", b"four"]
     with Store.open(tmp_path / "node.db") as store:
-        store.add_job(b"J" * 16, b"m", {"n": 3}, inputs=[(0, b"zero"), (2, b"two")])
+        add_job(store, inputs=inputs)
+        store.add_inputs(b"J" * 16, [(7, b"h" * 32, 5 << 20, None)])  # a large input: a blob, not a row of bytes
     with Store.open(tmp_path / "node.db") as store:
-        assert store.inputs(b"J" * 16, [0, 1, 2]) == {0: b"zero", 2: b"two"}
-        assert store.inputs(b"K" * 16, [0]) == {}
+        rows = store.input_rows(b"J" * 16, [4, 0, 1, 3, 7, 9])  # three runs, one index absent
+        assert {i: r.data for i, r in rows.items()} == {0: b"zero", 1: b"one", 3: b"three", 4: b"four", 7: None}
+        assert rows[7] == InputRow(b"h" * 32, 5 << 20, None) and rows[1].sha256 == hashlib.sha256(b"one").digest()
+        assert store.input_rows(b"K" * 16, [0]) == {}
+        tree = MerkleTree.from_levels(store.tree(b"J" * 16))
+        assert tree.root == MerkleTree([leaf_hash(hashlib.sha256(d).digest(), len(d)) for d in inputs]).root
+
+
+def test_a_job_whose_ingestion_never_finished_is_dropped_and_never_listed(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "node.db") as store:
+        store.begin_job(b"I" * 16)
+        store.add_inputs(b"I" * 16, [(0, b"h" * 32, 1, b"x")])
+        add_job(store)
+        assert [j.job_id for j in store.jobs()] == [b"J" * 16]
+    with Store.open(tmp_path / "node.db") as store:
+        assert store.drop_ingesting() == [b"I" * 16]
+        assert store.input_rows(b"I" * 16, [0]) == {} and [j.job_id for j in store.jobs()] == [b"J" * 16]
 
 
 def test_outbox_retries_and_acks(tmp_path: Path) -> None:
@@ -87,7 +118,7 @@ import sys
 from pathlib import Path
 from meshnode.store import Store, VerifiedOutput
 store = Store.open(Path(sys.argv[1]))
-store.add_job(b"J" * 16, b"m", {"n": 0})
+store.begin_job(b"J" * 16)
 i = 0
 while True:
     store.record_outputs(b"J" * 16, [VerifiedOutput(i, "ok", bytes([i % 256]) * 1000, {})])
