@@ -31,6 +31,7 @@ interrupt every run still in flight.
 Compiled modules are cached by SHA-256 in memory and, when a cache directory is
 given, on disk with ``Module.serialize`` so a restart does not recompile. Only
 artifacts this node wrote itself are ever deserialized (they are native code).
+The cache's folders are 0700 and its files 0600: they are the jobs' code.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from typing import Any, Final
 import trio
 import wasmtime
 
+from ._private_files import private_dir
 from .core.manifest import TaskLimits
 from .core.outcome import TaskError, TaskOutcome
 from .errors import SandboxError
@@ -185,6 +187,9 @@ class Sandbox:
             raise ValueError("slots must be at least 1")
         self.slots = slots
         self._cache_dir = cache_dir
+        if cache_dir is not None:
+            with contextlib.suppress(OSError):  # the cache is an optimization: never fail for it
+                private_dir(cache_dir, create=False)
         self._engines = {False: _engine(False), True: _engine(True)}
         self._modules: OrderedDict[tuple[bytes, bool], TaskModule] = OrderedDict()
         self._modules_lock = threading.Lock()
@@ -327,9 +332,11 @@ class Sandbox:
     @staticmethod
     def _store_artifact(path: Path, module: wasmtime.Module) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(path.parent.parent)  # the cache dir
+            path.parent.mkdir(exist_ok=True, mode=0o700)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(module.serialize())
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+                f.write(module.serialize())
             tmp.replace(path)
         except OSError:
             pass  # a cache that cannot be written only costs a recompile next time

@@ -140,7 +140,14 @@ class Store:
         Raises:
             sqlite3.DatabaseError: the file is not a database, or was written by a newer version.
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The journal holds every job's inputs and outputs: this user's alone. The file is
+        # made 0600 before SQLite opens it because SQLite gives its -wal and -shm files
+        # the database file's mode; files an older version left readable are narrowed.
+        path.touch(mode=0o600)
+        for part in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+            if part.exists() and part.stat().st_mode & 0o077:
+                part.chmod(part.stat().st_mode & 0o700)
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")

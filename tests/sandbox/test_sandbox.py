@@ -18,6 +18,8 @@ from meshnode.core.manifest import TaskLimits
 from meshnode.errors import SandboxError
 from meshnode.sandbox import TICK_NS, EpochClock, Sandbox
 
+from tests.modes import mode_of
+
 from . import modules as m
 
 LIMITS = TaskLimits(fuel=10**9, memory=4 << 20, timeout_ms=5000, max_output=64 << 10)
@@ -190,6 +192,18 @@ def test_compiled_modules_are_cached_on_disk(tmp_path: Path) -> None:
         assert sb.run_sync(m.ECHO, b"c", LIMITS).output == b"c"
         assert (sb.compiled, sb.deserialized) == (1, 0)
 
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_the_module_cache_is_private_to_this_user(tmp_path: Path) -> None:
+    cache = tmp_path / "modules"
+    with Sandbox(cache_dir=cache) as sb:
+        assert sb.run_sync(m.ECHO, b"a", LIMITS).output == b"a"
+    (artifact,) = cache.rglob("*.cwasm")
+    assert (mode_of(cache), mode_of(artifact.parent), mode_of(artifact)) == (0o700, 0o700, 0o600)
+    cache.chmod(0o755)  # as an older version left it
+    with Sandbox(cache_dir=cache) as sb:
+        assert mode_of(cache) == 0o700
+        assert sb.run_sync(m.ECHO, b"b", LIMITS).output == b"b" and sb.deserialized == 1
 
 def test_close_interrupts_runs_in_flight() -> None:
     limits = TaskLimits(fuel=2**62, memory=1 << 20, timeout_ms=600_000, max_output=1024)
