@@ -13,6 +13,9 @@ hash, which gives three properties the rest of the node relies on:
 * Because every read is verified, writes are not fsynced: a crash can at worst
   lose or tear a cached blob, which ``get`` then notices.
 
+Only this user can read the store: its folders are 0700 (checked when the store
+opens, so folders an older version made wider are narrowed) and blobs are 0600.
+
 The I/O is plain synchronous file I/O. Small blobs are quick enough to handle on
 the trio loop; callers on the loop handling big blobs (anything near a
 megabyte or more) should run ``put`` and ``get`` in a worker thread with
@@ -31,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Final
+
+from ._private_files import private_dir
 
 __all__ = ["DEFAULT_MAX_BLOB_SIZE", "BlobStore"]
 
@@ -59,7 +64,9 @@ class BlobStore:
             raise ValueError("max_blob_size cannot be negative")
         self.root = root
         self.max_blob_size = max_blob_size
-        root.mkdir(parents=True, exist_ok=True)
+        private_dir(root)
+        for shard in self._shards():
+            private_dir(shard)
         self._remove_stale_temp_files()
 
     def path(self, sha256: bytes) -> Path:
@@ -92,7 +99,8 @@ class BlobStore:
             # Same name and same size: the same blob, barring corruption, which get() catches.
             if target.stat().st_size == len(data):
                 return sha256
-        target.parent.mkdir(exist_ok=True)
+        target.parent.mkdir(exist_ok=True, mode=0o700)
+        # mkstemp creates the file 0600, and os.replace keeps the mode
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX)
         try:
             with open(fd, "wb") as f:

@@ -46,7 +46,7 @@ from .core.peers import (
 from .core.presence import Goodbye, Presence, next_seq
 from .core.reputation import Reputation
 from .core.steal import POOR_SCORE, PeerView, grant_for, views_of
-from .errors import JournalError, PeerUnavailableError, WireError
+from .errors import JournalError, PeerUnavailableError, SandboxError, WireError
 from .executor import Executor
 from .identity import Identity, load_or_create_identity
 from .jobs import JobManager, JobOptions, RunningJob
@@ -402,7 +402,8 @@ class MeshNode:
         ``await job.cancel()``.
 
         Raises:
-            SandboxError: the module cannot run at all (invalid, or a forbidden import).
+            SandboxError: the module cannot run at all (invalid, a forbidden import, or no
+                entry function of that name and type).
             ValueError: no inputs, or a replication policy that can never verify.
             TypeError: an input that is not bytes.
         """
@@ -419,9 +420,12 @@ class MeshNode:
                 raise ValueError(problem)
             options = JobOptions(limits, replication, entry=entry, nan_canonical=nan_canonical, label=label)
         # compiling a module and hashing every input take time: not on the node's event loop
-        await trio.to_thread.run_sync(
+        loaded = await trio.to_thread.run_sync(
             functools.partial(self.jobs.executor.sandbox.load, module, nan_canonical=options.nan_canonical)
         )
+        entry_problem = loaded.check_entry(options.entry)
+        if entry_problem is not None:  # every replica would fail with it: refuse the job instead
+            raise SandboxError(entry_problem)
         job = await trio.to_thread.run_sync(self.jobs.create, module, inputs, options, _unix_ms())
         self.jobs.start(job)
         log.info("job %s  %d subtasks, replicas %d, quorum %d", job.job_id.hex(), job.manifest.subtask_count,

@@ -11,7 +11,13 @@ a per-job option and runs on a second engine.
 
 Limits: fuel (deterministic, counted in wasm operators) bounds the work; an
 epoch deadline, driven by one ticker thread per sandbox, bounds wall time; store
-limits bound linear memory, tables and instances. When memory cannot grow,
+limits bound linear memory, tables and instances.
+
+The epoch counts ticks of real (monotonic) time, not wakeups of the ticker: a
+ticker that wakes late on a loaded machine catches up by the ticks it missed
+(``EpochClock``), so a deadline fires within a tick or two of the wall-clock
+timeout however late the thread is scheduled, and a run starting while the
+ticker lags still gets its whole timeout. The ticker sleeps while no wasm runs. When memory cannot grow,
 ``memory.grow`` returns -1 and the guest decides what to do (the task ABI says
 ``alloc`` returns 0, and the task then traps), so a trap with memory at its
 limit is reported as ``memory_limit``.
@@ -25,6 +31,7 @@ interrupt every run still in flight.
 Compiled modules are cached by SHA-256 in memory and, when a cache directory is
 given, on disk with ``Module.serialize`` so a restart does not recompile. Only
 artifacts this node wrote itself are ever deserialized (they are native code).
+The cache's folders are 0700 and its files 0600: they are the jobs' code.
 """
 
 from __future__ import annotations
@@ -33,13 +40,12 @@ import contextlib
 import ctypes
 import hashlib
 import importlib.metadata
-import math
 import os
 import platform
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -47,17 +53,19 @@ from typing import Any, Final
 import trio
 import wasmtime
 
+from ._private_files import private_dir
 from .core.manifest import TaskLimits
 from .core.outcome import TaskError, TaskOutcome
 from .errors import SandboxError
 
-__all__ = ["ENGINE_ID", "Sandbox", "TaskModule"]
+__all__ = ["ENGINE_ID", "EpochClock", "Sandbox", "TaskModule"]
 
 WASMTIME_VERSION: Final = importlib.metadata.version("wasmtime")
 # Fuel counts and NaN bits are comparable only between executors with the same engine.
 ENGINE_ID: Final = f"wasmtime-{WASMTIME_VERSION}/{platform.machine().lower()}"
 
 TICK_SECONDS: Final = 0.01
+TICK_NS: Final = 10_000_000  # TICK_SECONDS in integer nanoseconds, so tick arithmetic is exact
 MAX_WASM_STACK: Final = 1 << 20
 MAX_TABLE_ELEMENTS: Final = 1 << 20
 MAX_TABLES: Final = 8
@@ -90,6 +98,39 @@ def _last_line(exc: BaseException) -> str:
     # the cause is on the last line.
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
+
+
+class EpochClock:
+    """The engines' epoch as ticks of real time since ``origin_ns`` (monotonic nanoseconds).
+
+    The caller reads the clock and passes the time in, so the arithmetic can be
+    checked without a clock or a thread.
+    """
+
+    __slots__ = ("origin_ns", "ticked")
+
+    def __init__(self, origin_ns: int) -> None:
+        self.origin_ns = origin_ns
+        self.ticked = 0  # increments made since origin_ns
+
+    def elapsed_ticks(self, now_ns: int) -> int:
+        return (now_ns - self.origin_ns) // TICK_NS
+
+    def take_due(self, now_ns: int) -> int:
+        """How many increments the epoch owes at ``now_ns``; they count as made from here on."""
+        due = max(0, self.elapsed_ticks(now_ns) - self.ticked)
+        self.ticked += due
+        return due
+
+    def deadline(self, now_ns: int, timeout_ms: int) -> int:
+        """The epoch deadline, relative to the epoch as it stands, for a run starting at ``now_ns``.
+
+        It counts from real time, not from the epoch, so the increments a late ticker
+        still owes do not cut the run short; the extra tick makes up for ``now_ns``
+        falling part way through a tick, so the deadline never comes before the timeout.
+        """
+        timeout_ticks = -(-timeout_ms * 1_000_000 // TICK_NS) + 1
+        return self.elapsed_ticks(now_ns) + timeout_ticks - self.ticked
 
 
 def _signature(ft: wasmtime.FuncType) -> tuple[list[str], list[str]]:
@@ -146,12 +187,20 @@ class Sandbox:
             raise ValueError("slots must be at least 1")
         self.slots = slots
         self._cache_dir = cache_dir
+        if cache_dir is not None:
+            with contextlib.suppress(OSError):  # the cache is an optimization: never fail for it
+                private_dir(cache_dir, create=False)
         self._engines = {False: _engine(False), True: _engine(True)}
         self._modules: OrderedDict[tuple[bytes, bool], TaskModule] = OrderedDict()
         self._modules_lock = threading.Lock()
         self._compile_lock = threading.Lock()
         self._limiter = trio.CapacityLimiter(slots)
-        self._stop = threading.Event()
+        # Guards the epoch clock, the count of runs and the ticker's stop flag; the
+        # ticker waits on it, so a run starting while none ran wakes it at once.
+        self._clock_changed = threading.Condition()
+        self._clock = EpochClock(time.monotonic_ns())
+        self._running = 0
+        self._stopping = False
         self._closing = False
         self._max_deadline_ticks = 1
         self._ticker: threading.Thread | None = None
@@ -170,14 +219,14 @@ class Sandbox:
     def close(self) -> None:
         """Stop the ticker and interrupt every run still in flight (it ends as ``timeout``)."""
         self._closing = True
-        self._stop.set()
+        with self._clock_changed:
+            self._stopping = True
+            self._clock_changed.notify_all()
         if self._ticker is not None:
             self._ticker.join()
             self._ticker = None
         # Moving the epoch past every deadline set so far traps all running stores.
-        for engine in self._engines.values():
-            for _ in range(self._max_deadline_ticks + 1):
-                engine.increment_epoch()
+        self._increment_epoch(self._max_deadline_ticks + 1)
 
     def __enter__(self) -> Sandbox:
         self.open()
@@ -193,9 +242,37 @@ class Sandbox:
         self.close()
 
     def _tick(self) -> None:
-        while not self._stop.wait(TICK_SECONDS):
-            for engine in self._engines.values():
+        """The ticker thread: moves the epoch with real time while wasm runs, sleeps while none does."""
+        with self._clock_changed:
+            while not self._stopping:
+                self._clock_changed.wait(TICK_SECONDS if self._running else None)
+                if self._running:
+                    self._increment_epoch(self._clock.take_due(time.monotonic_ns()))
+
+    def _increment_epoch(self, times: int) -> None:
+        for engine in self._engines.values():
+            for _ in range(times):
                 engine.increment_epoch()
+
+    @contextlib.contextmanager
+    def _deadline(self, store: wasmtime.Store, timeout_ms: int) -> Iterator[None]:
+        """Set the store's epoch deadline and keep the ticker going until the block ends."""
+        with self._clock_changed:
+            now_ns = time.monotonic_ns()
+            if self._running == 0:
+                # The ticker was asleep and owes nothing: start counting from now.
+                self._clock = EpochClock(now_ns)
+                self._clock_changed.notify_all()
+            self._running += 1
+            ticks = self._clock.deadline(now_ns, timeout_ms)
+            # Under the lock: the ticker cannot move the epoch between reading and setting.
+            store.set_epoch_deadline(ticks)
+            self._max_deadline_ticks = max(self._max_deadline_ticks, ticks)
+        try:
+            yield
+        finally:
+            with self._clock_changed:
+                self._running -= 1
 
     # --- modules ----------------------------------------------------------------------------
 
@@ -255,9 +332,11 @@ class Sandbox:
     @staticmethod
     def _store_artifact(path: Path, module: wasmtime.Module) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(path.parent.parent)  # the cache dir
+            path.parent.mkdir(exist_ok=True, mode=0o700)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(module.serialize())
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+                f.write(module.serialize())
             tmp.replace(path)
         except OSError:
             pass  # a cache that cannot be written only costs a recompile next time
@@ -356,12 +435,6 @@ class Sandbox:
         output, error, fuel_used = self._execute(module, data, limits, entry)
         return TaskOutcome(output, error, fuel_used, time.perf_counter() - start)
 
-    def _deadline_ticks(self, timeout_ms: int) -> int:
-        ticks = math.ceil(timeout_ms / 1000 / TICK_SECONDS) + 1
-        if ticks > self._max_deadline_ticks:
-            self._max_deadline_ticks = ticks
-        return ticks
-
     def _execute(
         self, module: TaskModule, data: bytes, limits: TaskLimits, entry: str
     ) -> tuple[bytes | None, TaskError | None, int]:
@@ -369,7 +442,6 @@ class Sandbox:
             return None, TaskError("memory_limit", f"the input ({len(data)} bytes) does not fit the memory limit"), 0
         store = wasmtime.Store(self._engines[module.nan_canonical])
         store.set_fuel(limits.fuel)
-        store.set_epoch_deadline(self._deadline_ticks(limits.timeout_ms))
         store.set_limits(
             memory_size=limits.memory,
             table_elements=MAX_TABLE_ELEMENTS,
@@ -379,14 +451,15 @@ class Sandbox:
         )
         memory: Any = None
         try:
-            # _check_module proved these are a memory and two functions of the right types
-            exports: Any = wasmtime.Instance(store, module.module, []).exports(store)
-            memory = exports["memory"]
-            ptr = exports["alloc"](store, len(data)) & _MASK32
-            if (ptr == 0 and data) or ptr + len(data) > memory.data_len(store):
-                return None, self._alloc_failure(store, memory, limits, ptr), self._fuel_used(store, limits)
-            memory.write(store, data, ptr)
-            packed = exports[entry](store, ptr, len(data)) & _MASK64
+            with self._deadline(store, limits.timeout_ms):
+                # _check_module proved these are a memory and two functions of the right types
+                exports: Any = wasmtime.Instance(store, module.module, []).exports(store)
+                memory = exports["memory"]
+                ptr = exports["alloc"](store, len(data)) & _MASK32
+                if (ptr == 0 and data) or ptr + len(data) > memory.data_len(store):
+                    return None, self._alloc_failure(store, memory, limits, ptr), self._fuel_used(store, limits)
+                memory.write(store, data, ptr)
+                packed = exports[entry](store, ptr, len(data)) & _MASK64
         except wasmtime.Trap as trap:
             return None, self._trap_error(trap, store, memory, limits), self._fuel_used(store, limits)
         except wasmtime.WasmtimeError as exc:

@@ -185,9 +185,18 @@ class Store:
                 f"every job it held. Restore it from a backup; or, to start afresh, move the data dir's blobs "
                 f"folder aside", "damaged",
             )  # fmt: skip
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The journal holds every job's inputs and outputs: this user's alone. The file is
+        # made 0600 before SQLite opens it because SQLite gives its -wal and -shm files
+        # the database file's mode; files an older version left readable are narrowed.
         try:
+            path.touch(mode=0o600)
+            for part in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+                if part.exists() and part.stat().st_mode & 0o077:
+                    part.chmod(part.stat().st_mode & 0o700)
             db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except OSError as exc:
+            raise JournalError(f"the journal {path} cannot be opened: {exc.strerror or exc}", "io") from None
         except sqlite3.Error as exc:
             raise _journal_error(path, exc) from None
         try:

@@ -113,3 +113,14 @@ def test_bad_usage_exits_2_with_one_clear_line(tmp_path: Path, echo: Path, args:
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["exec", "submit"])
+def test_an_input_dir_holding_a_fifo_exits_2_naming_it(tmp_path: Path, echo: Path, command: str) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "a.txt").write_bytes(b"A")
+    os.mkfifo(inputs / "pipe")  # opening it would hang the command: the subprocess timeout would fail the test
+    result = meshnode(command, str(echo), "--input-dir", str(inputs), data_dir=tmp_path / "data")
+    assert result.returncode == 2
+    assert result.stderr == f"meshnode {command}: --input-dir {inputs}: pipe is a FIFO, not a regular file\n"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.sandbox import modules as m
+
 from .nodes import NodeProcess, meshnode, nodes, poll  # noqa: F401  (nodes is a fixture)
 from .test_node_cli import LOOPBACK
 
@@ -63,3 +65,16 @@ def test_submit_without_a_node_or_with_a_bad_module(tmp_path: Path, nodes: list[
     junk.write_bytes(b"\x00asm nope")
     bad = meshnode("submit", str(junk), "--range", "2", "--data-dir", str(a.data_dir))
     assert bad.returncode == 2 and "the module cannot run" in bad.stderr
+
+
+def test_submit_refuses_a_module_whose_entry_has_the_wrong_type(tmp_path: Path, nodes: list[NodeProcess]) -> None:
+    a = NodeProcess(tmp_path / "a", LOOPBACK)
+    nodes.append(a)
+    a.wait_ready()
+    module = tmp_path / "wrong_entry.wasm"
+    module.write_bytes(m.WRONG_ENTRY_TYPE)  # exports run as (i32) -> i32
+    refused = meshnode("submit", str(module), "--range", "2", "--data-dir", str(a.data_dir))
+    assert refused.returncode == 2
+    assert len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert "the module cannot run" in refused.stderr and "no entry function 'run'" in refused.stderr
+    assert json.loads(meshnode("jobs", "--json", "--data-dir", str(a.data_dir)).stdout) == []

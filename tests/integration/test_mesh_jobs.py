@@ -9,17 +9,20 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from meshnode.core import wire
 
 from meshnode.core.manifest import Replication, TaskLimits
+from meshnode.errors import SandboxError
 from meshnode.executor import SignedResult
 from meshnode.jobs import JobOptions
 from meshnode.local_exec import run_locally
 from meshnode.node import MeshNode, open_node
 from meshnode.sandbox import Sandbox
 from meshnode.store import OutboxEntry
+from tests.sandbox import modules as m
 from tests.tasks import reference
 
 from .conftest import node_config, wait_until
@@ -56,6 +59,17 @@ async def test_a_mandelbrot_job_is_verified_by_two_distinct_peers_and_every_node
         ran = {str(n.peer_id): n.jobs.executor.runs for n in nodes}
         assert all(count > 0 for count in ran.values()), ran
 
+
+async def test_a_module_without_the_entry_asked_for_is_refused_at_submit(tmp_path: Path) -> None:
+    async with open_node(node_config(tmp_path, "a", slots=1)) as node:
+        with pytest.raises(SandboxError, match=r"abi_error: no entry function 'run' of type \(i32, i32\) -> i64"):
+            await node.submit(m.WRONG_ENTRY_TYPE, [b"x"], replicas=1, quorum=1)
+        with pytest.raises(SandboxError, match="no entry function 'missing'.*found: first_byte, run"):
+            await node.submit(m.TWO_ENTRIES, [b"x"], replicas=1, quorum=1, entry="missing")
+        assert node.jobs.store.jobs() == [] and node.jobs.jobs == {}  # nothing journalled, nothing running
+        job = await node.submit(m.TWO_ENTRIES, [b"xyz"], replicas=1, quorum=1, entry="first_byte")
+        with trio.fail_after(20):
+            assert [r.output for r in await job.wait()] == [b"x"]
 
 async def test_long_subtasks_keep_their_leases(tmp_path: Path) -> None:
     """Subtasks that outlast the lease are renewed by their holder, so no third node runs them again."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +16,9 @@ import trio
 
 from meshnode.core.manifest import TaskLimits
 from meshnode.errors import SandboxError
-from meshnode.sandbox import Sandbox
+from meshnode.sandbox import TICK_NS, EpochClock, Sandbox
+
+from tests.modes import mode_of
 
 from . import modules as m
 
@@ -73,6 +77,66 @@ def test_a_loop_under_its_fuel_cap_stops_at_the_wall_timeout(sandbox: Sandbox) -
     assert_still_works(sandbox)
 
 
+def test_the_epoch_clock_counts_real_time_not_wakeups() -> None:
+    clock = EpochClock(origin_ns=5_000_000_000)
+    t = clock.origin_ns
+    assert clock.take_due(t + TICK_NS // 2) == 0
+    assert clock.take_due(t + 3 * TICK_NS) == 3
+    assert clock.take_due(t + 3 * TICK_NS + 1) == 0  # nothing owed twice
+    assert clock.take_due(t + 50 * TICK_NS + 7) == 47  # a wakeup 470 ms late catches up at once
+    assert clock.ticked == 50
+
+
+def test_a_deadline_counts_from_real_time_even_while_the_ticker_lags() -> None:
+    clock = EpochClock(origin_ns=0)
+    start = 2 * TICK_NS + TICK_NS // 2  # part way through tick 2
+    deadline = clock.deadline(start, timeout_ms=1000)
+    assert deadline == 2 + 100 + 1  # the epoch stands at 0: the two ticks owed are added
+    clock.take_due(start)
+    # the epoch reaches the deadline at the first tick boundary at least 1 s after the start
+    fires_at = next(n for n in range(0, 3 * 10**9, TICK_NS // 10) if clock.elapsed_ticks(n) >= deadline)
+    assert 1.0 <= (fires_at - start) / 1e9 <= 1.0 + TICK_NS / 1e9
+
+
+def busy_processes(count: int) -> list[subprocess.Popen[str]]:
+    """``count`` processes spinning a CPU each, started and spinning when this returns."""
+    procs = []
+    try:
+        for _ in range(count):
+            code = "print('spinning', flush=True)\nwhile True: pass"
+            procs.append(subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True))
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline() == "spinning\n"
+    except BaseException:
+        stop(procs)
+        raise
+    return procs
+
+
+def stop(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_the_wall_timeout_holds_with_every_core_busy(sandbox: Sandbox) -> None:
+    limits = TaskLimits(fuel=2**62, memory=1 << 20, timeout_ms=1000, max_output=1024)
+    module = sandbox.load(m.INFINITE_LOOP)
+    busy = busy_processes(max(2, os.cpu_count() or 2))
+    try:
+        for _ in range(2):
+            start = time.monotonic()
+            outcome = sandbox.run_sync(module, b"", limits)
+            took = time.monotonic() - start
+            assert outcome.error is not None and outcome.error.code == "timeout"
+            # the ticker, late on every wakeup here, used to stretch this to 1.2-1.8 s
+            assert 1.0 <= took < 1.5, took
+    finally:
+        stop(busy)
+
+
 def test_fuel_is_deterministic_across_runs_and_sandboxes() -> None:
     seen = set()
     for _ in range(2):
@@ -128,6 +192,18 @@ def test_compiled_modules_are_cached_on_disk(tmp_path: Path) -> None:
         assert sb.run_sync(m.ECHO, b"c", LIMITS).output == b"c"
         assert (sb.compiled, sb.deserialized) == (1, 0)
 
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_the_module_cache_is_private_to_this_user(tmp_path: Path) -> None:
+    cache = tmp_path / "modules"
+    with Sandbox(cache_dir=cache) as sb:
+        assert sb.run_sync(m.ECHO, b"a", LIMITS).output == b"a"
+    (artifact,) = cache.rglob("*.cwasm")
+    assert (mode_of(cache), mode_of(artifact.parent), mode_of(artifact)) == (0o700, 0o700, 0o600)
+    cache.chmod(0o755)  # as an older version left it
+    with Sandbox(cache_dir=cache) as sb:
+        assert mode_of(cache) == 0o700
+        assert sb.run_sync(m.ECHO, b"b", LIMITS).output == b"b" and sb.deserialized == 1
 
 def test_close_interrupts_runs_in_flight() -> None:
     limits = TaskLimits(fuel=2**62, memory=1 << 20, timeout_ms=600_000, max_output=1024)

@@ -14,6 +14,7 @@ import pytest
 
 from meshnode.core.merkle import MerkleTree, leaf_hash, tree_levels
 from meshnode.store import CachedResult, InputRow, OutboxEntry, Store, VerifiedOutput
+from tests.modes import mode_of
 
 
 def add_job(store: Store, job_id: bytes = b"J" * 16, inputs: list[bytes] | None = None, snapshot: dict[str, object] | None = None) -> None:
@@ -147,3 +148,27 @@ def test_every_committed_output_survives_sigkill(tmp_path: Path) -> None:
         indexes = [o.index for o in store.outputs(b"J" * 16)]
         assert indexes[: committed + 1] == list(range(committed + 1))  # nothing acknowledged was lost
         assert all(o.output == bytes([o.index % 256]) * 1000 for o in store.outputs(b"J" * 16))
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_the_journal_and_its_wal_are_private_to_this_user(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "node.db"
+    with Store.open(path) as store:
+        add_job(store)  # a write, so the -wal and -shm files exist
+        assert mode_of(path.parent) == 0o700
+        assert {p.name: mode_of(p) for p in path.parent.iterdir()} == {
+            "node.db": 0o600, "node.db-wal": 0o600, "node.db-shm": 0o600,
+        }  # fmt: skip
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_a_journal_readable_by_others_is_narrowed_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    with Store.open(path) as store:
+        add_job(store)
+    for p in tmp_path.iterdir():
+        p.chmod(0o644)
+    with Store.open(path) as store:
+        add_job(store, b"K" * 16)
+        assert {mode_of(p) for p in tmp_path.iterdir()} == {0o600}
+        assert len(store.jobs()) == 2

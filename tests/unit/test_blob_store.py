@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from meshnode.blobs import BlobStore
+from tests.modes import mode_of
 
 
 def files_under(root: Path) -> list[Path]:
@@ -121,3 +122,23 @@ def test_temporary_files_a_crashed_writer_left_behind_are_removed_on_open(tmp_pa
     BlobStore(tmp_path)
     assert not stale.exists()
     assert fresh.exists()  # possibly another writer's, still at work
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_blobs_and_their_folders_are_private_to_this_user(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "data" / "blobs")
+    sha = store.put(b"someone's job input")
+    assert mode_of(store.root) == 0o700
+    assert mode_of(store.path(sha).parent) == 0o700
+    assert mode_of(store.path(sha)) == 0o600
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_blob_folders_readable_by_others_are_narrowed_at_open(tmp_path: Path) -> None:
+    sha = BlobStore(tmp_path / "blobs").put(b"input")
+    shard = (tmp_path / "blobs" / sha.hex()[:2])
+    for folder in (tmp_path / "blobs", shard):
+        folder.chmod(0o755)
+    store = BlobStore(tmp_path / "blobs")
+    assert (mode_of(store.root), mode_of(shard)) == (0o700, 0o700)
+    assert store.get(sha) == b"input"

@@ -10,6 +10,7 @@ from libp2p.peer.id import ID
 
 from meshnode.identity import KEY_FILE_NAME, load_or_create_identity, verify_key_of
 from meshnode.errors import IdentityError
+from tests.modes import mode_of
 
 
 def test_created_once_private_and_stable(tmp_path: Path) -> None:
@@ -57,3 +58,10 @@ def test_the_verify_key_comes_from_the_peer_id_alone(tmp_path: Path) -> None:
     signed = identity.signing_key.sign(b"hello")
     assert verify_key_of(str(identity.peer_id)).verify(signed) == b"hello"
     assert verify_key_of(identity.peer_id) == identity.signing_key.verify_key
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_a_new_data_dir_is_private_to_this_user(tmp_path: Path) -> None:
+    load_or_create_identity(tmp_path / "parent" / "node")
+    assert mode_of(tmp_path / "parent" / "node") == 0o700
+    assert mode_of(tmp_path / "parent") == 0o755  # an ordinary folder of the user's: not ours to narrow

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import csv
 import json
+import os
+import socket
 from pathlib import Path
 
 import pytest
 
 from meshnode.core.outcome import TaskOutcome
 from meshnode.errors import InputError
+from meshnode import jobio
 from meshnode.jobio import InputSpec, output_value, read_inputs, result_record
 
 
@@ -42,11 +46,93 @@ def test_bad_csv_names_the_problem(tmp_path: Path, content: str, message: str) -
         read("csv", f)
 
 
+def test_csv_fields_past_the_csv_module_default_are_read(tmp_path: Path) -> None:
+    big = "x" * (1 << 20)  # eight times the csv module's default limit of 128 KiB
+    f = tmp_path / "in.csv"
+    f.write_text(f"name,text\nsmall,hi\nbig,{big}\n", encoding="utf-8")
+    assert read("csv", f) == [b'{"name":"small","text":"hi"}', f'{{"name":"big","text":"{big}"}}'.encode()]
+
+
+def test_reading_csv_leaves_the_process_wide_field_limit_alone(tmp_path: Path) -> None:
+    f = tmp_path / "in.csv"
+    f.write_text("a\n1\n2\n", encoding="utf-8")
+    before = csv.field_size_limit()
+    rows = read_inputs(InputSpec("csv", str(f)))
+    assert next(rows) == b'{"a":"1"}'
+    assert csv.field_size_limit() == before  # not even between two rows
+    assert list(rows) == [b'{"a":"2"}']
+    assert csv.field_size_limit() == before
+
+
+def test_a_csv_field_over_the_limit_names_the_file_and_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobio, "CSV_FIELD_MAX", 1024)
+    f = tmp_path / "in.csv"
+    f.write_text(f"a,b\n1,{'y' * 1000}\n2,{'z' * 2000}\n", encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        read("csv", f)
+    message = str(caught.value)
+    assert message == f"{f}, line 3: a field is over the 1KiB limit (counted in characters)"
+
+
 def test_dir_regular_files_sorted_by_name(tmp_path: Path) -> None:
     (tmp_path / "b.bin").write_bytes(b"\x00B")
     (tmp_path / "a.txt").write_bytes(b"A")
     (tmp_path / "sub").mkdir()
     assert read("dir", tmp_path) == [b"A", b"\x00B"]
+
+
+def test_dir_follows_symlinks_to_files_inside_it(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes(b"A")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "deep.txt").write_bytes(b"deep")
+    (tmp_path / "b.link").symlink_to("a.txt")
+    (tmp_path / "c.link").symlink_to(tmp_path / "sub" / "deep.txt")
+    (tmp_path / "d.link").symlink_to("sub")  # a directory, like sub itself: skipped
+    assert read("dir", tmp_path) == [b"A", b"A", b"deep"]
+
+
+def entry_error(directory: Path) -> str:
+    with pytest.raises(InputError) as caught:
+        read("dir", directory)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_dir_refuses_symlinks_out_of_it_or_to_nothing(tmp_path: Path) -> None:
+    outside = tmp_path / "secret"
+    outside.write_bytes(b"not an input")
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "a.txt").write_bytes(b"A")
+    (inputs / "escape").symlink_to("../secret")
+    assert entry_error(inputs) == f"--input-dir {inputs}: escape is a symlink to {outside}, outside the directory"
+    (inputs / "escape").unlink()
+    (inputs / "dangling").symlink_to("missing")
+    assert entry_error(inputs) == f"--input-dir {inputs}: dangling is a symlink to nothing readable"
+
+
+def test_dir_refuses_a_fifo_without_opening_it(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes(b"A")
+    os.mkfifo(tmp_path / "pipe")
+    # opening the FIFO would block this test for ever: no process ever writes to it
+    assert entry_error(tmp_path) == f"--input-dir {tmp_path}: pipe is a FIFO, not a regular file"
+
+
+def test_dir_refuses_sockets_and_devices(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "sock"))
+        assert entry_error(tmp_path) == f"--input-dir {tmp_path}: sock is a socket, not a regular file"
+    # a device cannot be made without root: check the real /dev/null as an entry of /dev
+    with os.scandir("/dev") as entries:
+        null = next(e for e in entries if e.name == "null")
+    with pytest.raises(InputError, match="^--input-dir /dev: null is a character device, not a regular file$"):
+        jobio._input_file("/dev", Path("/dev"), null)
+
+
+def test_a_fifo_swapped_in_after_the_check_is_refused_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(InputError, match="pipe is a FIFO"):
+        jobio._read_regular(str(tmp_path), "pipe", tmp_path / "pipe")
 
 
 def test_range_gives_decimal_indexes() -> None:
