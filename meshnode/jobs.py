@@ -33,6 +33,7 @@ a trio program gets from ``MeshNode.submit``: ``results()``, ``wait()``,
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -213,6 +214,7 @@ class JobManager:
         self.reputation = reputation
         self.jobs: dict[bytes, RunningJob] = {}
         self.damaged: dict[bytes, str] = {}  # jobs whose journal entry cannot be used: why
+        self.trouble: JournalError | None = None  # the write that paused a job, until the journal takes writes again
 
     # --- creating and resuming ----------------------------------------------------------------
 
@@ -235,8 +237,10 @@ class JobManager:
             JournalError: the journal refused the job (a full disk, say).
             Exception: whatever reading ``inputs`` raised.
         """
+        if self.trouble is not None:  # a full disk: new work would only make it worse
+            raise JournalError(f"no new jobs until the journal takes writes again: {self.trouble}", self.trouble.kind)
         job_id = os.urandom(16)
-        module_sha256 = self.blobs.put(module)
+        module_sha256 = self._put_blob(module)
         self.store.begin_job(job_id)
         try:
             count, leaves = self._ingest(job_id, inputs)
@@ -277,7 +281,7 @@ class JobManager:
             data = bytes(data)
             digest = hashlib.sha256(data).digest()
             if len(data) > INLINE_INPUT_MAX:  # too large to travel inline: a blob of its own, fetched by hash
-                self.blobs.put(data)
+                self._put_blob(data)
                 batch.append((count, digest, len(data), None))
             else:
                 batch.append((count, digest, len(data), data))
@@ -292,6 +296,14 @@ class JobManager:
         if not count:
             raise ValueError("a job needs at least one input")
         return count, bytes(leaves)
+
+    def _put_blob(self, data: bytes) -> bytes:
+        """Keep ``data`` in the blob store; a disk that refuses it is the journal's problem, told the same way."""
+        try:
+            return self.blobs.put(data)
+        except OSError as exc:
+            kind = "full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "io"
+            raise JournalError(f"the blob store {self.blobs.root} cannot take a job's files: {exc.strerror or exc}", kind) from None
 
     def start(self, job: RunningJob) -> None:
         self.jobs[job.job_id] = job
@@ -499,6 +511,8 @@ class JobManager:
             JournalError: with ``raise_``, so that no claim behind these verdicts is acknowledged.
         """
         job.unjournalled += decided
+        if exc is not None:
+            self.trouble = exc
         if exc is not None and not job.paused:
             log.error("job %s paused: %s; it resumes by itself once the journal takes writes again",
                       job.job_id.hex()[:12], exc)  # fmt: skip
@@ -526,12 +540,13 @@ class JobManager:
                 try:
                     await trio.to_thread.run_sync(self._rewrite, job, held)
                 except JournalError as exc:
-                    job.paused = str(exc)
+                    job.paused, self.trouble = str(exc), exc
                     break
                 del job.unjournalled[: len(held)]
                 self._written(job, held)
                 if not job.unjournalled:  # more may have come in while this one was written
                     job.paused = ""
+                    self.trouble = None
                     log.info("job %s resumed: the journal takes writes again", job.job_id.hex()[:12])
                     resumed.append(job)
         return resumed
