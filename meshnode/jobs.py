@@ -40,7 +40,7 @@ import os
 import time
 from array import array
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -338,13 +338,19 @@ class JobManager:
         tree = MerkleTree.from_levels(self.store.tree(job_id))
         if tree.root != manifest.inputs_root or len(tree) != manifest.subtask_count:
             raise ValueError("its input tree does not match its manifest")
-        verdicts = self.store.verdicts(job_id)
-        owner = JobOwner.restore(snapshot, verdicts)
+        decided: array[int] = array("q")
+        journalled: Counter[str] = Counter()
+
+        def verdicts() -> Iterator[tuple[int, str]]:  # one pass over the journal, however large the job
+            for index, status in self.store.verdicts(job_id):
+                decided.append(index)
+                journalled[_KIND_NAMES[status_kind(status)]] += 1
+                yield index, status
+
+        owner = JobOwner.restore(snapshot, verdicts())
         if owner.job_id != job_id or owner.subtask_count != manifest.subtask_count:
             raise ValueError("its saved state is for another job")
-        job = RunningJob(manifest, envelope, tree, owner, self)
-        job.decided.extend(index for index, _ in verdicts)
-        job.journalled.update(_KIND_NAMES[status_kind(status)] for _, status in verdicts)
+        job = RunningJob(manifest, envelope, tree, owner, self, decided=decided, journalled=journalled)
         if owner.finished:  # the last verdicts were journalled, the job's end was not
             self.store.save_snapshot(job_id, None, "finished")
         return job
