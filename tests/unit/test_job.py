@@ -606,12 +606,16 @@ class JobMachine(RuleBasedStateMachine):
 
     @rule(peer=st.sampled_from(IDS), n=st.integers(1, 4), repeat=st.booleans())
     def steal(self, peer: PeerId, n: int, repeat: bool) -> None:
-        if repeat and self.request_id[peer]:  # a retransmission: same id, same size
-            rid, n = self.request_id[peer], self.asked[peer]
-        else:
+        fresh = not (repeat and self.request_id[peer])
+        if fresh:
             rid, self.asked[peer] = self.next_id(peer), n
+        else:  # a retransmission: same id, same size
+            rid, n = self.request_id[peer], self.asked[peer]
+        had_work = self.job.has_work_for(peer)
         out = self.apply(StealRequest(peer, n, rid, self.now))
         assert len(out) == 1 and isinstance(out[0], Grant) and len(out[0].replicas) <= n
+        if fresh:  # a node's slots look for work elsewhere exactly when its own job would give it none
+            assert bool(out[0].replicas) == had_work
 
     @rule(peer=st.sampled_from(IDS), stale=st.integers(1, 3))
     def stale_steal(self, peer: PeerId, stale: int) -> None:
