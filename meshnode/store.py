@@ -313,3 +313,16 @@ class Store:
     def integrity_ok(self) -> bool:
         with self._lock:
             return bool(self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+
+    def outputs_page(self, job_id: bytes, after: int, limit: int) -> list[VerifiedOutput]:
+        """At most ``limit`` of a job's outputs with an index above ``after``, in index order.
+
+        Page through every output with ``after`` = the last index of the previous page
+        (-1 for the first): no page holds more than ``limit`` rows in memory.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT idx, status, output, detail FROM outputs WHERE job_id = ? AND idx > ? ORDER BY idx LIMIT ?",
+                (job_id, after, limit),
+            ).fetchall()
+        return [VerifiedOutput(r[0], r[1], r[2], cbor2.loads(r[3]) if r[3] else {}) for r in rows]
