@@ -76,8 +76,35 @@ def new_token() -> str:
 # --- the app ---------------------------------------------------------------------------------
 
 
+class _ErrorResponse(JSONResponse):
+    """A JSON error answer that reaches a client still sending its request body.
+
+    An error can be decided before the body is read (a bad token, a job refused
+    after its first frames, an upload over the size limit), and the client keeps
+    sending. hypercorn queues at most ``max_app_queue_size`` body chunks for the
+    app; once the queue is full, finishing the response blocks on queueing the
+    disconnect message behind them, and the connection is left open with the
+    client blocked writing. So the rest of the body is read and thrown away while
+    the answer is sent, and no longer: hypercorn then closes a connection whose
+    request was not read to its end, which stops the upload, and the client reads
+    the answer.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_discard_body, receive)
+            await super().__call__(scope, receive, send)
+            nursery.cancel_scope.cancel()
+
+
+async def _discard_body(receive: Receive) -> None:
+    """Receive and drop request body chunks until the client or the server ends the request."""
+    while (await receive())["type"] == "http.request":
+        pass
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return _ErrorResponse({"error": message}, status_code=status, headers=headers)
 
 
 class _BearerAuth:
