@@ -23,8 +23,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import trio
+import hypercorn.trio.run
 from hypercorn.config import Config
+from hypercorn.events import Event
 from hypercorn.trio import serve
+from hypercorn.trio.tcp_server import TCPServer
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
@@ -259,6 +262,29 @@ class _DropStartupBanner(logging.Filter):
 
 
 _log.addFilter(_DropStartupBanner())
+
+
+class _TCPServer(TCPServer):
+    """hypercorn's connection handler, made to survive a client that hangs up mid-request.
+
+    When a client closes its connection before its request body ends (a CLI
+    interrupted during an upload), hypercorn's reading task answers 400 while the
+    app's task may be closing the same stream (``send_eof``, which it does not
+    serialize with sends). trio then raises ``BusyResourceError`` in the send,
+    hypercorn lets it escape the connection, and the whole server (and the node
+    with it) stops. A send that collides with the close is dropped: the
+    connection is going away, and the bytes had no one to reach.
+    """
+
+    async def protocol_send(self, event: Event) -> None:
+        try:
+            await super().protocol_send(event)
+        except trio.BusyResourceError:
+            pass
+
+
+# worker_serve looks TCPServer up in its module each time it serves
+hypercorn.trio.run.TCPServer = _TCPServer  # type: ignore[attr-defined]
 
 
 async def serve_api(
