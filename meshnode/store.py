@@ -472,6 +472,19 @@ class Store:
         with self._read() as db:
             return bool(db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
 
+    def outputs_page(self, job_id: bytes, after: int, limit: int) -> list[VerifiedOutput]:
+        """At most ``limit`` of a job's outputs with an index above ``after``, in index order.
+
+        Page through every output with ``after`` = the last index of the previous page
+        (-1 for the first): no page holds more than ``limit`` rows in memory.
+        """
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT idx, status, output, detail FROM outputs WHERE job_id = ? AND idx > ? ORDER BY idx LIMIT ?",
+                (job_id, after, limit),
+            ).fetchall()
+        return [_verified_output(r) for r in rows]
+
 
 def _verified_output(r: tuple[Any, ...]) -> VerifiedOutput:
     return VerifiedOutput(r[0], r[1], r[2], cbor2.loads(r[3]) if r[3] else {})

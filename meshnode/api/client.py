@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -43,10 +44,22 @@ class ApiClient:
         return self.request("GET", path)
 
     def post(self, path: str, content: bytes, content_type: str = "application/cbor") -> Any:
-        """``POST`` a body (a job, in CBOR) and return the parsed JSON answer (see ``request``)."""
+        """``POST`` a body and return the parsed JSON answer (see ``request``)."""
         return self.request("POST", path, content, content_type)
 
-    def request(self, method: str, path: str, content: bytes | None = None, content_type: str = "") -> Any:
+    def post_stream(self, path: str, chunks: Iterable[bytes], content_type: str) -> Any:
+        """``POST`` a body sent as ``chunks`` are produced, and return the parsed JSON answer.
+
+        The body goes out with chunked transfer encoding, each chunk as soon as
+        the iterable yields it, so it is never held whole; an exception the
+        iterable raises ends the upload and propagates unchanged (the node sees
+        a broken body and creates nothing). See ``request`` for the other errors.
+        """
+        return self.request("POST", path, chunks, content_type)
+
+    def request(
+        self, method: str, path: str, content: bytes | Iterable[bytes] | None = None, content_type: str = ""
+    ) -> Any:
         """Send ``method path`` (e.g. ``GET /v1/peers``) and return the parsed JSON body.
 
         Raises:

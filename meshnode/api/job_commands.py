@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import cbor2
-
 from ..config import resolve_data_dir
-from ..errors import ConfigError
+from ..errors import ConfigError, MeshError
 
 __all__ = ["add_job_parsers"]
 
 POLL_SECONDS = 0.5
+RESULTS_PAGE = 1000  # result records per request
 
 
 def add_job_parsers(sub: Any, add_task_flags: Any, add_data_dir: Any) -> None:
@@ -63,31 +64,50 @@ def _client(args: argparse.Namespace, timeout: float = 5.0) -> Any:
 def cmd_submit(args: argparse.Namespace) -> int:
     from ..cli import input_spec, limits_from_args, read_module
     from ..jobio import read_inputs
+    from .job_body import JOB_CONTENT_TYPE, encode_job
 
     limits = limits_from_args(args)
     if not 1 <= args.quorum <= args.max_replicas or not 1 <= args.replicas <= args.max_replicas:
         raise ConfigError("need 1 <= --quorum <= --max-replicas and 1 <= --replicas <= --max-replicas")
     module = read_module(args.module)
-    inputs = list(read_inputs(input_spec(args)))
-    if not inputs:
+    inputs = read_inputs(input_spec(args))
+    # the first input is read before the upload, so an unreadable or empty source
+    # is reported before the node compiles anything
+    first = next(inputs, None)
+    if first is None:
         raise ConfigError("the job has no inputs")
-    body = cbor2.dumps({
-        "module": module, "inputs": inputs,
-        "options": {"replicas": args.replicas, "quorum": args.quorum, "max_replicas": args.max_replicas,
-                    "fuel": limits.fuel, "memory": limits.memory, "timeout_ms": limits.timeout_ms,
-                    "max_output": limits.max_output, "entry": args.entry, "nan_canonical": args.nan_canonical,
-                    "label": args.label or Path(args.module).name},
-    })  # fmt: skip
+    options = {
+        "replicas": args.replicas, "quorum": args.quorum, "max_replicas": args.max_replicas,
+        "fuel": limits.fuel, "memory": limits.memory, "timeout_ms": limits.timeout_ms,
+        "max_output": limits.max_output, "entry": args.entry, "nan_canonical": args.nan_canonical,
+        "label": (args.label or Path(args.module).name)[:200],
+    }  # fmt: skip
+    sent = _Counted(itertools.chain([first], inputs))
     client = _client(args, timeout=300.0)
-    job_id = client.post("/v1/jobs", body)["job_id"]
+    reply = client.post_stream("/v1/jobs", encode_job(module, options, sent), JOB_CONTENT_TYPE)
+    job_id, subtasks = reply["job_id"], reply["subtasks"]
+    if subtasks != sent.count:
+        raise MeshError(f"job {job_id}: the node counted {subtasks} subtasks where {sent.count} were sent")
     if args.detach:
         print(job_id)
         return 0
-    print(f"job {job_id}: {len(inputs)} subtasks, {args.replicas} replicas, quorum {args.quorum}", file=sys.stderr)
+    print(f"job {job_id}: {subtasks} subtasks, {args.replicas} replicas, quorum {args.quorum}", file=sys.stderr)
     status = _follow(client, job_id)
-    results = client.get(f"/v1/jobs/{job_id}/results")["results"]
-    _write_results(results, args.output)
+    _write_results(_results(client, job_id), args.output)
     return 0 if status["verified"] == status["total"] else 1
+
+
+class _Counted:
+    """An iterable of inputs that counts them as they are read."""
+
+    def __init__(self, inputs: Iterator[bytes]) -> None:
+        self._inputs = inputs
+        self.count = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for data in self._inputs:
+            self.count += 1
+            yield data
 
 
 def _follow(client: Any, job_id: str) -> dict[str, Any]:
@@ -142,14 +162,30 @@ def progress_line(status: dict[str, Any], elapsed: float, width: int = 24) -> st
     )
 
 
-def _write_results(results: list[dict[str, Any]], output: str | None) -> None:
+def _results(client: Any, job_id: str, limit: int = RESULTS_PAGE) -> Iterator[dict[str, Any]]:
+    """A job's result records in index order, fetched a page at a time as they are consumed."""
+    after: int | None = None
+    while True:
+        query = f"limit={limit}" if after is None else f"limit={limit}&after={after}"
+        page: dict[str, Any] = client.get(f"/v1/jobs/{job_id}/results?{query}")
+        yield from page["results"]
+        after = page["next"]
+        if after is None:
+            return
+
+
+def _write_results(results: Iterable[dict[str, Any]], output: str | None) -> bool:
+    """Write ``results`` as JSON Lines, each page as it arrives; whether every one was ok."""
+    all_ok = True
     out: IO[str] = sys.stdout if output is None else open(output, "w", encoding="utf-8")
     try:
         for record in results:
             out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+            all_ok = all_ok and record["status"] == "ok"
     finally:
         if out is not sys.stdout:
             out.close()
+    return all_ok
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -170,9 +206,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    results = _client(args).get(f"/v1/jobs/{args.job}/results")["results"]
-    _write_results(results, args.output)
-    return 0 if all(r["status"] == "ok" for r in results) else 1
+    return 0 if _write_results(_results(_client(args), args.job), args.output) else 1
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:

@@ -1,77 +1,84 @@
 """The job endpoints of the local API: submit, list, status, results.
 
-    POST /v1/jobs                  CBOR {module, inputs, options} -> {"job_id", "subtasks"}
+    POST /v1/jobs                  a framed job body (job_body.py) -> {"job_id", "subtasks"}
     GET  /v1/jobs                  {"jobs": [summary, ...]}
     GET  /v1/jobs/{id}             summary: state and progress
-    GET  /v1/jobs/{id}/results     {"results": [one record per decided subtask, in index order]}
+    GET  /v1/jobs/{id}/results     one page of results: ?after=INDEX&limit=N -> {"results", "next"}
 
-Results use the same records as ``exec`` (jobio.py), plus ``"status": "disputed"``
+Submitting streams: the body is read as the node hashes and journals the inputs,
+never held whole, and is refused (413) as soon as more than ``MAX_JOB_BYTES``
+have arrived, with or without a ``Content-Length``. A bad body, bad options or a
+module that cannot run is a 400 with a one-line ``error``; no job is created.
+
+Results come in pages, in index order: ``results`` holds the decided subtasks
+with an index above ``after`` (default: from the first), at most ``limit`` of
+them (default ``DEFAULT_PAGE``, at most ``MAX_PAGE``) and fewer once their
+outputs pass ``PAGE_OUTPUT_BYTES``; ``next`` is the ``after`` of the next page,
+or null after the last one. A page read while the job runs can miss a subtask
+decided later below its ``after``: read a job's results once it has ended.
+
+Result records are those of ``exec`` (jobio.py), plus ``"status": "disputed"``
 for a subtask whose executors never reached a quorum.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import re
 from typing import TYPE_CHECKING, Any, Final
 
-import cbor2
+import trio
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..core import wire
-from ..core.manifest import JobManifest, Replication, TaskLimits
-from ..errors import JournalError, WireError
+from ..core.manifest import JobManifest
+from ..errors import JournalError, SandboxError, WireError
 from ..jobio import output_value
-from ..jobs import JobOptions
+from .frame_stream import FrameReader, ThreadFrames
+from .framing import BodyTooLarge, FrameError
+from .job_body import JOB_CONTENT_TYPE, MAX_JOB_BYTES, decode_header, job_decoder
+from .job_options import job_options
 
 if TYPE_CHECKING:
+    from ..jobs import RunningJob
     from ..node import MeshNode
+    from ..store import VerifiedOutput
 
-__all__ = ["job_routes"]
+__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "PAGE_OUTPUT_BYTES", "job_routes"]
 
-MAX_SUBMIT_BYTES: Final = 1 << 30
-
-
-def _options(raw: Any) -> JobOptions:
-    if not isinstance(raw, dict):
-        raise ValueError("options must be a map")
-    replication = Replication(int(raw["replicas"]), int(raw["quorum"]), int(raw["max_replicas"]))
-    problem = replication.check()
-    if problem:
-        raise ValueError(problem)
-    limits = TaskLimits(int(raw["fuel"]), int(raw["memory"]), int(raw["timeout_ms"]), int(raw["max_output"]))
-    return JobOptions(
-        limits=limits, replication=replication, entry=str(raw.get("entry", "run")),
-        nan_canonical=bool(raw.get("nan_canonical", False)), label=str(raw.get("label", ""))[:200],
-    )  # fmt: skip
+DEFAULT_PAGE: Final = 1000
+MAX_PAGE: Final = 10_000
+# A page stops early once its outputs add up to this much: a page of large outputs
+# is one JSON document in the node's memory and the client's.
+PAGE_OUTPUT_BYTES: Final = 16 << 20
+_MAX_INDEX: Final = 2**31
+_WHOLE_NUMBER: Final = re.compile(r"-?[0-9]{1,12}")
 
 
-def job_routes(node: MeshNode) -> list[Route]:
+def job_routes(node: MeshNode, *, max_job_bytes: int = MAX_JOB_BYTES) -> list[Route]:
+    """The job endpoints of ``node``, for ``serve_api(..., extra_routes=...)``.
+
+    Args:
+        node: the running node that owns the jobs.
+        max_job_bytes: the largest body ``POST /v1/jobs`` reads (tests lower it).
+    """
+
     async def submit(request: Request) -> JSONResponse:
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > MAX_SUBMIT_BYTES:
-            raise HTTPException(413, f"a job of {declared} bytes is over the {MAX_SUBMIT_BYTES}-byte limit")
-        try:
-            body = cbor2.loads(await request.body())
-            module, inputs = body["module"], body["inputs"]
-            if not isinstance(module, bytes) or not isinstance(inputs, list) or not inputs:
-                raise ValueError("module must be bytes and inputs a non-empty list of bytes")
-            if not all(isinstance(i, bytes) for i in inputs):
-                raise ValueError("every input must be bytes")
-            options = _options(body["options"])
-        except (KeyError, TypeError, ValueError, cbor2.CBORDecodeError) as exc:
-            raise HTTPException(400, f"bad job: {exc}") from None
-        try:
-            job = await node.submit(module, inputs, options)
-        except WireError as exc:
-            raise HTTPException(400, f"bad job: {exc}") from None
-        except JournalError as exc:  # the disk is full, say: nothing of the job was kept
-            raise HTTPException(507, f"the node cannot take the job: {exc}") from None
-        except Exception as exc:  # SandboxError: the module cannot run at all
-            raise HTTPException(400, f"the module cannot run: {exc}") from None
-        return JSONResponse({"job_id": job.job_id.hex(), "subtasks": len(inputs)})
+        _check_declared(request, max_job_bytes)
+        async with contextlib.aclosing(request.stream()) as chunks:
+            reader = FrameReader(chunks, job_decoder(max_job_bytes), gone=(ClientDisconnect,))
+            try:
+                job = await _create(node, reader)
+            except Exception as exc:
+                refusal = _refusal(exc, reader)
+                if refusal is None:
+                    raise
+                raise refusal from None
+        return JSONResponse({"job_id": job.job_id.hex(), "subtasks": job.manifest.subtask_count})
 
     async def list_jobs(request: Request) -> JSONResponse:
         return JSONResponse({"jobs": [_summary(node, j.job_id) for j in node.jobs.store.jobs()]})
@@ -81,7 +88,10 @@ def job_routes(node: MeshNode) -> list[Route]:
 
     async def results(request: Request) -> JSONResponse:
         job_id = _job_id(request)
-        return JSONResponse({"results": [_record(o) for o in node.jobs.store.outputs(job_id)]})
+        after, limit = _page_query(request)
+        # off the event loop: the journal's lock can be held for seconds by a thread writing a big job
+        outputs = await trio.to_thread.run_sync(node.jobs.store.outputs_page, job_id, after, limit)
+        return JSONResponse(_page(outputs, limit))
 
     return [
         Route("/v1/jobs", submit, methods=["POST"]),
@@ -89,6 +99,95 @@ def job_routes(node: MeshNode) -> list[Route]:
         Route("/v1/jobs/{job_id}", status),
         Route("/v1/jobs/{job_id}/results", results),
     ]
+
+
+# --- submit ------------------------------------------------------------------------------------
+
+
+def _check_declared(request: Request, max_job_bytes: int) -> None:
+    """Refuse a body of the wrong type, or one whose declared length is over the limit, before reading it."""
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if content_type != JOB_CONTENT_TYPE:
+        raise HTTPException(415, f"a job is sent as {JOB_CONTENT_TYPE}, not {content_type or 'an untyped body'}")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_job_bytes:
+        raise HTTPException(413, f"bad job: {declared} bytes is over the {max_job_bytes}-byte limit")
+
+
+async def _create(node: MeshNode, reader: FrameReader) -> RunningJob:
+    """Read the header, check it, and have the node create the job from the rest of the body.
+
+    The node compiles the module before it reads any input, so a module that
+    cannot run is refused before the inputs are uploaded.
+    """
+    header = decode_header(await reader.next_frame())
+    options = job_options(header.options)
+    # node.submit reads the inputs in a worker thread; ThreadFrames feeds it from
+    # this request's body, chunk by chunk, through trio.from_thread.
+    return await node.submit(header.module, ThreadFrames(reader), options)
+
+
+def _refusal(exc: Exception, reader: FrameReader) -> HTTPException | None:
+    """The 4xx answer for a failed submission, or None for a failure of the node itself (a 500).
+
+    A body problem met in the worker thread is read from the reader, not only
+    from ``exc``: whatever code sat between the thread and here, the body is to blame.
+    """
+    body_error = reader.error if reader.error is not None else exc if isinstance(exc, FrameError) else None
+    if body_error is not None:
+        return HTTPException(413 if isinstance(body_error, BodyTooLarge) else 400, _one_line(f"bad job: {body_error}"))
+    if isinstance(exc, SandboxError):
+        return HTTPException(400, _one_line(f"the module cannot run: {exc}"))
+    if isinstance(exc, JournalError):  # the disk is full, say: nothing of the job was kept
+        return HTTPException(507, _one_line(f"the node cannot take the job: {exc}"))
+    if isinstance(exc, WireError | ValueError):  # node.submit: no inputs, or a policy that can never verify
+        return HTTPException(400, _one_line(f"bad job: {exc}"))
+    return None
+
+
+def _one_line(message: str) -> str:
+    """``message`` with its line breaks folded: a wasm validation error can span several lines."""
+    return " ".join(message.split())
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+def _page_query(request: Request) -> tuple[int, int]:
+    """``after`` and ``limit`` from the query string, checked.
+
+    Raises:
+        HTTPException: 400, either is not a whole number in its range.
+    """
+    after = _query_int(request, "after", -1, -1, _MAX_INDEX)
+    limit = _query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    return after, limit
+
+
+def _query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    # at most 12 digits: int() of a long enough string is slow, and out of range anyway
+    if not _WHOLE_NUMBER.fullmatch(text) or not lo <= int(text) <= hi:
+        raise HTTPException(400, f"{name} must be a whole number in {lo}..{hi}, not {text[:40]!r}")
+    return int(text)
+
+
+def _page(outputs: list[VerifiedOutput], limit: int) -> dict[str, Any]:
+    """One page of result records, cut short once their outputs pass ``PAGE_OUTPUT_BYTES``."""
+    records: list[dict[str, Any]] = []
+    size = 0
+    for output in outputs:
+        records.append(_record(output))
+        size += len(output.output or b"")
+        if size >= PAGE_OUTPUT_BYTES:
+            break
+    full = len(records) < len(outputs) or len(outputs) == limit
+    return {"results": records, "next": records[-1]["index"] if full and records else None}
+
+
+# --- status ------------------------------------------------------------------------------------
 
 
 def _job_id(request: Request) -> bytes:
@@ -141,7 +240,7 @@ def _label(envelope: bytes) -> str:
         return ""
 
 
-def _record(o: Any) -> dict[str, Any]:
+def _record(o: VerifiedOutput) -> dict[str, Any]:
     executors = list(o.detail.get("executors", []))
     if o.status == "ok" and o.output is not None:
         return {"index": o.index, "status": "ok", "output": output_value(o.output),

@@ -23,8 +23,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import trio
+import hypercorn.trio.run
 from hypercorn.config import Config
+from hypercorn.events import Event
 from hypercorn.trio import serve
+from hypercorn.trio.tcp_server import TCPServer
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
@@ -76,8 +79,35 @@ def new_token() -> str:
 # --- the app ---------------------------------------------------------------------------------
 
 
+class _ErrorResponse(JSONResponse):
+    """A JSON error answer that reaches a client still sending its request body.
+
+    An error can be decided before the body is read (a bad token, a job refused
+    after its first frames, an upload over the size limit), and the client keeps
+    sending. hypercorn queues at most ``max_app_queue_size`` body chunks for the
+    app; once the queue is full, finishing the response blocks on queueing the
+    disconnect message behind them, and the connection is left open with the
+    client blocked writing. So the rest of the body is read and thrown away while
+    the answer is sent, and no longer: hypercorn then closes a connection whose
+    request was not read to its end, which stops the upload, and the client reads
+    the answer.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_discard_body, receive)
+            await super().__call__(scope, receive, send)
+            nursery.cancel_scope.cancel()
+
+
+async def _discard_body(receive: Receive) -> None:
+    """Receive and drop request body chunks until the client or the server ends the request."""
+    while (await receive())["type"] == "http.request":
+        pass
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return _ErrorResponse({"error": message}, status_code=status, headers=headers)
 
 
 class _BearerAuth:
@@ -232,6 +262,29 @@ class _DropStartupBanner(logging.Filter):
 
 
 _log.addFilter(_DropStartupBanner())
+
+
+class _TCPServer(TCPServer):
+    """hypercorn's connection handler, made to survive a client that hangs up mid-request.
+
+    When a client closes its connection before its request body ends (a CLI
+    interrupted during an upload), hypercorn's reading task answers 400 while the
+    app's task may be closing the same stream (``send_eof``, which it does not
+    serialize with sends). trio then raises ``BusyResourceError`` in the send,
+    hypercorn lets it escape the connection, and the whole server (and the node
+    with it) stops. A send that collides with the close is dropped: the
+    connection is going away, and the bytes had no one to reach.
+    """
+
+    async def protocol_send(self, event: Event) -> None:
+        try:
+            await super().protocol_send(event)
+        except trio.BusyResourceError:
+            pass
+
+
+# worker_serve looks TCPServer up in its module each time it serves
+hypercorn.trio.run.TCPServer = _TCPServer  # type: ignore[attr-defined]
 
 
 async def serve_api(

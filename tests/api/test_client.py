@@ -11,7 +11,7 @@ import pytest
 
 from meshnode.api.client import ApiClient
 from meshnode.api.discovery import ApiEndpoint, NodeNotRunning, write_api_file
-from meshnode.errors import MeshError
+from meshnode.errors import InputError, MeshError
 
 from .conftest import PEER_A, PEER_B, FakeView, RunningServer, server_thread
 
@@ -97,3 +97,17 @@ def test_a_proxy_in_the_environment_is_not_used(
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     assert ApiClient.for_data_dir(tmp_path).get("/v1/node")["peer_id"] == PEER_A
+
+
+def test_post_stream_lets_the_errors_of_its_body_through(tmp_path: Path, running: RunningServer) -> None:
+    client = ApiClient.for_data_dir(tmp_path)
+
+    def chunks() -> Iterator[bytes]:
+        raise InputError("rows.csv, line 4: 1 fields where the header has 2")
+        yield b""  # a generator, as the CLI's body is
+
+    # the error the body raises is the error the caller gets: not a connection problem
+    with pytest.raises(InputError, match="line 4"):
+        client.post_stream("/v1/peers", chunks(), "application/octet-stream")
+    with pytest.raises(MeshError, match="HTTP 405"):  # a whole body gets the node's answer
+        client.post_stream("/v1/peers", iter([b"a", b"b"]), "application/octet-stream")

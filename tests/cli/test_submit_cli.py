@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.sandbox import modules as m
 
 from .nodes import NodeProcess, meshnode, nodes, poll  # noqa: F401  (nodes is a fixture)
@@ -78,3 +80,52 @@ def test_submit_refuses_a_module_whose_entry_has_the_wrong_type(tmp_path: Path, 
     assert len(refused.stderr.splitlines()) == 1, refused.stderr
     assert "the module cannot run" in refused.stderr and "no entry function 'run'" in refused.stderr
     assert json.loads(meshnode("jobs", "--json", "--data-dir", str(a.data_dir)).stdout) == []
+
+
+@pytest.mark.slow  # about 30 s: the node runs 100,000 subtasks
+def test_a_job_of_100000_inputs_streams_in_and_its_results_stream_out_in_order(
+    tmp_path: Path, nodes: list[NodeProcess]
+) -> None:
+    a = NodeProcess(tmp_path / "a", LOOPBACK)
+    nodes.append(a)
+    a.wait_ready()
+    echo = tmp_path / "echo.wasm"
+    echo.write_bytes(m.ECHO)
+    out = tmp_path / "results.jsonl"
+    n = 100_000
+    submitted = meshnode(
+        "submit", str(echo), "--range", str(n), "--replicas", "1", "--quorum", "1", "--output", str(out),
+        "--data-dir", str(a.data_dir), timeout=600,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr + a.stderr
+    assert f": {n} subtasks, 1 replicas, quorum 1" in submitted.stderr
+    job_id = submitted.stderr.split()[1].rstrip(":")
+    status = json.loads(meshnode("status", job_id, "--json", "--data-dir", str(a.data_dir)).stdout)
+    assert (status["state"], status["total"], status["verified"]) == ("finished", n, n)
+
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["index"] for r in records] == list(range(n))
+    assert all(r["status"] == "ok" and r["output"] == r["index"] for r in records)  # echo: "17" is JSON 17
+    again = meshnode("results", job_id, "--data-dir", str(a.data_dir), timeout=120)
+    assert again.returncode == 0 and again.stdout == out.read_text()
+
+
+def test_an_input_file_that_breaks_mid_upload_creates_no_job(tmp_path: Path, nodes: list[NodeProcess]) -> None:
+    a = NodeProcess(tmp_path / "a", LOOPBACK)
+    nodes.append(a)
+    a.wait_ready()
+    echo = tmp_path / "echo.wasm"
+    echo.write_bytes(m.ECHO)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("a,b\n" + "1,2\n" * 20_000 + "3\n")
+    broken = meshnode("submit", str(echo), "--input-csv", str(rows), "--replicas", "1", "--quorum", "1", "--data-dir", str(a.data_dir))
+    assert broken.returncode == 2
+    assert broken.stderr.strip().splitlines() == [
+        f"meshnode submit: {rows}, line 20002: 1 fields where the header has 2"
+    ]
+    assert json.loads(meshnode("jobs", "--json", "--data-dir", str(a.data_dir)).stdout) == []
+    assert "Traceback" not in a.stderr
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    nothing = meshnode("submit", str(echo), "--input-jsonl", str(empty), "--data-dir", str(a.data_dir))
+    assert nothing.returncode == 2 and "the job has no inputs" in nothing.stderr
