@@ -291,6 +291,7 @@ class JobManager:
             if len(batch) >= INGEST_ROWS or held >= INGEST_BYTES:
                 self.store.add_inputs(job_id, batch)
                 batch, held = [], 0
+                _stop_if_cancelled()
         if batch:
             self.store.add_inputs(job_id, batch)
         if not count:
@@ -601,6 +602,18 @@ class JobManager:
             return VerifiedOutput(decided.index, "disputed", None, {"candidates": reported, "message": message})
         assert isinstance(outcome, Failed)
         return VerifiedOutput(decided.index, outcome.code, None, {"message": outcome.message})
+
+
+def _stop_if_cancelled() -> None:
+    """In a trio worker thread, raise ``trio.Cancelled`` once the task waiting for it is cancelled.
+
+    A node told to stop while a large job comes in stops within one batch, instead
+    of taking the whole job in first (47 s for a million inputs).
+    """
+    try:
+        trio.from_thread.check_cancelled()
+    except RuntimeError:
+        pass  # not in a trio worker thread (a test, or a program creating jobs by itself)
 
 
 def _unix_ms() -> int:
