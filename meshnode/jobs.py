@@ -246,7 +246,8 @@ class JobManager:
             count, leaves = self._ingest(job_id, inputs)
             levels = tree_levels(leaves)
             del leaves
-            tree = MerkleTree.from_levels(levels)
+            # held without its leaves (half its size): a proof reads the one leaf it needs from the journal
+            tree = MerkleTree.from_levels(levels[1:], count) if count > 1 else MerkleTree.from_levels(levels)
             manifest = JobManifest(
                 job_id=job_id, owner=self.identity.peer_id, label=options.label[:200],
                 module_sha256=module_sha256, module_size=len(module), entry=options.entry, limits=options.limits,
@@ -259,6 +260,7 @@ class JobManager:
                 lease_seconds=options.lease_seconds, max_attempts=options.max_attempts,
             )  # fmt: skip
             self.store.finish_job(job_id, envelope, count, levels, owner.snapshot())
+            del levels  # the leaves stay in the journal only
         except BaseException:
             try:
                 self.store.drop_job(job_id)
@@ -269,7 +271,7 @@ class JobManager:
         job.snapshot_at = time.monotonic()
         return job
 
-    def _ingest(self, job_id: bytes, inputs: Iterable[bytes]) -> tuple[int, bytes]:
+    def _ingest(self, job_id: bytes, inputs: Iterable[bytes]) -> tuple[int, bytearray]:
         """Journal ``inputs`` in bounded batches; how many there were, and their Merkle leaves."""
         leaves = bytearray()
         batch: list[tuple[int, bytes, int, bytes | None]] = []
@@ -296,7 +298,7 @@ class JobManager:
             self.store.add_inputs(job_id, batch)
         if not count:
             raise ValueError("a job needs at least one input")
-        return count, bytes(leaves)
+        return count, leaves
 
     def _put_blob(self, data: bytes) -> bytes:
         """Keep ``data`` in the blob store; a disk that refuses it is the journal's problem, told the same way."""
@@ -336,7 +338,11 @@ class JobManager:
         snapshot = self.store.snapshot(job_id)
         if snapshot is None:
             raise ValueError("it has no saved state")
-        tree = MerkleTree.from_levels(self.store.tree(job_id))
+        count = manifest.subtask_count
+        if count > 1:
+            tree = MerkleTree.from_levels(self.store.tree(job_id, leaves=False), count)
+        else:
+            tree = MerkleTree.from_levels(self.store.tree(job_id))
         if tree.root != manifest.inputs_root or len(tree) != manifest.subtask_count:
             raise ValueError("its input tree does not match its manifest")
         decided: array[int] = array("q")
@@ -368,14 +374,19 @@ class JobManager:
         Raises:
             JournalError: the journal cannot be read, or lacks an input.
         """
-        rows = self.store.input_rows(job.job_id, [ref.index for ref in refs])
+        wanted = {ref.index for ref in refs}
+        if not own:  # a proof needs the leaf beside its own: the hash and size of that input
+            wanted |= {ref.index ^ 1 for ref in refs if ref.index ^ 1 < len(job.tree)}
+        rows = self.store.input_rows(job.job_id, sorted(wanted))
+        if len(rows) != len(wanted):
+            missing = min(wanted - set(rows))
+            raise JournalError(f"the journal lacks input {missing} of job {job.job_id.hex()}", "damaged")
         out = []
         for ref in refs:
-            row = rows.get(ref.index)
-            if row is None:
-                raise JournalError(f"the journal lacks input {ref.index} of job {job.job_id.hex()}", "damaged")
+            row = rows[ref.index]
             data = row.data if row.data is not None or not own else self._blob_input(row)
-            proof = () if own else job.tree.proof(ref.index)
+            beside = rows.get(ref.index ^ 1)
+            proof = () if own else job.tree.proof(ref.index, None if beside is None else leaf_hash(beside.sha256, beside.size))
             out.append(Subtask(job_id=job.job_id, index=ref.index, replica=ref.replica, input_sha256=row.sha256,
                                input_size=row.size, input=data, proof=proof))  # fmt: skip
         return out

@@ -259,7 +259,7 @@ class Store:
             )
 
     def finish_job(
-        self, job_id: bytes, manifest: bytes, subtasks: int, levels: Sequence[bytes], snapshot: dict[str, Any]
+        self, job_id: bytes, manifest: bytes, subtasks: int, levels: Sequence[bytes | bytearray], snapshot: dict[str, Any]
     ) -> None:
         """Make an ingested job real: its manifest, its tree and its first snapshot, in one transaction."""
         with self._tx() as db:
@@ -340,11 +340,14 @@ class Store:
             raise JournalError(f"the snapshot of job {job_id.hex()} is not a map", "damaged")
         return value
 
-    def tree(self, job_id: bytes) -> list[bytes]:
-        """The Merkle tree's levels (leaves first), as journalled with the job."""
+    def tree(self, job_id: bytes, *, leaves: bool = True) -> list[bytes]:
+        """The Merkle tree's levels as journalled with the job: leaves first, or (``leaves=False``) the levels above."""
+        first = 0 if leaves else 1
         with self._read() as db:
-            rows = db.execute("SELECT level, nodes FROM trees WHERE job_id = ? ORDER BY level", (job_id,)).fetchall()
-        if [r[0] for r in rows] != list(range(len(rows))):
+            rows = db.execute(
+                "SELECT level, nodes FROM trees WHERE job_id = ? AND level >= ? ORDER BY level", (job_id, first)
+            ).fetchall()
+        if [r[0] for r in rows] != list(range(first, first + len(rows))):
             raise JournalError(f"the input tree of job {job_id.hex()} is incomplete", "damaged")
         return [bytes(r[1]) for r in rows]
 

@@ -34,16 +34,17 @@ def _node(left: bytes | memoryview, right: bytes | memoryview) -> bytes:
     return h.digest()
 
 
-def tree_levels(leaves: bytes) -> list[bytes]:
+def tree_levels(leaves: bytes | bytearray) -> list[bytes | bytearray]:
     """Every level of the tree over ``leaves`` (32-byte hashes, concatenated), leaves first.
 
     Flat bytes, not lists of hashes: a million-leaf tree is 64 MB, not a few
-    hundred megabytes of small objects.
+    hundred megabytes of small objects. The leaves are the first level as given
+    (not copied).
     """
     if not leaves or len(leaves) % 32:
         raise ValueError("a Merkle tree needs at least one leaf, and leaves of 32 bytes")
-    levels = [bytes(leaves)]
-    level = memoryview(levels[0])
+    levels: list[bytes | bytearray] = [leaves]
+    level = memoryview(leaves)
     while len(level) > 32:
         count = len(level) // 32
         out = bytearray()
@@ -56,54 +57,83 @@ def tree_levels(leaves: bytes) -> list[bytes]:
     return levels
 
 
-class MerkleTree:
-    """All levels of the tree, so that proofs can be read off without rehashing."""
+def _level_sizes(count: int) -> list[int]:
+    """The byte size of each level of a ``count``-leaf tree, leaves first."""
+    sizes = [32 * count]
+    while count > 1:
+        count = (count + 1) // 2
+        sizes.append(32 * count)
+    return sizes
 
-    __slots__ = ("_levels",)
+
+class MerkleTree:
+    """The levels of the tree above its leaves, so that proofs can be read off without rehashing.
+
+    The leaves themselves are kept only when asked for: an owner holding a
+    million-subtask job keeps 32 MB rather than 64, and passes the one leaf a
+    proof needs (its sibling's, from the sibling's input hash and size).
+    """
+
+    __slots__ = ("_count", "_leaves", "_upper")
 
     def __init__(self, leaves: Sequence[bytes]) -> None:
         if any(len(leaf) != 32 for leaf in leaves):
             raise ValueError("Merkle leaves are 32-byte hashes")
-        self._levels = tree_levels(b"".join(leaves))
+        levels = tree_levels(b"".join(leaves))
+        self._count = len(leaves)
+        self._leaves: bytes | None = bytes(levels[0])
+        self._upper = [bytes(level) for level in levels[1:]]
 
     @classmethod
-    def from_levels(cls, levels: Sequence[bytes]) -> MerkleTree:
-        """A tree from ``levels`` as ``tree_levels`` returns them (say, read back from the journal).
+    def from_levels(cls, levels: Sequence[bytes | bytearray], count: int | None = None) -> MerkleTree:
+        """A tree from stored levels: all of them, leaves first (then the leaves are kept), or,
+        given the leaf ``count``, the levels above the leaves only.
 
         Raises:
             ValueError: the levels do not have the sizes of one tree.
         """
-        count = len(levels[0]) // 32 if levels else 0
-        sizes = [len(level) for level in levels]
-        expected = []
-        while count >= 1:
-            expected.append(32 * count)
-            if count == 1:
-                break
-            count = (count + 1) // 2
-        if not sizes or sizes != expected:
+        with_leaves = count is None
+        count = len(levels[0]) // 32 if with_leaves and levels else count or 0
+        expected = _level_sizes(count) if count >= 1 else []
+        if not with_leaves:
+            expected = expected[1:]
+        if [len(level) for level in levels] != expected or (with_leaves and not levels):
             raise ValueError("these levels are not one Merkle tree")
         tree = cls.__new__(cls)
-        tree._levels = list(levels)
+        tree._count = count
+        tree._leaves = bytes(levels[0]) if with_leaves else None
+        tree._upper = [bytes(level) for level in (levels[1:] if with_leaves else levels)]
+        if not tree._upper and tree._leaves is None:
+            raise ValueError("a one-leaf tree is its leaf: keep the leaves")
         return tree
 
     @property
-    def levels(self) -> list[bytes]:
-        return list(self._levels)
-
-    @property
     def root(self) -> bytes:
-        return self._levels[-1][:32]
+        top = self._upper[-1] if self._upper else self._leaves
+        assert top is not None
+        return bytes(top[:32])
 
     def __len__(self) -> int:
-        return len(self._levels[0]) // 32
+        return self._count
 
-    def proof(self, index: int) -> tuple[bytes, ...]:
-        """The sibling hashes from leaf ``index`` up to the root."""
-        if not 0 <= index < len(self):
+    def proof(self, index: int, sibling_leaf: bytes | None = None) -> tuple[bytes, ...]:
+        """The sibling hashes from leaf ``index`` up to the root.
+
+        ``sibling_leaf`` is the leaf at ``index ^ 1``, needed (when it exists) if the
+        tree does not keep its leaves.
+        """
+        if not 0 <= index < self._count:
             raise IndexError(index)
         path = []
-        for level in self._levels[:-1]:
+        sibling = index ^ 1
+        if sibling < self._count:
+            if self._leaves is not None:
+                sibling_leaf = self._leaves[32 * sibling : 32 * sibling + 32]
+            if sibling_leaf is None or len(sibling_leaf) != 32:
+                raise ValueError(f"the proof of leaf {index} needs the leaf at {sibling}")
+            path.append(bytes(sibling_leaf))
+        index //= 2
+        for level in self._upper[:-1]:
             sibling = index ^ 1
             if 32 * sibling < len(level):
                 path.append(level[32 * sibling : 32 * sibling + 32])
