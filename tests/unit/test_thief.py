@@ -1,0 +1,363 @@
+"""The thief's state machine (thief.py): stock, chunks, pushes, revocations, renewals, stealing from thieves.
+
+Example tests pin each rule; ``ThiefMachine`` drives random interleavings of
+grants, revocations, chunks, acknowledgements, refusals, transfers, owners
+leaving and clock jumps, then drains the thief and checks that every replica it
+took was reported, dropped, returned or handed on, exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import nacl.signing
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from meshnode.core.job import ReplicaRef
+from meshnode.core.manifest import Subtask
+from meshnode.core.peer_id import PeerId
+from meshnode.core.steal import PeerView
+from meshnode.core.thief import (
+    MAX_STEAL, Acknowledged, AskTransfer, ChunkDone, ChunkFailed, DropResults, Granted, HandOver, Instruction,
+    LookForWork, OwnerLeft, PresenceHeard, PushResults, Refused, RenewLeases, RestealAsked, Revoked, RunChunk,
+    StealAnswered, StealFailed, StealFrom, TakeChunk, TellOwner, Thief, Tick, TransferAnswered,
+)  # fmt: skip
+
+IDS = [PeerId.from_public_key(bytes(nacl.signing.SigningKey(bytes([i + 1]) * 32).verify_key)) for i in range(5)]
+ME, O1, O2, STARVING, OTHER = IDS
+J1, J2 = b"1" * 16, b"2" * 16
+OWNERS = {J1: O1, J2: O2}
+LEASE = 30.0
+
+
+def R(index: int, replica: int) -> ReplicaRef:
+    return ReplicaRef(index, replica)
+
+
+def sub(job: bytes, index: int, replica: int = 0) -> Subtask:
+    return Subtask(job_id=job, index=index, replica=replica, input_sha256=hashlib.sha256(b"%d" % index).digest(),
+                   input_size=1, input=b"%d" % index, proof=())  # fmt: skip
+
+
+def grant(job: bytes, *refs: tuple[int, int], now: float = 0.0) -> Granted:
+    return Granted(OWNERS[job], OWNERS[job], job, b"envelope " + job, LEASE, tuple(sub(job, i, r) for i, r in refs), now)
+
+
+def view(peer: PeerId, surplus: int) -> PeerView:
+    return PeerView(peer, surplus, 1.0, 0, "e")
+
+
+def look(*victims: PeerView, now: float = 0.0, own_work: bool = False, accepting: bool = True) -> LookForWork:
+    return LookForWork(tuple(victims), own_work, accepting, "e", now, 1_000_000 + int(now * 1000))
+
+
+def chunk_of(out: list[Instruction]) -> RunChunk:
+    (run,) = out
+    assert isinstance(run, RunChunk)
+    return run
+
+
+# --- examples ---------------------------------------------------------------------------------
+
+
+def test_a_granted_subtask_runs_is_pushed_and_forgotten_once_acknowledged() -> None:
+    t = Thief(ME, slots=1)
+    t.handle(grant(J1, (0, 1), (1, 1)))
+    run = chunk_of(t.handle(TakeChunk(1.0)))
+    assert run.job_id == J1 and run.envelope == b"envelope " + J1 and [s.index for s in run.subtasks] == [0]
+    assert t.handle(ChunkDone(J1, (R(0, 1),), 0.01, 1.1)) == [PushResults(O1, J1, (R(0, 1),))]
+    assert t.held() == {J1: [R(0, 1), R(1, 1)]}
+    t.handle(Acknowledged(J1, (R(0, 1),)))
+    assert t.held() == {J1: [R(1, 1)]}
+
+
+def test_a_revoked_replica_is_never_started_and_a_running_one_is_never_pushed() -> None:
+    t = Thief(ME, slots=1)
+    t.handle(grant(J1, *[(i, 0) for i in range(6)]))
+    first = chunk_of(t.handle(TakeChunk(0.0)))  # one at first: nothing measured yet
+    t.handle(ChunkDone(J1, (R(0, 0),), 0.0001, 0.1))  # fast: chunks grow, up to half of what is left per slot
+    run = chunk_of(t.handle(TakeChunk(0.1)))
+    assert [s.index for s in first.subtasks] == [0] and [s.index for s in run.subtasks] == [1, 2]
+    assert t.handle(Revoked(O1, J1, (R(2, 0), R(3, 0)), "the subtask is decided")) == []
+    assert t.handle(ChunkDone(J1, (R(1, 0), R(2, 0)), 0.0002, 1.0)) == [
+        PushResults(O1, J1, (R(1, 0),)), DropResults(J1, (R(2, 0),))
+    ]
+    assert [s.index for s in chunk_of(t.handle(TakeChunk(1.0))).subtasks] == [4]  # 3 is never started
+    # a revocation of a reported replica drops its result too
+    assert t.handle(Revoked(O1, J1, (R(0, 0),), "the job was cancelled")) == [DropResults(J1, (R(0, 0),))]
+
+
+def test_a_revocation_from_anyone_but_the_owner_is_ignored() -> None:
+    t = Thief(ME, slots=1)
+    t.handle(grant(J1, (0, 0)))
+    assert t.handle(Revoked(O2, J1, (R(0, 0),), "forged")) == [] and t.queued() == 1
+
+
+def test_a_second_replica_of_a_subtask_already_held_is_not_taken() -> None:
+    t = Thief(ME, slots=1)
+    t.handle(grant(J1, (0, 0)))
+    t.handle(grant(J1, (0, 1), (1, 1)))
+    assert t.held() == {J1: [R(0, 0), R(1, 1)]}
+
+
+def test_leases_are_renewed_every_third_of_the_lease_for_everything_held() -> None:
+    t = Thief(ME, slots=1)
+    t.handle(grant(J1, (0, 0), (1, 0)))
+    t.handle(grant(J2, (5, 1), now=4.0))
+    assert t.handle(Tick(LEASE / 3 - 1)) == []
+    assert t.handle(Tick(LEASE / 3)) == [RenewLeases(O1, J1, (R(0, 0), R(1, 0)))]
+    assert t.handle(Tick(LEASE / 3 + 4.0)) == [RenewLeases(O2, J2, (R(5, 1),))]
+    assert t.next_renewal() == pytest.approx(2 * LEASE / 3)
+
+
+def test_an_owner_that_leaves_takes_its_work_with_it() -> None:
+    t = Thief(ME, slots=1)
+    t.handle(grant(J1, (0, 0), (1, 0)))
+    t.handle(grant(J2, (0, 0)))
+    run = chunk_of(t.handle(TakeChunk(0.0)))
+    t.handle(OwnerLeft(O1))
+    assert t.held() == {J2: [R(0, 0)]}
+    assert t.handle(ChunkDone(run.job_id, (R(0, 0),), 0.01, 1.0)) == [DropResults(J1, (R(0, 0),))]
+
+
+def test_refused_work_is_dropped_the_owner_told_why_and_left_alone() -> None:
+    t = Thief(ME, slots=1)
+    t.handle(grant(J1, (0, 0), (1, 0)))
+    assert t.handle(Refused(O1, J1, (R(0, 0), R(1, 0)), "untrusted owner", 5.0)) == [
+        TellOwner(O1, J1, (R(0, 0), R(1, 0)), "untrusted owner")
+    ]
+    assert t.held() == {}
+    assert t.handle(look(view(O1, 10), now=6.0)) == []
+    assert isinstance(t.handle(look(view(O1, 10), now=66.0))[0], StealFrom)
+
+
+def test_steals_only_without_own_work_with_a_journal_that_takes_writes_and_below_half_the_stock() -> None:
+    t = Thief(ME, slots=2)
+    assert t.handle(look(view(O1, 10), own_work=True)) == []
+    assert t.handle(look(view(O1, 10), accepting=False)) == []
+    (steal,) = t.handle(look(view(O1, 10), view(O2, 3)))
+    assert isinstance(steal, StealFrom) and steal.victim == O1 and 1 <= steal.n <= MAX_STEAL and steal.queued == 0
+    t.handle(grant(J1, *[(i, 0) for i in range(t.stock())]))
+    assert t.handle(look(view(O1, 10), now=1.0)) == []  # a full stock
+
+
+def test_a_victim_is_believed_about_what_it_has_left_until_its_next_presence() -> None:
+    t = Thief(ME, slots=1)
+    t.handle(StealAnswered(O1, surplus=0, refused=False, granted=0, now=0.0))
+    assert t.handle(look(view(O1, 10))) == []
+    t.handle(PresenceHeard(O1))
+    assert isinstance(t.handle(look(view(O1, 10)))[0], StealFrom)
+    t.handle(StealFailed(O1, 1.0))
+    assert t.handle(look(view(O1, 10), now=1.5)) == []
+    assert isinstance(t.handle(look(view(O1, 10), now=2.0))[0], StealFrom)
+
+
+def test_a_starving_thief_gets_the_cold_end_through_the_owner_and_the_owner_gets_its_work_back() -> None:
+    t = Thief(ME, slots=1)
+    t.handle(grant(J1, (0, 0), (1, 0), (2, 0), (3, 0)))
+    assert t.handle(RestealAsked(STARVING, 5, queued=1)) == []  # only a thief with nothing queued is served
+    (ask,) = t.handle(RestealAsked(STARVING, 5, queued=0))  # 3 beyond one per slot; half, rounded up
+    assert ask == AskTransfer(O1, J1, STARVING, (R(3, 0), R(2, 0)))
+    (hand,) = t.handle(TransferAnswered(J1, STARVING, ask.replicas, (R(3, 0),), 30_000))
+    assert isinstance(hand, HandOver) and [s.index for s in hand.subtasks] == [3] and hand.lease_ms == 30_000
+    assert t.held() == {J1: [R(0, 0), R(1, 0), R(2, 0)]}  # the one not moved is back
+    assert t.handle(RestealAsked(O1, 5, queued=0)) == [TellOwner(O1, J1, (R(2, 0),), "")]
+
+
+def test_unknown_events_are_refused() -> None:
+    with pytest.raises(TypeError):
+        Thief(ME, 1).handle(object())  # type: ignore[arg-type]
+
+
+# --- the state machine ------------------------------------------------------------------------
+
+
+class ThiefMachine(RuleBasedStateMachine):
+    """Random interleavings against one thief; every replica it accepts must end exactly one way."""
+
+    @initialize(slots=st.integers(1, 3))
+    def start(self, slots: int) -> None:
+        self.t = Thief(ME, slots)
+        self.now = 0.0
+        self.accepted: set[tuple[bytes, ReplicaRef]] = set()
+        self.ended: dict[tuple[bytes, ReplicaRef], str] = {}  # how each accepted replica ended
+        self.revoked: set[tuple[bytes, ReplicaRef]] = set()  # revocations heard
+        self.running: dict[tuple[bytes, ReplicaRef], int] = {}
+        self.chunks: dict[int, tuple[bytes, tuple[ReplicaRef, ...]]] = {}
+        self.next_chunk = 0
+        self.pushed: set[tuple[bytes, ReplicaRef]] = set()  # pushed, not yet acknowledged
+        self.transfers: dict[bytes, AskTransfer] = {}
+
+    def end(self, job: bytes, ref: ReplicaRef, how: str) -> None:
+        key = (job, ref)
+        assert key in self.accepted and key not in self.ended, f"{how}: {key} ended twice or was never taken"
+        self.ended[key] = how
+
+    def apply(self, event: object) -> list[Instruction]:
+        before = {(j, r) for j, refs in self.t.held().items() for r in refs}
+        out = self.t.handle(event)  # type: ignore[arg-type]
+        for i in out:
+            match i:
+                case RunChunk():
+                    refs = tuple(ReplicaRef(s.index, s.replica) for s in i.subtasks)
+                    for ref in refs:
+                        assert (i.job_id, ref) not in self.revoked, "started a revoked replica"
+                        self.running[(i.job_id, ref)] = self.next_chunk
+                    self.chunks[self.next_chunk] = (i.job_id, refs)
+                    self.next_chunk += 1
+                case PushResults():
+                    assert i.owner == OWNERS[i.job_id]
+                    for ref in i.replicas:
+                        assert (i.job_id, ref) not in self.revoked, "pushed a revoked replica's result"
+                        self.pushed.add((i.job_id, ref))
+                case DropResults():
+                    for ref in i.replicas:
+                        self.pushed.discard((i.job_id, ref))
+                        if self.ended.get((i.job_id, ref)) != "owner left":  # its chunk ended after the owner left
+                            self.end(i.job_id, ref, "dropped")
+                case TellOwner():
+                    for ref in i.replicas:
+                        if (i.job_id, ref) in self.accepted and (i.job_id, ref) not in self.ended:
+                            self.end(i.job_id, ref, "told")
+                case AskTransfer():
+                    assert i.job_id not in self.transfers
+                    self.transfers[i.job_id] = i
+                case HandOver():
+                    for s in i.subtasks:
+                        self.end(i.job_id, ReplicaRef(s.index, s.replica), "handed over")
+                case RenewLeases():
+                    assert list(i.replicas) == self.t.held().get(i.job_id, []), "renewed other than what it holds"
+                    assert not {(i.job_id, r) for r in i.replicas} & self.revoked, "renewed a revoked replica"
+                case StealFrom():
+                    pass
+        after = {(j, r) for j, refs in self.t.held().items() for r in refs}
+        if isinstance(event, Granted):
+            self.accepted |= after - before
+        return out
+
+    # --- rules -------------------------------------------------------------------------
+
+    @rule(job=st.sampled_from([J1, J2]), refs=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 2)), max_size=6))
+    def granted(self, job: bytes, refs: list[tuple[int, int]]) -> None:
+        fresh = [r for r in refs if (job, R(*r)) not in self.accepted]  # an owner never grants a replica twice
+        self.apply(grant(job, *fresh, now=self.now))
+
+    @rule(data=st.data(), job=st.sampled_from([J1, J2]), reason=st.sampled_from(["decided", "cancelled", "lease lost"]))
+    def revoked_by_owner(self, data: st.DataObject, job: bytes, reason: str) -> None:
+        known = sorted(r for j, r in self.accepted if j == job)
+        if known:
+            refs = data.draw(st.lists(st.sampled_from(known), min_size=1, unique=True))
+            held = set(self.t.held().get(job, []))
+            asked = set(self.transfers[job].replicas) if job in self.transfers else set()  # out of the queue, for now
+            pushed = set(self.pushed)
+            self.apply(Revoked(OWNERS[job], job, tuple(refs), reason))
+            for ref in refs:
+                key = (job, ref)
+                self.revoked.add(key)
+                if key in self.ended or key in self.running or key in pushed:
+                    continue  # running: dropped when its chunk ends; pushed: dropped now
+                if ref in held or ref in asked:
+                    self.end(job, ref, "revoked while queued")
+
+    @rule()
+    def take_chunk(self) -> None:
+        self.apply(TakeChunk(self.now))
+
+    @rule(data=st.data(), failed=st.booleans())
+    def chunk_ends(self, data: st.DataObject, failed: bool) -> None:
+        if self.chunks:
+            number = data.draw(st.sampled_from(sorted(self.chunks)))
+            job, refs = self.chunks.pop(number)
+            live = [r for r in refs if (job, r) not in self.ended]
+            for ref in refs:
+                self.running.pop((job, ref), None)
+            if failed:
+                self.apply(ChunkFailed(job, refs))
+                for ref in live:
+                    if (job, ref) not in self.ended:
+                        self.end(job, ref, "failed")
+            else:
+                self.apply(ChunkDone(job, refs, 0.001 * len(refs), self.now))
+
+    @rule(data=st.data())
+    def acknowledged(self, data: st.DataObject) -> None:
+        if self.pushed:
+            job, ref = data.draw(st.sampled_from(sorted(self.pushed)))
+            self.pushed.discard((job, ref))
+            self.apply(Acknowledged(job, (ref,)))
+            self.end(job, ref, "reported")
+
+    @rule(data=st.data(), job=st.sampled_from([J1, J2]))
+    def refused_here(self, data: st.DataObject, job: bytes) -> None:
+        queued = [r for r in self.t.held().get(job, []) if (job, r) not in self.running and (job, r) not in self.pushed]
+        if queued:
+            refs = data.draw(st.lists(st.sampled_from(queued), min_size=1, unique=True))
+            self.apply(Refused(OWNERS[job], job, tuple(refs), "its proof does not match", self.now))
+
+    @rule(n=st.integers(1, 6), queued=st.integers(0, 1), by_owner=st.booleans())
+    def starving_thief_asks(self, n: int, queued: int, by_owner: bool) -> None:
+        self.apply(RestealAsked(O1 if by_owner else STARVING, n, queued))
+
+    @rule(data=st.data())
+    def owner_answers_transfer(self, data: st.DataObject) -> None:
+        if self.transfers:
+            job = data.draw(st.sampled_from(sorted(self.transfers)))
+            ask = self.transfers.pop(job)
+            moved = data.draw(st.lists(st.sampled_from(ask.replicas), unique=True)) if ask.replicas else []
+            self.apply(TransferAnswered(job, ask.to, ask.replicas, tuple(moved), 30_000))
+
+    @rule(owner=st.sampled_from([O1, O2]))
+    def owner_leaves(self, owner: PeerId) -> None:
+        job = J1 if owner == O1 else J2
+        self.apply(OwnerLeft(owner))
+        self.transfers.pop(job, None)
+        for key in sorted(self.accepted):
+            if key[0] == job and key not in self.ended:
+                self.end(*key, "owner left")
+        self.pushed = {k for k in self.pushed if k[0] != job}
+
+    @rule(dt=st.sampled_from([0.5, 5.0, LEASE / 3, LEASE]))
+    def tick(self, dt: float) -> None:
+        self.now += dt
+        self.apply(Tick(self.now))
+
+    @rule(surplus=st.integers(0, 50), own_work=st.booleans())
+    def look_for_work(self, surplus: int, own_work: bool) -> None:
+        out = self.apply(look(view(O1, surplus), view(O2, surplus // 2), now=self.now, own_work=own_work))
+        if own_work or surplus == 0:
+            assert out == []
+
+    # --- invariants and the end --------------------------------------------------------
+
+    @invariant()
+    def one_replica_per_subtask_and_nothing_revoked_held(self) -> None:
+        for job, refs in self.t.held().items():
+            assert len({r.index for r in refs}) == len(refs), "two replicas of one subtask"
+            assert not {(job, r) for r in refs} & self.revoked, "holds a revoked replica"
+        assert self.t.surplus() == max(0, self.t.queued() - self.t.slots)
+
+    def teardown(self) -> None:
+        if not hasattr(self, "t"):
+            return
+        for job, ask in list(self.transfers.items()):  # the owners answer: nothing moved
+            self.transfers.pop(job)
+            self.apply(TransferAnswered(job, ask.to, ask.replicas, (), 30_000))
+        for number in sorted(self.chunks):
+            job, refs = self.chunks.pop(number)
+            self.apply(ChunkDone(job, refs, 0.001, self.now))
+        while self.t.queued():
+            run = chunk_of(self.apply(TakeChunk(self.now)))
+            self.chunks.pop(self.next_chunk - 1)
+            self.apply(ChunkDone(run.job_id, tuple(ReplicaRef(s.index, s.replica) for s in run.subtasks), 0.001, self.now))
+        for job, ref in sorted(self.pushed):
+            self.apply(Acknowledged(job, (ref,)))
+            self.end(job, ref, "reported")
+        assert self.t.held() == {}, self.t.held()
+        assert set(self.ended) == self.accepted, "a replica the thief took was never reported, returned or dropped"
+
+
+TestThiefMachine = ThiefMachine.TestCase
+TestThiefMachine.settings = settings(max_examples=300, stateful_step_count=40, deadline=None, derandomize=True)
