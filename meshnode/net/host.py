@@ -23,7 +23,9 @@ from ..core.peer_id import PeerId
 from ..errors import ConfigError, PeerUnavailableError
 from ..identity import Identity
 from .addresses import advertised, concrete_listen_addrs, parse_bootstrap, split_tcp
-from .libp2p_adapter import MdnsBridge, apply_patches, port_is_free, stop_auto_connector, track_dial_sockets
+from .libp2p_adapter import (
+    MdnsBridge, apply_patches, close_listeners, port_is_free, stop_auto_connector, track_dial_sockets,
+)  # fmt: skip
 
 __all__ = ["ConnectionEvent", "MeshHost", "open_host"]
 
@@ -336,6 +338,7 @@ async def _running(mesh: MeshHost, host: Any, pubsub: Any, gossipsub: Any) -> As
             yield
         finally:
             await close_connections(mesh)
+            await close_listeners(host)
 
 
 async def close_connections(mesh: MeshHost) -> None:
