@@ -3,10 +3,26 @@
 * ``Swarm.dial_peer`` always waits ``_HAPPY_EYEBALLS_DELAY`` (0.25 s) even after the
   first address connected: a loopback connect took 252 ms instead of 6 ms. The
   module constant is set to 0 (multi-address peers are then dialled in parallel).
+* Importing libp2p resets its ``libp2p`` logger (``libp2p/utils/logging.py``,
+  run by ``import libp2p``): level WARNING, no handlers, ``propagate = False``.
+  Whatever meshnode had configured before the import is lost, and every WARNING
+  and ERROR record then reaches stderr through Python's last-resort handler as a
+  bare line ("Failed to open TCP stream: all attempts to connect to
+  127.0.0.1:40573 failed"): no timestamp, and not JSON under ``--log-json``.
+  With ``LIBP2P_DEBUG`` set, the import also prints a line and starts a thread
+  that writes records to stderr and a temporary file by itself.
+  ``apply_patches`` imports libp2p with ``LIBP2P_DEBUG`` hidden, then
+  ``route_libp2p_logging`` makes the logger propagate again, at the level the
+  node's logging set (``configure_logging``), so every libp2p record goes
+  through meshnode's handler and format.
 * libp2p logs WARNING and ERROR records (some through the *root* logger) for
-  ordinary events such as a peer closing a stream during shutdown; users saw
-  multi-line tracebacks for nothing. They are routed to DEBUG-level noise:
-  ``LibP2PNoiseFilter`` drops them unless the node runs at DEBUG.
+  ordinary events such as a peer closing a stream during shutdown, or each
+  failed TCP connect of a dial; users saw multi-line tracebacks for nothing.
+  meshnode reports those events itself, once, in its own words (a peer that
+  cannot be reached, a refused stream), so libp2p's records are shown only at
+  ``--log-level debug`` (CRITICAL ones always): the ``libp2p`` logger's level
+  is set accordingly, and ``LibP2PNoiseFilter`` drops the records its code
+  logs through the root logger.
 * A dial to a peer with a different private-swarm key does not fail: it hangs
   for 30 to 40 s in protocol negotiation. Every dial is bounded by the caller.
 * The TCP listener sets SO_REUSEPORT, so a second node on the same port binds
@@ -67,6 +83,7 @@ from __future__ import annotations
 import contextvars
 import errno
 import logging
+import os
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -81,6 +98,7 @@ __all__ = [
     "close_listeners",
     "disable_dial_retries",
     "port_is_free",
+    "route_libp2p_logging",
     "stop_auto_connector",
     "track_dial_sockets",
     "use_only_addrs",
@@ -92,17 +110,48 @@ _dial_sockets: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar
 
 _patched = False
 
+# The level the ``libp2p`` logger gets whenever it is (re)attached to meshnode's
+# logging: py-libp2p's own default until ``configure_logging`` chooses.
+_libp2p_level = logging.WARNING
+
 
 def apply_patches() -> None:
     """Idempotent: the fixes that must be in place before any host is created."""
     global _patched
-    if _patched:
-        return
-    import libp2p.network.swarm as _swarm  # imported here: libp2p takes 1.5 s to import
+    if not _patched:
+        _import_libp2p_quietly()
+        import libp2p.network.swarm as _swarm
 
-    _swarm._HAPPY_EYEBALLS_DELAY = 0.0
-    _record_tcp_dials()
-    _patched = True
+        _swarm._HAPPY_EYEBALLS_DELAY = 0.0
+        _record_tcp_dials()
+        _patched = True
+    route_libp2p_logging()  # also when something else imported libp2p first
+
+
+def _import_libp2p_quietly() -> None:
+    """Import libp2p (1.5 s) without letting ``LIBP2P_DEBUG`` start its own log writer (see above)."""
+    hidden = os.environ.pop("LIBP2P_DEBUG", None)
+    try:
+        import libp2p  # noqa: F401
+    finally:
+        if hidden is not None:
+            os.environ["LIBP2P_DEBUG"] = hidden
+
+
+def route_libp2p_logging(level: int | None = None) -> None:
+    """Send libp2p's records through the process's logging configuration (undoing its import-time reset).
+
+    Args:
+        level: the ``libp2p`` logger's level from now on; ``None`` keeps the
+            last one set (py-libp2p's WARNING until one is).
+    """
+    global _libp2p_level
+    if level is not None:
+        _libp2p_level = level
+    logger = logging.getLogger("libp2p")
+    logger.handlers.clear()
+    logger.propagate = True
+    logger.setLevel(_libp2p_level)
 
 
 def _record_tcp_dials() -> None:
@@ -132,11 +181,13 @@ def track_dial_sockets() -> Iterator[list[Any]]:
 
 
 class LibP2PNoiseFilter(logging.Filter):
-    """Drops records that come from inside the libp2p package (or its zeroconf and multiaddr deps)."""
+    """Drops records below CRITICAL that come from inside libp2p (or its zeroconf and multiaddr deps)."""
 
     _MARKERS = ("/libp2p/", "/zeroconf/", "/multiaddr/")
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.CRITICAL:
+            return True
         if record.name.startswith(("libp2p", "zeroconf", "multiaddr", "async_service")):
             return False
         return not any(m in record.pathname for m in self._MARKERS)
