@@ -211,10 +211,11 @@ class MeshNode:
         self._gossip = PresenceGossip(host, self.identity, self.dropped)
         await self._gossip.start()
         host.set_stream_handler(GOODBYE_PROTOCOL, self._receive_goodbye)
-        serve_blobs(host, self.jobs.blobs)
+        serve_blobs(host, self.jobs.blobs, dropped=self.dropped)
         self._workers = Workers(host, self.jobs, self.config.slots, self._victims, self.set_idle, self.dropped)
         workers = self._workers
-        serve_jobs(host, self.jobs, policy=self._grant_policy, resteal=workers.resteal, on_release=lambda job: workers.wake())
+        serve_jobs(host, self.jobs, policy=self._grant_policy, resteal=workers.resteal,
+                   on_release=lambda job: workers.wake(), dropped=self.dropped)  # fmt: skip
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery

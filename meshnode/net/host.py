@@ -25,7 +25,7 @@ from ..identity import Identity
 from .addresses import advertised, concrete_listen_addrs, parse_bootstrap, split_tcp
 from .libp2p_adapter import (
     MdnsBridge, apply_patches, close_listeners, disable_dial_retries, port_is_free, stop_auto_connector,
-    track_dial_sockets, use_only_addrs,
+    track_dial_sockets, use_only_addrs, watch_oversize_gossip,
 )  # fmt: skip
 
 __all__ = ["ConnectionEvent", "MeshHost", "open_host"]
@@ -214,6 +214,14 @@ class MeshHost:
                 return await self._host.new_stream(to_libp2p_id(peer), [TProtocol(protocol)])
         except Exception as exc:
             raise PeerUnavailableError(f"cannot open {protocol} to {peer}: {str(exc)[:200]}") from exc
+
+    def watch_oversize_gossip(self, callback: Callable[[PeerId], None]) -> None:
+        """Call ``callback(peer)`` for each gossip frame over libp2p's 1 MiB limit that ``peer`` sends.
+
+        libp2p resets the stream before any validator sees such a frame (see
+        libp2p_adapter); this is the only way to hear of it.
+        """
+        watch_oversize_gossip(self._host, lambda pid: callback(from_libp2p_id(pid)))
 
     # --- connection notifications -------------------------------------------------------
 

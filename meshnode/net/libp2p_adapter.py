@@ -71,6 +71,10 @@
   schedule, so ``stop_auto_connector`` stops it once the host runs.
 * mDNS discovery calls handlers registered on a process-global singleton, from a
   zeroconf thread. ``MdnsBridge`` hands each event to the trio loop.
+* A gossip RPC frame over 1 MiB makes pubsub reset the stream before any
+  validator runs (it logs a warning and nothing else), so the application never
+  sees it. ``watch_oversize_gossip`` wraps the frame reader pubsub uses to tell
+  the host whose swarm read it, so the node counts it.
 * Pubsub seeds its message counter with the time in whole seconds and adds one per
   message, and peers drop message IDs (sender, counter) seen in the last 120 s: a
   node restarted after publishing more than one message a second reuses spent
@@ -85,6 +89,7 @@ import errno
 import logging
 import os
 import socket
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -102,6 +107,7 @@ __all__ = [
     "stop_auto_connector",
     "track_dial_sockets",
     "use_only_addrs",
+    "watch_oversize_gossip",
 ]
 
 # The raw connections opened by the dial running in this context (tasks a dial
@@ -114,6 +120,9 @@ _patched = False
 # logging: py-libp2p's own default until ``configure_logging`` chooses.
 _libp2p_level = logging.WARNING
 
+# Who to tell when a swarm's pubsub refuses an oversize frame, by swarm.
+_oversize_watchers: weakref.WeakKeyDictionary[Any, Callable[[Any], None]] = weakref.WeakKeyDictionary()
+
 
 def apply_patches() -> None:
     """Idempotent: the fixes that must be in place before any host is created."""
@@ -124,6 +133,7 @@ def apply_patches() -> None:
 
         _swarm._HAPPY_EYEBALLS_DELAY = 0.0
         _record_tcp_dials()
+        _count_oversize_gossip()
         _patched = True
     route_libp2p_logging()  # also when something else imported libp2p first
 
@@ -216,6 +226,32 @@ def use_only_addrs(host: Any, peer_id: Any, addrs: Sequence[Any]) -> None:
     peerstore = host.get_peerstore()
     peerstore.clear_addrs(peer_id)
     peerstore.add_addrs(peer_id, list(addrs), 120)
+
+
+def _count_oversize_gossip() -> None:
+    import libp2p.pubsub.pubsub as _pubsub
+    from libp2p.io.exceptions import MessageTooLarge
+
+    # by name: the module does not re-export it, so mypy --strict refuses the attribute
+    original = getattr(_pubsub, "read_varint_prefixed_bytes_limited")
+
+    async def read_limited(reader: Any, max_length: int) -> bytes:
+        try:
+            data: bytes = await original(reader, max_length)
+            return data
+        except MessageTooLarge:
+            conn = getattr(reader, "swarm_conn", None)
+            watcher = _oversize_watchers.get(getattr(conn, "swarm", None))
+            if watcher is not None:
+                watcher(reader.muxed_conn.peer_id)
+            raise
+
+    setattr(_pubsub, "read_varint_prefixed_bytes_limited", read_limited)
+
+
+def watch_oversize_gossip(host: Any, callback: Callable[[Any], None]) -> None:
+    """Call ``callback(libp2p peer ID)`` whenever ``host``'s pubsub refuses an oversize frame from that peer."""
+    _oversize_watchers[host.get_network()] = callback
 
 
 def port_is_free(host: str, port: int) -> bool:
