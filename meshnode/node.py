@@ -40,8 +40,9 @@ from .core.job import Tick as JobTick
 from .core.manifest import Replication, TaskLimits
 from .core.peer_id import PeerId
 from .core.peers import (
-    ConnectionChanged, DialPeer, DropConnection, GoodbyeHeard, Instruction, PeerGone, PeerJoined, PeerStale,
-    PeerTable, PresenceHeard, RttMeasured, Tick,
+    REDIAL_FIRST, REDIAL_JITTER, REDIAL_MAX, ConnectionChanged, DialFailed, DialPeer, DropConnection, GoodbyeHeard,
+    Instruction, PeerGone, PeerJoined, PeerReachable, PeerStale, PeerTable, PeerUnreachable, PresenceHeard,
+    RttMeasured, Tick,
 )  # fmt: skip
 from .core.presence import Goodbye, Presence, next_seq
 from .core.reputation import Reputation
@@ -70,7 +71,6 @@ log = logging.getLogger("meshnode")
 GOODBYE_PROTOCOL = "/meshnode/goodbye/1.0.0"
 STORE_FILE_NAME = "node.db"
 PING_EVERY = 5.0
-BOOTSTRAP_RETRY_MAX = 30.0
 MAX_CONCURRENT_DIALS = 16
 JOURNAL_RETRY = 2.0  # seconds between attempts to write to a journal that refused a write
 
@@ -211,10 +211,11 @@ class MeshNode:
         self._gossip = PresenceGossip(host, self.identity, self.dropped)
         await self._gossip.start()
         host.set_stream_handler(GOODBYE_PROTOCOL, self._receive_goodbye)
-        serve_blobs(host, self.jobs.blobs)
+        serve_blobs(host, self.jobs.blobs, dropped=self.dropped)
         self._workers = Workers(host, self.jobs, self.config.slots, self._victims, self.set_idle, self.dropped)
         workers = self._workers
-        serve_jobs(host, self.jobs, policy=self._grant_policy, resteal=workers.resteal, on_release=lambda job: workers.wake())
+        serve_jobs(host, self.jobs, policy=self._grant_policy, resteal=workers.resteal,
+                   on_release=lambda job: workers.wake(), dropped=self.dropped)  # fmt: skip
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -465,6 +466,11 @@ class MeshNode:
             elif isinstance(i, DropConnection):
                 assert self._nursery is not None
                 self._nursery.start_soon(self.host.disconnect, i.peer)
+            elif isinstance(i, PeerUnreachable):
+                log.info("peer unreachable  %s  (%s); trying again in %.0f s, then less and less often, "
+                         "up to every %.0f s", i.peer, i.reason, i.retry_in, REDIAL_MAX)  # fmt: skip
+            elif isinstance(i, PeerReachable):
+                log.info("peer reachable again  %s", i.peer)
 
     def _spawn_dial(self, peer: PeerId, addrs: tuple[str, ...]) -> None:
         if peer in self._dialing or self._nursery is None:
@@ -477,6 +483,7 @@ class MeshNode:
                     await self.host.dial(peer, addrs)
             except PeerUnavailableError as exc:
                 log.debug("%s", exc)
+                self._apply(self.table.handle(DialFailed(peer, _reason(exc, peer), time.monotonic())))
             finally:
                 self._dialing.discard(peer)
 
@@ -485,18 +492,32 @@ class MeshNode:
     # --- discovery ---------------------------------------------------------------------------
 
     async def _keep_bootstrap(self, addr: str) -> None:
-        """Stay connected to a bootstrap peer: dial, and dial again with backoff whenever the link is down."""
-        delay = 1.0
+        """Stay connected to a bootstrap peer: dial, and dial again with backoff whenever the link is down.
+
+        The backoff is the peer table's (1 s doubling to 60 s, jittered), and the
+        log says once that the peer cannot be reached and once that it can again.
+        """
+        delay = REDIAL_FIRST
+        unreachable = False
         while True:
+            peer, _ = parse_bootstrap(addr)
             try:
-                peer = await self.host.dial_multiaddr(addr)
-                delay = 1.0
-                while self.host.is_connected(peer):
-                    await trio.sleep(1.0)
+                await self.host.dial_multiaddr(addr)
             except PeerUnavailableError as exc:
                 log.debug("bootstrap %s: %s", addr, exc)
-                await trio.sleep(delay)
-                delay = min(delay * 2, BOOTSTRAP_RETRY_MAX)
+                if not unreachable:
+                    log.info("bootstrap peer unreachable  %s  (%s); trying again less and less often, up to every "
+                             "%.0f s", addr, _reason(exc, peer), REDIAL_MAX)  # fmt: skip
+                    unreachable = True
+                await trio.sleep(delay * random.uniform(1 - REDIAL_JITTER, 1 + REDIAL_JITTER))
+                delay = min(delay * 2, REDIAL_MAX)
+                continue
+            if unreachable:
+                log.info("bootstrap peer reachable again  %s", addr)
+                unreachable = False
+            delay = REDIAL_FIRST
+            while self.host.is_connected(peer):
+                await trio.sleep(1.0)
 
     async def _dial_mdns_discoveries(self) -> None:
         discoveries = self.host.discoveries
@@ -534,6 +555,11 @@ class MeshNode:
             log.info("listening    %s", addr)
         if self.api_url:
             log.info("local API    %s  (token in %s)", self.api_url, Path(self.config.data_dir) / "api.json")
+
+
+def _reason(exc: PeerUnavailableError, peer: PeerId) -> str:
+    """Why a dial failed, calling the peer "it": the log line names it already."""
+    return str(exc).replace(str(peer), "it")
 
 
 def _decided(job: RunningJob) -> tuple[int, int]:

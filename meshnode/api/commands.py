@@ -35,7 +35,7 @@ def add_peers_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
-    """Print the running node's peers.
+    """Print the running node's peers (as text, followed by the messages it dropped, if any).
 
     Returns:
         0 (errors are raised).
@@ -45,12 +45,19 @@ def cmd_peers(args: argparse.Namespace) -> int:
         MeshError: the node refused the request or answered with something unexpected.
     """
     from .client import ApiClient
-    from .peers_view import format_peer_table
+    from .peers_view import format_dropped, format_peer_table
 
     client = ApiClient.for_data_dir(resolve_data_dir(args.data_dir))
     reply: Any = client.get("/v1/peers")
     peers = reply.get("peers") if isinstance(reply, dict) else None
     if not isinstance(peers, list) or not all(isinstance(p, dict) for p in peers):
         raise MeshError(f"GET /v1/peers: expected {{'peers': [...]}} from the node, got {str(reply)[:200]}")
-    print(json.dumps(peers) if args.json else format_peer_table(peers))
+    if args.json:
+        print(json.dumps(peers))
+        return 0
+    print(format_peer_table(peers))
+    node: Any = client.get("/v1/node")
+    dropped = format_dropped(node.get("dropped_messages") if isinstance(node, dict) else None)
+    if dropped is not None:
+        print(dropped)
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-__all__ = ["format_peer_table", "short_peer_id"]
+__all__ = ["format_dropped", "format_peer_table", "short_peer_id"]
 
 UNKNOWN: Final = "-"
 EMPTY_MESSAGE: Final = "no peers yet"
@@ -114,3 +114,21 @@ def format_peer_table(peers: Sequence[dict[str, Any]]) -> str:
         return "  ".join(padded).rstrip()
 
     return "\n".join(line(row) for row in [headers, *rows])
+
+
+def format_dropped(dropped: Any) -> str | None:
+    """The node's dropped-message counters as one line, most frequent first; None when there are none.
+
+    Args:
+        dropped: ``dropped_messages`` from ``GET /v1/node``: counts by reason.
+
+    Returns:
+        ``"dropped messages: jobs_malformed 3, old_seq 1"``, or None.
+    """
+    if not isinstance(dropped, dict):
+        return None
+    counts = [(str(k), v) for k, v in dropped.items() if isinstance(v, int) and v > 0]
+    counts.sort(key=lambda kv: (-kv[1], kv[0]))
+    if not counts:
+        return None
+    return "dropped messages: " + ", ".join(f"{reason} {count}" for reason, count in counts)

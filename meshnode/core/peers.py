@@ -25,8 +25,18 @@ seconds, then are forgotten.
 The table also decides whom to dial: a peer heard of through gossip but not
 connected to us directly, or one that timed out (its link may come back), is dialled by the side with the smaller peer ID at
 once and by the other side only after ``DIAL_GRACE`` seconds (two sides dialling
-each other at once make two connections), at most every ``REDIAL_EVERY``
-seconds. A peer that times out while still connected has its connection
+each other at once make two connections). Dials go to the addresses of the
+peer's latest presence, starting from a different one each time, and repeat
+with exponential backoff while no connection comes: ``REDIAL_FIRST`` seconds
+after the first, doubling up to ``REDIAL_MAX``, each stretched or shrunk by up
+to ``REDIAL_JITTER`` so that the nodes of a mesh do not redial in step. The
+jitter is a hash of the two peer IDs and the attempt number, not a random
+draw, so the schedule is a pure function of the events. A connection, or a
+presence with new addresses (the peer restarted elsewhere), starts the
+schedule afresh. The edge reports a failed dial (``DialFailed``); the first
+after the peer was last reachable yields ``PeerUnreachable``, and the next
+connection ``PeerReachable``, so the node says each once, not at every dial.
+A peer that times out while still connected has its connection
 dropped: a silently vanished host (no FIN, no RST) is otherwise never noticed.
 
 A connection that carries no presence for ``SILENT_CONNECTION_LIMIT`` seconds
@@ -40,6 +50,7 @@ Time is an argument (seconds on a monotonic clock); nothing here reads a clock.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -49,24 +60,30 @@ from .presence import Goodbye, Presence
 
 __all__ = [
     "ConnectionChanged",
+    "DialFailed",
     "DialPeer",
     "DropConnection",
     "GoodbyeHeard",
     "PeerGone",
     "PeerJoined",
+    "PeerReachable",
     "PeerRecord",
     "PeerStale",
     "PeerTable",
+    "PeerUnreachable",
     "PresenceHeard",
     "RttMeasured",
     "Tick",
+    "redial_delay",
 ]
 
 STALE_INTERVALS: Final = 3
 GONE_INTERVALS: Final = 10
 FORGET_AFTER: Final = 300.0
 DIAL_GRACE: Final = 3.0
-REDIAL_EVERY: Final = 5.0
+REDIAL_FIRST: Final = 1.0  # seconds from a dial to the next while the peer stays unconnected ...
+REDIAL_MAX: Final = 60.0  # ... doubling each time up to this
+REDIAL_JITTER: Final = 0.2  # each delay is stretched or shrunk by up to this fraction
 SILENT_CONNECTION_LIMIT: Final = 15.0  # seconds connected without a word before the connection is dropped
 
 State = Literal["alive", "stale", "gone"]
@@ -106,7 +123,14 @@ class ConnectionChanged:
     now: float
 
 
-Event = PresenceHeard | GoodbyeHeard | Tick | RttMeasured | ConnectionChanged
+@dataclass(frozen=True, slots=True)
+class DialFailed:
+    peer: PeerId
+    reason: str  # one line, for the log
+    now: float
+
+
+Event = PresenceHeard | GoodbyeHeard | Tick | RttMeasured | ConnectionChanged | DialFailed
 
 
 # --- instructions (out) -----------------------------------------------------------------------
@@ -140,7 +164,35 @@ class DropConnection:
     peer: PeerId
 
 
-Instruction = PeerJoined | PeerStale | PeerGone | DialPeer | DropConnection
+@dataclass(frozen=True, slots=True)
+class PeerUnreachable:
+    """A dial to the peer failed, the first since it was last connected; more follow with backoff."""
+
+    peer: PeerId
+    reason: str
+    retry_in: float  # seconds until the next dial
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReachable:
+    """A peer reported unreachable is connected again."""
+
+    peer: PeerId
+
+
+Instruction = PeerJoined | PeerStale | PeerGone | DialPeer | DropConnection | PeerUnreachable | PeerReachable
+
+
+def redial_delay(me: PeerId, peer: PeerId, attempt: int) -> float:
+    """Seconds from dial number ``attempt`` (0 for the first) to the next, while ``peer`` stays unconnected.
+
+    ``REDIAL_FIRST`` doubling up to ``REDIAL_MAX``, times a factor within
+    ``1 ± REDIAL_JITTER`` drawn from a hash of the two peers and the attempt.
+    """
+    base = min(REDIAL_MAX, REDIAL_FIRST * 2.0 ** min(attempt, 32))
+    digest = hashlib.blake2b(me.to_bytes() + peer.to_bytes() + attempt.to_bytes(8, "big"), digest_size=8).digest()
+    fraction = int.from_bytes(digest, "big") / 2**64  # in [0, 1)
+    return base * (1 - REDIAL_JITTER + 2 * REDIAL_JITTER * fraction)
 
 
 # --- the table --------------------------------------------------------------------------------
@@ -159,7 +211,9 @@ class PeerRecord:
     connected: bool = False
     rtt_ms: float | None = None
     unconnected_since: float | None = None
-    last_dial: float | None = None
+    dials: int = 0  # dials since the peer was last connected (or changed its addresses)
+    next_dial: float | None = None  # no dial before this time
+    unreachable: bool = False  # a dial failed since the peer was last connected
     left_by_goodbye: bool = False
 
     @property
@@ -189,7 +243,11 @@ class PeerTable:
             if record is not None:
                 record.rtt_ms = event.rtt_ms
             return []
-        return self._connection(event.peer, event.connected, event.now)
+        if isinstance(event, DialFailed):
+            return self._dial_failed(event.peer, event.reason, event.now)
+        if isinstance(event, ConnectionChanged):
+            return self._connection(event.peer, event.connected, event.now)
+        raise TypeError(f"not a peer table event: {event!r}")
 
     def _drop(self, reason: str) -> list[Instruction]:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -207,6 +265,8 @@ class PeerTable:
         if p.seq <= record.seq:
             return self._drop("old_seq")
         was = record.state
+        if p.addrs != record.presence.addrs:
+            record.dials, record.next_dial = 0, None  # somewhere new: worth a dial at once
         record.presence, record.seq, record.last_seen = p, p.seq, now
         record.left_by_goodbye = False
         out: list[Instruction] = []
@@ -272,18 +332,35 @@ class PeerTable:
             record.state_since = now  # a gone peer reconnected (a restart?): give it time to speak
         record.connected = connected
         record.unconnected_since = None if connected else now
+        if not connected:
+            return []
+        record.dials, record.next_dial = 0, None
+        if record.unreachable:
+            record.unreachable = False
+            return [PeerReachable(peer)]
         return []
+
+    def _dial_failed(self, peer: PeerId, reason: str, now: float) -> list[Instruction]:
+        record = self.peers.get(peer)
+        if record is None or record.connected or record.unreachable:
+            return []  # a stranger (an mDNS find), a race with a connection, or already said
+        record.unreachable = True
+        retry_in = max(0.0, record.next_dial - now) if record.next_dial is not None else 0.0
+        return [PeerUnreachable(peer, reason, retry_in)]
 
     def _maybe_dial(self, record: PeerRecord, now: float) -> list[Instruction]:
         if record.connected or not record.presence.addrs:
             return []
         if record.unconnected_since is None:
             record.unconnected_since = now
-        if record.last_dial is not None and now - record.last_dial < REDIAL_EVERY:
+        if record.next_dial is not None and now < record.next_dial:
             return []
         if self.me < record.peer or now - record.unconnected_since >= DIAL_GRACE:
-            record.last_dial = now
-            return [DialPeer(record.peer, record.presence.addrs)]
+            record.next_dial = now + redial_delay(self.me, record.peer, record.dials)
+            addrs = record.presence.addrs
+            first = record.dials % len(addrs)  # libp2p dials only the first: each try starts elsewhere
+            record.dials += 1
+            return [DialPeer(record.peer, addrs[first:] + addrs[:first])]
         return []
 
     # --- queries -------------------------------------------------------------------------

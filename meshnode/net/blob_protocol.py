@@ -15,7 +15,9 @@ Protocol ``/meshnode/blob/1.0.0``, one libp2p stream per blob. Every frame is a
    stream.
 
 The server closes the stream without an answer when the request is malformed
-or oversize, or has not arrived within 10 s. It serves only blobs that verify
+or oversize, or has not arrived within 10 s, and counts it as ``blob_<reason>``
+(net/refusals.py): ``empty``, ``truncated``, ``oversize``, ``broken``,
+``malformed``, ``wrong_type`` or ``silent``. It serves only blobs that verify
 against their hash in its own store, so it never passes on a corrupt file.
 
 The client trusts nothing the server sends:
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +59,8 @@ from ..core.peer_id import PeerId
 from ..core.wire import decode, encode
 from ..errors import PeerUnavailableError, WireError
 from .host import MeshHost
-from .streams import read_frame, write_frame
+from .refusals import Refusals
+from .streams import FrameError, read_frame, read_request, write_frame
 
 __all__ = [
     "CHUNK_SIZE",
@@ -90,24 +94,30 @@ class BlobServerStats:
     bytes_sent: int = 0  # content bytes of the blobs sent in full
 
 
-def serve_blobs(host: MeshHost, store: BlobStore) -> BlobServerStats:
+def serve_blobs(host: MeshHost, store: BlobStore, *, dropped: Counter[str] | None = None) -> BlobServerStats:
     """Answer blob requests from peers out of ``store``.
+
+    Args:
+        host: whose streams to serve.
+        store: the blobs to serve.
+        dropped: the node's counters, where refused requests are counted by reason.
 
     Returns:
         Counters the server keeps up to date.
     """
     stats = BlobServerStats()
+    refusals = Refusals(Counter() if dropped is None else dropped, "blob", what="a blob protocol stream")
 
     async def handle(remote: PeerId, stream: Any) -> None:
-        await _serve_one(store, stats, remote, stream)
+        await _serve_one(store, stats, refusals, remote, stream)
 
     host.set_stream_handler(PROTOCOL_ID, handle)
     return stats
 
 
-async def _serve_one(store: BlobStore, stats: BlobServerStats, remote: PeerId, stream: Any) -> None:
+async def _serve_one(store: BlobStore, stats: BlobServerStats, refusals: Refusals, remote: PeerId, stream: Any) -> None:
     # The host closes the stream when this returns, which ends every answer.
-    request = await _read_request(stream, remote, stats)
+    request = await _read_request(stream, remote, stats, refusals)
     if request is None:
         return
     stats.requests += 1
@@ -124,17 +134,25 @@ async def _serve_one(store: BlobStore, stats: BlobServerStats, remote: PeerId, s
     stats.bytes_sent += len(data)
 
 
-async def _read_request(stream: Any, remote: PeerId, stats: BlobServerStats) -> BlobRequest | None:
+async def _read_request(stream: Any, remote: PeerId, stats: BlobServerStats, refusals: Refusals) -> BlobRequest | None:
+    """The stream's request, or None (refused: counted in ``stats`` and by reason in ``refusals``)."""
+    reason, detail = "silent", f"no request within {REQUEST_TIMEOUT:g} s"
     with trio.move_on_after(REQUEST_TIMEOUT):
         try:
-            request: BlobRequest = decode(await read_frame(stream, REQUEST_MAX_SIZE), BlobRequest)
-            return request
-        except WireError as exc:
-            stats.refused += 1
-            log.debug("refused a blob request from %s: %s", remote, exc)
-            return None
+            frame = await read_request(stream, REQUEST_MAX_SIZE)
+        except FrameError as exc:
+            reason, detail = ("empty" if exc.reason == "closed" else exc.reason), str(exc)
+        else:
+            try:
+                request: object = decode(frame)
+            except WireError as exc:
+                reason, detail = "malformed", str(exc)
+            else:
+                if isinstance(request, BlobRequest):
+                    return request
+                reason, detail = "wrong_type", f"a {type(request).__name__} is not a blob request"
     stats.refused += 1
-    log.debug("no blob request from %s within %g s", remote, REQUEST_TIMEOUT)
+    refusals.refuse(reason, remote, detail)
     return None
 
 

@@ -5,7 +5,9 @@ on top of that the body is a meshnode signed envelope, so a presence forwarded
 or stored anywhere still proves who wrote it. A validator checks every message
 before gossipsub delivers or forwards it: anything malformed, oversize,
 wrongly signed or naming another peer than its origin is dropped, counted, and
-never reaches a peer behind us.
+never reaches a peer behind us. A gossip frame over libp2p's 1 MiB limit never
+reaches the validator (libp2p resets the stream first); it is counted as
+``gossip_oversize_frame`` all the same.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..core.presence import Goodbye, Presence
 from ..errors import WireError
 from ..identity import Identity
 from .host import MeshHost
+from .refusals import Refusals
 
 __all__ = ["PRESENCE_TOPIC", "PresenceGossip"]
 
@@ -41,6 +44,10 @@ class PresenceGossip:
         self._subscription: Any = None
 
     async def start(self) -> None:
+        refusals = Refusals(self.dropped, "gossip", what="a gossip frame")
+        self._host.watch_oversize_gossip(
+            lambda peer: refusals.refuse("oversize_frame", peer, "over the 1 MiB limit (libp2p reset the stream)")
+        )
         self._host.pubsub.set_topic_validator(PRESENCE_TOPIC, self._validate, False)
         self._subscription = await self._host.pubsub.subscribe(PRESENCE_TOPIC)
 

@@ -23,7 +23,10 @@ from ..core.peer_id import PeerId
 from ..errors import ConfigError, PeerUnavailableError
 from ..identity import Identity
 from .addresses import advertised, concrete_listen_addrs, parse_bootstrap, split_tcp
-from .libp2p_adapter import MdnsBridge, apply_patches, port_is_free, stop_auto_connector, track_dial_sockets
+from .libp2p_adapter import (
+    MdnsBridge, apply_patches, close_listeners, disable_dial_retries, port_is_free, stop_auto_connector,
+    track_dial_sockets, use_only_addrs, watch_oversize_gossip,
+)  # fmt: skip
 
 __all__ = ["ConnectionEvent", "MeshHost", "open_host"]
 
@@ -88,7 +91,10 @@ class MeshHost:
         return {from_libp2p_id(p) for p in self._host.get_network().connections}
 
     async def dial(self, peer: PeerId, addrs: Sequence[str], timeout: float = DIAL_TIMEOUT) -> None:
-        """Connect to ``peer`` at any of ``addrs``.
+        """Connect to ``peer`` at ``addrs`` (libp2p tries the first TCP address of them).
+
+        Only ``addrs`` are dialled, never addresses libp2p remembers from earlier
+        connections, and each once: whoever calls this decides when to try again.
 
         Raises:
             PeerUnavailableError: no address answered within ``timeout`` (or the
@@ -106,19 +112,22 @@ class MeshHost:
                 continue  # a peer's advertised address we cannot use; try the others
         if not maddrs:
             raise PeerUnavailableError(f"no usable address for {peer}")
+        pid = to_libp2p_id(peer)
         network = self._host.get_network()
         if hasattr(network, "unblock_peer"):
-            network.unblock_peer(to_libp2p_id(peer))  # our own schedule decides when to retry
+            network.unblock_peer(pid)  # our own schedule decides when to retry
+        if not self.is_connected(peer):
+            use_only_addrs(self._host, pid, maddrs)
         with track_dial_sockets() as opened:
             try:
                 with trio.fail_after(timeout):
-                    await self._host.connect(PeerInfo(to_libp2p_id(peer), maddrs))
+                    await self._host.connect(PeerInfo(pid, maddrs))
             except trio.TooSlowError:
                 await _close_all(opened)
                 raise PeerUnavailableError(f"dialling {peer} timed out after {timeout:g} s") from None
             except Exception as exc:  # libp2p raises a zoo of types for a failed dial
                 await _close_all(opened)
-                raise PeerUnavailableError(f"cannot reach {peer}: {str(exc)[:200]}") from exc
+                raise PeerUnavailableError(f"cannot reach {peer} at {maddrs[0]}: {_describe(exc)}") from exc
             except BaseException:
                 await _close_all(opened)
                 raise
@@ -182,7 +191,7 @@ class MeshHost:
             try:
                 await handler(from_libp2p_id(stream.muxed_conn.peer_id), stream)
             except Exception as exc:
-                log.debug("%s handler: %s", protocol, exc)
+                log.debug("%s handler: %s", protocol, _describe(exc))
             finally:
                 with trio.move_on_after(1):
                     try:
@@ -206,6 +215,14 @@ class MeshHost:
         except Exception as exc:
             raise PeerUnavailableError(f"cannot open {protocol} to {peer}: {str(exc)[:200]}") from exc
 
+    def watch_oversize_gossip(self, callback: Callable[[PeerId], None]) -> None:
+        """Call ``callback(peer)`` for each gossip frame over libp2p's 1 MiB limit that ``peer`` sends.
+
+        libp2p resets the stream before any validator sees such a frame (see
+        libp2p_adapter); this is the only way to hear of it.
+        """
+        watch_oversize_gossip(self._host, lambda pid: callback(from_libp2p_id(pid)))
+
     # --- connection notifications -------------------------------------------------------
 
     def _connections_changed(self, pid: Any) -> None:
@@ -215,6 +232,26 @@ class MeshHost:
             self._events_send.send_nowait(ConnectionEvent(peer, now_connected))
         except trio.WouldBlock:
             log.warning("connection events are backing up; one was dropped")
+
+
+def _describe(exc: BaseException) -> str:
+    """One line about a libp2p failure, never empty (its ``StreamEOF`` has no message).
+
+    A failed dial keeps its reason deep in chained exceptions ("unable to connect"
+    from "fail to open connection" from "Failed to open TCP stream" from the
+    OSError, with a ``MultiError`` of one per address on the way): the innermost
+    one that says something is the useful one.
+    """
+    text = ""
+    node: BaseException | None = exc
+    for _ in range(12):  # chains are short; never loop on a cycle
+        if node is None:
+            break
+        text = str(node).strip() or text
+        inner = getattr(node, "errors", None) or getattr(node, "exceptions", None)  # MultiError, ExceptionGroup
+        node = inner[0] if isinstance(inner, (list, tuple)) and inner else node.__cause__
+    first = text.splitlines()[0] if text else ""
+    return first[:200] or type(exc).__name__
 
 
 async def _close_all(raw_connections: list[Any]) -> None:
@@ -329,6 +366,7 @@ async def _running(mesh: MeshHost, host: Any, pubsub: Any, gossipsub: Any) -> As
     from libp2p.tools.anyio_service.context import background_trio_service
 
     await stop_auto_connector(host)
+    disable_dial_retries(host)
     host.get_network().register_notifee(_notifee(mesh))
     async with background_trio_service(pubsub), background_trio_service(gossipsub):
         await pubsub.wait_until_ready()
@@ -336,6 +374,7 @@ async def _running(mesh: MeshHost, host: Any, pubsub: Any, gossipsub: Any) -> As
             yield
         finally:
             await close_connections(mesh)
+            await close_listeners(host)
 
 
 async def close_connections(mesh: MeshHost) -> None:

@@ -12,6 +12,15 @@ names, that executor must be the peer on the stream (a node cannot push
 another node's results), and the output must hash to the claim's hash. A
 claim that fails is acknowledged as ``rejected`` with the reason; the job
 state machine answers the rest (accepted, duplicate, late).
+
+A stream that carries anything but well-formed requests is refused: the
+server closes it, counts it by reason and logs why (net/refusals.py). The
+reasons, counted as ``jobs_<reason>``: ``empty`` (closed before a first
+request), ``truncated``, ``oversize`` (a length prefix over 80 MiB), ``broken``
+(reset before a first request), ``malformed`` (not a meshnode message),
+``wrong_type`` (a meshnode message that is not a job request) and ``silent``
+(no first request within ``IDLE_STREAM_SECONDS``). A stream that ends, goes
+quiet or is reset after at least one exchange is a client done with it.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -36,7 +46,8 @@ from ..core.result import ResultClaim
 from ..errors import JournalError, PeerUnavailableError, WireError
 from ..jobs import JobManager, RunningJob
 from .host import MeshHost
-from .streams import read_frame, write_frame
+from .refusals import Refusals
+from .streams import FrameError, read_frame, read_request, write_frame
 
 __all__ = ["PROTOCOL_ID", "GrantPolicy", "JobClient", "Resteal", "serve_jobs"]
 
@@ -54,6 +65,7 @@ GrantPolicy = Callable[[PeerId, int], int]
 Resteal = Callable[[PeerId, StealAsk], Awaitable[StealReply | None]]
 
 NOTHING: Final = StealReply(request_id=0, grants=(), lease_ms=0, refused="", surplus=0)
+REQUESTS: Final = (StealAsk, ResultPush, LeaseRenew, WorkRefused, TransferAsk)
 
 
 # --- owner side ---------------------------------------------------------------------------------
@@ -61,12 +73,14 @@ NOTHING: Final = StealReply(request_id=0, grants=(), lease_ms=0, refused="", sur
 
 def serve_jobs(
     host: MeshHost, manager: JobManager, *, policy: GrantPolicy | None = None, resteal: Resteal | None = None,
-    on_release: Callable[[RunningJob], None] = lambda job: None,
+    on_release: Callable[[RunningJob], None] = lambda job: None, dropped: Counter[str] | None = None,
 ) -> None:
     """Answer thieves from the jobs ``manager`` owns (then, with ``resteal``, from stolen work).
 
     ``on_release`` is called when replicas come back to a job unrun (to wake idle slots).
+    Refused streams are counted in ``dropped`` (the node's counters), by reason.
     """
+    refusals = Refusals(Counter() if dropped is None else dropped, "jobs", what="a job protocol stream")
 
     async def answer(remote: PeerId, request: object) -> Any:
         now = time.monotonic()
@@ -95,22 +109,53 @@ def serve_jobs(
                 manager.apply(job, job.owner.handle(ReleaseReplicas(remote, refs, now)))
                 on_release(job)
             return NOTHING
-        raise WireError(f"a {type(request).__name__} is not a job protocol request")
+        raise WireError(f"a {type(request).__name__} is not a job protocol request")  # _next_request checks first
 
     async def handle(remote: PeerId, stream: Any) -> None:
+        served = 0
         while True:
-            frame = None
-            with trio.move_on_after(IDLE_STREAM_SECONDS):
-                try:
-                    frame = await read_frame(stream, MAX_FRAME)
-                except WireError:
-                    return  # the client closed the stream (or sent garbage): either way, we are done
-            if frame is None:
+            request = await _next_request(stream, remote, refusals, first=served == 0)
+            if request is None:
                 return
-            reply = await answer(remote, wire.decode(frame))
+            try:
+                reply = await answer(remote, request)
+            except WireError as exc:  # a request whose content no job could take
+                refusals.refuse("malformed", remote, str(exc))
+                return
             await write_frame(stream, wire.encode(reply))
+            served += 1
 
     host.set_stream_handler(PROTOCOL_ID, handle)
+
+
+async def _next_request(stream: Any, remote: PeerId, refusals: Refusals, *, first: bool) -> object | None:
+    """The next request on a stream, or None when the stream is done with (refused, with the reason counted).
+
+    After the first exchange a stream that ends, breaks or goes quiet is a client
+    that has finished with it, and is not counted.
+    """
+    frame = None
+    with trio.move_on_after(IDLE_STREAM_SECONDS):
+        try:
+            frame = await read_request(stream, MAX_FRAME)
+        except FrameError as exc:
+            if first or exc.reason not in ("closed", "broken"):
+                reason = "empty" if exc.reason == "closed" else exc.reason
+                refusals.refuse(reason, remote, str(exc))
+            return None
+    if frame is None:
+        if first:
+            refusals.refuse("silent", remote, f"no request within {IDLE_STREAM_SECONDS:g} s")
+        return None
+    try:
+        request: object = wire.decode(frame)
+    except WireError as exc:
+        refusals.refuse("malformed", remote, str(exc))
+        return None
+    if not isinstance(request, REQUESTS):
+        refusals.refuse("wrong_type", remote, f"a {type(request).__name__} is not a job protocol request")
+        return None
+    return request
 
 
 def _grant(manager: JobManager, thief: PeerId, ask: StealAsk, allowed: int, now: float) -> StealReply:

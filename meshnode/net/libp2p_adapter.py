@@ -3,10 +3,26 @@
 * ``Swarm.dial_peer`` always waits ``_HAPPY_EYEBALLS_DELAY`` (0.25 s) even after the
   first address connected: a loopback connect took 252 ms instead of 6 ms. The
   module constant is set to 0 (multi-address peers are then dialled in parallel).
+* Importing libp2p resets its ``libp2p`` logger (``libp2p/utils/logging.py``,
+  run by ``import libp2p``): level WARNING, no handlers, ``propagate = False``.
+  Whatever meshnode had configured before the import is lost, and every WARNING
+  and ERROR record then reaches stderr through Python's last-resort handler as a
+  bare line ("Failed to open TCP stream: all attempts to connect to
+  127.0.0.1:40573 failed"): no timestamp, and not JSON under ``--log-json``.
+  With ``LIBP2P_DEBUG`` set, the import also prints a line and starts a thread
+  that writes records to stderr and a temporary file by itself.
+  ``apply_patches`` imports libp2p with ``LIBP2P_DEBUG`` hidden, then
+  ``route_libp2p_logging`` makes the logger propagate again, at the level the
+  node's logging set (``configure_logging``), so every libp2p record goes
+  through meshnode's handler and format.
 * libp2p logs WARNING and ERROR records (some through the *root* logger) for
-  ordinary events such as a peer closing a stream during shutdown; users saw
-  multi-line tracebacks for nothing. They are routed to DEBUG-level noise:
-  ``LibP2PNoiseFilter`` drops them unless the node runs at DEBUG.
+  ordinary events such as a peer closing a stream during shutdown, or each
+  failed TCP connect of a dial; users saw multi-line tracebacks for nothing.
+  meshnode reports those events itself, once, in its own words (a peer that
+  cannot be reached, a refused stream), so libp2p's records are shown only at
+  ``--log-level debug`` (CRITICAL ones always): the ``libp2p`` logger's level
+  is set accordingly, and ``LibP2PNoiseFilter`` drops the records its code
+  logs through the root logger.
 * A dial to a peer with a different private-swarm key does not fail: it hangs
   for 30 to 40 s in protocol negotiation. Every dial is bounded by the caller.
 * The TCP listener sets SO_REUSEPORT, so a second node on the same port binds
@@ -18,11 +34,32 @@
   ``open_host`` disconnects every peer itself before the host stops, then
   closes the raw connection of every dial it made (a disconnect does not
   always reach the socket: measured, one leak in a run of four nodes).
+* Leaving ``host.run()`` leaves the TCP listeners open: the swarm closes them
+  in a ``finally`` that runs inside the cancelled service, so its first await
+  raises ``Cancelled`` before it gets to them. Measured in one process: after a
+  node stopped, a plain connect to its port succeeded 3 times out of 3, and its
+  Noise handshake still answered peers' dials (they then failed with "Cannot
+  schedule task after service has stopped" instead of "connection refused"), so
+  the port could not be used again. ``close_listeners`` closes them, shielded,
+  before the host stops.
 * A dial whose security upgrade fails or is cancelled (a peer with another
   swarm key, a dial that hits our timeout) leaves its TCP socket unclosed (one
   ResourceWarning per failed dial, measured with three nodes on two swarm keys).
   ``track_dial_sockets`` records the raw connections a dial opens, and
   ``MeshHost.dial`` closes them when the dial fails.
+* ``Swarm.dial_peer`` dials the addresses in the peerstore, not the ones passed
+  to ``host.connect`` (it adds them after those it has), and of those only the
+  first TCP address. The peerstore keeps what identify reported over earlier
+  connections for 2 hours, so a peer that came back on a new port was dialled
+  at its old one. ``MeshHost.dial`` first sets the peer's peerstore addresses
+  to exactly the ones it was given (``use_only_addrs``): the advertised
+  addresses from the peer's presence, or a bootstrap address.
+* ``Swarm.dial_peer`` retries each address three more times (0.1, 0.2, 0.4 s
+  apart) before it fails: one dial of a vanished peer made four TCP connects
+  and four WARNING lines. With a redial every 5 s, one presence from a peer that
+  then vanished cost each node about 240 failed connects in 5 minutes. The node
+  keeps its own redial schedule with backoff (core/peers.py), so
+  ``disable_dial_retries`` makes a dial one connect per address.
 * After a dial to a peer fails, the swarm refuses to dial it again for 60 s
   (a "negative cache"), even when its link is back. The node keeps its own
   redial schedule (core/peers.py), so ``MeshHost.dial`` lifts that block first.
@@ -34,6 +71,10 @@
   schedule, so ``stop_auto_connector`` stops it once the host runs.
 * mDNS discovery calls handlers registered on a process-global singleton, from a
   zeroconf thread. ``MdnsBridge`` hands each event to the trio loop.
+* A gossip RPC frame over 1 MiB makes pubsub reset the stream before any
+  validator runs (it logs a warning and nothing else), so the application never
+  sees it. ``watch_oversize_gossip`` wraps the frame reader pubsub uses to tell
+  the host whose swarm read it, so the node counts it.
 * Pubsub seeds its message counter with the time in whole seconds and adds one per
   message, and peers drop message IDs (sender, counter) seen in the last 120 s: a
   node restarted after publishing more than one message a second reuses spent
@@ -46,8 +87,10 @@ from __future__ import annotations
 import contextvars
 import errno
 import logging
+import os
 import socket
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -57,9 +100,14 @@ __all__ = [
     "LibP2PNoiseFilter",
     "MdnsBridge",
     "apply_patches",
+    "close_listeners",
+    "disable_dial_retries",
     "port_is_free",
+    "route_libp2p_logging",
     "stop_auto_connector",
     "track_dial_sockets",
+    "use_only_addrs",
+    "watch_oversize_gossip",
 ]
 
 # The raw connections opened by the dial running in this context (tasks a dial
@@ -68,17 +116,52 @@ _dial_sockets: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar
 
 _patched = False
 
+# The level the ``libp2p`` logger gets whenever it is (re)attached to meshnode's
+# logging: py-libp2p's own default until ``configure_logging`` chooses.
+_libp2p_level = logging.WARNING
+
+# Who to tell when a swarm's pubsub refuses an oversize frame, by swarm.
+_oversize_watchers: weakref.WeakKeyDictionary[Any, Callable[[Any], None]] = weakref.WeakKeyDictionary()
+
 
 def apply_patches() -> None:
     """Idempotent: the fixes that must be in place before any host is created."""
     global _patched
-    if _patched:
-        return
-    import libp2p.network.swarm as _swarm  # imported here: libp2p takes 1.5 s to import
+    if not _patched:
+        _import_libp2p_quietly()
+        import libp2p.network.swarm as _swarm
 
-    _swarm._HAPPY_EYEBALLS_DELAY = 0.0
-    _record_tcp_dials()
-    _patched = True
+        _swarm._HAPPY_EYEBALLS_DELAY = 0.0
+        _record_tcp_dials()
+        _count_oversize_gossip()
+        _patched = True
+    route_libp2p_logging()  # also when something else imported libp2p first
+
+
+def _import_libp2p_quietly() -> None:
+    """Import libp2p (1.5 s) without letting ``LIBP2P_DEBUG`` start its own log writer (see above)."""
+    hidden = os.environ.pop("LIBP2P_DEBUG", None)
+    try:
+        import libp2p  # noqa: F401
+    finally:
+        if hidden is not None:
+            os.environ["LIBP2P_DEBUG"] = hidden
+
+
+def route_libp2p_logging(level: int | None = None) -> None:
+    """Send libp2p's records through the process's logging configuration (undoing its import-time reset).
+
+    Args:
+        level: the ``libp2p`` logger's level from now on; ``None`` keeps the
+            last one set (py-libp2p's WARNING until one is).
+    """
+    global _libp2p_level
+    if level is not None:
+        _libp2p_level = level
+    logger = logging.getLogger("libp2p")
+    logger.handlers.clear()
+    logger.propagate = True
+    logger.setLevel(_libp2p_level)
 
 
 def _record_tcp_dials() -> None:
@@ -108,14 +191,67 @@ def track_dial_sockets() -> Iterator[list[Any]]:
 
 
 class LibP2PNoiseFilter(logging.Filter):
-    """Drops records that come from inside the libp2p package (or its zeroconf and multiaddr deps)."""
+    """Drops records below CRITICAL that come from inside libp2p (or its zeroconf and multiaddr deps)."""
 
     _MARKERS = ("/libp2p/", "/zeroconf/", "/multiaddr/")
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.CRITICAL:
+            return True
         if record.name.startswith(("libp2p", "zeroconf", "multiaddr", "async_service")):
             return False
         return not any(m in record.pathname for m in self._MARKERS)
+
+
+async def close_listeners(host: Any) -> None:
+    """Close the host's TCP listeners (see above); shielded and bounded, as it runs on the way out."""
+    listeners = getattr(host.get_network(), "listeners", {})
+    with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+        for listener in list(listeners.values()):
+            try:
+                await listener.close()
+            except Exception as exc:
+                logging.getLogger(__name__).debug("closing a listener: %s", exc)
+
+
+def disable_dial_retries(host: Any) -> None:
+    """One TCP connect per address per dial: the node schedules redials itself (see above)."""
+    from libp2p.network.config import RetryConfig
+
+    host.get_network().retry_config = RetryConfig(max_retries=0)
+
+
+def use_only_addrs(host: Any, peer_id: Any, addrs: Sequence[Any]) -> None:
+    """Make ``addrs`` the only addresses the peerstore holds for ``peer_id``, so a dial uses them (see above)."""
+    peerstore = host.get_peerstore()
+    peerstore.clear_addrs(peer_id)
+    peerstore.add_addrs(peer_id, list(addrs), 120)
+
+
+def _count_oversize_gossip() -> None:
+    import libp2p.pubsub.pubsub as _pubsub
+    from libp2p.io.exceptions import MessageTooLarge
+
+    # by name: the module does not re-export it, so mypy --strict refuses the attribute
+    original = getattr(_pubsub, "read_varint_prefixed_bytes_limited")
+
+    async def read_limited(reader: Any, max_length: int) -> bytes:
+        try:
+            data: bytes = await original(reader, max_length)
+            return data
+        except MessageTooLarge:
+            conn = getattr(reader, "swarm_conn", None)
+            watcher = _oversize_watchers.get(getattr(conn, "swarm", None))
+            if watcher is not None:
+                watcher(reader.muxed_conn.peer_id)
+            raise
+
+    setattr(_pubsub, "read_varint_prefixed_bytes_limited", read_limited)
+
+
+def watch_oversize_gossip(host: Any, callback: Callable[[Any], None]) -> None:
+    """Call ``callback(libp2p peer ID)`` whenever ``host``'s pubsub refuses an oversize frame from that peer."""
+    _oversize_watchers[host.get_network()] = callback
 
 
 def port_is_free(host: str, port: int) -> bool:

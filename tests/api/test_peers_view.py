@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meshnode.api.peers_view import format_peer_table, short_peer_id
+from meshnode.api.peers_view import format_dropped, format_peer_table, short_peer_id
 
 from .conftest import PEER_A, PEER_B, sample_peer
 
@@ -75,3 +75,10 @@ def test_no_trailing_spaces() -> None:
 def test_a_barred_peer_is_marked() -> None:
     peer = sample_peer(reputation={"agreements": 1, "disagreements": 2, "failures": 0, "score": 0.1, "barred": True})
     assert format_peer_table([peer]).splitlines()[1].endswith("1/2/0 barred")
+
+
+def test_dropped_messages_are_one_line_most_frequent_first() -> None:
+    assert format_dropped({"old_seq": 1, "jobs_malformed": 3, "blob_empty": 1, "none": 0}) == (
+        "dropped messages: jobs_malformed 3, blob_empty 1, old_seq 1"
+    )
+    assert format_dropped({}) is None and format_dropped(None) is None and format_dropped({"x": 0}) is None

@@ -11,19 +11,25 @@ from meshnode.core.peer_id import PeerId
 from meshnode.core.peers import (
     DIAL_GRACE,
     GONE_INTERVALS,
-    REDIAL_EVERY,
+    REDIAL_FIRST,
+    REDIAL_JITTER,
+    REDIAL_MAX,
     STALE_INTERVALS,
     ConnectionChanged,
+    DialFailed,
     DialPeer,
     DropConnection,
     GoodbyeHeard,
     PeerGone,
     PeerJoined,
+    PeerReachable,
     PeerStale,
     PeerTable,
+    PeerUnreachable,
     PresenceHeard,
     RttMeasured,
     Tick,
+    redial_delay,
 )
 from meshnode.core.presence import Goodbye, Presence
 
@@ -98,6 +104,8 @@ class PeerTableMachine(RuleBasedStateMachine):
         self.joined: dict[PeerId, int] = {}
         self.connected: dict[PeerId, bool] = {}
         self.last_dial: dict[PeerId, float] = {}
+        self.dials: dict[PeerId, int] = {}  # since the last connection
+        self.unreachable: set[PeerId] = set()
         self.ticked_at: float | None = None
 
     def apply(self, event: object) -> None:
@@ -112,9 +120,17 @@ class PeerTableMachine(RuleBasedStateMachine):
                 assert self.connected.get(instruction.peer), "dropping a connection we do not have"
             elif isinstance(instruction, DialPeer):
                 assert not self.connected.get(instruction.peer), "dialling a connected peer"
-                last = self.last_dial.get(instruction.peer)
-                assert last is None or self.now - last >= REDIAL_EVERY
+                last, n = self.last_dial.get(instruction.peer), self.dials.get(instruction.peer, 0)
+                assert last is None or n == 0 or self.now - last >= redial_delay(ME, instruction.peer, n - 1)
                 self.last_dial[instruction.peer] = self.now
+                self.dials[instruction.peer] = n + 1
+            elif isinstance(instruction, PeerUnreachable):
+                assert instruction.peer not in self.unreachable, "said unreachable twice"
+                assert not self.connected.get(instruction.peer)
+                self.unreachable.add(instruction.peer)
+            elif isinstance(instruction, PeerReachable):
+                assert instruction.peer in self.unreachable, "reachable again without being unreachable"
+                self.unreachable.discard(instruction.peer)
 
     @rule(peer=st.sampled_from(IDS), seq=st.integers(0, 40), interval=st.sampled_from([100, 1000, 2000]))
     def hear_presence(self, peer: PeerId, seq: int, interval: int) -> None:
@@ -135,11 +151,21 @@ class PeerTableMachine(RuleBasedStateMachine):
         self.now += dt
         self.apply(Tick(self.now))
         self.ticked_at = self.now
+        for peer in OTHERS:
+            if peer not in self.table.peers:  # forgotten: it starts afresh if heard of again
+                self.dials.pop(peer, None)
+                self.unreachable.discard(peer)
 
     @rule(peer=st.sampled_from(OTHERS), up=st.booleans())
     def connection(self, peer: PeerId, up: bool) -> None:
         self.connected[peer] = up
+        if up:
+            self.dials.pop(peer, None)
         self.apply(ConnectionChanged(peer, up, self.now))
+
+    @rule(peer=st.sampled_from(OTHERS))
+    def dial_fails(self, peer: PeerId) -> None:
+        self.apply(DialFailed(peer, "connection refused", self.now))
 
     @rule(peer=st.sampled_from(OTHERS), rtt=st.floats(0, 1000, allow_nan=False))
     def rtt(self, peer: PeerId, rtt: float) -> None:
@@ -192,8 +218,55 @@ def test_a_timed_out_peer_is_redialled_until_forgotten_but_one_that_said_goodbye
     t.handle(ConnectionChanged(high, False, 11.0))  # its connection was dropped
     dials = [i for i in t.handle(Tick(11.0 + DIAL_GRACE)) if isinstance(i, DialPeer)]
     assert dials == [DialPeer(high, ("/ip4/127.0.0.1/tcp/1",))]
-    later = [i for i in t.handle(Tick(11.0 + DIAL_GRACE + REDIAL_EVERY)) if isinstance(i, DialPeer)]
+    next_tick = Tick(11.0 + DIAL_GRACE + REDIAL_FIRST * (1 + REDIAL_JITTER))
+    later = [i for i in t.handle(next_tick) if isinstance(i, DialPeer)]
     assert later == [DialPeer(high, ("/ip4/127.0.0.1/tcp/1",))]
+
+
+def test_a_vanished_peer_is_redialled_with_backoff_and_said_unreachable_once() -> None:
+    peer = OTHERS[0]
+    addrs = ("/ip4/10.0.0.1/tcp/7350", "/ip4/10.0.0.2/tcp/7350")
+    t = PeerTable(ME)
+    t.handle(PresenceHeard(presence(peer, 1, addrs=addrs), 0.0))
+    t.handle(ConnectionChanged(peer, True, 0.0))
+    t.handle(ConnectionChanged(peer, False, 1.0))  # it vanished: no more presence, no connection
+    dials: list[tuple[float, DialPeer]] = []
+    said: list[object] = []
+    now = 1.0
+    while now < 301.0:  # every tick the node makes (4 a second) over 5 minutes
+        for i in t.handle(Tick(now)):
+            if isinstance(i, DialPeer):
+                dials.append((now, i))
+                said += t.handle(DialFailed(peer, "connection refused", now + 0.01))
+        now = round(now + 0.25, 2)
+    gaps = [b - a for (a, _), (b, _) in zip(dials, dials[1:])]
+    for n, gap in enumerate(gaps):  # doubling from 1 s, capped at 60 s, each within the jitter
+        base = min(REDIAL_MAX, REDIAL_FIRST * 2**n)
+        assert base * (1 - REDIAL_JITTER) <= gap <= base * (1 + REDIAL_JITTER) + 0.25, (n, gap)
+    assert 9 <= len(dials) <= 12, len(dials)  # a dial every 5 s made 60 (each of 4 connects: 240)
+    assert max(gaps) > REDIAL_MAX * (1 - REDIAL_JITTER)
+    assert [d.addrs[0] for _, d in dials[:4]] == [addrs[0], addrs[1], addrs[0], addrs[1]]  # each address in turn
+    assert said == [PeerUnreachable(peer, "connection refused", said[0].retry_in)]  # type: ignore[attr-defined]
+    assert t.handle(ConnectionChanged(peer, True, 302.0)) == [PeerReachable(peer)]
+
+
+def test_redial_jitter_differs_between_peers_and_attempts_but_never_between_runs() -> None:
+    delays = {redial_delay(ME, peer, n) for peer in OTHERS for n in range(3, 5)}
+    assert len(delays) == len(OTHERS) * 2
+    assert redial_delay(ME, OTHERS[0], 3) == redial_delay(ME, OTHERS[0], 3)
+    low, high = REDIAL_MAX * (1 - REDIAL_JITTER), REDIAL_MAX * (1 + REDIAL_JITTER)
+    assert all(low <= redial_delay(ME, p, 40) < high for p in OTHERS)
+
+
+def test_a_presence_from_new_addresses_is_dialled_at_once() -> None:
+    peer = OTHERS[-1]  # above us: we dial it without waiting for the grace period
+    t = PeerTable(ME)
+    t.handle(PresenceHeard(presence(peer, 1), 0.0))
+    for now in range(1, 40):
+        t.handle(Tick(float(now)))  # dials back off to many seconds apart
+    assert not [i for i in t.handle(Tick(40.0)) if isinstance(i, DialPeer)]
+    moved = presence(peer, 2, addrs=("/ip4/127.0.0.1/tcp/2",))
+    assert DialPeer(peer, moved.addrs) in t.handle(PresenceHeard(moved, 40.1))
 
 
 def test_a_connection_that_stays_silent_is_dropped() -> None:

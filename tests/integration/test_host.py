@@ -1,0 +1,36 @@
+"""``open_host`` over loopback: what a stopped host leaves behind."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import trio
+
+from meshnode.net.libp2p_adapter import port_is_free
+from meshnode.node import open_node
+
+from .conftest import node_config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def refuses_connections(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def test_a_stopped_node_frees_its_port_whether_it_stopped_or_was_cancelled(tmp_path: Path) -> None:
+    port = free_port()
+    config = node_config(tmp_path, "n", listen=(f"/ip4/127.0.0.1/tcp/{port}",))
+    async with open_node(config):
+        assert not refuses_connections(port)
+    assert refuses_connections(port) and port_is_free("127.0.0.1", port)
+    with trio.CancelScope() as crash:
+        async with open_node(config):  # the same port again, at once
+            crash.cancel()  # no goodbye: the way out of a crash
+    assert refuses_connections(port) and port_is_free("127.0.0.1", port)

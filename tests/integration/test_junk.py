@@ -1,0 +1,110 @@
+"""Junk on a running node's streams: each kind refused with a one-line reason, counted, and the node serves on.
+
+A rogue host (plain ``open_host``: no peer table, no manners) opens real libp2p
+streams to the node over loopback and writes what a broken or hostile peer
+might: nothing, a frame cut short, a 4 GB length prefix, bytes that are not
+CBOR, a meshnode message of the wrong kind, and a gossip frame over 1 MiB.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from meshnode.core import wire
+from meshnode.core.blob_messages import BlobRequest
+from meshnode.core.job_messages import StealAsk
+from meshnode.identity import load_or_create_identity
+from meshnode.net import blob_protocol, job_protocol
+from meshnode.net.host import MeshHost, open_host
+from meshnode.node import MeshNode, open_node
+from meshnode.sandbox import ENGINE_ID
+
+from .conftest import node_config, wait_until
+
+def frame(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+JUNK = {
+    "empty": b"",
+    "truncated": struct.pack(">I", 100) + b"only ten b",
+    "oversize": struct.pack(">I", 0xFFFF_FFFF) + b"\x00" * 64,  # a 4 GB frame announced
+    "malformed": frame(b"\x00\xffnot cbor at all"),
+}
+
+
+WRONG_TYPE = {  # a well-formed meshnode message, of a kind the protocol does not take
+    job_protocol.PROTOCOL_ID: frame(wire.encode(BlobRequest(sha256=b"\x01" * 32))),
+    blob_protocol.PROTOCOL_ID: frame(wire.encode(StealAsk(request_id=1, n=1, engine="e", queued=0))),
+}
+
+
+@asynccontextmanager
+async def node_and_rogue(root: Path) -> AsyncIterator[tuple[MeshNode, MeshHost]]:
+    async with open_node(node_config(root, "node")) as node:
+        async with open_host(load_or_create_identity(root / "rogue"), ["/ip4/127.0.0.1/tcp/0"]) as rogue:
+            await rogue.dial(node.peer_id, node.host.listen_addrs)
+            yield node, rogue
+
+
+async def send(rogue: MeshHost, node: MeshNode, protocol: str, data: bytes) -> None:
+    stream = await rogue.open_stream(node.peer_id, protocol)
+    if data:
+        await stream.write(data)
+    await stream.close()
+
+
+async def still_serves(node: MeshNode, rogue: MeshHost) -> None:
+    """A well-formed steal and a well-formed blob fetch are answered as ever."""
+    with trio.fail_after(10):
+        reply = await job_protocol.JobClient(rogue).steal(node.peer_id, 1, 1, ENGINE_ID)
+        assert reply.request_id == 1 and reply.grants == ()
+        sha = node.jobs.blobs.put(b"still here")
+        assert await blob_protocol.fetch_blob(rogue, node.peer_id, sha, max_size=1024, timeout=5) == b"still here"
+
+
+def refusal_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "meshnode.net.refusals"]
+
+
+@pytest.mark.parametrize("protocol", [job_protocol.PROTOCOL_ID, blob_protocol.PROTOCOL_ID])
+async def test_every_kind_of_junk_is_refused_with_a_reason_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, protocol: str
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="meshnode.net.refusals")
+    prefix = "jobs" if protocol == job_protocol.PROTOCOL_ID else "blob"
+    async with node_and_rogue(tmp_path) as (node, rogue):
+        for reason, data in [*JUNK.items(), ("wrong_type", WRONG_TYPE[protocol])]:
+            key = f"{prefix}_{reason}"
+            await send(rogue, node, protocol, data)
+            await wait_until(lambda: node.info()["dropped_messages"].get(key) == 1, 10, f"{key} to be counted")
+        await still_serves(node, rogue)
+        assert {k: v for k, v in node.info()["dropped_messages"].items() if k.startswith(prefix)} == {
+            f"{prefix}_{reason}": 1 for reason in [*JUNK, "wrong_type"]
+        }  # fmt: skip
+    lines = refusal_lines(caplog)
+    assert len(lines) == 5
+    for record in lines:
+        message = record.getMessage()
+        assert "\n" not in message and str(rogue.peer_id) in message
+        assert message.split(": ", 1)[1].split(" (")[0].strip(), message  # a reason, never empty
+    # one warning, then debug only: a peer sending junk in a loop cannot flood the log
+    assert [r.levelno for r in lines] == [logging.WARNING] + [logging.DEBUG] * 4
+
+
+async def test_an_oversize_gossip_frame_is_counted(tmp_path: Path) -> None:
+    from libp2p.utils.varint import encode_uvarint
+
+    async with node_and_rogue(tmp_path) as (node, rogue):
+        await send(rogue, node, "/meshsub/1.1.0", encode_uvarint(2 << 20) + b"\x00" * 1024)
+        await wait_until(
+            lambda: node.info()["dropped_messages"].get("gossip_oversize_frame") == 1, 10, "the frame to be counted"
+        )  # fmt: skip
+        await still_serves(node, rogue)
