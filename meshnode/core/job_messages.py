@@ -9,8 +9,11 @@
                                    (no reason: handed back to an owner with idle slots)
     holder -> owner  TransferAsk   "another thief robbed me: hand these to it" (stealing from thieves)
     owner -> holder  TransferReply the replicas that moved, with the new holder's lease
+    owner -> holder  Revocation    "stop these, and do not push their results": the subtask is
+                                   decided, the job cancelled, or the lease lost
 
-LeaseRenew and WorkRefused are answered with an empty ``StealReply``.
+LeaseRenew, WorkRefused and Revocation are answered with an empty ``StealReply``; an owner
+answers a renewal of replicas that are no longer the holder's with a ``Revocation`` of its own.
 
 Every subtask is still checked by the thief against the owner's signed
 manifest before it runs, and every claim by the owner against the executor's
@@ -30,6 +33,7 @@ __all__ = [
     "ResultAck",
     "ResultAckItem",
     "ResultPush",
+    "Revocation",
     "StealAsk",
     "StealReply",
     "TransferAsk",
@@ -124,3 +128,10 @@ class TransferAsk:
 class TransferReply:
     replicas: tuple[ReplicaId, ...] = wire(ListOf(Nested(ReplicaId), MAX_BATCH))
     lease_ms: int = wire(Int(0, 3_600_000))
+
+
+@message("revocation", version=1, max_size=64 << 10)
+class Revocation:
+    job_id: bytes = wire(Bytes(16, 16))
+    replicas: tuple[ReplicaId, ...] = wire(ListOf(Nested(ReplicaId), 4096))
+    reason: str = wire(Str(300))

@@ -10,7 +10,7 @@ from meshnode.core.outcome import ERROR_CODES
 from meshnode.core.peer_id import PeerId
 from meshnode.core.job_messages import (
     JobGrant, LeaseRenew, PushedResult, ReplicaId, ResultAck, ResultAckItem, ResultPush, StealAsk, StealReply,
-    TransferAsk, TransferReply, WorkRefused,
+    Revocation, TransferAsk, TransferReply, WorkRefused,
 )
 from meshnode.core.presence import Goodbye, Gpu, Presence
 from meshnode.core.result import ResultClaim
@@ -131,5 +131,6 @@ job_messages = st.one_of(
     st.builds(WorkRefused, job_id=st.binary(min_size=16, max_size=16), replicas=replica_ids, reason=st.text(max_size=30)),
     st.builds(TransferAsk, job_id=st.binary(min_size=16, max_size=16), to=peer_ids.map(lambda p: p.to_bytes()), replicas=replica_ids),
     st.builds(TransferReply, replicas=replica_ids, lease_ms=st.integers(0, 3_600_000)),
+    st.builds(Revocation, job_id=st.binary(min_size=16, max_size=16), replicas=replica_ids, reason=st.text(max_size=30)),
 )  # fmt: skip
 messages = st.one_of(manifests(), subtasks(), result_claims(), presences(), goodbyes, job_messages)
