@@ -40,21 +40,22 @@ import os
 import time
 from array import array
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, assert_never
 
 import trio
 
 from .blobs import BlobStore
 from .core import wire
 from .core.job import (
-    ClaimReceived, Failed, Grant, Instruction, JobFinished, Progress, ReleaseReplicas, RenewLeases, ReplicaLost,
-    ReplicaRef, StealRequest, SubtaskDecided,
+    Ack, Cancel, ClaimReceived, Event, Failed, Grant, JobFinished, Progress, ReleaseReplicas, RenewLeases, Renewed,
+    ReplicaLost, ReplicaRef, ReplicasAdded, Revoke, StealRequest, SubtaskDecided, Transferred,
 )  # fmt: skip
 from .core.manifest import INLINE_INPUT_MAX, JobManifest, Replication, Subtask, TaskLimits
 from .core.merkle import MerkleTree, leaf_hash, tree_levels
 from .core.owner import JobOwner, status_kind
+from .core.peer_id import PeerId
 from .core.presence import next_seq
 from .core.reputation import Reputation
 from .core.result import ResultClaim
@@ -64,7 +65,7 @@ from .executor import Executor
 from .identity import Identity
 from .store import InputRow, Store, VerifiedOutput
 
-__all__ = ["JobManager", "JobOptions", "JobResult", "RunningJob"]
+__all__ = ["Carried", "JobManager", "JobOptions", "JobResult", "RevocationSender", "RunningJob"]
 
 Snapshot = tuple[dict[str, Any] | None, str]  # the owner's state (None: unchanged) and the job's state
 
@@ -122,6 +123,19 @@ class JobResult:
         d = saved.detail
         candidates = tuple((str(c["sha256"] or c["status"]), tuple(c["executors"])) for c in d.get("candidates", ()))
         return cls(saved.index, saved.status, saved.output, tuple(d.get("executors", ())), str(d.get("message", "")), candidates)
+
+
+@dataclass(slots=True)
+class Carried:
+    """What a job's state machine said that answers a request; the driver carried out the rest."""
+
+    grants: list[Grant] = field(default_factory=list)
+    acks: list[Ack] = field(default_factory=list)
+    transferred: list[Transferred] = field(default_factory=list)
+
+
+# Tell ``holder`` to stop these replicas of a job: (holder, job ID, replicas, reason). It must not block.
+RevocationSender = Callable[[PeerId, bytes, tuple[ReplicaRef, ...], str], None]
 
 
 @dataclass(slots=True)
@@ -196,11 +210,7 @@ class RunningJob:
         Raises:
             JournalError: the journal could not record it (the job stays stopped until the node restarts).
         """
-        if not self.owner.finished:
-            self.owner.cancel()  # only running jobs are restored: the state is all that changes
-            await trio.to_thread.run_sync(self.manager.store.save_snapshot, self.job_id, None, "cancelled")
-            self.cancelled = True
-            self.notify()
+        await self.manager.cancel(self)
 
 
 class JobManager:
@@ -215,6 +225,9 @@ class JobManager:
         self.jobs: dict[bytes, RunningJob] = {}
         self.damaged: dict[bytes, str] = {}  # jobs whose journal entry cannot be used: why
         self.trouble: JournalError | None = None  # the write that paused a job, until the journal takes writes again
+        # Set by the node: how revocations reach their holders, and how idle slots hear of new work.
+        self.revocations: RevocationSender = lambda holder, job_id, replicas, reason: None
+        self.work_added: Callable[[], None] = lambda: None
 
     # --- creating and resuming ----------------------------------------------------------------
 
@@ -394,16 +407,14 @@ class JobManager:
     def _blob_input(self, row: InputRow) -> bytes | None:
         return self.blobs.get(row.sha256)
 
-    def take(self, job: RunningJob, n: int, now: float) -> Grant | None:
+    async def take(self, job: RunningJob, n: int, now: float) -> Grant | None:
         """Ask the job for up to ``n`` replicas for this node's own slots (none while it is paused)."""
         if job.paused:
             return None
         # request ids must keep growing across restarts: the job drops ids it has seen
         job.request_id = next_seq(job.request_id, _unix_ms())
-        for instruction in job.owner.handle(StealRequest(self.identity.peer_id, n, job.request_id, now)):
-            if isinstance(instruction, Grant):
-                return instruction
-        return None
+        carried = await self.drive(job, StealRequest(self.identity.peer_id, n, job.request_id, now))
+        return carried.grants[0] if carried.grants else None
 
     async def run_grant(self, job: RunningJob, grant: Grant) -> None:
         """Run the granted replicas here, as one batch, and feed the results back to the job.
@@ -415,7 +426,7 @@ class JobManager:
         async def renew() -> None:
             while True:
                 await trio.sleep(job.owner.lease_seconds / 3)
-                self.apply(job, job.owner.handle(RenewLeases(self.identity.peer_id, refs, time.monotonic())))
+                await self.drive(job, RenewLeases(self.identity.peer_id, refs, time.monotonic()))
 
         problem: MeshError | None = None
         async with trio.open_nursery() as nursery:
@@ -430,7 +441,7 @@ class JobManager:
                 problem = exc
             nursery.cancel_scope.cancel()
         if problem is not None:
-            self.apply(job, job.owner.handle(ReleaseReplicas(self.identity.peer_id, refs, time.monotonic())))
+            await self.drive(job, ReleaseReplicas(self.identity.peer_id, refs, time.monotonic()))
             raise problem
         for r in results:
             if r.message:
@@ -440,73 +451,112 @@ class JobManager:
         except JournalError:
             pass  # the job is paused; the verdicts wait for the journal (retry_journal)
 
-    async def receive_claims(self, job: RunningJob, claims: Sequence[tuple[ResultClaim, bytes | None]]) -> list[Instruction]:
-        """Feed signed claims (ours or a peer's) to the job; returns what the job said, Acks included.
+    async def receive_claims(self, job: RunningJob, claims: Sequence[tuple[ResultClaim, bytes | None]]) -> list[Ack]:
+        """Feed signed claims (ours or a peer's) to the job; the answer to each claim.
 
         The caller has checked each claim's signature and that its output hashes
         to ``claim.output_sha256``, and that the job is not paused. The verdicts
-        reached are journalled in one transaction, in a worker thread, before this
-        returns (and so before any executor hears its claim was accepted).
+        reached are journalled before this returns (and so before any executor
+        hears its claim was accepted).
 
         Raises:
             JournalError: the journal refused the verdicts: the job is paused, and
                 no claim of this call may be acknowledged (their executors push them
                 again later).
         """
-        instructions: list[Instruction] = []
         barred = self.reputation.barred()
         now = time.monotonic()
         for claim, output in claims:
             if output is not None and claim.output_sha256 is not None and job.owner.is_open(claim.index):
                 job.outputs.setdefault(claim.index, {})[claim.output_sha256] = output
-            instructions += job.owner.handle(ClaimReceived(claim, now, barred))
-        decided, snapshot = self._consume(job, instructions)
+        carried = await self.drive(job, *(ClaimReceived(claim, now, barred) for claim, _ in claims))
+        return carried.acks
+
+    async def cancel(self, job: RunningJob) -> None:
+        """Stop the job across the mesh: nothing more is handed out, and every holder is told to stop.
+
+        Raises:
+            JournalError: the journal could not record it (the job stays stopped until the node restarts).
+        """
+        if job.owner.finished:
+            return
+        await self.drive(job, Cancel(time.monotonic()))
+        await trio.to_thread.run_sync(self.store.save_snapshot, job.job_id, None, "cancelled")
+        job.cancelled = True
+        job.notify()
+
+    async def drive(self, job: RunningJob, *events: Event) -> Carried:
+        """Feed events to the job's state machine and carry out every instruction it returns.
+
+        The one place the owner's instructions are carried out. What answers a
+        request (grants, acknowledgements, transfers) is returned for the caller
+        to send; revocations go to their holders at once; verdicts are journalled
+        before this returns, and feed reputation; lost replicas cost their holder.
+
+        Raises:
+            JournalError: the verdicts reached were not journalled: the job is paused,
+                and nothing in the returned answers may be sent (its claims come again).
+        """
+        carried = Carried()
+        decided: list[VerifiedOutput] = []
+        finished = False
+        for event in events:
+            for i in job.owner.handle(event):
+                match i:
+                    case Grant():
+                        carried.grants.append(i)
+                    case Ack():
+                        carried.acks.append(i)
+                    case Transferred():
+                        carried.transferred.append(i)
+                    case Renewed():
+                        pass  # the holder's renewal is answered all the same; what it lost is revoked
+                    case Revoke():
+                        self._revoke(job, i)
+                    case ReplicaLost():
+                        self._lost(job, i)
+                    case ReplicasAdded():
+                        self.work_added()
+                    case SubtaskDecided():
+                        decided.append(self._journal_entry(job, i))
+                    case JobFinished():
+                        finished = True
+                    case _:
+                        assert_never(i)
+        snapshot = self._snapshot_due(job, bool(decided), finished)
         if job.paused:
-            self._hold(job, decided, None)
+            if decided:
+                self._hold(job, decided, None)
         elif decided or snapshot is not None:
             try:  # outputs can be megabytes and a commit may checkpoint the WAL: not on the event loop
                 await trio.to_thread.run_sync(self._journal, job.job_id, decided, snapshot)
             except JournalError as exc:
                 self._hold(job, decided, exc)
             self._written(job, decided)
-        return instructions
+        return carried
 
-    def apply(self, job: RunningJob, instructions: Sequence[object]) -> None:
-        """Carry out what the job said (from a tick, a renewal, a departure): journal verdicts, feed reputation."""
-        decided, snapshot = self._consume(job, instructions)
-        if job.paused:
-            self._hold(job, decided, None, raise_=False)
-        elif decided or snapshot is not None:
-            try:
-                self._journal(job.job_id, decided, snapshot)
-            except JournalError as exc:
-                self._hold(job, decided, exc, raise_=False)
-                return
-            self._written(job, decided)
+    def _revoke(self, job: RunningJob, revoke: Revoke) -> None:
+        if revoke.holder == self.identity.peer_id:
+            return  # our own slots run chunks of a few milliseconds: their claims come back "late"
+        self.revocations(revoke.holder, job.job_id, revoke.replicas, revoke.reason)
 
-    def _consume(self, job: RunningJob, instructions: Sequence[object]) -> tuple[list[VerifiedOutput], Snapshot | None]:
-        """The verdicts to journal and the snapshot to save (if one is due), from the job's instructions."""
-        decided: list[VerifiedOutput] = []
-        finished = False
-        for instruction in instructions:
-            if isinstance(instruction, SubtaskDecided):
-                decided.append(self._journal_entry(job, instruction))
-            elif isinstance(instruction, JobFinished):
-                finished = True
-            elif isinstance(instruction, ReplicaLost):
-                ref, why = instruction.replica, instruction.reason.replace("_", " ")
-                log.info("job %s: %s lost replica %d.%d (%s)", job.job_id.hex()[:12], instruction.holder, ref.index, ref.replica, why)
-                if instruction.credible and instruction.holder != self.identity.peer_id:
-                    self.reputation.record_failure(instruction.holder)
-        now = time.monotonic()
+    def _lost(self, job: RunningJob, lost: ReplicaLost) -> None:
+        ref, why = lost.replica, lost.reason.replace("_", " ")
+        log.info("job %s: %s lost replica %d.%d (%s)", job.job_id.hex()[:12], lost.holder, ref.index, ref.replica, why)
+        if lost.credible and lost.holder != self.identity.peer_id:
+            self.reputation.record_failure(lost.holder)
+
+    def _snapshot_due(self, job: RunningJob, decided: bool, finished: bool) -> Snapshot | None:
+        """The job's state to save now, if any: its end, or its window at most once a second."""
         if finished:  # only running jobs are ever restored: the state is all that changes
-            return decided, (None, "finished")
+            return None, "finished"
+        now = time.monotonic()
         if decided and now - job.snapshot_at >= max(SNAPSHOT_EVERY, job.snapshot_cost / SNAPSHOT_SHARE):
             snapshot = job.owner.snapshot()
             job.snapshot_at = time.monotonic()
             job.snapshot_cost = job.snapshot_at - now
-            return decided, (snapshot, "running")
-        return decided, None
+            return snapshot, "running"
+        return None
 
     def _journal(self, job_id: bytes, decided: list[VerifiedOutput], snapshot: Snapshot | None) -> None:
         """Write verdicts, then the snapshot (safe in a worker thread: it touches no job state).
@@ -522,11 +572,11 @@ class JobManager:
             except JournalError as exc:  # the verdicts are in: the next snapshot will do
                 log.warning("job %s: its state was not saved: %s", job_id.hex()[:12], exc)
 
-    def _hold(self, job: RunningJob, decided: list[VerifiedOutput], exc: JournalError | None, *, raise_: bool = True) -> None:
+    def _hold(self, job: RunningJob, decided: list[VerifiedOutput], exc: JournalError | None) -> None:
         """Keep verdicts the journal has not taken, and pause the job until it does (``retry_journal``).
 
         Raises:
-            JournalError: with ``raise_``, so that no claim behind these verdicts is acknowledged.
+            JournalError: always, so that no claim behind these verdicts is acknowledged.
         """
         job.unjournalled += decided
         if exc is not None:
@@ -535,8 +585,7 @@ class JobManager:
             log.error("job %s paused: %s; it resumes by itself once the journal takes writes again",
                       job.job_id.hex()[:12], exc)  # fmt: skip
             job.paused = str(exc)
-        if raise_:
-            raise exc or JournalError(job.paused, "io")
+        raise exc or JournalError(job.paused, "io")
 
     def _written(self, job: RunningJob, decided: list[VerifiedOutput]) -> None:
         """The verdicts are in the journal: count them as decided, and tell whoever waits."""

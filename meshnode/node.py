@@ -36,6 +36,7 @@ from .blobs import BlobStore
 from .config import DEFAULT_LIMITS, NodeConfig
 from .core import wire
 from .core.job import PeerLeft as JobPeerLeft
+from .core.job import ReplicaRef
 from .core.job import Tick as JobTick
 from .core.manifest import Replication, TaskLimits
 from .core.peer_id import PeerId
@@ -57,6 +58,7 @@ from .net.blob_protocol import serve_blobs
 from .net.gossip import PresenceGossip
 from .net.host import MeshHost, from_libp2p_id, open_host
 from .net.job_protocol import serve_jobs
+from .job_service import MeshJobService
 from .net.streams import read_frame, write_frame
 from .net.swarm_key import load_swarm_key
 from .sandbox import ENGINE_ID, Sandbox
@@ -214,11 +216,13 @@ class MeshNode:
         serve_blobs(host, self.jobs.blobs, dropped=self.dropped)
         self._workers = Workers(host, self.jobs, self.config.slots, self._victims, self.set_idle, self.dropped)
         workers = self._workers
-        serve_jobs(host, self.jobs, policy=self._grant_policy, resteal=workers.resteal,
-                   on_release=lambda job: workers.wake(), dropped=self.dropped)  # fmt: skip
+        service = MeshJobService(self.jobs, workers, self._grant_policy, on_release=workers.wake)
+        serve_jobs(host, service, dropped=self.dropped)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self.jobs.revocations = functools.partial(self._send_revocation, nursery)
+                self.jobs.work_added = self._work_added
                 nursery.start_soon(self._receive_presence)
                 nursery.start_soon(self._publish_presence)
                 nursery.start_soon(self._watch_connections)
@@ -341,7 +345,7 @@ class MeshNode:
             now = time.monotonic()
             self._apply(self.table.handle(Tick(now)))
             for job in list(self.jobs.jobs.values()):
-                self.jobs.apply(job, job.owner.handle(JobTick(now)))
+                await self._drive(job, JobTick(now))
             surplus = self.surplus()
             if surplus > self._advertised_surplus and self._workers is not None:
                 self._workers.wake()  # replicas came back (a lease lapsed, a verdict asked for more)
@@ -371,6 +375,31 @@ class MeshNode:
         """Replicas of this node's jobs that thieves could take now, and stolen ones it could pass on."""
         own = sum(job.owner.surplus() for job in self.jobs.jobs.values() if not job.owner.finished and not job.paused)
         return own + (self._workers.surplus() if self._workers is not None else 0)
+
+    async def _drive(self, job: RunningJob, event: JobTick | JobPeerLeft) -> None:
+        try:
+            await self.jobs.drive(job, event)
+        except JournalError:
+            pass  # the job is paused and said why; what it decided waits for the journal
+
+    def _send_revocation(self, nursery: trio.Nursery, holder: PeerId, job_id: bytes, replicas: tuple[ReplicaRef, ...], reason: str) -> None:
+        """Tell a holder to stop replicas of our job, in the background (a lost message costs only its lease)."""
+
+        async def send() -> None:
+            if self._workers is None:
+                return
+            try:
+                await self._workers.client.revoke(holder, job_id, replicas, reason)
+            except (PeerUnavailableError, WireError) as exc:
+                log.debug("revoking %d replicas held by %s: %s", len(replicas), holder, exc)
+
+        nursery.start_soon(send)
+
+    def _work_added(self) -> None:
+        """Replicas came back to a job, or were added: idle slots and thieves should hear of them."""
+        if self._workers is not None:
+            self._workers.wake()
+        self._presence_changed.set()
 
     async def _watch_journal(self) -> None:
         """While the journal refuses writes, try again every few seconds; carry on by itself once it takes them."""
@@ -458,7 +487,8 @@ class MeshNode:
             elif isinstance(i, PeerGone):
                 log.info("peer left    %s  (%s)", i.peer, "goodbye" if i.reason == "goodbye" else "timed out")
                 for job in list(self.jobs.jobs.values()):
-                    self.jobs.apply(job, job.owner.handle(JobPeerLeft(i.peer, time.monotonic())))
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._drive, job, JobPeerLeft(i.peer, time.monotonic()))
                 if self._workers is not None:
                     self._workers.peer_gone(i.peer)
             elif isinstance(i, DialPeer):

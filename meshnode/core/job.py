@@ -16,7 +16,7 @@ from .result import ResultClaim
 from .verify import Disputed, Verified
 
 __all__ = [
-    "LEASE_LAPSED", "PEER_GONE", "Ack", "ClaimReceived", "Event", "Failed", "Grant", "Instruction",
+    "LEASE_LAPSED", "PEER_GONE", "Ack", "Cancel", "ClaimReceived", "Event", "Failed", "Grant", "Instruction",
     "JobFinished", "Outcome", "PeerLeft", "Progress", "ReleaseReplicas", "RenewLeases", "Renewed",
     "ReplicaLost", "ReplicaRef", "ReplicasAdded", "Revoke", "StealRequest", "SubtaskDecided", "Tick",
     "TransferReplicas", "Transferred",
@@ -102,7 +102,14 @@ class Tick:
     now: float
 
 
-Event = StealRequest | RenewLeases | ClaimReceived | ReleaseReplicas | TransferReplicas | PeerLeft | Tick
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Stop the job: nothing more is handed out, every lease is revoked, undecided subtasks stay undecided."""
+
+    now: float
+
+
+Event = StealRequest | RenewLeases | ClaimReceived | ReleaseReplicas | TransferReplicas | PeerLeft | Tick | Cancel
 
 
 # --- instructions (out) -----------------------------------------------------------------------

@@ -67,7 +67,7 @@ a moved replica, a lapse of its lease is the old holder's attempt, and nobody's
 failure: either thief could be framing the other. Nothing is ever in two
 hands, and a claim is still accepted only from the node bound to its replica.
 
-*Cancel*: ``cancel`` closes every open subtask (queued replicas dropped, leases
+*Cancel*: a ``Cancel`` event closes every open subtask (queued replicas dropped, leases
 revoked); the undecided subtasks stay undecided and the job counts as finished.
 
 *Crash*: the journal, not the machine, is the record of what was decided. A
@@ -93,7 +93,7 @@ from typing import Any, Final, Literal
 
 from ..errors import WireError
 from .job import (
-    LEASE_LAPSED, PEER_GONE, Ack, ClaimReceived, Event, Failed, Grant, Instruction, JobFinished, Outcome,
+    LEASE_LAPSED, PEER_GONE, Ack, Cancel, ClaimReceived, Event, Failed, Grant, Instruction, JobFinished, Outcome,
     PeerLeft, Progress, ReleaseReplicas, RenewLeases, Renewed, ReplicaLost, ReplicaRef, ReplicasAdded,
     Revoke, StealRequest, SubtaskDecided, Tick, TransferReplicas, Transferred,
 )  # fmt: skip
@@ -211,9 +211,11 @@ class JobOwner:
                 return self._lapse([r for r in self._leased if self._holder(r) == event.peer], PEER_GONE)
             case Tick():
                 return self._tick(event.now)
+            case Cancel():
+                return self._cancel()
         raise TypeError(f"a job owner does not handle {type(event).__name__}")
 
-    def cancel(self) -> list[Instruction]:
+    def _cancel(self) -> list[Instruction]:
         """Stop handing out work: open subtasks close, leases are revoked; the job is finished."""
         revoked: dict[PeerId, list[ReplicaRef]] = {}
         for ref in sorted(self._leased):

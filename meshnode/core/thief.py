@@ -67,7 +67,7 @@ from .steal import BATCH_FACTOR, PeerView, grant_limit, plan_steal
 
 __all__ = [
     "CHUNK_SECONDS", "MAX_CHUNK", "MAX_STEAL", "REFUSAL_BACKOFF", "STOCK_SECONDS", "AskTransfer",
-    "Acknowledged", "ChunkDone", "ChunkFailed", "DropResults", "Event", "Granted", "HandOver", "Instruction",
+    "Acknowledged", "ChunkDone", "Ready", "ChunkFailed", "DropResults", "Event", "Granted", "HandOver", "Instruction",
     "LookForWork", "OwnerLeft", "PresenceHeard", "PushResults", "Refused", "RenewLeases", "RestealAsked",
     "Revoked", "RunChunk", "StealAnswered", "StealFailed", "StealFrom", "TakeChunk", "TellOwner", "Thief",
     "Tick", "TransferAnswered",
@@ -86,8 +86,9 @@ FAILURE_BACKOFF: Final = 1.0  # seconds a victim is left alone after a failed or
 
 @dataclass(frozen=True, slots=True)
 class Granted:
-    """``victim`` granted these subtasks of ``owner``'s job; the node checked the manifest, trusts
-    the owner and has the module. ``envelope`` is the owner's signed manifest, kept for the runs."""
+    """``victim`` granted these subtasks of ``owner``'s job; the node checked the manifest and trusts
+    the owner. ``envelope`` is the owner's signed manifest, kept for the runs. With ``ready`` false
+    the module is still being fetched: the replicas are held (and renewed) but not run before ``Ready``."""
 
     victim: PeerId
     owner: PeerId
@@ -96,6 +97,14 @@ class Granted:
     lease_s: float
     subtasks: tuple[Subtask, ...]
     now: float
+    ready: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The module of this job is here: its replicas may run."""
+
+    job_id: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +196,11 @@ class StealAnswered:
 
 @dataclass(frozen=True, slots=True)
 class StealFailed:
+    """A steal got no usable answer: the victim did not answer, or (``malformed``) sent a grant that does not open."""
+
     victim: PeerId
     now: float
+    malformed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +231,7 @@ class TransferAnswered:
 
 
 Event = (
-    Granted | Refused | Revoked | TakeChunk | ChunkDone | ChunkFailed | Acknowledged | OwnerLeft | Tick | LookForWork
+    Granted | Ready | Refused | Revoked | TakeChunk | ChunkDone | ChunkFailed | Acknowledged | OwnerLeft | Tick | LookForWork
     | StealAnswered | StealFailed | PresenceHeard | RestealAsked | TransferAnswered
 )  # fmt: skip
 
@@ -304,6 +316,7 @@ class _Job:
     envelope: bytes
     lease_s: float
     renewed_at: float
+    ready: bool = True  # its module is here
     queued: deque[Subtask] = field(default_factory=deque)  # not started, oldest first
     running: set[ReplicaRef] = field(default_factory=set)
     reported: set[ReplicaRef] = field(default_factory=set)  # pushed (or waiting to be), not yet answered
@@ -349,6 +362,11 @@ class Thief:
         match event:
             case Granted():
                 return self._granted(event)
+            case Ready():
+                job = self._jobs.get(event.job_id)
+                if job is not None:
+                    job.ready = True
+                return []
             case Refused():
                 return self._refused(event)
             case Revoked():
@@ -388,7 +406,7 @@ class Thief:
                     self._backoff[event.victim] = event.now + FAILURE_BACKOFF
                 return []
             case StealFailed():
-                self._backoff[event.victim] = event.now + FAILURE_BACKOFF
+                self._backoff[event.victim] = event.now + (REFUSAL_BACKOFF if event.malformed else FAILURE_BACKOFF)
                 return []
             case PresenceHeard():
                 self._fresh_surplus.pop(event.peer, None)
@@ -419,6 +437,11 @@ class Thief:
         """Every replica held, by job: what the owner's leases cover."""
         return {job_id: job.held() for job_id, job in self._jobs.items()}
 
+    def next_request_id(self, unix_ms: int) -> int:
+        """A steal request ID, growing with every request and across restarts (for a steal the node asks for itself)."""
+        self._request_id = next_seq(self._request_id, unix_ms)
+        return self._request_id
+
     def owner_of(self, job_id: bytes) -> PeerId | None:
         job = self._jobs.get(job_id)
         return None if job is None else job.owner
@@ -433,7 +456,7 @@ class Thief:
     def _granted(self, e: Granted) -> list[Instruction]:
         job = self._jobs.get(e.job_id)
         if job is None:
-            job = self._jobs[e.job_id] = _Job(e.owner, e.envelope, e.lease_s, e.now)
+            job = self._jobs[e.job_id] = _Job(e.owner, e.envelope, e.lease_s, e.now, ready=e.ready)
         elif job.owner != e.owner:
             return []  # the same job ID from another owner: not the job we hold
         # the owner never grants two replicas of one subtask to one node; one that does is not obeyed
@@ -475,7 +498,7 @@ class Thief:
 
     def _take_chunk(self) -> list[Instruction]:
         for job_id, job in self._jobs.items():
-            if not job.queued:
+            if not job.queued or not job.ready:
                 continue
             n = min(len(job.queued), self._chunk_size(len(job.queued)))
             chunk = tuple(job.queued.popleft() for _ in range(n))
@@ -540,8 +563,7 @@ class Thief:
                           factor=max(1, stock // self.slots))  # fmt: skip
         if plan is None:
             return []
-        self._request_id = next_seq(self._request_id, e.unix_ms)
-        return [StealFrom(plan.victim, min(plan.count, MAX_STEAL), self._request_id, queued)]
+        return [StealFrom(plan.victim, min(plan.count, MAX_STEAL), self.next_request_id(e.unix_ms), queued)]
 
     def _resteal(self, e: RestealAsked) -> list[Instruction]:
         n = grant_limit(e.n, self.surplus())

@@ -45,7 +45,7 @@ def manager(root: Path, sandbox: Sandbox, store: Store) -> JobManager:
 async def run_some(m: JobManager, job_id: bytes, batches: int) -> None:
     job = m.jobs[job_id]
     for _ in range(batches):
-        grant = m.take(job, 2, time.monotonic())
+        grant = await m.take(job, 2, time.monotonic())
         if grant is None or not grant.replicas:
             return
         await m.run_grant(job, grant)

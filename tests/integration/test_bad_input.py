@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-import meshnode.net.job_protocol as job_protocol
+import meshnode.job_service as job_service
 from meshnode.core import wire
 from meshnode.core.job_messages import PushedResult, ResultPush
 from meshnode.core.manifest import Subtask
@@ -59,7 +59,7 @@ async def test_a_manifest_with_a_broken_signature_is_dropped(tmp_path: Path) -> 
 async def test_subtasks_whose_inputs_were_swapped_are_refused_and_the_owner_hears_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    honest = job_protocol._subtasks
+    honest = job_service._subtasks
 
     def forged(manager, job, refs):  # type: ignore[no-untyped-def]
         out = []
@@ -68,13 +68,13 @@ async def test_subtasks_whose_inputs_were_swapped_are_refused_and_the_owner_hear
             out.append(wire.encode(dataclasses.replace(s, input=b"{}", input_size=2)))
         return out
 
-    monkeypatch.setattr(job_protocol, "_subtasks", forged)
+    monkeypatch.setattr(job_service, "_subtasks", forged)
     async with owner_and_thief(tmp_path) as (a, b):
         job = await a.submit(TASK, INPUTS, OPTIONS)
         await wait_until(lambda: str(b.peer_id) in job.refusals, 20, "the refusal to reach the owner")
         assert "input does not match its SHA-256" in job.refusals[str(b.peer_id)]
         await job.cancel()
-        monkeypatch.setattr(job_protocol, "_subtasks", honest)
+        monkeypatch.setattr(job_service, "_subtasks", honest)
         await assert_still_serving(a, b)
 
 

@@ -21,6 +21,7 @@ from meshnode.core.reputation import Reputation
 from meshnode.core.result import ResultClaim
 from meshnode.executor import Executor
 from meshnode.identity import load_or_create_identity
+from meshnode.job_service import MeshJobService
 from meshnode.jobs import JobManager, JobOptions
 from meshnode.net.blob_protocol import fetch_from_any, serve_blobs
 from meshnode.net.host import MeshHost, open_host
@@ -28,6 +29,7 @@ from meshnode.net.job_protocol import JobClient, serve_jobs
 from meshnode.sandbox import ENGINE_ID, Sandbox
 from meshnode.store import Store
 from meshnode.trust import TrustPolicy
+from meshnode.workers import Workers
 from tests.tasks import reference
 
 TASK = (Path(__file__).resolve().parents[2] / "tasks_wasm" / "monte_carlo_pi.wasm").read_bytes()
@@ -39,6 +41,7 @@ OPTIONS = JobOptions(limits=TaskLimits(10**9, 16 << 20, 10_000, 1 << 20), replic
 class Side:
     host: MeshHost
     manager: JobManager
+    workers: Workers
 
 
 @asynccontextmanager
@@ -48,10 +51,13 @@ async def side(root: Path, sandbox: Sandbox) -> AsyncIterator[Side]:
     with Store.open(root / "node.db") as store:
         executor = Executor(identity, sandbox, blobs, store, TrustPolicy())
         manager = JobManager(identity, blobs, store, executor, Reputation())
-        async with open_host(identity, ["/ip4/127.0.0.1/tcp/0"]) as host:
+        async with open_host(identity, ["/ip4/127.0.0.1/tcp/0"]) as host, trio.open_nursery() as nursery:
             serve_blobs(host, blobs)
-            serve_jobs(host, manager)
-            yield Side(host, manager)
+            workers = Workers(host, manager, 1, lambda: [], lambda idle: None)
+            workers.attach(nursery)
+            serve_jobs(host, MeshJobService(manager, workers, lambda thief, n: n, on_release=lambda: None))
+            yield Side(host, manager, workers)
+            nursery.cancel_scope.cancel()
 
 
 async def thief_round(thief: Side, owner: Side, request_id: int, corrupt: bool = False) -> int:
@@ -85,7 +91,7 @@ async def run_job(owner: Side, thief: Side, corrupt: bool = False) -> bytes:
     request_id = 0
     with trio.fail_after(60):
         while not job.owner.finished:
-            grant = owner.manager.take(job, 2, time.monotonic())
+            grant = await owner.manager.take(job, 2, time.monotonic())
             if grant is not None and grant.replicas:
                 await owner.manager.run_grant(job, grant)
             request_id += 1

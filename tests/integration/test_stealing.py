@@ -9,14 +9,12 @@ import trio
 
 from meshnode.core.job_messages import PushedResult, ResultPush
 from meshnode.core.manifest import Replication
-from meshnode.core.steal import PeerView
 from meshnode.jobs import JobOptions
 from meshnode.net.blob_protocol import fetch_from_any
-from meshnode.net.job_protocol import JobClient, serve_jobs
+from meshnode.net.job_protocol import JobClient
 from meshnode.node import open_node
 from meshnode.sandbox import ENGINE_ID, Sandbox
 from meshnode.trust import TrustPolicy
-from meshnode.workers import Workers
 from tests.tasks import reference
 
 from .conftest import node_config, wait_until
@@ -36,9 +34,7 @@ async def test_stolen_work_is_stolen_again_through_the_owner(tmp_path: Path) -> 
             for thief in (b, c):
                 await thief.host.dial(a.host.peer_id, a.host.listen_addrs)
             await c.host.dial(b.host.peer_id, b.host.listen_addrs)
-            victim = PeerView(a.host.peer_id, surplus=len(INPUTS), rtt_ms=None, rank=0, engine=ENGINE_ID)
-            workers = Workers(b.host, b.manager, 1, lambda: [victim], lambda idle: None)
-            serve_jobs(b.host, b.manager, resteal=workers.resteal)
+            workers = b.workers
 
             assert await workers.steal_from(a.host.peer_id, 6) == 6
             assert workers.surplus() == 5  # it keeps one per slot for itself
@@ -75,13 +71,12 @@ async def test_an_idle_owner_gets_its_replicas_back_from_a_thief(tmp_path: Path)
             one = JobOptions(limits=OPTIONS.limits, replication=Replication(1, 1, 1))
             job = a.manager.submit(TASK, INPUTS, one, now_ms=now_ms())
             await b.host.dial(a.host.peer_id, a.host.listen_addrs)
-            victim = PeerView(a.host.peer_id, surplus=len(INPUTS), rtt_ms=None, rank=0, engine=ENGINE_ID)
-            workers = Workers(b.host, b.manager, 1, lambda: [victim], lambda idle: None)
-            serve_jobs(b.host, b.manager, resteal=workers.resteal)
+            workers = b.workers
             assert await workers.steal_from(a.host.peer_id, 8) == 8 and job.owner.surplus() == 0
             reply = await JobClient(a.host).steal(b.host.peer_id, 8, 1, ENGINE_ID, queued=0)
-            assert reply.grants == ()  # nothing to run as a thief: the replicas went back to its own deque
-            assert job.owner.surplus() == 4 and workers.queued() == 4 and job.refusals == {}
+            assert reply.grants == ()  # nothing to run as a thief: the replicas go back to its own queue
+            await wait_until(lambda: job.owner.surplus() == 4, 10, "the replicas to come back to the owner")
+            assert workers.queued() == 4 and job.refusals == {}
 
 
 async def test_an_untrusting_node_refuses_and_the_owner_hears_why(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from meshnode.core.job import (
     LEASE_LAPSED,
     PEER_GONE,
     Ack,
+    Cancel,
     ClaimReceived,
     Event,
     Failed,
@@ -367,7 +368,7 @@ def test_a_transfer_the_new_holder_never_confirms_blames_nobody() -> None:
 def test_cancel_closes_every_open_subtask_and_revokes_every_lease() -> None:
     job = new_job(n=3)
     job.handle(StealRequest(H1, 2, 1, 0.0))
-    assert job.cancel() == [Revoke(H1, (R(0, 0), R(1, 0)), "the job was cancelled")]
+    assert job.handle(Cancel(1.0)) == [Revoke(H1, (R(0, 0), R(1, 0)), "the job was cancelled")]
     assert job.finished and job.cancelled and job.surplus() == 0 and job.progress().running == 0
     assert job.progress().queued == 0 and job.open_count() == 0
     assert job.handle(StealRequest(H2, 3, 1, 1.0)) == [Grant(H2, 1, (), 1.0 + LEASE)]

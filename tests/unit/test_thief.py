@@ -22,7 +22,7 @@ from meshnode.core.peer_id import PeerId
 from meshnode.core.steal import PeerView
 from meshnode.core.thief import (
     MAX_STEAL, Acknowledged, AskTransfer, ChunkDone, ChunkFailed, DropResults, Granted, HandOver, Instruction,
-    LookForWork, OwnerLeft, PresenceHeard, PushResults, Refused, RenewLeases, RestealAsked, Revoked, RunChunk,
+    LookForWork, OwnerLeft, PresenceHeard, PushResults, Ready, Refused, RenewLeases, RestealAsked, Revoked, RunChunk,
     StealAnswered, StealFailed, StealFrom, TakeChunk, TellOwner, Thief, Tick, TransferAnswered,
 )  # fmt: skip
 
@@ -42,8 +42,9 @@ def sub(job: bytes, index: int, replica: int = 0) -> Subtask:
                    input_size=1, input=b"%d" % index, proof=())  # fmt: skip
 
 
-def grant(job: bytes, *refs: tuple[int, int], now: float = 0.0) -> Granted:
-    return Granted(OWNERS[job], OWNERS[job], job, b"envelope " + job, LEASE, tuple(sub(job, i, r) for i, r in refs), now)
+def grant(job: bytes, *refs: tuple[int, int], now: float = 0.0, ready: bool = True) -> Granted:
+    subtasks = tuple(sub(job, i, r) for i, r in refs)
+    return Granted(OWNERS[job], OWNERS[job], job, b"envelope " + job, LEASE, subtasks, now, ready)
 
 
 def view(peer: PeerId, surplus: int) -> PeerView:
@@ -167,6 +168,15 @@ def test_a_starving_thief_gets_the_cold_end_through_the_owner_and_the_owner_gets
     assert t.handle(RestealAsked(O1, 5, queued=0)) == [TellOwner(O1, J1, (R(2, 0),), "")]
 
 
+def test_replicas_whose_module_is_still_coming_are_held_and_renewed_but_not_run() -> None:
+    t = Thief(ME, slots=1)
+    t.handle(grant(J1, (0, 0), ready=False))
+    assert t.handle(TakeChunk(0.0)) == [] and t.held() == {J1: [R(0, 0)]}
+    assert t.handle(Tick(LEASE / 3)) == [RenewLeases(O1, J1, (R(0, 0),))]
+    t.handle(Ready(J1))
+    assert [s.index for s in chunk_of(t.handle(TakeChunk(LEASE / 3))).subtasks] == [0]
+
+
 def test_unknown_events_are_refused() -> None:
     with pytest.raises(TypeError):
         Thief(ME, 1).handle(object())  # type: ignore[arg-type]
@@ -240,10 +250,15 @@ class ThiefMachine(RuleBasedStateMachine):
 
     # --- rules -------------------------------------------------------------------------
 
-    @rule(job=st.sampled_from([J1, J2]), refs=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 2)), max_size=6))
-    def granted(self, job: bytes, refs: list[tuple[int, int]]) -> None:
+    @rule(job=st.sampled_from([J1, J2]), refs=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 2)), max_size=6),
+          ready=st.booleans())
+    def granted(self, job: bytes, refs: list[tuple[int, int]], ready: bool) -> None:
         fresh = [r for r in refs if (job, R(*r)) not in self.accepted]  # an owner never grants a replica twice
-        self.apply(grant(job, *fresh, now=self.now))
+        self.apply(grant(job, *fresh, now=self.now, ready=ready))
+
+    @rule(job=st.sampled_from([J1, J2]))
+    def module_arrives(self, job: bytes) -> None:
+        self.apply(Ready(job))
 
     @rule(data=st.data(), job=st.sampled_from([J1, J2]), reason=st.sampled_from(["decided", "cancelled", "lease lost"]))
     def revoked_by_owner(self, data: st.DataObject, job: bytes, reason: str) -> None:
@@ -348,6 +363,8 @@ class ThiefMachine(RuleBasedStateMachine):
         for number in sorted(self.chunks):
             job, refs = self.chunks.pop(number)
             self.apply(ChunkDone(job, refs, 0.001, self.now))
+        for job in (J1, J2):
+            self.apply(Ready(job))
         while self.t.queued():
             run = chunk_of(self.apply(TakeChunk(self.now)))
             self.chunks.pop(self.next_chunk - 1)
