@@ -34,13 +34,26 @@ from .sandbox import ENGINE_ID, Sandbox, TaskModule
 from .store import CachedResult, OutboxEntry, Store
 from .trust import TrustPolicy
 
-__all__ = ["CheckedBatch", "Executor", "RefusedWork", "SignedResult"]
+__all__ = ["CheckedBatch", "Executor", "JobActivity", "RefusedWork", "SignedResult"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST_CACHE_SIZE: Final = 64
 FIRST_RETRY: Final = 10.0  # seconds before the outbox pushes a result again
 INPUT_MISSING: Final = "the input is not here yet (fetch it by hash first)"
+ACTIVITY_JOBS: Final = 32  # jobs whose activity is kept
+
+
+@dataclass(slots=True)
+class JobActivity:
+    """What this node ran of one job: chunks, replicas, and when the last chunk started and ended (unix time)."""
+
+    chunks: int = 0
+    replicas: int = 0
+    running: int = 0  # replicas in a chunk under way now
+    last_started: float = 0.0
+    last_ended: float = 0.0
+    last_started_monotonic: float = 0.0
 
 
 class RefusedWork(MeshError):
@@ -81,7 +94,16 @@ class Executor:
         self.cache_hits = 0
         self.runs = 0
         self.journal_problem = ""  # why the last results could not be journalled, or ""
+        self.activity: dict[bytes, JobActivity] = {}  # what ran here, by job, for the most recent jobs
+        self._unlimited = trio.CapacityLimiter(1 << 20)  # the sandbox's own limiter is held around the thread trip
         self._manifests: OrderedDict[bytes, JobManifest] = OrderedDict()  # verified envelopes, by hash
+
+    def _activity(self, job_id: bytes) -> JobActivity:
+        activity = self.activity.pop(job_id, None) or JobActivity()
+        self.activity[job_id] = activity  # the most recent last
+        while len(self.activity) > ACTIVITY_JOBS:
+            del self.activity[next(iter(self.activity))]
+        return activity
 
     def verified_manifest(self, envelope: bytes) -> JobManifest:
         """The manifest in an envelope its owner signed. A verified envelope is remembered (by hash),
@@ -181,9 +203,19 @@ class Executor:
         Raises:
             RefusedWork: the module or an input vanished from the blob store.
         """
-        results = await trio.to_thread.run_sync(
-            self._run_batch_sync, manifest, subtasks, outbox, sign, cache, limiter=self.sandbox.limiter
-        )
+        activity = self._activity(manifest.job_id)
+        activity.running += len(subtasks)
+        try:
+            async with self.sandbox.limiter:  # the runs start when a sandbox slot is free, not before
+                activity.chunks += 1
+                activity.last_started, activity.last_started_monotonic = time.time(), time.monotonic()
+                results = await trio.to_thread.run_sync(
+                    self._run_batch_sync, manifest, subtasks, outbox, sign, cache, limiter=self._unlimited
+                )
+        finally:
+            activity.running -= len(subtasks)
+            activity.last_ended = time.time()
+        activity.replicas += len(results)
         hits = sum(r.cached for r in results)
         self.cache_hits += hits
         self.runs += len(results) - hits

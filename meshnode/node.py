@@ -144,8 +144,20 @@ class MeshNode:
             "peers": {state: sum(1 for r in self.table if r.state == state) for state in ("alive", "stale", "gone")},
             "dropped_messages": dict(dropped),
             "journal": self._journal_state(),
+            "jobs_run": self._jobs_run(),
             "pid": os.getpid(),
         }
+
+    def _jobs_run(self) -> dict[str, Any]:
+        """What this node ran of each recent job (its own and other owners'): chunks, replicas, when."""
+        manager = getattr(self, "jobs", None)
+        if manager is None:
+            return {}
+        return {
+            job_id.hex(): {"chunks": a.chunks, "replicas": a.replicas, "running": a.running,
+                           "last_started": a.last_started, "last_ended": a.last_ended}
+            for job_id, a in manager.executor.activity.items()
+        }  # fmt: skip
 
     def _journal_state(self) -> dict[str, Any]:
         """Whether the journal takes writes, and which jobs wait for it."""

@@ -47,6 +47,10 @@ class ApiClient:
         """``POST`` a body and return the parsed JSON answer (see ``request``)."""
         return self.request("POST", path, content, content_type)
 
+    def post_json(self, path: str) -> Any:
+        """``POST`` with no body (an action, such as a cancel) and return the parsed JSON answer."""
+        return self.request("POST", path)
+
     def post_stream(self, path: str, chunks: Iterable[bytes], content_type: str) -> Any:
         """``POST`` a body sent as ``chunks`` are produced, and return the parsed JSON answer.
 

@@ -54,6 +54,15 @@ def add_job_parsers(sub: Any, add_task_flags: Any, add_data_dir: Any) -> None:
     add_data_dir(p)
     p.set_defaults(func=cmd_jobs)
 
+    p = sub.add_parser(
+        "cancel", help="stop a job across the mesh (its results so far stay readable)",
+        description="Stop a job this node owns: nothing more is handed out, and every node running its "
+        "subtasks is told to stop and not to send their results. The results decided so far stay readable.",
+    )  # fmt: skip
+    p.add_argument("job", metavar="JOB")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_cancel)
+
 
 def _client(args: argparse.Namespace, timeout: float = 5.0) -> Any:
     from .client import ApiClient
@@ -92,9 +101,26 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(job_id)
         return 0
     print(f"job {job_id}: {subtasks} subtasks, {args.replicas} replicas, quorum {args.quorum}", file=sys.stderr)
-    status = _follow(client, job_id)
+    try:
+        status = _follow(client, job_id)
+    except KeyboardInterrupt:  # the job is this terminal's: stop it across the mesh, as the user means
+        status = client.post_json(f"/v1/jobs/{job_id}/cancel")
+        print(f"\n{_cancelled(status)}", file=sys.stderr)
+        return 130
     _write_results(_results(client, job_id), args.output)
     return 0 if status["verified"] == status["total"] else 1
+
+
+def _cancelled(status: dict[str, Any]) -> str:
+    decided = status["verified"] + status["failed"] + status["disputed"]
+    return (f"job {status['job_id']} cancelled across the mesh: {decided} of {status['total']} subtasks were "
+            f"decided (meshnode results {status['job_id']})")  # fmt: skip
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    status = _client(args, timeout=30.0).post_json(f"/v1/jobs/{args.job}/cancel")
+    print(_cancelled(status))
+    return 0
 
 
 class _Counted:

@@ -1,5 +1,6 @@
 """The job endpoints of the local API: submit, list, status, results.
 
+    POST /v1/jobs/{id}/cancel      stop the job across the mesh -> its summary
     POST /v1/jobs                  a framed job body (job_body.py) -> {"job_id", "subtasks"}
     GET  /v1/jobs                  {"jobs": [summary, ...]}
     GET  /v1/jobs/{id}             summary: state and progress
@@ -93,11 +94,25 @@ def job_routes(node: MeshNode, *, max_job_bytes: int = MAX_JOB_BYTES) -> list[Ro
         outputs = await trio.to_thread.run_sync(node.jobs.store.outputs_page, job_id, after, limit)
         return JSONResponse(_page(outputs, limit))
 
+    async def cancel(request: Request) -> JSONResponse:
+        job_id = _job_id(request)
+        job = node.jobs.jobs.get(job_id)
+        if job is None:
+            if node.jobs.store.job(job_id) is None:
+                raise HTTPException(404, f"no job {job_id.hex()} on this node")
+        elif not job.done:
+            try:
+                await node.jobs.cancel(job)
+            except JournalError as exc:
+                raise HTTPException(507, _one_line(f"the job is stopped, but its end was not journalled: {exc}")) from None
+        return JSONResponse(_summary(node, job_id))
+
     return [
         Route("/v1/jobs", submit, methods=["POST"]),
         Route("/v1/jobs", list_jobs, methods=["GET"]),
         Route("/v1/jobs/{job_id}", status),
         Route("/v1/jobs/{job_id}/results", results),
+        Route("/v1/jobs/{job_id}/cancel", cancel, methods=["POST"]),
     ]
 
 

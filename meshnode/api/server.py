@@ -147,7 +147,9 @@ class _BearerAuth:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    message = f"no such endpoint: {request.url.path}" if exc.status_code == 404 else exc.detail
+    # a route's own 404 says what is missing (a job, say); the router's says nothing, so the path is named
+    unnamed = exc.status_code == 404 and exc.detail in ("", "Not Found")
+    message = f"no such endpoint: {request.url.path}" if unnamed else exc.detail
     return _error(exc.status_code, message, dict(exc.headers or {}))
 
 
