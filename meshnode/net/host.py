@@ -23,7 +23,9 @@ from ..core.peer_id import PeerId
 from ..errors import ConfigError, PeerUnavailableError
 from ..identity import Identity
 from .addresses import advertised, concrete_listen_addrs, parse_bootstrap, split_tcp
-from .libp2p_adapter import MdnsBridge, apply_patches, port_is_free, stop_auto_connector, track_dial_sockets
+from .libp2p_adapter import (
+    MdnsBridge, apply_patches, port_is_free, replace_stale_pubsub_stream, stop_auto_connector, track_dial_sockets,
+)  # fmt: skip
 
 __all__ = ["ConnectionEvent", "MeshHost", "open_host"]
 
@@ -232,9 +234,11 @@ def _notifee(mesh: MeshHost) -> Any:
 
     class Notifee(INotifee):
         async def connected(self, network: Any, conn: Any) -> None:
+            replace_stale_pubsub_stream(mesh.pubsub, conn.muxed_conn.peer_id)
             mesh._connections_changed(conn.muxed_conn.peer_id)
 
         async def disconnected(self, network: Any, conn: Any) -> None:
+            replace_stale_pubsub_stream(mesh.pubsub, conn.muxed_conn.peer_id)
             mesh._connections_changed(conn.muxed_conn.peer_id)
 
         async def opened_stream(self, network: Any, stream: Any) -> None:
