@@ -22,7 +22,8 @@ from meshnode.sandbox import Sandbox
 from meshnode.store import OutboxEntry
 from tests.tasks import reference
 
-from .conftest import node_config, wait_until
+from ..waiting import JOB, MEET, wait_until
+from .conftest import node_config
 
 TASKS = Path(__file__).resolve().parents[2] / "tasks_wasm"
 
@@ -33,7 +34,7 @@ async def start_mesh(stack: AsyncExitStack, root: Path, count: int) -> list[Mesh
     for i in range(count):
         boot = tuple(nodes[0].dial_addrs) if nodes else ()
         nodes.append(await stack.enter_async_context(open_node(node_config(root, f"n{i}", bootstrap=boot, slots=1))))
-    await wait_until(lambda: all(len(n.table.alive()) == count - 1 for n in nodes), 20, "the mesh")
+    await wait_until(lambda: all(len(n.table.alive()) == count - 1 for n in nodes), MEET, "the mesh")
     return nodes
 
 
@@ -48,7 +49,7 @@ async def test_a_mandelbrot_job_is_verified_by_two_distinct_peers_and_every_node
         owner = nodes[0]
         options = JobOptions(limits=TaskLimits(10**10, 64 << 20, 60_000, 1 << 20), replication=Replication(2, 2, 4))
         job = await owner.submit(module, tiles, options)
-        await wait_until(lambda: job.done, 120, "the job to finish")
+        await wait_until(lambda: job.done, JOB, "the job to finish")
         outputs = owner.jobs.store.outputs(job.job_id)
         assert [o.status for o in outputs] == ["ok"] * len(tiles)
         assert [o.output for o in outputs] == [reference.mandelbrot(t) for t in tiles]
@@ -71,7 +72,7 @@ async def test_long_subtasks_keep_their_leases(tmp_path: Path) -> None:
             limits=TaskLimits(10**11, 64 << 20, 60_000, 1 << 20), replication=Replication(2, 2, 2), lease_seconds=0.2
         )
         job = await nodes[0].submit(module, tiles, options)
-        await wait_until(lambda: job.done, 120, "the job to finish")
+        await wait_until(lambda: job.done, JOB, "the job to finish")
         outputs = nodes[0].jobs.store.outputs(job.job_id)
         assert [o.status for o in outputs] == ["ok"] * len(tiles)
         # two replicas per subtask, each run once: a lapsed lease would hand one to a third node
@@ -109,7 +110,7 @@ async def test_four_nodes_render_a_4096_mandelbrot_in_256_tiles_each_verified_tw
     async with AsyncExitStack() as stack:
         nodes = await start_mesh(stack, tmp_path, 4)
         job = await nodes[0].submit(module, tiles, JobOptions(limits=limits, replication=Replication(2, 2, 4)))
-        with trio.fail_after(120):
+        with trio.fail_after(JOB):
             results = await job.wait()
         assert [r.status for r in results] == ["ok"] * len(tiles)
         assert [r.output for r in results] == expected
@@ -152,7 +153,7 @@ async def test_a_byzantine_node_among_four_honest_ones_gets_nothing_accepted(tmp
         owner, byzantine = nodes[0], nodes[4]
         corrupted = corrupt_some_outputs(byzantine)
         job = await owner.submit(module, tiles, JobOptions(limits=limits, replication=Replication(2, 2, 5)))
-        with trio.fail_after(120):
+        with trio.fail_after(JOB):
             results = await job.wait()
         assert corrupted, "the byzantine node never got work"
         assert [r.status for r in results] == ["ok"] * len(tiles)
@@ -175,7 +176,7 @@ async def test_inputs_too_large_to_travel_inline_are_fetched_by_hash(tmp_path: P
     async with AsyncExitStack() as stack:
         owner, thief = await start_mesh(stack, tmp_path, 2)
         job = await owner.submit(module, inputs, replicas=2, quorum=2, memory=64 << 20)
-        with trio.fail_after(60):
+        with trio.fail_after(JOB):
             results = await job.wait()
         assert [r.output for r in results] == [reference.monte_carlo_pi(i) for i in inputs]
         assert all(set(r.executors) == {str(owner.peer_id), str(thief.peer_id)} for r in results)
