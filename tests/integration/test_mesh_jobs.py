@@ -58,18 +58,36 @@ async def test_a_mandelbrot_job_is_verified_by_two_distinct_peers_and_every_node
         assert all(count > 0 for count in ran.values()), ran
 
 
+def slow_down(node: MeshNode, seconds: float) -> None:
+    """Make every batch ``node`` runs last at least ``seconds``: its results come out no sooner."""
+    executor = node.jobs.executor
+    honest_run_batch = executor.run_batch
+
+    async def run_batch(manifest: Any, subtasks: Any, **kwargs: Any) -> list[SignedResult]:
+        start = trio.current_time()
+        results = await honest_run_batch(manifest, subtasks, **kwargs)
+        await trio.sleep_until(start + seconds)  # the length of the work, not a wait for something
+        return results
+
+    executor.run_batch = run_batch  # type: ignore[method-assign]
+
+
 async def test_long_subtasks_keep_their_leases(tmp_path: Path) -> None:
     """Subtasks that outlast the lease are renewed by their holder, so no third node runs them again."""
     module = (TASKS / "mandelbrot.wasm").read_bytes()
-    # about 0.5 s each on this machine; the lease is 0.2 s
     tiles = [
         json.dumps({"x0": 0, "y0": 0, "w": 96, "h": 96, "width": 96, "height": 96, "max_iter": 90000 + i}).encode()
         for i in range(3)
     ]
+    # A holder renews every third of the lease, so a renewal may come over a second late (a busy
+    # machine) and the lease still hold; every batch runs for one and a half leases.
+    lease = 2.0
     async with AsyncExitStack() as stack:
         nodes = await start_mesh(stack, tmp_path, 3)
+        for node in nodes:
+            slow_down(node, 1.5 * lease)
         options = JobOptions(
-            limits=TaskLimits(10**11, 64 << 20, 60_000, 1 << 20), replication=Replication(2, 2, 2), lease_seconds=0.2
+            limits=TaskLimits(10**11, 64 << 20, 60_000, 1 << 20), replication=Replication(2, 2, 2), lease_seconds=lease
         )
         job = await nodes[0].submit(module, tiles, options)
         await wait_until(lambda: job.done, JOB, "the job to finish")
