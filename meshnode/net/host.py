@@ -24,8 +24,8 @@ from ..errors import ConfigError, PeerUnavailableError
 from ..identity import Identity
 from .addresses import advertised, concrete_listen_addrs, parse_bootstrap, split_tcp
 from .libp2p_adapter import (
-    MdnsBridge, apply_patches, close_listeners, disable_dial_retries, port_is_free, stop_auto_connector,
-    track_dial_sockets, use_only_addrs, watch_oversize_gossip,
+    MdnsBridge, apply_patches, close_listeners, disable_dial_retries, port_is_free, replace_stale_pubsub_stream,
+    stop_auto_connector, track_dial_sockets, use_only_addrs, watch_oversize_gossip,
 )  # fmt: skip
 
 __all__ = ["ConnectionEvent", "MeshHost", "open_host"]
@@ -269,9 +269,11 @@ def _notifee(mesh: MeshHost) -> Any:
 
     class Notifee(INotifee):
         async def connected(self, network: Any, conn: Any) -> None:
+            replace_stale_pubsub_stream(mesh.pubsub, conn.muxed_conn.peer_id)
             mesh._connections_changed(conn.muxed_conn.peer_id)
 
         async def disconnected(self, network: Any, conn: Any) -> None:
+            replace_stale_pubsub_stream(mesh.pubsub, conn.muxed_conn.peer_id)
             mesh._connections_changed(conn.muxed_conn.peer_id)
 
         async def opened_stream(self, network: Any, stream: Any) -> None:

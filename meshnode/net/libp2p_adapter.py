@@ -75,6 +75,16 @@
   validator runs (it logs a warning and nothing else), so the application never
   sees it. ``watch_oversize_gossip`` wraps the frame reader pubsub uses to tell
   the host whose swarm read it, so the node counts it.
+* Pubsub keeps one outbound stream per peer and opens none for a new connection
+  while it holds one. When a peer restarts and reconnects before its old
+  connection is noticed closed (an in-process restart took 9 ms), the stream on
+  the dead connection stays registered (pubsub does not drop a peer that still
+  has a live connection); the next write to it fails, and that failure makes
+  pubsub forget the subscriptions the peer just announced on the new connection.
+  We then never sent that peer anything and it never heard us (measured: every
+  time, until the silent connection was dropped 15 s later).
+  ``replace_stale_pubsub_stream`` swaps such a stream for one on the live
+  connection, keeping the subscriptions, whenever a connection opens or closes.
 * Pubsub seeds its message counter with the time in whole seconds and adds one per
   message, and peers drop message IDs (sender, counter) seen in the last 120 s: a
   node restarted after publishing more than one message a second reuses spent
@@ -103,6 +113,7 @@ __all__ = [
     "close_listeners",
     "disable_dial_retries",
     "port_is_free",
+    "replace_stale_pubsub_stream",
     "route_libp2p_logging",
     "stop_auto_connector",
     "track_dial_sockets",
@@ -315,3 +326,30 @@ async def stop_auto_connector(host: Any) -> None:
     connector = getattr(host.get_network(), "auto_connector", None)
     if connector is not None:
         await connector.stop()
+
+
+def replace_stale_pubsub_stream(pubsub: Any, pid: Any) -> bool:
+    """If pubsub's stream to ``pid`` is on a closed connection while a live one exists, move it to the live one.
+
+    Pubsub's own handling of a dead stream would also forget the peer's topic
+    subscriptions, which by now came in on the live connection (see above); here
+    they are kept, and the stream is registered again as for a new peer. Returns
+    whether it replaced a stream.
+    """
+    stream = pubsub.peers.get(pid)
+    if stream is None:
+        return False
+    live = [
+        muxed
+        for conn in pubsub.host.get_network().get_connections(pid)
+        if (muxed := getattr(conn, "muxed_conn", None)) is not None and not getattr(muxed, "is_closed", False)
+    ]
+    if not live or any(stream.muxed_conn is muxed for muxed in live):
+        return False  # still current, or the peer is gone (pubsub cleans up after a gone peer itself)
+    del pubsub.peers[pid]
+    queue = pubsub.peer_queues.pop(pid, None)
+    if queue is not None:
+        queue.close()  # its sending task ends without touching the peer's state
+    pubsub.router.remove_peer(pid)
+    pubsub._schedule_peer_stream_retry(pid)  # a new stream and hello on the live connection
+    return True

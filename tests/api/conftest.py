@@ -14,6 +14,8 @@ import trio
 
 from meshnode.api.server import new_token, serve_api
 
+from ..waiting import STEP
+
 PEER_A = "12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp"
 PEER_B = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
 
@@ -97,7 +99,7 @@ def server_thread(view: FakeView, token: str | None = None) -> Iterator[RunningS
 
     thread = threading.Thread(target=run, name="api-server", daemon=True)
     thread.start()
-    item = started.get(timeout=10)
+    item = started.get(timeout=STEP)
     if isinstance(item, BaseException):
         raise item
     url, trio_token, scope = item
@@ -105,6 +107,6 @@ def server_thread(view: FakeView, token: str | None = None) -> Iterator[RunningS
         yield RunningServer(url, token, view)
     finally:
         trio.from_thread.run_sync(scope.cancel, trio_token=trio_token)
-        thread.join(timeout=10)
+        thread.join(timeout=STEP)
     assert not thread.is_alive(), "the API server did not stop"
     assert started.empty(), f"the API server failed: {started.get()!r}"

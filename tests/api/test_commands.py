@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import subprocess
@@ -17,20 +16,6 @@ from meshnode.api.commands import add_peers_parser, cmd_peers
 from meshnode.api.discovery import NodeNotRunning, write_api_file
 
 from .conftest import PEER_A, PEER_B, FakeView, RunningServer, sample_peer, server_thread
-
-
-@functools.cache
-def _peers_wired() -> bool:
-    """Whether cli.py has the ``peers`` command yet."""
-    result = subprocess.run(
-        [sys.executable, "-m", "meshnode", "--help"], capture_output=True, text=True, timeout=60
-    )  # fmt: skip
-    return "peers" in result.stdout
-
-
-needs_peers_in_cli = pytest.mark.skipif(
-    not _peers_wired(), reason="cli.py does not call meshnode.api.commands.add_peers_parser yet"
-)
 
 
 def peers_args(data_dir: Path | None, *, as_json: bool = False) -> argparse.Namespace:
@@ -93,7 +78,6 @@ def meshnode(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "meshnode", *args], capture_output=True, text=True, timeout=60)
 
 
-@needs_peers_in_cli
 def test_peers_end_to_end(tmp_path: Path, node: RunningServer) -> None:
     table = meshnode("peers", "--data-dir", str(tmp_path))
     assert table.returncode == 0, table.stderr
@@ -104,7 +88,6 @@ def test_peers_end_to_end(tmp_path: Path, node: RunningServer) -> None:
     assert json.loads(as_json.stdout) == node.view.peer_list
 
 
-@needs_peers_in_cli
 def test_peers_end_to_end_with_no_node(tmp_path: Path) -> None:
     result = meshnode("peers", "--data-dir", str(tmp_path))
     assert result.returncode == 2 and result.stdout == ""

@@ -21,11 +21,12 @@ from starlette.routing import Route
 from meshnode.api.server import new_token, serve_api
 from meshnode.errors import ConfigError
 
+from ..waiting import STEP
 from .conftest import PEER_A, FakeView, RunningServer, sample_peer
 
 
 def client(url: str, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=url, headers=headers, trust_env=False, timeout=5)
+    return httpx.AsyncClient(base_url=url, headers=headers, trust_env=False, timeout=STEP)
 
 
 async def test_the_right_token_gets_node_info_and_peers(server: RunningServer) -> None:
@@ -91,7 +92,7 @@ async def test_a_failing_view_is_500_json(nursery: trio.Nursery, caplog: pytest.
     assert response.status_code == 500
     assert "peer table on fire" in response.json()["error"]
     # the traceback reaches the node's log, just after the response went out
-    with trio.fail_after(5):
+    with trio.fail_after(STEP):
         while "peer table on fire" not in caplog.text:
             await trio.sleep(0.01)
 
@@ -118,14 +119,14 @@ async def test_ipv6_loopback_in_brackets(nursery: trio.Nursery) -> None:
 
 async def test_a_busy_port_is_a_config_error_suggesting_port_0(server: RunningServer) -> None:
     port = server.url.rsplit(":", 1)[1]
-    with pytest.raises(ConfigError) as caught, trio.fail_after(5):
+    with pytest.raises(ConfigError) as caught, trio.fail_after(STEP):
         await serve_api(FakeView(), f"127.0.0.1:{port}", new_token())
     assert "in use" in str(caught.value) and "--api 127.0.0.1:0" in str(caught.value)
 
 
 @pytest.mark.parametrize("bind", ["0.0.0.0:0", "10.1.2.3:7351", "[::]:0"])
 async def test_a_non_loopback_bind_is_refused(bind: str) -> None:
-    with pytest.raises(ConfigError, match="not a loopback address"), trio.fail_after(5):
+    with pytest.raises(ConfigError, match="not a loopback address"), trio.fail_after(STEP):
         await serve_api(FakeView(), bind, new_token())
 
 

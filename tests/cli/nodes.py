@@ -15,6 +15,10 @@ from typing import Any
 
 import pytest
 
+from ..waiting import STEP, poll
+
+__all__ = ["NodeProcess", "api_get", "free_tcp_port", "meshnode", "nodes", "peers_json", "poll"]
+
 
 class NodeProcess:
     def __init__(self, data_dir: Path, args: list[str], *, log_name: str | None = None) -> None:
@@ -33,7 +37,7 @@ class NodeProcess:
         self._stderr.flush()
         return self.stderr_path.read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 30) -> dict[str, Any]:
+    def wait_ready(self, timeout: float = STEP) -> dict[str, Any]:
         """Wait for the node's api.json (written once it is fully up).
 
         Only this process's file counts: a node killed on the same data dir leaves its own behind.
@@ -53,7 +57,7 @@ class NodeProcess:
             time.sleep(0.05)
         raise AssertionError(f"node not ready after {timeout} s:\n{self.stderr}")
 
-    def dial_addr(self, timeout: float = 10) -> str:
+    def dial_addr(self, timeout: float = STEP) -> str:
         """The address the node logged it listens on (the line can follow api.json by a moment)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -64,8 +68,12 @@ class NodeProcess:
                 raise AssertionError(f"no listening line:\n{self.stderr}")
             time.sleep(0.05)
 
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 10) -> float:
-        """Send ``sig``; return how long the process took to exit."""
+    def stop(self, sig: int = signal.SIGINT, timeout: float = STEP) -> float:
+        """Send ``sig``; return how long the process took to exit.
+
+        Raises:
+            subprocess.TimeoutExpired: it did not exit within ``timeout`` seconds.
+        """
         start = time.monotonic()
         self.proc.send_signal(sig)
         self.proc.wait(timeout)
@@ -104,15 +112,10 @@ def free_tcp_port() -> int:
 
 
 def api_get(data_dir: Path, path: str) -> Any:
-    """``GET path`` from the node running with ``data_dir``, as the CLI commands do, without a process per call."""
+    """``GET path`` from the node running with ``data_dir``, as the CLI commands do, without a process per call.
+
+    The node may answer slowly on a busy machine: it gets longer than the CLI's few seconds.
+    """
     from meshnode.api.client import ApiClient
 
-    return ApiClient.for_data_dir(data_dir).get(path)
-
-
-def poll(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
+    return ApiClient.for_data_dir(data_dir, timeout=STEP).get(path)

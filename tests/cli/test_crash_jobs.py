@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from ..waiting import JOB, MEET, STEP
 from .nodes import NodeProcess, api_get, free_tcp_port, meshnode, nodes, poll  # noqa: F401  (nodes is a fixture)
 from .test_node_cli import LOOPBACK
 from .test_submit_cli import MODULE, without_executors
@@ -42,7 +43,7 @@ def write_tiles(path: Path, count: int) -> str:
 
 
 def exec_lines(tiles: str, tmp_path: Path) -> list[dict[str, object]]:
-    local = meshnode("exec", MODULE, "--input-jsonl", tiles, "--data-dir", str(tmp_path / "exec"), timeout=120)
+    local = meshnode("exec", MODULE, "--input-jsonl", tiles, "--data-dir", str(tmp_path / "exec"), timeout=JOB)
     assert local.returncode == 0, local.stderr
     return without_executors(local.stdout)
 
@@ -62,7 +63,7 @@ def start_mesh(tmp_path: Path, nodes: list[NodeProcess], a_port: int = 0) -> tup
         alive = {p["peer_id"] for p in api_get(a.data_dir, "/v1/peers")["peers"] if p["state"] == "alive"}
         return alive == set(ids[1:])
 
-    poll(a_sees_both, 20, "a to see b and c")
+    poll(a_sees_both, MEET, "a to see b and c")
     return mesh, ids
 
 
@@ -87,7 +88,7 @@ def test_a_worker_killed_mid_job_loses_no_work(tmp_path: Path, nodes: list[NodeP
             stdout=subprocess.DEVNULL, stderr=submit_stderr,
         )  # fmt: skip
         try:
-            poll(lambda: len(api_get(a.data_dir, "/v1/jobs")["jobs"]) == 1, 30, "the job to start")
+            poll(lambda: len(api_get(a.data_dir, "/v1/jobs")["jobs"]) == 1, STEP, "the job to start")
             job_id = api_get(a.data_dir, "/v1/jobs")["jobs"][0]["job_id"]
 
             def b_is_mid_job() -> bool:
@@ -98,13 +99,13 @@ def test_a_worker_killed_mid_job_loses_no_work(tmp_path: Path, nodes: list[NodeP
                 ran_one = any(b_id in r["executors"] for r in results)
                 return ran_one and api_get(b.data_dir, "/v1/node")["idle"] == 0  # b verified one and runs more
 
-            poll(b_is_mid_job, 60, "b to have run a subtask and to be running more")
+            poll(b_is_mid_job, JOB, "b to have run a subtask and to be running more")
             b.proc.kill()  # SIGKILL: no goodbye, no outbox flush, its leases just stop being renewed
             b.proc.wait()
             at_kill = api_get(a.data_dir, f"/v1/jobs/{job_id}")
             assert at_kill["state"] == "running" and decided(at_kill) < at_kill["total"], at_kill
 
-            submit.wait(timeout=120)
+            submit.wait(timeout=JOB)
         finally:
             if submit.poll() is None:
                 submit.kill()
@@ -153,7 +154,7 @@ def test_an_owner_stopped_three_times_mid_job_resumes_it_each_time_and_loses_not
             # verdict, and the verdict must come back from the journal
             return len(seen) > 1 and seen[-2] < seen[-1] and seen[-1] >= round_ * total // 4
 
-        poll(just_verified_more, 90, f"{round_} quarter(s) of the subtasks to be verified")
+        poll(just_verified_more, JOB, f"{round_} quarter(s) of the subtasks to be verified")
         # what the owner has decided, read just before it is stopped: all of it must survive
         verified_before.update(
             (r["index"], r) for r in api_get(owner.data_dir, f"/v1/jobs/{job_id}/results")["results"]
@@ -182,7 +183,7 @@ def test_an_owner_stopped_three_times_mid_job_resumes_it_each_time_and_loses_not
         counts.append(decided(status))
         return bool(status["state"] == "finished")
 
-    poll(finished, 120, "the resumed job to finish")
+    poll(finished, JOB, "the resumed job to finish")
     why = logs(*owners, b, c)
     status = json.loads(meshnode("status", job_id, "--json", "--data-dir", str(last.data_dir)).stdout)
     assert (status["state"], status["verified"]) == ("finished", total), status

@@ -6,6 +6,7 @@ import signal
 import socket
 from pathlib import Path
 
+from ..waiting import MEET, STEP
 from .nodes import NodeProcess, meshnode, nodes, peers_json, poll  # noqa: F401  (nodes is a fixture)
 
 LOOPBACK = ["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--no-mdns", "--presence-interval", "0.3"]
@@ -19,19 +20,21 @@ def test_two_nodes_find_each_other_and_a_stopped_one_is_gone_at_once(tmp_path: P
     b = NodeProcess(tmp_path / "b", [*LOOPBACK, "--bootstrap", a.dial_addr()])
     nodes.append(b)
     b_info = b.wait_ready()
-    poll(lambda: [p["state"] for p in peers_json(a.data_dir)] == ["alive"], 20, "a to see b")
-    poll(lambda: [p["state"] for p in peers_json(b.data_dir)] == ["alive"], 20, "b to see a")
+    poll(lambda: [p["state"] for p in peers_json(a.data_dir)] == ["alive"], MEET, "a to see b")
+    poll(lambda: [p["state"] for p in peers_json(b.data_dir)] == ["alive"], MEET, "b to see a")
     table = meshnode("peers", "--data-dir", str(a.data_dir)).stdout
     assert "PEER" in table and "alive" in table and b_info["peer_id"][-6:] in table
 
-    took = b.stop(signal.SIGTERM)
-    assert took < 2.0, f"SIGTERM took {took:.2f} s"
+    # Stopping waits on nothing slow (the goodbye and the closing of connections have budgets
+    # of their own): the process exits cleanly, within a deadline that only catches a hang.
+    b.stop(signal.SIGTERM)
     assert b.proc.returncode == 0
-    poll(lambda: [p["state"] for p in peers_json(a.data_dir)] == ["gone"], 2.0, "b to be gone (goodbye)")
-    assert "peer left" in a.stderr and "(goodbye)" in a.stderr
+    poll(lambda: [p["state"] for p in peers_json(a.data_dir)] == ["gone"], STEP, "b to be gone")
+    # "At once": by the goodbye, before a could have timed b out (a logs which it was)
+    assert f"peer left    {b_info['peer_id']}  (goodbye)" in a.stderr, a.stderr
     assert not (b.data_dir / "api.json").exists()
-    took = a.stop(signal.SIGINT)
-    assert took < 2.0, f"SIGINT took {took:.2f} s"
+    a.stop(signal.SIGINT)
+    assert a.proc.returncode == 0
     for node in (a, b):
         assert "Traceback" not in node.stderr, node.stderr
 
@@ -76,7 +79,7 @@ def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
         (["--data-dir", str(tmp_path / "cfg")], "meshnode.toml: slots: 'many' is not a positive whole number"),
     ]
     for args, message in cases:
-        result = meshnode(*args, timeout=30)
+        result = meshnode(*args, timeout=MEET)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr

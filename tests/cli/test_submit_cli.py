@@ -9,6 +9,7 @@ import pytest
 
 from tests.sandbox import modules as m
 
+from ..waiting import JOB, MEET
 from .nodes import NodeProcess, meshnode, nodes, poll  # noqa: F401  (nodes is a fixture)
 from .test_node_cli import LOOPBACK
 
@@ -28,10 +29,10 @@ def test_submit_is_verified_by_two_nodes_and_matches_exec(tmp_path: Path, nodes:
     b = NodeProcess(tmp_path / "b", [*LOOPBACK, "--bootstrap", a.dial_addr()])
     nodes.append(b)
     b_info = b.wait_ready()
-    poll(lambda: "alive" in meshnode("peers", "--data-dir", str(a.data_dir)).stdout, 20, "the two nodes to meet")
+    poll(lambda: "alive" in meshnode("peers", "--data-dir", str(a.data_dir)).stdout, MEET, "the two nodes to meet")
 
     out = tmp_path / "results.jsonl"
-    submitted = meshnode("submit", MODULE, "--input-jsonl", TILES, "--output", str(out), "--data-dir", str(a.data_dir), timeout=120)
+    submitted = meshnode("submit", MODULE, "--input-jsonl", TILES, "--output", str(out), "--data-dir", str(a.data_dir), timeout=JOB)
     assert submitted.returncode == 0, submitted.stderr + a.stderr + b.stderr
     local = meshnode("exec", MODULE, "--input-jsonl", TILES, "--data-dir", str(tmp_path / "x"))
     assert without_executors(out.read_text()) == without_executors(local.stdout)

@@ -23,7 +23,8 @@ from meshnode.core.job_messages import PushedResult, ResultPush
 from meshnode.core.manifest import Subtask
 from meshnode.node import MeshNode, open_node
 
-from .conftest import node_config, wait_until
+from ..waiting import JOB, MEET, STEP, wait_until
+from .conftest import node_config
 from .test_jobs_protocol import INPUTS, OPTIONS, TASK, side, thief_round
 
 
@@ -31,7 +32,7 @@ from .test_jobs_protocol import INPUTS, OPTIONS, TASK, side, thief_round
 async def owner_and_thief(root: Path) -> AsyncIterator[tuple[MeshNode, MeshNode]]:
     async with open_node(node_config(root, "a", slots=1)) as a:
         async with open_node(node_config(root, "b", slots=1, bootstrap=tuple(a.dial_addrs))) as b:
-            await wait_until(lambda: len(a.table.alive()) == 1 and len(b.table.alive()) == 1, 20, "the nodes to meet")
+            await wait_until(lambda: len(a.table.alive()) == 1 and len(b.table.alive()) == 1, MEET, "the nodes to meet")
             yield a, b
 
 
@@ -40,7 +41,7 @@ async def assert_still_serving(a: MeshNode, b: MeshNode) -> None:
     assert b.jobs.executor.runs == 0 and b.jobs.executor.cache_hits == 0
     assert b.jobs.store.outbox_size() == 0
     job = await b.submit(TASK, INPUTS[:2], replicas=1, quorum=1)
-    with trio.fail_after(20):
+    with trio.fail_after(JOB):
         assert [r.status for r in await job.wait()] == ["ok", "ok"]
     assert b.peer_id in {r.peer for r in a.table.alive()}
 
@@ -51,7 +52,7 @@ async def test_a_manifest_with_a_broken_signature_is_dropped(tmp_path: Path) -> 
         envelope = bytearray(job.envelope)
         envelope[-1] ^= 1  # the last byte belongs to the signature
         job.envelope = bytes(envelope)
-        await wait_until(lambda: b.dropped["bad_grant"] > 0, 20, "b to drop the forged grant")
+        await wait_until(lambda: b.dropped["bad_grant"] > 0, STEP, "b to drop the forged grant")
         await job.cancel()
         await assert_still_serving(a, b)
 
@@ -71,7 +72,7 @@ async def test_subtasks_whose_inputs_were_swapped_are_refused_and_the_owner_hear
     monkeypatch.setattr(job_service, "_subtasks", forged)
     async with owner_and_thief(tmp_path) as (a, b):
         job = await a.submit(TASK, INPUTS, OPTIONS)
-        await wait_until(lambda: str(b.peer_id) in job.refusals, 20, "the refusal to reach the owner")
+        await wait_until(lambda: str(b.peer_id) in job.refusals, STEP, "the refusal to reach the owner")
         assert "input does not match its SHA-256" in job.refusals[str(b.peer_id)]
         await job.cancel()
         monkeypatch.setattr(job_service, "_subtasks", honest)
@@ -84,7 +85,7 @@ async def test_a_module_that_does_not_match_its_hash_is_refused(tmp_path: Path) 
         real_get = a.jobs.blobs.get
         # the owner's blob server now answers for the module's hash with other bytes
         a.jobs.blobs.get = lambda sha: b"\0asm" + bytes(100) if sha == job.manifest.module_sha256 else real_get(sha)  # type: ignore[method-assign]
-        await wait_until(lambda: str(b.peer_id) in job.refusals, 20, "the refusal to reach the owner")
+        await wait_until(lambda: str(b.peer_id) in job.refusals, STEP, "the refusal to reach the owner")
         assert "cannot fetch the module" in job.refusals[str(b.peer_id)]
         assert not b.jobs.blobs.has(job.manifest.module_sha256)
         await job.cancel()

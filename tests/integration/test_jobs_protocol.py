@@ -32,6 +32,8 @@ from meshnode.trust import TrustPolicy
 from meshnode.workers import Workers
 from tests.tasks import reference
 
+from ..waiting import JOB
+
 TASK = (Path(__file__).resolve().parents[2] / "tasks_wasm" / "monte_carlo_pi.wasm").read_bytes()
 INPUTS = [json.dumps({"seed": i, "samples": 2000}).encode() for i in range(8)]
 OPTIONS = JobOptions(limits=TaskLimits(10**9, 16 << 20, 10_000, 1 << 20), replication=Replication(2, 2, 2))
@@ -89,7 +91,7 @@ async def run_job(owner: Side, thief: Side, corrupt: bool = False) -> bytes:
     job = owner.manager.submit(TASK, INPUTS, OPTIONS, now_ms=time.time_ns() // 10**6)
     await thief.host.dial(owner.host.peer_id, owner.host.listen_addrs)
     request_id = 0
-    with trio.fail_after(60):
+    with trio.fail_after(JOB):
         while not job.owner.finished:
             grant = await owner.manager.take(job, 2, time.monotonic())
             if grant is not None and grant.replicas:

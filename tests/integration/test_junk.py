@@ -26,7 +26,8 @@ from meshnode.net.host import MeshHost, open_host
 from meshnode.node import MeshNode, open_node
 from meshnode.sandbox import ENGINE_ID
 
-from .conftest import node_config, wait_until
+from ..waiting import wait_until
+from .conftest import node_config
 
 def frame(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import trio
 
 from meshnode.core.peer_id import PeerId
+from meshnode.core.peers import GONE_INTERVALS, SILENT_CONNECTION_LIMIT
 from meshnode.node import MeshNode, open_node
 
-from .conftest import FAST, node_config, wait_until
+from ..waiting import MEET, STEP, wait_until
+from .conftest import node_config
 
 
 def states(node: MeshNode) -> dict[PeerId, str]:
@@ -27,35 +30,52 @@ async def test_five_nodes_joined_by_bootstrap_converge_and_a_stopped_node_is_gon
         everyone = {n.peer_id for n in nodes}
         await wait_until(
             lambda: all({r.peer for r in n.table.alive()} == everyone - {n.peer_id} for n in nodes),
-            timeout=20, what="full peer tables",
+            timeout=MEET, what="full peer tables",
         )  # fmt: skip
-        await wait_until(lambda: all(r.connected for n in nodes for r in n.table), 10, "direct connections")
+        await wait_until(lambda: all(r.connected for n in nodes for r in n.table), MEET, "direct connections")
 
         leaver = nodes.pop(2)
         # leave its context by hand: a normal exit says goodbye
         async with open_node(node_config(tmp_path, "extra", bootstrap=tuple(nodes[0].dial_addrs))) as extra:
-            await wait_until(lambda: len(extra.table.alive()) == 5, 20, "the extra node to see everyone")
-        start = trio.current_time()
-        took = await wait_until(
-            lambda: all(states(n).get(extra.peer_id) == "gone" for n in nodes), timeout=2.0, what="goodbye"
-        )
-        assert took < 2.0 and trio.current_time() - start < 2.0
+            await wait_until(lambda: len(extra.table.alive()) == 5, MEET, "the extra node to see everyone")
+            await wait_until(lambda: all(states(n).get(extra.peer_id) == "alive" for n in nodes), MEET, "everyone to see it")
+            leaving = time.monotonic()
+        # Without the goodbye each node would time the extra node out, GONE_INTERVALS of its
+        # presence intervals after its last presence: the goodbye must have been handled before that.
+        await wait_until(lambda: all(states(n).get(extra.peer_id) == "gone" for n in nodes), STEP, "goodbye")
+        for n in nodes:
+            record = n.table.peers[extra.peer_id]
+            timed_out_at = record.last_seen + GONE_INTERVALS * record.interval
+            assert record.left_by_goodbye and record.state_since < timed_out_at, (
+                f"{n.peer_id} marked the extra node gone {record.state_since - leaving:.2f} s after it said goodbye, "
+                f"{record.state_since - timed_out_at:+.2f} s from when it would have timed it out"
+            )
         assert all(r.state == "alive" for n in nodes for r in n.table if r.peer not in (extra.peer_id,))
         del leaver
 
 
 async def test_an_abruptly_cancelled_node_turns_stale_then_gone_by_timeout(tmp_path: Path) -> None:
-    async with open_node(node_config(tmp_path, "a")) as a:
+    seen: list[str] = []  # a's view of b, each change in order
+
+    async def watch(peer: PeerId) -> None:
+        while True:
+            state = states(a).get(peer, "absent")
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            await trio.sleep(0.02)
+
+    # b publishes every 0.5 s: a times it out after 5 s, and shows it stale from 1.5 s on
+    async with open_node(node_config(tmp_path, "a")) as a, trio.open_nursery() as watchers:
         with trio.CancelScope() as doomed_scope:
-            async with open_node(node_config(tmp_path, "b", bootstrap=tuple(a.dial_addrs))) as b:
-                await wait_until(lambda: states(a).get(b.peer_id) == "alive", 10, "b to join")
+            async with open_node(node_config(tmp_path, "b", bootstrap=tuple(a.dial_addrs), presence_interval=0.5)) as b:
+                await wait_until(lambda: states(a).get(b.peer_id) == "alive", MEET, "b to join")
                 doomed = b.peer_id
+                watchers.start_soon(watch, doomed)
                 doomed_scope.cancel()  # no goodbye: as if the process died
-        assert states(a)[doomed] == "alive"
-        seen = []
-        await wait_until(lambda: seen.append(states(a)[doomed]) or states(a)[doomed] == "gone", 10 * FAST + 3, "timeout")
-        assert "stale" in seen, seen
-        assert seen.index("stale") < seen.index("gone")
+        await wait_until(lambda: seen[-1] == "gone", STEP, "timeout")
+        watchers.cancel_scope.cancel()
+        assert seen == ["alive", "stale", "gone"], seen
+        assert not a.table.peers[doomed].left_by_goodbye
 
 
 async def test_bad_gossip_is_dropped_and_counted_and_the_node_carries_on(tmp_path: Path) -> None:
@@ -67,7 +87,7 @@ async def test_bad_gossip_is_dropped_and_counted_and_the_node_carries_on(tmp_pat
     async with open_node(node_config(tmp_path, "victim")) as victim, open_node(
         node_config(tmp_path, "friend", bootstrap=tuple(victim.dial_addrs))
     ) as friend:
-        await wait_until(lambda: len(victim.table.alive()) == 1, 10, "the friend to join")
+        await wait_until(lambda: len(victim.table.alive()) == 1, MEET, "the friend to join")
         # a rogue host: plain libp2p gossip with no meshnode validator, so its garbage goes out
         rogue_id = load_or_create_identity(tmp_path / "rogue")
         other_key = load_or_create_identity(tmp_path / "other").signing_key
@@ -84,7 +104,7 @@ async def test_bad_gossip_is_dropped_and_counted_and_the_node_carries_on(tmp_pat
                 "oversize": b"\xa0" * 20000,
             }
             reasons = {"malformed", "bad_signature", "wrong_origin", "oversize"}
-            with trio.fail_after(10):
+            with trio.fail_after(STEP):
                 # publish until every kind is counted: the first messages can go out
                 # before the gossip streams between the two hosts are set up
                 while not reasons <= set(victim.dropped):
@@ -95,7 +115,7 @@ async def test_bad_gossip_is_dropped_and_counted_and_the_node_carries_on(tmp_pat
             assert rogue_id.peer_id not in states(friend)  # rejected messages are not forwarded either
         # still working: the friend is alive and fresh presence keeps arriving
         seq = victim.table.peers[friend.peer_id].seq
-        await wait_until(lambda: victim.table.peers[friend.peer_id].seq > seq, 5, "fresh presence")
+        await wait_until(lambda: victim.table.peers[friend.peer_id].seq > seq, STEP, "fresh presence")
 
 
 async def test_private_swarm_keeps_strangers_out(tmp_path: Path) -> None:
@@ -104,13 +124,14 @@ async def test_private_swarm_keeps_strangers_out(tmp_path: Path) -> None:
 
     key_a.write_text(format_swarm_key())
     key_b.write_text(format_swarm_key())
-    async with open_node(node_config(tmp_path, "m1", swarm_key=key_a)) as m1:
+    interval = 0.2  # the window below is 8 presence intervals: a stranger let in would be heard in it
+    async with open_node(node_config(tmp_path, "m1", swarm_key=key_a, presence_interval=interval)) as m1:
         boot = tuple(m1.dial_addrs)
-        async with open_node(node_config(tmp_path, "m2", swarm_key=key_a, bootstrap=boot)) as m2, open_node(
-            node_config(tmp_path, "wrong", swarm_key=key_b, bootstrap=boot)
-        ) as wrong, open_node(node_config(tmp_path, "none", bootstrap=boot)) as none:
-            await wait_until(lambda: states(m1).get(m2.peer_id) == "alive", 10, "the members to meet")
-            await trio.sleep(8 * FAST)
+        async with open_node(node_config(tmp_path, "m2", swarm_key=key_a, bootstrap=boot, presence_interval=interval)) as m2, open_node(
+            node_config(tmp_path, "wrong", swarm_key=key_b, bootstrap=boot, presence_interval=interval)
+        ) as wrong, open_node(node_config(tmp_path, "none", bootstrap=boot, presence_interval=interval)) as none:
+            await wait_until(lambda: states(m1).get(m2.peer_id) == "alive", MEET, "the members to meet")
+            await trio.sleep(8 * interval)  # what the test asserts: nothing happens in this window
             for member in (m1, m2):
                 assert wrong.peer_id not in states(member) and none.peer_id not in states(member)
             for outsider in (wrong, none):
@@ -122,9 +143,11 @@ async def test_peer_reputation_is_persisted_and_shown_with_the_peer(tmp_path: Pa
         async with open_node(node_config(tmp_path, "a", bootstrap=tuple(b.dial_addrs))) as a:
             a.reputation.record_failure(b.peer_id)
             a_id = a.peer_id
-        await wait_until(lambda: states(b).get(a_id) == "gone", 5, "b to see a leave")
-        async with open_node(node_config(tmp_path, "a", bootstrap=tuple(b.dial_addrs))) as a:  # restarted
-            # a connection still closing from a's first run can delay this until it is dropped as silent
-            await wait_until(lambda: len(a.table.alive()) == 1, 30, "b to be seen again")
+            await wait_until(lambda: states(a).get(b.peer_id) == states(b).get(a_id) == "alive", MEET, "a and b to meet")
+        await wait_until(lambda: states(b).get(a_id) == "gone", STEP, "b to see a leave")
+        async with open_node(node_config(tmp_path, "a", bootstrap=tuple(b.dial_addrs))) as a:  # restarted at once
+            took = await wait_until(lambda: len(a.table.alive()) == 1, MEET, "b to be seen again")
+            # heard on the new connection, not only after the silent one was dropped and redialled
+            assert took < SILENT_CONNECTION_LIMIT, f"b was heard again after {took:.1f} s"
             (row,) = a.peers()
             assert row["reputation"] == {"agreements": 0, "disagreements": 0, "failures": 1, "score": 0.333, "barred": False}

@@ -25,7 +25,8 @@ from meshnode.store import OutboxEntry
 from tests.sandbox import modules as m
 from tests.tasks import reference
 
-from .conftest import node_config, wait_until
+from ..waiting import JOB, MEET, wait_until
+from .conftest import node_config
 
 TASKS = Path(__file__).resolve().parents[2] / "tasks_wasm"
 
@@ -36,7 +37,7 @@ async def start_mesh(stack: AsyncExitStack, root: Path, count: int) -> list[Mesh
     for i in range(count):
         boot = tuple(nodes[0].dial_addrs) if nodes else ()
         nodes.append(await stack.enter_async_context(open_node(node_config(root, f"n{i}", bootstrap=boot, slots=1))))
-    await wait_until(lambda: all(len(n.table.alive()) == count - 1 for n in nodes), 20, "the mesh")
+    await wait_until(lambda: all(len(n.table.alive()) == count - 1 for n in nodes), MEET, "the mesh")
     return nodes
 
 
@@ -51,7 +52,7 @@ async def test_a_mandelbrot_job_is_verified_by_two_distinct_peers_and_every_node
         owner = nodes[0]
         options = JobOptions(limits=TaskLimits(10**10, 64 << 20, 60_000, 1 << 20), replication=Replication(2, 2, 4))
         job = await owner.submit(module, tiles, options)
-        await wait_until(lambda: job.done, 120, "the job to finish")
+        await wait_until(lambda: job.done, JOB, "the job to finish")
         outputs = owner.jobs.store.outputs(job.job_id)
         assert [o.status for o in outputs] == ["ok"] * len(tiles)
         assert [o.output for o in outputs] == [reference.mandelbrot(t) for t in tiles]
@@ -71,21 +72,40 @@ async def test_a_module_without_the_entry_asked_for_is_refused_at_submit(tmp_pat
         with trio.fail_after(20):
             assert [r.output for r in await job.wait()] == [b"x"]
 
+
+def slow_down(node: MeshNode, seconds: float) -> None:
+    """Make every batch ``node`` runs last at least ``seconds``: its results come out no sooner."""
+    executor = node.jobs.executor
+    honest_run_batch = executor.run_batch
+
+    async def run_batch(manifest: Any, subtasks: Any, **kwargs: Any) -> list[SignedResult]:
+        start = trio.current_time()
+        results = await honest_run_batch(manifest, subtasks, **kwargs)
+        await trio.sleep_until(start + seconds)  # the length of the work, not a wait for something
+        return results
+
+    executor.run_batch = run_batch  # type: ignore[method-assign]
+
+
 async def test_long_subtasks_keep_their_leases(tmp_path: Path) -> None:
     """Subtasks that outlast the lease are renewed by their holder, so no third node runs them again."""
     module = (TASKS / "mandelbrot.wasm").read_bytes()
-    # about 0.5 s each on this machine; the lease is 0.2 s
     tiles = [
         json.dumps({"x0": 0, "y0": 0, "w": 96, "h": 96, "width": 96, "height": 96, "max_iter": 90000 + i}).encode()
         for i in range(3)
     ]
+    # A holder renews every third of the lease, so a renewal may come over a second late (a busy
+    # machine) and the lease still hold; every batch runs for one and a half leases.
+    lease = 2.0
     async with AsyncExitStack() as stack:
         nodes = await start_mesh(stack, tmp_path, 3)
+        for node in nodes:
+            slow_down(node, 1.5 * lease)
         options = JobOptions(
-            limits=TaskLimits(10**11, 64 << 20, 60_000, 1 << 20), replication=Replication(2, 2, 2), lease_seconds=0.2
+            limits=TaskLimits(10**11, 64 << 20, 60_000, 1 << 20), replication=Replication(2, 2, 2), lease_seconds=lease
         )
         job = await nodes[0].submit(module, tiles, options)
-        await wait_until(lambda: job.done, 120, "the job to finish")
+        await wait_until(lambda: job.done, JOB, "the job to finish")
         outputs = nodes[0].jobs.store.outputs(job.job_id)
         assert [o.status for o in outputs] == ["ok"] * len(tiles)
         # two replicas per subtask, each run once: a lapsed lease would hand one to a third node
@@ -123,7 +143,7 @@ async def test_four_nodes_render_a_4096_mandelbrot_in_256_tiles_each_verified_tw
     async with AsyncExitStack() as stack:
         nodes = await start_mesh(stack, tmp_path, 4)
         job = await nodes[0].submit(module, tiles, JobOptions(limits=limits, replication=Replication(2, 2, 4)))
-        with trio.fail_after(120):
+        with trio.fail_after(JOB):
             results = await job.wait()
         assert [r.status for r in results] == ["ok"] * len(tiles)
         assert [r.output for r in results] == expected
@@ -166,7 +186,7 @@ async def test_a_byzantine_node_among_four_honest_ones_gets_nothing_accepted(tmp
         owner, byzantine = nodes[0], nodes[4]
         corrupted = corrupt_some_outputs(byzantine)
         job = await owner.submit(module, tiles, JobOptions(limits=limits, replication=Replication(2, 2, 5)))
-        with trio.fail_after(120):
+        with trio.fail_after(JOB):
             results = await job.wait()
         assert corrupted, "the byzantine node never got work"
         assert [r.status for r in results] == ["ok"] * len(tiles)
@@ -189,7 +209,7 @@ async def test_inputs_too_large_to_travel_inline_are_fetched_by_hash(tmp_path: P
     async with AsyncExitStack() as stack:
         owner, thief = await start_mesh(stack, tmp_path, 2)
         job = await owner.submit(module, inputs, replicas=2, quorum=2, memory=64 << 20)
-        with trio.fail_after(60):
+        with trio.fail_after(JOB):
             results = await job.wait()
         assert [r.output for r in results] == [reference.monte_carlo_pi(i) for i in inputs]
         assert all(set(r.executors) == {str(owner.peer_id), str(thief.peer_id)} for r in results)

@@ -14,7 +14,8 @@ import trio
 from meshnode.net.host import to_libp2p_id
 from meshnode.node import MeshNode, open_node
 
-from .conftest import node_config, wait_until
+from ..waiting import wait_until
+from .conftest import node_config
 
 WINDOW = 10.0  # seconds of dials counted after the peer vanished
 

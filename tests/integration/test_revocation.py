@@ -16,7 +16,7 @@ from meshnode.core.manifest import Replication, TaskLimits
 from meshnode.jobs import JobOptions
 from meshnode.node import MeshNode
 
-from .conftest import wait_until
+from ..waiting import wait_until
 from .test_mesh_jobs import TASKS, start_mesh
 
 LIMITS = TaskLimits(10**12, 64 << 20, 60_000, 1 << 20)

@@ -13,7 +13,7 @@ from meshnode.core.manifest import Replication, TaskLimits
 from meshnode.jobs import JobOptions
 from tests.sandbox import modules as m
 
-from .conftest import wait_until
+from ..waiting import wait_until
 from .test_mesh_jobs import TASKS, start_mesh
 
 LIMITS = TaskLimits(10**9, 16 << 20, 30_000, 1 << 20)

@@ -17,7 +17,8 @@ from meshnode.sandbox import ENGINE_ID, Sandbox
 from meshnode.trust import TrustPolicy
 from tests.tasks import reference
 
-from .conftest import node_config, wait_until
+from ..waiting import MEET, STEP, wait_until
+from .conftest import node_config
 from .test_jobs_protocol import INPUTS, OPTIONS, TASK, side
 
 
@@ -84,11 +85,11 @@ async def test_an_untrusting_node_refuses_and_the_owner_hears_why(tmp_path: Path
     async with open_node(node_config(tmp_path, "a", slots=1)) as a:
         stranger = TrustPolicy(frozenset())  # trusts nobody
         async with open_node(node_config(tmp_path, "b", slots=1, bootstrap=tuple(a.dial_addrs), trust=stranger)) as b:
-            await wait_until(lambda: len(a.table.alive()) == 1 and len(b.table.alive()) == 1, 20, "the two nodes to meet")
+            await wait_until(lambda: len(a.table.alive()) == 1 and len(b.table.alive()) == 1, MEET, "the two nodes to meet")
             job = await a.submit(module, INPUTS, replicas=2, quorum=2)  # b is the only other node to run them
-            await wait_until(lambda: str(b.peer_id) in job.refusals, 20, "the refusal to reach the owner")
+            await wait_until(lambda: str(b.peer_id) in job.refusals, STEP, "the refusal to reach the owner")
             assert "does not run jobs for" in job.refusals[str(b.peer_id)]
-            await wait_until(lambda: job.progress().queued == len(INPUTS), 10, "the refused replicas to come back")
+            await wait_until(lambda: job.progress().queued == len(INPUTS), STEP, "the refused replicas to come back")
             assert job.progress().verified == 0 and not job.owner.finished
             assert b.jobs.executor.runs == 0 and b.jobs.executor.cache_hits == 0  # nothing ran on b
             await job.cancel()
@@ -108,8 +109,8 @@ async def test_the_python_api_yields_results_as_they_are_verified(tmp_path: Path
 async def test_a_cancelled_job_stops_and_is_not_resumed(tmp_path: Path) -> None:
     async with open_node(node_config(tmp_path, "a", slots=1)) as node:
         job = await node.submit(TASK, INPUTS, replicas=2, quorum=2)  # alone, it can never verify anything
-        await wait_until(lambda: job.progress().queued == len(INPUTS), 10, "its own replicas to run")
-        with trio.fail_after(5):
+        await wait_until(lambda: job.progress().queued == len(INPUTS), STEP, "its own replicas to run")
+        with trio.fail_after(STEP):
             await job.cancel()
             assert [r async for r in job.results()] == []
         assert job.owner.finished and node.surplus() == 0

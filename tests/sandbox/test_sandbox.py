@@ -20,6 +20,7 @@ from meshnode.sandbox import TICK_NS, EpochClock, Sandbox
 
 from tests.modes import mode_of
 
+from ..waiting import STEP, poll
 from . import modules as m
 
 LIMITS = TaskLimits(fuel=10**9, memory=4 << 20, timeout_ms=5000, max_output=64 << 10)
@@ -232,12 +233,13 @@ def test_close_interrupts_runs_in_flight() -> None:
     results = []
     worker = threading.Thread(target=lambda: results.append(sb.run_sync(m.SLOW_LOOP, b"", limits)))
     worker.start()
-    deadline = time.monotonic() + 10
-    while sb.compiled == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.05)
-    sb.close()
-    worker.join(timeout=10)
+    # in flight once its store has an epoch deadline (the sandbox keeps the largest it set): a run
+    # that only began after close() would have a fresh deadline, ten minutes away
+    try:
+        poll(lambda: sb._max_deadline_ticks > 1, STEP, "the run to start", every=0.01)
+    finally:
+        sb.close()
+        worker.join(timeout=STEP)
     assert not worker.is_alive()
     assert results[0].error is not None and "interrupted" in results[0].error.message
 

@@ -130,7 +130,7 @@ class Lan:
         """Start ``argv`` inside namespace ``ns``; it is killed when the LAN is torn down."""
         return _spawn(ns, argv, env, self.log_dir, name or ns, self.processes)
 
-    def call(self, ns: str, argv: Sequence[str], *, timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
+    def call(self, ns: str, argv: Sequence[str], *, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         """Run a short command inside ``ns`` and wait for it (killed if it outlives ``timeout``)."""
         return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=timeout)
 

@@ -3,8 +3,8 @@
 Every node is a real ``python -m meshnode`` process in its own network
 namespace (tests/slow/netns.py), and every observation goes through the real
 ``peers --json`` command run in the node's namespace. Waits poll against a
-deadline; the only fixed wait is the "nothing happens" window of the private
-swarm test, which is what that test asserts.
+deadline (tests/waiting.py); the only fixed wait is the "nothing happens" window
+of the private swarm test, which is what that test asserts.
 """
 
 from __future__ import annotations
@@ -24,20 +24,24 @@ import pytest
 
 from meshnode.identity import load_or_create_identity
 
+from ..waiting import MEET, STEP, poll
 from .netns import Lan, NsProcess, lan_factory  # noqa: F401  (lan_factory is a fixture)
 
 pytestmark = pytest.mark.slow
 
-INTERVAL = 0.5  # --presence-interval: a silent peer is stale after 1.5 s and gone after 5 s
+# --presence-interval: a silent peer is stale after 3 s and gone after 10 s. A round of `peers`
+# calls, the only way these tests see a state, costs ~0.3 s of Python start-up each on an idle
+# machine and seconds on a busy one; the 7 s a peer shows stale must hold several rounds.
+INTERVAL = 1.0
 PORT = 7350
-POLL = 0.2  # pause between two rounds of `peers` calls (each call is itself ~0.3 s of Python start-up)
+POLL = 0.2  # pause between two rounds of `peers` calls
 
 # Start-up (~3.5 s for three nodes on 2 cores, mDNS announcement included), ~1.3 s until the
-# neighbours hear the announcement, a dial, a presence: ~4 s measured, so 15 s leaves room for a busy CI.
-DISCOVERY_DEADLINE = 15.0
-TIMEOUT_DEADLINE = 10 * INTERVAL + 10.0  # stale, then gone, after the last presence
-JOIN_DEADLINE = 20.0  # a node (re)starting next to running ones
-REJOIN_DEADLINE = 15.0  # after the link comes back: a redial (every 5 s at most), a presence
+# neighbours hear the announcement, a dial, a presence: ~4 s measured on an idle machine.
+DISCOVERY_DEADLINE = MEET
+TIMEOUT_DEADLINE = 10 * INTERVAL + STEP  # stale, then gone, after the last presence
+JOIN_DEADLINE = MEET  # a node (re)starting next to running ones
+REJOIN_DEADLINE = MEET  # after the link comes back: a redial (every 5 s at most), a presence
 
 
 @dataclass
@@ -123,15 +127,20 @@ class Mesh:
         return all(self.sees(a, b) for a in nodes for b in nodes if a is not b)
 
     def wait_until(self, what: str, check: Callable[[], bool], timeout: float, every: float = POLL) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what}: not within {timeout:g} s\n{self.report()}")
-            time.sleep(every)
+        poll(check, timeout, what, every=every, report=self.report)
+
+    def state(self, observer: Node, peer: Node) -> str:
+        """How ``observer`` listed ``peer`` when it was last asked."""
+        return str((self.last.get(observer.name) or {}).get(peer.peer_id, {}).get("state", "absent"))
 
     def watch_timeout(self, peer: Node, observers: list[Node]) -> None:
-        """Poll until every observer lists ``peer`` as gone; each must have shown it stale first."""
-        seen: dict[str, list[str]] = {o.name: [] for o in observers}  # observer -> distinct states, in order
+        """Poll until every observer lists ``peer`` as gone; each must have shown it stale first.
+
+        Call it right after ``peer`` fell silent: what the observers last showed (before it did)
+        starts their record.
+        """
+        # observer -> distinct states, in order
+        seen: dict[str, list[str]] = {o.name: [self.state(o, peer)] for o in observers}
 
         def all_gone() -> bool:
             for name, table in self.tables(observers).items():
@@ -214,7 +223,7 @@ def test_silent_vanish_and_return(lan_factory: Callable[[int], Lan], tmp_path: P
     mesh.wait_until(
         f"the others drop their connections to the vanished {n3}",
         _all_others(mesh, n3, [n1, n2], state="gone", connected=False),
-        5.0,
+        STEP,
     )
 
     # The link comes back: having been timed out must not keep the node out of the mesh.
