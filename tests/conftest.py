@@ -3,10 +3,14 @@
 Hypothesis: locally every run explores new examples (and remembers failures in
 .hypothesis/); on CI (``CI`` set) the examples are derandomized, so a run is
 reproducible and a failure there is a failure here too.
+
+Leaks: each module ends with a garbage collection, so that an unclosed socket
+(a ResourceWarning, an error here) fails the module that leaked it.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 
@@ -27,3 +31,14 @@ def permissive_umask() -> Iterator[None]:
     finally:
         os.umask(previous)
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_garbage_after_each_module() -> Iterator[None]:
+    """Collect garbage when a module's tests are done.
+
+    With ``filterwarnings = error`` an unclosed socket or file fails the test that
+    happens to be running when the collector finds it; collecting here makes that
+    the last test of the module that leaked it, not one in a module far away.
+    """
+    yield
+    gc.collect()

@@ -57,6 +57,7 @@ def poll(
     start = time.monotonic()
     while not condition():
         if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}" + (f"\n{report()}" if report else ""))
+            context = f"\n{report()}" if report else ""
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{context}")
         time.sleep(every)
     return time.monotonic() - start

@@ -24,8 +24,8 @@ from ..errors import ConfigError, PeerUnavailableError
 from ..identity import Identity
 from .addresses import advertised, concrete_listen_addrs, parse_bootstrap, split_tcp
 from .libp2p_adapter import (
-    MdnsBridge, apply_patches, close_listeners, disable_dial_retries, port_is_free, replace_stale_pubsub_stream,
-    stop_auto_connector, track_dial_sockets, use_only_addrs, watch_oversize_gossip,
+    MdnsBridge, apply_patches, close_listeners, close_tcp_streams, disable_dial_retries, port_is_free,
+    replace_stale_pubsub_stream, stop_auto_connector, track_dial_sockets, use_only_addrs, watch_oversize_gossip,
 )  # fmt: skip
 
 __all__ = ["ConnectionEvent", "MeshHost", "open_host"]
@@ -354,12 +354,15 @@ async def open_host(
     # The mDNS handler must be registered before host.run(): libp2p reports the peers
     # it finds while run() is still announcing us (about 1.6 s), and never again.
     with MdnsBridge() if mdns else contextlib.nullcontext() as bridge:
-        async with host.run([multiaddr.Multiaddr(a) for a in addrs]):
-            transport_addrs = [str(a) for a in host.get_transport_addrs()]
-            mesh = MeshHost(host, pubsub, identity.peer_id, transport_addrs or addrs)
-            mesh.discoveries = bridge.receive if bridge is not None else None
-            async with _running(mesh, host, pubsub, gossipsub):
-                yield mesh
+        try:
+            async with host.run([multiaddr.Multiaddr(a) for a in addrs]):
+                transport_addrs = [str(a) for a in host.get_transport_addrs()]
+                mesh = MeshHost(host, pubsub, identity.peer_id, transport_addrs or addrs)
+                mesh.discoveries = bridge.receive if bridge is not None else None
+                async with _running(mesh, host, pubsub, gossipsub):
+                    yield mesh
+        finally:
+            await close_tcp_streams(host)  # whatever libp2p left open
 
 
 @asynccontextmanager

@@ -42,6 +42,11 @@
   schedule task after service has stopped" instead of "connection refused"), so
   the port could not be used again. ``close_listeners`` closes them, shielded,
   before the host stops.
+* Even so, a node stopped by a failing test on a busy machine (load 11)
+  left a TCP socket of a connection it had dialled unclosed (a ResourceWarning
+  that failed a later test). The TCP transport now keeps a weak set of every
+  connection it dials or accepts, and ``close_tcp_streams`` closes whichever
+  are still open once the host has stopped.
 * A dial whose security upgrade fails or is cancelled (a peer with another
   swarm key, a dial that hits our timeout) leaves its TCP socket unclosed (one
   ResourceWarning per failed dial, measured with three nodes on two swarm keys).
@@ -112,6 +117,7 @@ __all__ = [
     "apply_patches",
     "close_listeners",
     "disable_dial_retries",
+    "close_tcp_streams",
     "port_is_free",
     "replace_stale_pubsub_stream",
     "route_libp2p_logging",
@@ -124,6 +130,9 @@ __all__ = [
 # The raw connections opened by the dial running in this context (tasks a dial
 # spawns inherit the context, and with it the same list).
 _dial_sockets: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("dial_sockets", default=None)
+
+# Every TCP connection each transport (one per host) dialled or accepted, while it is referenced.
+_tcp_streams: weakref.WeakKeyDictionary[Any, weakref.WeakSet[Any]] = weakref.WeakKeyDictionary()
 
 _patched = False
 
@@ -143,7 +152,7 @@ def apply_patches() -> None:
         import libp2p.network.swarm as _swarm
 
         _swarm._HAPPY_EYEBALLS_DELAY = 0.0
-        _record_tcp_dials()
+        _record_tcp_connections()
         _count_oversize_gossip()
         _patched = True
     route_libp2p_logging()  # also when something else imported libp2p first
@@ -175,19 +184,43 @@ def route_libp2p_logging(level: int | None = None) -> None:
     logger.setLevel(_libp2p_level)
 
 
-def _record_tcp_dials() -> None:
+def _record_tcp_connections() -> None:
     from libp2p.transport.tcp.tcp import TCP
 
-    original = TCP.dial
+    original_dial = TCP.dial
+    original_create_listener = TCP.create_listener
 
     async def dial(self: Any, maddr: Any) -> Any:
-        raw = await original(self, maddr)
+        raw: Any = await original_dial(self, maddr)
+        _tcp_streams.setdefault(self, weakref.WeakSet()).add(raw.stream)
         opened = _dial_sockets.get()
         if opened is not None:
             opened.append(raw)
         return raw
 
+    def create_listener(self: Any, handler_function: Any) -> Any:
+        async def handler(stream: Any) -> None:
+            _tcp_streams.setdefault(self, weakref.WeakSet()).add(stream)
+            await handler_function(stream)
+
+        return original_create_listener(self, handler)
+
     TCP.dial = dial  # type: ignore[method-assign]
+    TCP.create_listener = create_listener  # type: ignore[method-assign]
+
+
+async def close_tcp_streams(host: Any) -> None:
+    """Close every TCP connection ``host`` dialled or accepted that is still open (see above).
+
+    Shielded: it runs on the way out of a cancelled node too. A closed stream is left as it is.
+    """
+    with trio.CancelScope(shield=True):
+        for transport in host.get_network().transport_manager.get_transports():
+            for stream in list(_tcp_streams.get(transport, ())):
+                try:
+                    await stream.close()
+                except Exception:
+                    pass
 
 
 @contextmanager

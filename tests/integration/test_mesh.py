@@ -38,7 +38,7 @@ async def test_five_nodes_joined_by_bootstrap_converge_and_a_stopped_node_is_gon
         # leave its context by hand: a normal exit says goodbye
         async with open_node(node_config(tmp_path, "extra", bootstrap=tuple(nodes[0].dial_addrs))) as extra:
             await wait_until(lambda: len(extra.table.alive()) == 5, MEET, "the extra node to see everyone")
-            await wait_until(lambda: all(states(n).get(extra.peer_id) == "alive" for n in nodes), MEET, "everyone to see it")
+            await wait_until(lambda: all(states(n).get(extra.peer_id) == "alive" for n in nodes), MEET, "all to see it")
             leaving = time.monotonic()
         # Without the goodbye each node would time the extra node out, GONE_INTERVALS of its
         # presence intervals after its last presence: the goodbye must have been handled before that.
@@ -124,14 +124,14 @@ async def test_private_swarm_keeps_strangers_out(tmp_path: Path) -> None:
 
     key_a.write_text(format_swarm_key())
     key_b.write_text(format_swarm_key())
-    interval = 0.2  # the window below is 8 presence intervals: a stranger let in would be heard in it
-    async with open_node(node_config(tmp_path, "m1", swarm_key=key_a, presence_interval=interval)) as m1:
+    fast = {"presence_interval": 0.2}  # the window below is 8 presence intervals: a stranger let in is heard in it
+    async with open_node(node_config(tmp_path, "m1", swarm_key=key_a, **fast)) as m1:
         boot = tuple(m1.dial_addrs)
-        async with open_node(node_config(tmp_path, "m2", swarm_key=key_a, bootstrap=boot, presence_interval=interval)) as m2, open_node(
-            node_config(tmp_path, "wrong", swarm_key=key_b, bootstrap=boot, presence_interval=interval)
-        ) as wrong, open_node(node_config(tmp_path, "none", bootstrap=boot, presence_interval=interval)) as none:
+        async with open_node(node_config(tmp_path, "m2", swarm_key=key_a, bootstrap=boot, **fast)) as m2, open_node(
+            node_config(tmp_path, "wrong", swarm_key=key_b, bootstrap=boot, **fast)
+        ) as wrong, open_node(node_config(tmp_path, "none", bootstrap=boot, **fast)) as none:
             await wait_until(lambda: states(m1).get(m2.peer_id) == "alive", MEET, "the members to meet")
-            await trio.sleep(8 * interval)  # what the test asserts: nothing happens in this window
+            await trio.sleep(8 * fast["presence_interval"])  # what the test asserts: nothing happens in this window
             for member in (m1, m2):
                 assert wrong.peer_id not in states(member) and none.peer_id not in states(member)
             for outsider in (wrong, none):
@@ -143,7 +143,7 @@ async def test_peer_reputation_is_persisted_and_shown_with_the_peer(tmp_path: Pa
         async with open_node(node_config(tmp_path, "a", bootstrap=tuple(b.dial_addrs))) as a:
             a.reputation.record_failure(b.peer_id)
             a_id = a.peer_id
-            await wait_until(lambda: states(a).get(b.peer_id) == states(b).get(a_id) == "alive", MEET, "a and b to meet")
+            await wait_until(lambda: states(a).get(b.peer_id) == "alive" == states(b).get(a_id), MEET, "them to meet")
         await wait_until(lambda: states(b).get(a_id) == "gone", STEP, "b to see a leave")
         async with open_node(node_config(tmp_path, "a", bootstrap=tuple(b.dial_addrs))) as a:  # restarted at once
             took = await wait_until(lambda: len(a.table.alive()) == 1, MEET, "b to be seen again")
