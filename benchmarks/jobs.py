@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from meshnode.config import NodeConfig  # noqa: E402
 from meshnode.core.manifest import Replication, TaskLimits  # noqa: E402
-from meshnode.jobs import JobOptions  # noqa: E402
-from meshnode.node import MeshNode, open_node  # noqa: E402
-from meshnode.sandbox import Sandbox  # noqa: E402
+from meshnode.core.manifest import JobOptions  # noqa: E402
+from meshnode.node.mesh_node import MeshNode, open_node  # noqa: E402
+from meshnode.sandbox.runtime import Sandbox  # noqa: E402
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks_wasm"
 LIMITS = TaskLimits(10**12, 256 << 20, 600_000, 64 << 20)

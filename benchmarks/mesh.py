@@ -183,10 +183,10 @@ def gossip_inner(n: int, seconds: float) -> dict[str, Any]:
     """Runs inside the namespace: start n nodes, wait for full tables, count the bytes on lo."""
     import trio
 
+    from meshnode.cli.logs import configure_logging
     from meshnode.config import NodeConfig
     from meshnode.core import wire
-    from meshnode.logs import configure_logging
-    from meshnode.node import open_node
+    from meshnode.node.mesh_node import open_node
 
     configure_logging("error")
     stats = Path("/sys/class/net/lo/statistics")

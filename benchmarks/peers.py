@@ -31,7 +31,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 from jobs import EMPTY, LIMITS, TASKS, single_thread_seconds, tiles, workload_parser  # noqa: E402
 
-from meshnode.sandbox import Sandbox, TaskModule  # noqa: E402
+from meshnode.sandbox.runtime import Sandbox, TaskModule  # noqa: E402
 
 # --- what runs in the workers -----------------------------------------------------------------
 # The script runs as the module "peers" (see the end of the file) with benchmarks/ on PYTHONPATH, so

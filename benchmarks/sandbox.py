@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from meshnode.core.manifest import TaskLimits  # noqa: E402
-from meshnode.local_exec import run_locally  # noqa: E402
-from meshnode.sandbox import ENGINE_ID, Sandbox  # noqa: E402
+from meshnode.sandbox.local_exec import run_locally  # noqa: E402
+from meshnode.sandbox.runtime import ENGINE_ID, Sandbox  # noqa: E402
 
 TASKS = ROOT / "tasks_wasm"
 LIMITS = TaskLimits(fuel=2**62, memory=256 << 20, timeout_ms=600_000, max_output=256 << 20)

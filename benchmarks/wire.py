@@ -17,10 +17,10 @@ import nacl.signing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from meshnode.config import DEFAULT_LIMITS  # noqa: E402
 from meshnode.core import wire  # noqa: E402
 from meshnode.core.manifest import InputCommitment, JobManifest, Replication, Subtask, verify_subtask  # noqa: E402
 from meshnode.core.peer_id import PeerId  # noqa: E402
-from meshnode.config import DEFAULT_LIMITS  # noqa: E402
 
 
 def per_call(fn: Callable[[], object], n: int) -> float:

@@ -13,6 +13,7 @@ from .core.manifest import JobManifest as JobManifest
 from .core.manifest import Replication as Replication
 from .core.manifest import Subtask as Subtask
 from .core.manifest import TaskLimits as TaskLimits
+from .core.manifest import JobOptions as JobOptions
 from .core.outcome import TaskError as TaskError
 from .core.outcome import TaskOutcome as TaskOutcome
 from .core.peer_id import PeerId as PeerId
@@ -25,16 +26,15 @@ from .errors import MeshError as MeshError
 from .errors import PeerUnavailableError as PeerUnavailableError
 from .errors import SandboxError as SandboxError
 from .errors import WireError as WireError
-from .identity import Identity as Identity
-from .identity import load_or_create_identity as load_or_create_identity
-from .jobs import JobOptions as JobOptions
-from .jobs import JobResult as JobResult
-from .jobs import RunningJob as RunningJob
-from .local_exec import run_locally as run_locally
-from .node import MeshNode as MeshNode
-from .node import open_node as open_node
-from .sandbox import Sandbox as Sandbox
-from .sandbox import TaskModule as TaskModule
+from .node.mesh_node import MeshNode as MeshNode
+from .node.mesh_node import open_node as open_node
+from .node.owning import JobResult as JobResult
+from .node.owning import RunningJob as RunningJob
+from .sandbox.local_exec import run_locally as run_locally
+from .sandbox.runtime import Sandbox as Sandbox
+from .sandbox.runtime import TaskModule as TaskModule
+from .storage.identity import Identity as Identity
+from .storage.identity import load_or_create_identity as load_or_create_identity
 
 
 __all__ = [

@@ -5,7 +5,7 @@ Usage:
     python tasks_wasm/build.py --out-dir DIR   # write the modules to DIR instead
     python tasks_wasm/build.py --check         # exit 1 if a fresh build differs from the committed .wasm
 
-Builds are byte-for-byte reproducible (see meshnode.toolchain), which is what makes --check
+Builds are byte-for-byte reproducible (see meshnode.sandbox.toolchain), which is what makes --check
 meaningful: the committed modules are exactly what their sources compile to.
 """
 
@@ -24,7 +24,7 @@ if __name__ == "__main__":  # run from a checkout without installing meshnode
     sys.path.insert(0, str(HERE.parent))
 
 from meshnode.errors import BuildError  # noqa: E402
-from meshnode.toolchain import compile_task  # noqa: E402
+from meshnode.sandbox.toolchain import compile_task  # noqa: E402
 
 
 def task_sources() -> list[Path]:

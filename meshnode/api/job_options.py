@@ -13,10 +13,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Final
 
-from ..core.manifest import JobManifest, Replication, TaskLimits
+from ..core.manifest import JobManifest, JobOptions, Replication, TaskLimits
 from ..core.wire import Bool, Int, Spec, Str
 from ..errors import WireError
-from ..jobs import JobOptions
 
 __all__ = ["job_options"]
 

@@ -18,7 +18,7 @@ outputs pass ``PAGE_OUTPUT_BYTES``; ``next`` is the ``after`` of the next page,
 or null after the last one. A page read while the job runs can miss a subtask
 decided later below its ``after``: read a job's results once it has ended.
 
-Result records are those of ``exec`` (jobio.py), plus ``"status": "disputed"``
+Result records are those of ``exec`` (job_files.py), plus ``"status": "disputed"``
 for a subtask whose executors never reached a quorum.
 """
 
@@ -27,7 +27,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
 from starlette.exceptions import HTTPException
@@ -35,21 +36,18 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..core import wire
-from ..core.manifest import JobManifest
+from ..core.manifest import JobManifest, JobOptions
 from ..errors import JournalError, SandboxError, WireError
-from ..jobio import output_value
 from .frame_stream import FrameReader, ThreadFrames
 from .framing import BodyTooLarge, FrameError
 from .job_body import JOB_CONTENT_TYPE, MAX_JOB_BYTES, decode_header, job_decoder
+from .job_files import output_value
 from .job_options import job_options
 
 if TYPE_CHECKING:
-    from ..jobs import RunningJob
-    from ..node import MeshNode
-    from ..store import VerifiedOutput
+    from ..storage.journal import VerifiedOutput
 
-__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "PAGE_OUTPUT_BYTES", "job_routes"]
+__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "PAGE_OUTPUT_BYTES", "JobDesk", "SubmittedJob", "job_routes"]
 
 DEFAULT_PAGE: Final = 1000
 MAX_PAGE: Final = 10_000
@@ -60,7 +58,45 @@ _MAX_INDEX: Final = 2**31
 _WHOLE_NUMBER: Final = re.compile(r"-?[0-9]{1,12}")
 
 
-def job_routes(node: MeshNode, *, max_job_bytes: int = MAX_JOB_BYTES) -> list[Route]:
+class SubmittedJob(Protocol):
+    """A job the node has taken: what the submitter is told."""
+
+    @property
+    def job_id(self) -> bytes: ...
+
+    @property
+    def manifest(self) -> JobManifest: ...
+
+
+class JobDesk(Protocol):
+    """What the job endpoints need from the node that owns the jobs: all of it, and nothing more.
+
+    Called on the node's trio loop, except ``results_page``, which reads the
+    journal and is called in a worker thread.
+    """
+
+    async def submit(self, module: bytes, inputs: Iterable[bytes], options: JobOptions) -> SubmittedJob:
+        """Take a new job (raises as ``MeshNode.submit`` does)."""
+        ...
+
+    def job_ids(self) -> list[bytes]:
+        """Every job this node owns or owned, oldest first."""
+        ...
+
+    def job_summary(self, job_id: bytes) -> dict[str, Any] | None:
+        """The job's state and progress (JSON-ready), or None when this node has no such job."""
+        ...
+
+    def results_page(self, job_id: bytes, after: int, limit: int) -> list[VerifiedOutput]:
+        """Up to ``limit`` decided subtasks with an index above ``after``, in index order."""
+        ...
+
+    async def cancel_job(self, job_id: bytes) -> bool:
+        """Stop the job across the mesh; False when there is no such job (raises JournalError)."""
+        ...
+
+
+def job_routes(node: JobDesk, *, max_job_bytes: int = MAX_JOB_BYTES) -> list[Route]:
     """The job endpoints of ``node``, for ``serve_api(..., extra_routes=...)``.
 
     Args:
@@ -82,7 +118,8 @@ def job_routes(node: MeshNode, *, max_job_bytes: int = MAX_JOB_BYTES) -> list[Ro
         return JSONResponse({"job_id": job.job_id.hex(), "subtasks": job.manifest.subtask_count})
 
     async def list_jobs(request: Request) -> JSONResponse:
-        return JSONResponse({"jobs": [_summary(node, j.job_id) for j in node.jobs.store.jobs()]})
+        summaries = (node.job_summary(job_id) for job_id in node.job_ids())
+        return JSONResponse({"jobs": [s for s in summaries if s is not None]})
 
     async def status(request: Request) -> JSONResponse:
         return JSONResponse(_summary(node, _job_id(request)))
@@ -91,20 +128,17 @@ def job_routes(node: MeshNode, *, max_job_bytes: int = MAX_JOB_BYTES) -> list[Ro
         job_id = _job_id(request)
         after, limit = _page_query(request)
         # off the event loop: the journal's lock can be held for seconds by a thread writing a big job
-        outputs = await trio.to_thread.run_sync(node.jobs.store.outputs_page, job_id, after, limit)
+        outputs = await trio.to_thread.run_sync(node.results_page, job_id, after, limit)
         return JSONResponse(_page(outputs, limit))
 
     async def cancel(request: Request) -> JSONResponse:
         job_id = _job_id(request)
-        job = node.jobs.jobs.get(job_id)
-        if job is None:
-            if node.jobs.store.job(job_id) is None:
-                raise HTTPException(404, f"no job {job_id.hex()} on this node")
-        elif not job.done:
-            try:
-                await node.jobs.cancel(job)
-            except JournalError as exc:
-                raise HTTPException(507, _one_line(f"the job is stopped, but its end was not journalled: {exc}")) from None
+        try:
+            known = await node.cancel_job(job_id)
+        except JournalError as exc:
+            raise HTTPException(507, _one_line(f"the job is stopped, but its end was not journalled: {exc}")) from None
+        if not known:
+            raise HTTPException(404, f"no job {job_id.hex()} on this node")
         return JSONResponse(_summary(node, job_id))
 
     return [
@@ -129,7 +163,7 @@ def _check_declared(request: Request, max_job_bytes: int) -> None:
         raise HTTPException(413, f"bad job: {declared} bytes is over the {max_job_bytes}-byte limit")
 
 
-async def _create(node: MeshNode, reader: FrameReader) -> RunningJob:
+async def _create(node: JobDesk, reader: FrameReader) -> SubmittedJob:
     """Read the header, check it, and have the node create the job from the rest of the body.
 
     The node compiles the module before it reads any input, so a module that
@@ -205,6 +239,13 @@ def _page(outputs: list[VerifiedOutput], limit: int) -> dict[str, Any]:
 # --- status ------------------------------------------------------------------------------------
 
 
+def _summary(node: JobDesk, job_id: bytes) -> dict[str, Any]:
+    summary = node.job_summary(job_id)
+    if summary is None:
+        raise HTTPException(404, f"no job {job_id.hex()} on this node")
+    return summary
+
+
 def _job_id(request: Request) -> bytes:
     try:
         job_id = bytes.fromhex(request.path_params["job_id"])
@@ -213,46 +254,6 @@ def _job_id(request: Request) -> bytes:
     if len(job_id) != 16:
         raise HTTPException(404, "no such job (a job ID is 32 hex characters)")
     return job_id
-
-
-def _summary(node: MeshNode, job_id: bytes) -> dict[str, Any]:
-    job = node.jobs.jobs.get(job_id)
-    if job is not None:
-        p = job.progress()
-        alive = len(node.table.alive())
-        policy = job.manifest.replication
-        needed = max(policy.replicas, policy.quorum) - 1  # the owner runs one replica itself
-        return {
-            "job_id": job_id.hex(), "label": job.manifest.label,
-            "state": "running" if not job.done else "cancelled" if job.owner.cancelled else "finished",
-            "total": p.total, "verified": p.verified, "failed": p.failed, "disputed": p.disputed,
-            "running": p.running, "queued": p.queued, "peers_working": p.working,
-            "refusals": dict(job.refusals), "problem": f"paused: {job.paused}" if job.paused else "",
-            "waiting_for_peers": None if alive >= needed or job.owner.finished else {"have": alive, "need": needed},
-        }  # fmt: skip
-    saved = node.jobs.store.job(job_id)
-    if saved is None:
-        raise HTTPException(404, f"no job {job_id.hex()} on this node")
-    counts = node.jobs.store.counts(job_id)
-    damaged = node.jobs.damaged.get(job_id)
-    problem = (
-        f"damaged: {damaged}. Its {sum(counts.values())} journalled results can still be read "
-        f"(meshnode results {job_id.hex()}); submit it again to run the rest"
-    ) if damaged else ""  # fmt: skip
-    ok, disputed = counts.get("ok", 0), counts.get("disputed", 0)
-    return {
-        "job_id": job_id.hex(), "label": _label(saved.manifest), "state": "damaged" if damaged else saved.state,
-        "total": saved.subtasks or sum(counts.values()), "verified": ok, "disputed": disputed,
-        "failed": sum(counts.values()) - ok - disputed, "running": 0, "queued": 0,
-        "peers_working": 0, "refusals": {}, "problem": problem, "waiting_for_peers": None,
-    }  # fmt: skip
-
-
-def _label(envelope: bytes) -> str:
-    try:
-        return wire.open_self_signed(envelope, JobManifest, "owner").label
-    except WireError:
-        return ""
 
 
 def _record(o: VerifiedOutput) -> dict[str, Any]:

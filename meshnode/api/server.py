@@ -67,7 +67,7 @@ class NodeView(Protocol):
         ...
 
     def peers(self) -> list[dict[str, Any]]:
-        """One dict per known peer (see ``meshnode.api.peers_view`` for the fields)."""
+        """One dict per known peer (see ``meshnode.cli.peers_view`` for the fields)."""
         ...
 
 

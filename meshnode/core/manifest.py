@@ -25,6 +25,7 @@ __all__ = [
     "INLINE_INPUT_MAX",
     "InputCommitment",
     "JobManifest",
+    "JobOptions",
     "Replication",
     "Subtask",
     "TaskLimits",
@@ -62,6 +63,23 @@ class Replication:
         if self.replicas > self.max_replicas:
             return f"replicas {self.replicas} is more than max_replicas {self.max_replicas}"
         return None
+
+
+WEEK_MS: Final = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """How the submitter wants a job run; the owner turns it into the manifest its peers read."""
+
+    limits: TaskLimits
+    replication: Replication = Replication(replicas=2, quorum=2, max_replicas=5)
+    entry: str = "run"
+    nan_canonical: bool = False
+    label: str = ""
+    lease_seconds: float = 30.0
+    max_attempts: int = 3
+    expires_in_ms: int = WEEK_MS
 
 
 @message("manifest", version=1, max_size=4096)

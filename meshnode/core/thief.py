@@ -1,7 +1,7 @@
 """The thief's state machine: the work a node takes from other owners, from the steal to the owner's answer.
 
 Its counterpart on the owner's side is ``owner.py``. The node feeds it events
-with ``handle`` and carries out the instructions it returns (``workers.py``).
+with ``handle`` and carries out the instructions it returns (``node/stealing.py``).
 
 Theory of operation:
 

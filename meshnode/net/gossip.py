@@ -21,7 +21,7 @@ from ..core import wire
 from ..core.peer_id import PeerId
 from ..core.presence import Goodbye, Presence
 from ..errors import WireError
-from ..identity import Identity
+from ..storage.identity import Identity
 from .host import MeshHost
 from .refusals import Refusals
 

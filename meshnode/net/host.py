@@ -21,7 +21,7 @@ import trio
 
 from ..core.peer_id import PeerId
 from ..errors import ConfigError, PeerUnavailableError
-from ..identity import Identity
+from ..storage.identity import Identity
 from .addresses import advertised, concrete_listen_addrs, parse_bootstrap, split_tcp
 from .libp2p_adapter import (
     MdnsBridge, apply_patches, close_listeners, close_tcp_streams, disable_dial_retries, port_is_free,

@@ -22,10 +22,10 @@ import trio
 from meshnode.api.job_body import JOB_CONTENT_TYPE, encode_job
 from meshnode.api.job_routes import job_routes
 from meshnode.api.server import new_token, serve_api
-from meshnode.node import MeshNode, open_node
+from meshnode.node.mesh_node import MeshNode, open_node
 from tests.integration.conftest import node_config
-from tests.waiting import wait_until
 from tests.sandbox import modules as m
+from tests.waiting import wait_until
 
 CAP = 4 << 20
 OPTIONS: dict[str, Any] = {

@@ -17,15 +17,16 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from meshnode.blobs import BlobStore
+from meshnode.config import TrustPolicy
 from meshnode.core.manifest import Replication, TaskLimits
+from meshnode.core.manifest import JobOptions
 from meshnode.core.reputation import Reputation
-from meshnode.executor import Executor
-from meshnode.identity import load_or_create_identity
-from meshnode.jobs import JobManager, JobOptions
-from meshnode.sandbox import Sandbox
-from meshnode.store import Store
-from meshnode.trust import TrustPolicy
+from meshnode.node.executing import Executor
+from meshnode.node.owning import JobManager
+from meshnode.sandbox.runtime import Sandbox
+from meshnode.storage.blobs import BlobStore
+from meshnode.storage.identity import load_or_create_identity
+from meshnode.storage.journal import Store
 from tests.cli.nodes import NodeProcess, api_get, meshnode, nodes, poll  # noqa: F401 - nodes is a fixture
 
 TASK = Path(__file__).resolve().parents[2] / "tasks_wasm" / "monte_carlo_pi.wasm"

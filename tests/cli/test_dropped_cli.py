@@ -8,9 +8,9 @@ from pathlib import Path
 import trio
 
 from meshnode.core.peer_id import PeerId
-from meshnode.identity import load_or_create_identity
 from meshnode.net.host import open_host
 from meshnode.net.job_protocol import PROTOCOL_ID
+from meshnode.storage.identity import load_or_create_identity
 
 from .nodes import NodeProcess, api_get, meshnode, nodes, poll  # noqa: F401  (nodes is a fixture)
 from .test_node_cli import LOOPBACK

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meshnode.api.job_commands import progress_line
+from meshnode.cli.job_commands import progress_line
 
 
 def test_the_progress_line_shows_every_count_the_rate_and_the_eta() -> None:

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import trio
 
-import meshnode.job_service as job_service
+import meshnode.node.job_service as job_service
 from meshnode.core import wire
 from meshnode.core.job_messages import PushedResult, ResultPush
 from meshnode.core.manifest import Subtask
-from meshnode.node import MeshNode, open_node
+from meshnode.node.mesh_node import MeshNode, open_node
 
 from ..waiting import JOB, MEET, STEP, wait_until
 from .conftest import node_config
@@ -95,7 +95,7 @@ async def test_a_module_that_does_not_match_its_hash_is_refused(tmp_path: Path) 
 async def test_a_replayed_result_is_acknowledged_but_never_counted_twice(tmp_path: Path) -> None:
     from meshnode.net.job_protocol import JobClient
 
-    from meshnode.sandbox import Sandbox
+    from meshnode.sandbox.runtime import Sandbox
 
     with Sandbox(slots=1) as sandbox:
         async with side(tmp_path / "o", sandbox) as owner, side(tmp_path / "t", sandbox) as thief:

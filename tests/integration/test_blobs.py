@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 import trio
 
-from meshnode.blobs import BlobStore
 from meshnode.core.blob_messages import REQUEST_MAX_SIZE, BlobRequest, BlobResponse
 from meshnode.core.peer_id import PeerId
 from meshnode.core.wire import decode, encode
 from meshnode.errors import PeerUnavailableError, WireError
-from meshnode.identity import load_or_create_identity
 from meshnode.net.blob_protocol import PROTOCOL_ID, fetch_blob, fetch_from_any, serve_blobs
 from meshnode.net.host import MeshHost, open_host
 from meshnode.net.streams import read_frame, write_frame
+from meshnode.storage.blobs import BlobStore
+from meshnode.storage.identity import load_or_create_identity
 
 from ..waiting import STEP
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import trio
 
 from meshnode.net.libp2p_adapter import port_is_free
-from meshnode.node import open_node
+from meshnode.node.mesh_node import open_node
 
 from .conftest import node_config
 

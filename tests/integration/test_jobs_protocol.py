@@ -13,23 +13,24 @@ from pathlib import Path
 
 import trio
 
-from meshnode.blobs import BlobStore
+from meshnode.config import TrustPolicy
 from meshnode.core import wire
 from meshnode.core.job_messages import PushedResult, ResultPush
 from meshnode.core.manifest import JobManifest, Replication, TaskLimits
+from meshnode.core.manifest import JobOptions
 from meshnode.core.reputation import Reputation
 from meshnode.core.result import ResultClaim
-from meshnode.executor import Executor
-from meshnode.identity import load_or_create_identity
-from meshnode.job_service import MeshJobService
-from meshnode.jobs import JobManager, JobOptions
 from meshnode.net.blob_protocol import fetch_from_any, serve_blobs
 from meshnode.net.host import MeshHost, open_host
 from meshnode.net.job_protocol import JobClient, serve_jobs
-from meshnode.sandbox import ENGINE_ID, Sandbox
-from meshnode.store import Store
-from meshnode.trust import TrustPolicy
-from meshnode.workers import Workers
+from meshnode.node.executing import Executor
+from meshnode.node.job_service import MeshJobService
+from meshnode.node.owning import JobManager
+from meshnode.node.stealing import Workers
+from meshnode.sandbox.runtime import ENGINE_ID, Sandbox
+from meshnode.storage.blobs import BlobStore
+from meshnode.storage.identity import load_or_create_identity
+from meshnode.storage.journal import Store
 from tests.tasks import reference
 
 from ..waiting import JOB

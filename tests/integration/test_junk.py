@@ -20,11 +20,11 @@ import trio
 from meshnode.core import wire
 from meshnode.core.blob_messages import BlobRequest
 from meshnode.core.job_messages import StealAsk
-from meshnode.identity import load_or_create_identity
 from meshnode.net import blob_protocol, job_protocol
 from meshnode.net.host import MeshHost, open_host
-from meshnode.node import MeshNode, open_node
-from meshnode.sandbox import ENGINE_ID
+from meshnode.node.mesh_node import MeshNode, open_node
+from meshnode.sandbox.runtime import ENGINE_ID
+from meshnode.storage.identity import load_or_create_identity
 
 from ..waiting import wait_until
 from .conftest import node_config

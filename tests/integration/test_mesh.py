@@ -10,7 +10,7 @@ import trio
 
 from meshnode.core.peer_id import PeerId
 from meshnode.core.peers import GONE_INTERVALS, SILENT_CONNECTION_LIMIT
-from meshnode.node import MeshNode, open_node
+from meshnode.node.mesh_node import MeshNode, open_node
 
 from ..waiting import MEET, STEP, wait_until
 from .conftest import node_config
@@ -80,9 +80,9 @@ async def test_an_abruptly_cancelled_node_turns_stale_then_gone_by_timeout(tmp_p
 
 async def test_bad_gossip_is_dropped_and_counted_and_the_node_carries_on(tmp_path: Path) -> None:
     from meshnode.core import wire
-    from meshnode.identity import load_or_create_identity
     from meshnode.net.gossip import PRESENCE_TOPIC
     from meshnode.net.host import open_host
+    from meshnode.storage.identity import load_or_create_identity
 
     async with open_node(node_config(tmp_path, "victim")) as victim, open_node(
         node_config(tmp_path, "friend", bootstrap=tuple(victim.dial_addrs))

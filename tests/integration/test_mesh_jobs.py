@@ -15,13 +15,13 @@ import trio
 from meshnode.core import wire
 
 from meshnode.core.manifest import Replication, TaskLimits
+from meshnode.core.manifest import JobOptions
 from meshnode.errors import SandboxError
-from meshnode.executor import SignedResult
-from meshnode.jobs import JobOptions
-from meshnode.local_exec import run_locally
-from meshnode.node import MeshNode, open_node
-from meshnode.sandbox import Sandbox
-from meshnode.store import OutboxEntry
+from meshnode.node.executing import SignedResult
+from meshnode.node.mesh_node import MeshNode, open_node
+from meshnode.sandbox.local_exec import run_locally
+from meshnode.sandbox.runtime import Sandbox
+from meshnode.storage.journal import OutboxEntry
 from tests.sandbox import modules as m
 from tests.tasks import reference
 

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from meshnode.net.host import to_libp2p_id
-from meshnode.node import MeshNode, open_node
+from meshnode.node.mesh_node import MeshNode, open_node
 
 from ..waiting import wait_until
 from .conftest import node_config

@@ -13,8 +13,8 @@ import trio
 
 from meshnode.core.job import ReplicaRef
 from meshnode.core.manifest import Replication, TaskLimits
-from meshnode.jobs import JobOptions
-from meshnode.node import MeshNode
+from meshnode.core.manifest import JobOptions
+from meshnode.node.mesh_node import MeshNode
 
 from ..waiting import wait_until
 from .test_mesh_jobs import TASKS, start_mesh

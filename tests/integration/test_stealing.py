@@ -7,14 +7,14 @@ from pathlib import Path
 
 import trio
 
+from meshnode.config import TrustPolicy
 from meshnode.core.job_messages import PushedResult, ResultPush
 from meshnode.core.manifest import Replication
-from meshnode.jobs import JobOptions
+from meshnode.core.manifest import JobOptions
 from meshnode.net.blob_protocol import fetch_from_any
 from meshnode.net.job_protocol import JobClient
-from meshnode.node import open_node
-from meshnode.sandbox import ENGINE_ID, Sandbox
-from meshnode.trust import TrustPolicy
+from meshnode.node.mesh_node import open_node
+from meshnode.sandbox.runtime import ENGINE_ID, Sandbox
 from tests.tasks import reference
 
 from ..waiting import MEET, STEP, wait_until

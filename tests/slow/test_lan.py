@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from meshnode.identity import load_or_create_identity
+from meshnode.storage.identity import load_or_create_identity
 
 from ..waiting import MEET, STEP, poll
 from .netns import Lan, NsProcess, lan_factory  # noqa: F401  (lan_factory is a fixture)

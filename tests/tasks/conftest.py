@@ -9,7 +9,7 @@ import pytest
 
 from meshnode.core.manifest import TaskLimits
 from meshnode.errors import SandboxError
-from meshnode.sandbox import Sandbox
+from meshnode.sandbox.runtime import Sandbox
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks_wasm"
 LIMITS = TaskLimits(fuel=1 << 40, memory=256 << 20, timeout_ms=120_000, max_output=256 << 20)

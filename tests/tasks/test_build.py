@@ -1,4 +1,4 @@
-"""meshnode.toolchain and tasks_wasm/build.py: reproducible builds and clear build errors."""
+"""meshnode.sandbox.toolchain and tasks_wasm/build.py: reproducible builds and clear build errors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import wasmtime
 
 from meshnode.errors import BuildError
-from meshnode.toolchain import compile_task, task_include_dir
+from meshnode.sandbox.toolchain import compile_task, task_include_dir
 
 REPO = Path(__file__).resolve().parents[2]
 TASKS_DIR = REPO / "tasks_wasm"

@@ -1,0 +1,1 @@
+"""``python -m meshnode``: the grammar (parser.py), and the commands grouped by what they act on."""

@@ -1,0 +1,238 @@
+"""``submit``, ``status``, ``results`` and ``jobs``: the job commands, through the running node's API."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import signal
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from ..config import resolve_data_dir
+from ..errors import ConfigError, MeshError
+from .parser import input_spec, limits_from_args, read_module
+
+__all__ = ["cmd_cancel", "cmd_jobs", "cmd_results", "cmd_status", "cmd_submit", "progress_line"]
+
+POLL_SECONDS = 0.5
+RESULTS_PAGE = 1000  # result records per request
+
+
+def _client(args: argparse.Namespace, timeout: float = 5.0) -> Any:
+    from ..api.client import ApiClient
+
+    return ApiClient.for_data_dir(resolve_data_dir(args.data_dir), timeout=timeout)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from ..api.job_body import JOB_CONTENT_TYPE, encode_job
+    from ..api.job_files import read_inputs
+
+    limits = limits_from_args(args)
+    if not 1 <= args.quorum <= args.max_replicas or not 1 <= args.replicas <= args.max_replicas:
+        raise ConfigError("need 1 <= --quorum <= --max-replicas and 1 <= --replicas <= --max-replicas")
+    module = read_module(args.module)
+    inputs = read_inputs(input_spec(args))
+    # the first input is read before the upload, so an unreadable or empty source
+    # is reported before the node compiles anything
+    first = next(inputs, None)
+    if first is None:
+        raise ConfigError("the job has no inputs")
+    options = {
+        "replicas": args.replicas, "quorum": args.quorum, "max_replicas": args.max_replicas,
+        "fuel": limits.fuel, "memory": limits.memory, "timeout_ms": limits.timeout_ms,
+        "max_output": limits.max_output, "entry": args.entry, "nan_canonical": args.nan_canonical,
+        "label": (args.label or Path(args.module).name)[:200],
+    }  # fmt: skip
+    sent = _Counted(itertools.chain([first], inputs))
+    client = _client(args, timeout=300.0)
+    with _ctrl_c_held_once_sent(sent) as ctrl_c:
+        reply = client.post_stream("/v1/jobs", encode_job(module, options, sent), JOB_CONTENT_TYPE)
+    job_id, subtasks = reply["job_id"], reply["subtasks"]
+    if ctrl_c:  # pressed before the job's ID was known: the user wants no job
+        return _cancel_after_ctrl_c(client, job_id)
+    if subtasks != sent.count:
+        raise MeshError(f"job {job_id}: the node counted {subtasks} subtasks where {sent.count} were sent")
+    if args.detach:
+        print(job_id)
+        return 0
+    print(f"job {job_id}: {subtasks} subtasks, {args.replicas} replicas, quorum {args.quorum}", file=sys.stderr)
+    try:
+        status = _follow(client, job_id)
+    except KeyboardInterrupt:  # the job is this terminal's: stop it across the mesh, as the user means
+        return _cancel_after_ctrl_c(client, job_id)
+    _write_results(_results(client, job_id), args.output)
+    return 0 if status["verified"] == status["total"] else 1
+
+
+def _cancel_after_ctrl_c(client: Any, job_id: str) -> int:
+    status = client.post_json(f"/v1/jobs/{job_id}/cancel")
+    print(f"\n{_cancelled(status)}", file=sys.stderr)
+    return 130
+
+
+def _cancelled(status: dict[str, Any]) -> str:
+    decided = status["verified"] + status["failed"] + status["disputed"]
+    return (f"job {status['job_id']} cancelled across the mesh: {decided} of {status['total']} subtasks were "
+            f"decided (meshnode results {status['job_id']})")  # fmt: skip
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    status = _client(args, timeout=30.0).post_json(f"/v1/jobs/{args.job}/cancel")
+    print(_cancelled(status))
+    return 0
+
+
+class _Counted:
+    """An iterable of inputs that counts them as they are read."""
+
+    def __init__(self, inputs: Iterator[bytes]) -> None:
+        self._inputs = inputs
+        self.count = 0
+        self.all_read = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for data in self._inputs:
+            self.count += 1
+            yield data
+        self.all_read = True
+
+
+@contextlib.contextmanager
+def _ctrl_c_held_once_sent(sent: _Counted) -> Iterator[list[int]]:
+    """Ctrl-C while the job goes up: before the last input is sent it stops the upload (no job is made);
+    after, the node may already have made the job, so it is held (in the yielded list) until the node
+    answers with the job's ID, and the job can be cancelled rather than left to run unseen.
+    """
+    held: list[int] = []
+
+    def on_ctrl_c(signum: int, frame: object) -> None:
+        if not sent.all_read:
+            raise KeyboardInterrupt
+        held.append(signum)
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _follow(client: Any, job_id: str) -> dict[str, Any]:
+    """Poll the job until it ends, drawing progress on stderr; its last status."""
+    start = time.monotonic()
+    warned = False
+    refused: set[str] = set()
+    problem = ""
+    live = sys.stderr.isatty()
+    while True:
+        status: dict[str, Any] = client.get(f"/v1/jobs/{job_id}")
+        waiting = status.get("waiting_for_peers")
+        if waiting and not warned:
+            print(
+                f"waiting for peers: the mesh has {waiting['have']} other node(s), this job needs "
+                f"{waiting['need']} (--replicas 1 runs unverified on one node); still waiting...",
+                file=sys.stderr,
+            )
+            warned = True
+        if status.get("problem", "") != problem:
+            problem = status.get("problem", "")
+            if problem:
+                print(f"\njob {job_id}: {problem}", file=sys.stderr)
+        for peer, reason in status.get("refusals", {}).items():
+            if peer not in refused:
+                refused.add(peer)
+                print(f"\npeer {peer} refused this job's work: {reason}", file=sys.stderr)
+        line = progress_line(status, time.monotonic() - start)
+        if live:
+            sys.stderr.write("\r\x1b[K" + line)
+            sys.stderr.flush()
+        if status["state"] != "running":
+            if live:
+                sys.stderr.write("\n")
+            print(f"job {job_id} {status['state']}: {line}", file=sys.stderr)
+            return status
+        time.sleep(POLL_SECONDS)
+
+
+def progress_line(status: dict[str, Any], elapsed: float, width: int = 24) -> str:
+    """``[#######.........]  120/256  verified 118, failed 2, disputed 0 | 6 running on 3 peers | 41.0/s ETA 3 s``"""
+    total = max(1, status["total"])
+    done = status["verified"] + status["failed"] + status["disputed"]
+    filled = round(width * done / total)
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = f"ETA {(total - done) / rate:.0f} s" if rate and done < total else "ETA -"
+    peers = status.get("peers_working", 0)
+    return (
+        f"[{'#' * filled}{'.' * (width - filled)}] {done}/{status['total']}  verified {status['verified']}, "
+        f"failed {status['failed']}, disputed {status['disputed']} | {status['running']} running on "
+        f"{peers} peer{'' if peers == 1 else 's'} | {rate:.1f}/s {eta}"
+    )
+
+
+def _results(client: Any, job_id: str, limit: int = RESULTS_PAGE) -> Iterator[dict[str, Any]]:
+    """A job's result records in index order, fetched a page at a time as they are consumed."""
+    after: int | None = None
+    while True:
+        query = f"limit={limit}" if after is None else f"limit={limit}&after={after}"
+        page: dict[str, Any] = client.get(f"/v1/jobs/{job_id}/results?{query}")
+        yield from page["results"]
+        after = page["next"]
+        if after is None:
+            return
+
+
+def _write_results(results: Iterable[dict[str, Any]], output: str | None) -> bool:
+    """Write ``results`` as JSON Lines, each page as it arrives; whether every one was ok."""
+    all_ok = True
+    out: IO[str] = sys.stdout if output is None else open(output, "w", encoding="utf-8")
+    try:
+        for record in results:
+            out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+            all_ok = all_ok and record["status"] == "ok"
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return all_ok
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = _client(args)
+    statuses = [client.get(f"/v1/jobs/{args.job}")] if args.job else client.get("/v1/jobs")["jobs"]
+    for s in statuses:
+        if args.json:
+            print(json.dumps(s))
+        else:
+            wait = "  (waiting for peers)" if s.get("waiting_for_peers") else ""
+            print(f"{s['job_id']}  {s['state']:8}  {s['verified']}/{s['total']} verified, {s['failed']} failed, "
+                  f"{s['disputed']} disputed, {s['running']} running{wait}")  # fmt: skip
+            for peer, reason in s.get("refusals", {}).items():
+                print(f"  refused by {peer}: {reason}")
+            if s.get("problem"):
+                print(f"  {s['problem']}")
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    return 0 if _write_results(_results(_client(args), args.job), args.output) else 1
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    jobs = _client(args).get("/v1/jobs")["jobs"]
+    if args.json:
+        print(json.dumps(jobs))
+    elif not jobs:
+        print("no jobs yet")
+    else:
+        for s in jobs:
+            print(f"{s['job_id']}  {s['state']:8}  {s['verified']}/{s['total']} verified  {s.get('label', '')}")
+            if s.get("problem"):
+                print(f"  {s['problem']}")
+    return 0
+
+

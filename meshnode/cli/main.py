@@ -1,0 +1,55 @@
+"""``python -m meshnode``: the command line.
+
+Every command prints one line to stderr and exits 2 on bad usage, an
+unreadable file or a module that cannot run; ``exec`` exits 1 when some
+subtasks failed (their lines are still written) and 0 when all succeeded.
+The grammar is in ``parser.py``; the commands in ``node_commands.py`` (the
+node), ``task_commands.py`` (tasks on this machine) and ``job_commands.py``
+(jobs on the mesh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Final
+
+from ..errors import MeshError
+from ..node.plain_errors import raise_mesh_error_plainly
+from . import job_commands, node_commands, task_commands
+from .parser import build_parser
+
+__all__ = ["COMMANDS", "main"]
+
+COMMANDS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
+    "run": node_commands.cmd_run,
+    "id": node_commands.cmd_id,
+    "swarm-key": node_commands.cmd_swarm_key,
+    "peers": node_commands.cmd_peers,
+    "build": task_commands.cmd_build,
+    "exec": task_commands.cmd_exec,
+    "submit": job_commands.cmd_submit,
+    "status": job_commands.cmd_status,
+    "results": job_commands.cmd_results,
+    "jobs": job_commands.cmd_jobs,
+    "cancel": job_commands.cmd_cancel,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["run", *argv]  # `python -m meshnode [flags]` runs a node
+    args = parser.parse_args(argv)
+    try:
+        with raise_mesh_error_plainly():
+            code = COMMANDS[args.command](args)
+        return code
+    except MeshError as exc:
+        print(f"meshnode {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"meshnode {args.command}: interrupted", file=sys.stderr)
+        return 130

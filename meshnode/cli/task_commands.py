@@ -1,0 +1,113 @@
+"""The commands about tasks on this machine: ``build`` (C to wasm) and ``exec`` (run a task's subtasks here)."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from ..api.job_files import read_inputs, result_record
+from ..config import default_slots, resolve_data_dir
+from ..core.outcome import TaskOutcome
+from ..errors import ConfigError, InputError, SandboxError
+from .parser import input_spec, limits_from_args, read_module
+
+__all__ = ["cmd_build", "cmd_exec"]
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from ..sandbox.toolchain import compile_task
+
+    output = Path(args.output)
+    compile_task(Path(args.source), output, include_dirs=[Path(d) for d in args.include])
+    print(f"built {output} ({output.stat().st_size} bytes)", file=sys.stderr)
+    return 0
+
+
+def _open_output(path: str | None) -> IO[str]:
+    if path is None:
+        return sys.stdout
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+class _Progress:
+    """A one-line progress display on stderr, shown only on a terminal."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label = total, label
+        self.done = self.failed = 0
+        self.start = time.monotonic()
+        self._last_draw = 0.0
+        self._live = sys.stderr.isatty()
+
+    def add(self, ok: bool) -> None:
+        self.done += 1
+        self.failed += not ok
+        now = time.monotonic()
+        if self._live and (now - self._last_draw > 0.1 or self.done == self.total):
+            self._last_draw = now
+            rate = self.done / max(now - self.start, 1e-9)
+            eta = (self.total - self.done) / rate if rate else 0.0
+            sys.stderr.write(
+                f"\r{self.label}: {self.done}/{self.total} done, {self.failed} failed, "
+                f"{rate:.1f}/s, ETA {eta:.0f} s   "
+            )
+            sys.stderr.flush()
+
+    def finish(self, slots: int) -> None:
+        elapsed = time.monotonic() - self.start
+        if self._live:
+            sys.stderr.write("\r\x1b[K")
+        print(
+            f"{self.label}: {self.total} subtasks, {self.total - self.failed} ok, {self.failed} failed "
+            f"in {elapsed:.2f} s on {slots} slot{'s' * (slots != 1)}",
+            file=sys.stderr,
+        )
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    import trio
+
+    from ..sandbox.local_exec import run_locally
+    from ..sandbox.runtime import Sandbox
+    from ..storage.identity import load_or_create_identity
+
+    limits = limits_from_args(args)
+    slots = args.slots if args.slots is not None else default_slots()
+    if slots < 1:
+        raise ConfigError(f"--slots {slots}: need at least 1")
+    wasm = read_module(args.module)
+    inputs = list(read_inputs(input_spec(args)))
+    data_dir = resolve_data_dir(args.data_dir)
+    executors = [str(load_or_create_identity(data_dir).peer_id)]
+    out = _open_output(args.output)
+    progress = _Progress(len(inputs), Path(args.module).name)
+
+    def emit(index: int, outcome: TaskOutcome) -> None:
+        record: dict[str, Any] = result_record(index, outcome, executors)
+        out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        progress.add(outcome.ok)
+
+    try:
+        with Sandbox(slots=slots, cache_dir=data_dir / "modules") as sandbox:
+            try:
+                module = sandbox.load(wasm, nan_canonical=args.nan_canonical)
+            except SandboxError as exc:
+                raise InputError(f"{args.module} cannot run: {exc.error.message} ({exc.error.code})") from None
+            problem = module.check_entry(args.entry)
+            if problem is not None:
+                raise InputError(f"{args.module}: {problem.message}")
+            trio.run(functools.partial(run_locally, sandbox, module, inputs, limits, emit, entry=args.entry))
+    finally:
+        out.flush()
+        if out is not sys.stdout:
+            out.close()
+    progress.finish(slots)
+    return 1 if progress.failed else 0

@@ -1,0 +1,282 @@
+"""The executor side of a subtask: check it, run it (or answer from the cache), sign the result.
+
+Nothing runs before every check passed, whoever forwarded the work: the
+manifest must be signed by the owner it names, the owner trusted by this
+node's policy, the job not expired, the module present with the hash the
+manifest names, and the subtask proven against the manifest's input root.
+
+A result is signed with the node key, kept in the outbox (in the journal)
+until the owner acknowledges it, and cached by (module hash, input hash,
+engine) so that a repeated subtask is answered without running it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import trio
+
+from ..config import TrustPolicy
+from ..core import wire
+from ..core.manifest import JobManifest, Subtask, verify_subtask
+from ..core.outcome import TaskError, TaskOutcome
+from ..core.peer_id import PeerId
+from ..core.result import ResultClaim
+from ..errors import JournalError, MeshError, SandboxError, WireError
+from ..sandbox.runtime import ENGINE_ID, Sandbox, TaskModule
+from ..storage.blobs import BlobStore
+from ..storage.identity import Identity
+from ..storage.journal import CachedResult, OutboxEntry, Store
+
+__all__ = ["CheckedBatch", "Executor", "JobActivity", "RefusedWork", "SignedResult"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_CACHE_SIZE: Final = 64
+FIRST_RETRY: Final = 10.0  # seconds before the outbox pushes a result again
+INPUT_MISSING: Final = "the input is not here yet (fetch it by hash first)"
+ACTIVITY_JOBS: Final = 32  # jobs whose activity is kept
+
+
+@dataclass(slots=True)
+class JobActivity:
+    """What this node ran of one job: chunks, replicas, and when the last chunk started and ended (unix time)."""
+
+    chunks: int = 0
+    replicas: int = 0
+    running: int = 0  # replicas in a chunk under way now
+    last_started: float = 0.0
+    last_ended: float = 0.0
+    last_started_monotonic: float = 0.0
+
+
+class RefusedWork(MeshError):
+    """A subtask this node will not run; ``reason`` is sent back to whoever offered it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class CheckedBatch:
+    """A batch of one job's subtasks after ``Executor.check_batch``."""
+
+    manifest: JobManifest
+    subtasks: list[Subtask] = field(default_factory=list)  # passed every check
+    refused: list[tuple[int, str]] = field(default_factory=list)  # the others: position in the batch, why
+
+
+@dataclass(frozen=True, slots=True)
+class SignedResult:
+    claim: ResultClaim
+    envelope: bytes  # the claim, signed by this node (b"" when run unsigned for our own job)
+    output: bytes | None
+    cached: bool
+    message: str = ""  # what went wrong, for a failure (the claim carries only its code)
+
+
+class Executor:
+    """Runs subtasks of any job this node trusts, on its sandbox."""
+
+    def __init__(self, identity: Identity, sandbox: Sandbox, blobs: BlobStore, store: Store, trust: TrustPolicy) -> None:
+        self.identity = identity
+        self.sandbox = sandbox
+        self.blobs = blobs
+        self.store = store
+        self.trust = trust
+        self.cache_hits = 0
+        self.runs = 0
+        self.journal_problem = ""  # why the last results could not be journalled, or ""
+        self.activity: dict[bytes, JobActivity] = {}  # what ran here, by job, for the most recent jobs
+        self._unlimited = trio.CapacityLimiter(1 << 20)  # the sandbox's own limiter is held around the thread trip
+        self._manifests: OrderedDict[bytes, JobManifest] = OrderedDict()  # verified envelopes, by hash
+
+    def _activity(self, job_id: bytes) -> JobActivity:
+        activity = self.activity.pop(job_id, None) or JobActivity()
+        self.activity[job_id] = activity  # the most recent last
+        while len(self.activity) > ACTIVITY_JOBS:
+            del self.activity[next(iter(self.activity))]
+        return activity
+
+    def verified_manifest(self, envelope: bytes) -> JobManifest:
+        """The manifest in an envelope its owner signed. A verified envelope is remembered (by hash),
+        so a grant and its batches cost one signature check, not one per subtask.
+
+        Raises:
+            RefusedWork: not a manifest signed by the owner it names.
+        """
+        key = hashlib.sha256(envelope).digest()
+        manifest = self._manifests.get(key)
+        if manifest is None:
+            try:
+                manifest = wire.open_self_signed(envelope, JobManifest, "owner")
+            except WireError as exc:
+                raise RefusedWork(f"invalid work: {exc}") from None
+            self._manifests[key] = manifest
+            if len(self._manifests) > MANIFEST_CACHE_SIZE:
+                self._manifests.popitem(last=False)
+        return manifest
+
+    def check_owner(self, owner: PeerId) -> None:
+        """Raises RefusedWork when this node's trust policy excludes ``owner``."""
+        if not self.trust.trusts(owner):
+            raise RefusedWork(f"this node does not run jobs for {owner} (its --trust list)")
+
+    def open_manifest(self, envelope: bytes, now_ms: int) -> JobManifest:
+        """The owner's signed manifest, if this node will run its work now.
+
+        Raises:
+            RefusedWork: a bad signature, an untrusted owner, an expired job, the module missing.
+        """
+        manifest = self.verified_manifest(envelope)
+        self.check_owner(manifest.owner)
+        if manifest.expired(now_ms):
+            raise RefusedWork("the job has expired")
+        if not self.blobs.has(manifest.module_sha256):
+            raise RefusedWork("the module is not here yet (fetch it by hash first)")
+        return manifest
+
+    def check(self, manifest_envelope: bytes, subtask_bytes: bytes, now_ms: int) -> tuple[JobManifest, Subtask]:
+        """Everything that must hold before anything runs.
+
+        Raises:
+            RefusedWork: with the reason (bad signature or proof, untrusted owner,
+                expired job, missing or mismatched module or input).
+        """
+        manifest = self.open_manifest(manifest_envelope, now_ms)
+        return manifest, self._check_subtask(manifest, subtask_bytes)
+
+    def check_batch(self, manifest_envelope: bytes, subtasks: Sequence[bytes | Subtask], now_ms: int) -> CheckedBatch:
+        """``check`` for a batch of one job's subtasks (encoded, or decoded already): the good ones,
+        and a reason for each bad one.
+
+        Raises:
+            RefusedWork: the manifest itself is refused (so is every subtask).
+        """
+        manifest = self.open_manifest(manifest_envelope, now_ms)
+        batch = CheckedBatch(manifest)
+        for position, data in enumerate(subtasks):
+            try:
+                batch.subtasks.append(self._check_subtask(manifest, data))
+            except RefusedWork as exc:
+                batch.refused.append((position, exc.reason))
+        return batch
+
+    def _check_subtask(self, manifest: JobManifest, subtask: bytes | Subtask) -> Subtask:
+        try:
+            if isinstance(subtask, bytes):
+                subtask = wire.decode(subtask, Subtask)
+            verify_subtask(manifest, subtask)
+        except WireError as exc:
+            raise RefusedWork(f"invalid work: {exc}") from None
+        if subtask.input is None and not self.blobs.has(subtask.input_sha256):
+            raise RefusedWork(INPUT_MISSING)
+        return subtask
+
+    async def run(self, manifest: JobManifest, subtask: Subtask, *, outbox: bool = True) -> SignedResult:
+        """Run one checked subtask: ``run_batch`` of one."""
+        (result,) = await self.run_batch(manifest, [subtask], outbox=outbox)
+        return result
+
+    async def run_batch(
+        self, manifest: JobManifest, subtasks: Sequence[Subtask], *, outbox: bool = True, sign: bool = True,
+        cache: bool = True,
+    ) -> list[SignedResult]:
+        """Run checked subtasks of one job (or answer them from the cache), sign the claims, keep them in the outbox.
+
+        The whole batch is one trip into a worker thread holding one sandbox slot,
+        and one journal transaction: a trivial subtask costs about as much as its
+        run, not as much as a thread hop and a commit.
+
+        ``outbox=False`` when the owner is this node: the claims are delivered by a
+        function call, so there is nothing to retry; ``sign=False`` too, since
+        nobody else checks them; and ``cache=False``, since the owner's journal
+        keeps every verdict.
+
+        Raises:
+            RefusedWork: the module or an input vanished from the blob store.
+        """
+        activity = self._activity(manifest.job_id)
+        activity.running += len(subtasks)
+        try:
+            async with self.sandbox.limiter:  # the runs start when a sandbox slot is free, not before
+                activity.chunks += 1
+                activity.last_started, activity.last_started_monotonic = time.time(), time.monotonic()
+                results = await trio.to_thread.run_sync(
+                    self._run_batch_sync, manifest, subtasks, outbox, sign, cache, limiter=self._unlimited
+                )
+        finally:
+            activity.running -= len(subtasks)
+            activity.last_ended = time.time()
+        activity.replicas += len(results)
+        hits = sum(r.cached for r in results)
+        self.cache_hits += hits
+        self.runs += len(results) - hits
+        return results
+
+    def _run_batch_sync(
+        self, manifest: JobManifest, subtasks: Sequence[Subtask], outbox: bool, sign: bool, cache: bool
+    ) -> list[SignedResult]:
+        wasm = self.blobs.get(manifest.module_sha256)
+        found = [s.input if s.input is not None else self.blobs.get(s.input_sha256) for s in subtasks]
+        inputs = [data for data in found if data is not None]
+        if wasm is None or len(wasm) != manifest.module_size or len(inputs) != len(found):
+            raise RefusedWork("the module or an input vanished from the blob store, or has the wrong size")
+        module_sha = manifest.module_sha256
+        try:
+            cached = self.store.cache_get_many(module_sha, [s.input_sha256 for s in subtasks], ENGINE_ID)
+        except JournalError as exc:  # run them all: the cache only saves time
+            log.debug("result cache unreadable: %s", exc)
+            cached = {}
+        to_run = [i for i, s in enumerate(subtasks) if s.input_sha256 not in cached]
+        outcomes: dict[int, TaskOutcome] = {}
+        if to_run:
+            try:
+                module: TaskModule | bytes = self.sandbox.load(wasm, nan_canonical=manifest.nan_canonical, sha256=module_sha)
+            except SandboxError as exc:  # a module that cannot run is a result like any other
+                outcomes = {i: TaskOutcome(None, exc.error, 0, 0.0) for i in to_run}
+            else:
+                ran = self.sandbox.run_many_sync(
+                    module, [inputs[i] for i in to_run], manifest.limits, manifest.entry, manifest.nan_canonical
+                )
+                outcomes = dict(zip(to_run, ran, strict=True))
+        keep: list[tuple[bytes, bytes, str, CachedResult]] = []
+        results, entries = [], []
+        for i, subtask in enumerate(subtasks):
+            hit = cached.get(subtask.input_sha256)
+            if hit is not None:
+                error = None if hit.status == "ok" else TaskError(hit.status, hit.message)
+                outcome = TaskOutcome(hit.output, error, hit.fuel, 0.0)
+            else:
+                outcome = outcomes[i]
+                if cache and (outcome.error is None or outcome.error.code != "timeout"):  # a timeout says nothing lasting
+                    status = "ok" if outcome.error is None else outcome.error.code
+                    message = "" if outcome.error is None else outcome.error.message
+                    keep.append((module_sha, subtask.input_sha256, ENGINE_ID,
+                                 CachedResult(status, outcome.output, outcome.fuel_used, message)))  # fmt: skip
+            claim = ResultClaim.of(manifest.job_id, subtask.index, subtask.replica, self.identity.peer_id, outcome, ENGINE_ID)
+            envelope = wire.sign(claim, self.identity.signing_key) if sign else b""
+            if outbox:
+                # the first push follows at once; the outbox retries only what it never delivered
+                entries.append(OutboxEntry(manifest.job_id, subtask.index, subtask.replica, str(manifest.owner),
+                                           envelope, outcome.output, attempts=0, next_try=time.time() + FIRST_RETRY))  # fmt: skip
+            message = "" if outcome.error is None else outcome.error.message
+            results.append(SignedResult(claim, envelope, outcome.output, hit is not None, message))
+        if keep or entries:
+            try:
+                self.store.record_runs(keep, entries)
+            except JournalError as exc:
+                # The results are pushed all the same; without the outbox, one the owner
+                # never acknowledges is lost, its lease lapses and the owner hands it out again.
+                self.journal_problem = str(exc)
+                log.warning("results kept in memory only: %s", exc)
+            else:
+                self.journal_problem = ""
+        return results

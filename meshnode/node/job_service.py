@@ -1,0 +1,194 @@
+"""The node's answers to the job protocol (``net/job_protocol.py``): the owner's side and the thief's.
+
+As an owner, the node serves steals from its jobs (then, for a thief with
+nothing queued, from the work it stole itself), takes pushed results, renewals,
+refusals and transfers, each through its jobs' driver (``JobManager.drive``). As
+a thief, it takes revocations from the owners of the work it holds.
+
+Every pushed claim is checked before the job sees it: it must be signed by the
+executor it names, that executor must be the peer on the stream (a node cannot
+push another node's results), and the output must hash to the claim's hash. A
+claim that fails is acknowledged as ``rejected`` with the reason; the job
+answers the rest (accepted, duplicate, late). A paused job (its journal refused
+a write) acknowledges nothing: its executors push again later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..core import wire
+from ..core.job import ReleaseReplicas, RenewLeases, ReplicaRef, StealRequest, TransferReplicas
+from ..core.job_messages import (
+    JobGrant, LeaseRenew, ReplicaId, ResultAck, ResultAckItem, ResultPush, Revocation, StealAsk, StealReply,
+    TransferAsk, TransferReply, WorkRefused,
+)  # fmt: skip
+from ..core.output_codec import plain_output
+from ..core.peer_id import PeerId
+from ..core.result import ResultClaim
+from ..errors import JournalError, WireError
+from .owning import JobManager, RunningJob
+
+if TYPE_CHECKING:
+    from .stealing import Workers
+
+__all__ = ["GrantPolicy", "MeshJobService"]
+
+log = logging.getLogger("meshnode")
+
+# How many replicas a thief may have of what it asked for (its reputation decides).
+GrantPolicy = Callable[[PeerId, int], int]
+
+
+class MeshJobService:
+    """The ``JobService`` of a node: see the module docstring.
+
+    Args:
+        manager: the jobs this node owns.
+        workers: the node's slots and the work it stole.
+        policy: how many replicas a thief may have.
+        on_release: called when replicas come back to a job unrun (to wake idle slots).
+    """
+
+    def __init__(
+        self, manager: JobManager, workers: Workers, policy: GrantPolicy, on_release: Callable[[], None]
+    ) -> None:
+        self.manager = manager
+        self.workers = workers
+        self.policy = policy
+        self.on_release = on_release
+
+    async def steal(self, remote: PeerId, ask: StealAsk) -> StealReply:
+        allowed = self.policy(remote, ask.n)
+        if allowed <= 0:
+            return StealReply(request_id=ask.request_id, grants=(), lease_ms=0,
+                              refused="peers with a better record are waiting for work", surplus=0)  # fmt: skip
+        reply = await self._grant(remote, ask, min(ask.n, allowed))
+        if not reply.grants:
+            reply = await self.workers.resteal(remote, ask) or reply
+        return reply
+
+    async def _grant(self, thief: PeerId, ask: StealAsk, wanted: int) -> StealReply:
+        grants: list[JobGrant] = []
+        lease_ms = 0
+        now = time.monotonic()
+        for job in list(self.manager.jobs.values()):
+            if wanted <= 0:
+                break
+            if job.owner.finished or job.paused or job.owner.surplus() == 0:
+                continue
+            for grant in (await self.manager.drive(job, StealRequest(thief, wanted, ask.request_id, now))).grants:
+                if not grant.replicas:
+                    continue
+                try:
+                    subtasks = tuple(_subtasks(self.manager, job, grant.replicas))
+                except JournalError as exc:  # the thief gets nothing of this job; its leases lapse
+                    log.warning("job %s: cannot hand out work: %s", job.job_id.hex()[:12], exc)
+                    continue
+                grants.append(JobGrant(manifest=job.envelope, subtasks=subtasks))
+                lease_ms = max(lease_ms, round((grant.expires - now) * 1000))
+                wanted -= len(grant.replicas)
+        # With nothing granted, nothing is left for this thief, whatever others could take:
+        # it should not come back before it hears of new work.
+        jobs = self.manager.jobs.values()
+        surplus = sum(j.owner.surplus() for j in jobs if not j.owner.finished) if grants else 0
+        return StealReply(request_id=ask.request_id, grants=tuple(grants), lease_ms=lease_ms, refused="", surplus=surplus)
+
+    async def push(self, remote: PeerId, push: ResultPush) -> ResultAck:
+        acks: list[ResultAckItem] = []
+        by_job: dict[bytes, list[tuple[ResultClaim, bytes | None]]] = {}
+        for pushed in push.results:
+            try:
+                claim = wire.open_self_signed(pushed.claim, ResultClaim, "executor")
+            except WireError as exc:
+                log.debug("rejected a pushed claim from %s: %s", remote, exc)
+                continue  # not even a job id to answer to
+            try:
+                output = plain_output(pushed)
+            except WireError as exc:
+                acks.append(_ack(claim, "rejected", str(exc)[:300]))
+                continue
+            problem = self._problem(remote, claim, output)
+            if problem is not None:
+                acks.append(_ack(claim, *problem))
+            else:
+                by_job.setdefault(claim.job_id, []).append((claim, output if claim.status == "ok" else None))
+        for job_id, claims in by_job.items():
+            job = self.manager.jobs.get(job_id)
+            if job is None or job.paused:
+                continue  # no answer: the executor keeps the results and pushes them again later
+            try:
+                said = await self.manager.receive_claims(job, claims)
+            except JournalError:
+                continue  # the verdicts wait for the journal: acknowledge nothing yet
+            answers = {(a.executor, a.replica): a for a in said if a.executor == remote}
+            for claim, _ in claims:
+                a = answers.get((remote, ReplicaRef(claim.index, claim.replica)))
+                acks.append(_ack(claim, a.status, a.reason) if a is not None else _ack(claim, "accepted"))
+        return ResultAck(acks=tuple(acks))
+
+    def _problem(self, executor: PeerId, claim: ResultClaim, output: bytes | None) -> tuple[str, str] | None:
+        if claim.executor != executor:
+            return "rejected", f"pushed by {executor} but signed for {claim.executor}"
+        if claim.status == "ok" and (output is None or hashlib.sha256(output).digest() != claim.output_sha256):
+            return "rejected", "the output does not match the claim's hash"
+        if claim.job_id not in self.manager.jobs:
+            return "late", "no such running job here"
+        return None
+
+    async def renew(self, remote: PeerId, renew: LeaseRenew) -> None:
+        job = self.manager.jobs.get(renew.job_id)
+        if job is not None:
+            await self._drive(job, RenewLeases(remote, _refs(renew.replicas), time.monotonic()))
+
+    async def refused(self, remote: PeerId, refusal: WorkRefused) -> None:
+        job = self.manager.jobs.get(refusal.job_id)
+        if job is None:
+            return
+        refs = _refs(refusal.replicas)
+        if refusal.reason:  # an empty reason hands them back: this node has idle slots
+            log.warning("peer %s refused %d replicas of job %s: %s", remote, len(refs), job.job_id.hex()[:12], refusal.reason)
+            job.refusals[str(remote)] = refusal.reason
+        await self._drive(job, ReleaseReplicas(remote, refs, time.monotonic()))
+        self.on_release()
+
+    async def transfer(self, remote: PeerId, ask: TransferAsk) -> TransferReply:
+        job = self.manager.jobs.get(ask.job_id)
+        try:
+            to: PeerId | None = PeerId(ask.to)
+        except WireError:
+            to = None
+        if job is None or to is None or job.owner.finished:
+            return TransferReply(replicas=(), lease_ms=0)
+        now = time.monotonic()
+        for moved in (await self.manager.drive(job, TransferReplicas(remote, to, _refs(ask.replicas), now))).transferred:
+            if moved.replicas:
+                ids = tuple(ReplicaId(index=r.index, replica=r.replica) for r in moved.replicas)
+                return TransferReply(replicas=ids, lease_ms=round((moved.expires - now) * 1000))
+        return TransferReply(replicas=(), lease_ms=0)
+
+    async def revoked(self, remote: PeerId, revocation: Revocation) -> None:
+        await self.workers.revoked(remote, revocation.job_id, _refs(revocation.replicas), revocation.reason)
+
+    async def _drive(self, job: RunningJob, event: RenewLeases | ReleaseReplicas) -> None:
+        try:
+            await self.manager.drive(job, event)
+        except JournalError:
+            pass  # the job is paused and said why; what it decided waits for the journal
+
+
+def _subtasks(manager: JobManager, job: RunningJob, refs: tuple[ReplicaRef, ...]) -> list[bytes]:
+    """The granted subtasks, encoded: large inputs by hash, each with its Merkle proof."""
+    return [wire.encode(s) for s in manager.subtasks(job, refs)]
+
+
+def _refs(ids: tuple[ReplicaId, ...]) -> tuple[ReplicaRef, ...]:
+    return tuple(ReplicaRef(r.index, r.replica) for r in ids)
+
+
+def _ack(claim: ResultClaim, status: str, reason: str = "") -> ResultAckItem:
+    return ResultAckItem(job_id=claim.job_id, index=claim.index, replica=claim.replica, status=status, reason=reason)

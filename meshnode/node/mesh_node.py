@@ -1,0 +1,689 @@
+"""``MeshNode``: one trio nursery that wires the host, presence, the peer table and the local API.
+
+Usage in a trio program::
+
+    async with meshnode.open_node(NodeConfig(data_dir=...)) as node:
+        print(node.peer_id, node.dial_addrs)
+        ...
+
+The node is fully started when the block is entered. Leaving the block
+normally says goodbye to the peers and stops everything; a cancellation (or an
+exception) stops everything without a goodbye, like a crash, and the peers time
+the node out.
+
+The node is an edge in the sense of docs/design.md: it owns the clocks and the
+I/O, feeds events to ``PeerTable`` and carries out the instructions it returns.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .._version import __version__
+from ..config import DEFAULT_LIMITS, NodeConfig
+from ..core import wire
+from ..core.job import PeerLeft as JobPeerLeft
+from ..core.job import ReplicaRef
+from ..core.job import Tick as JobTick
+from ..core.manifest import Replication, TaskLimits
+from ..core.manifest import JobOptions
+from ..core.peer_id import PeerId
+from ..core.peers import (
+    REDIAL_FIRST, REDIAL_JITTER, REDIAL_MAX, ConnectionChanged, DialFailed, DialPeer, DropConnection, GoodbyeHeard,
+    Instruction, PeerGone, PeerJoined, PeerReachable, PeerStale, PeerTable, PeerUnreachable, PresenceHeard,
+    RttMeasured, Tick,
+)  # fmt: skip
+from ..core.presence import Goodbye, Presence, next_seq
+from ..core.reputation import Reputation
+from ..core.steal import POOR_SCORE, PeerView, grant_for, views_of
+from ..errors import JournalError, PeerUnavailableError, SandboxError, WireError
+from ..net.addresses import parse_bootstrap, split_tcp
+from ..net.blob_protocol import serve_blobs
+from ..net.gossip import PresenceGossip
+from ..net.host import MeshHost, from_libp2p_id, open_host
+from ..net.job_protocol import serve_jobs
+from ..net.streams import read_frame, write_frame
+from ..net.swarm_key import load_swarm_key
+from ..sandbox.runtime import ENGINE_ID, Sandbox
+from ..storage.blobs import BlobStore
+from ..storage.identity import Identity, load_or_create_identity
+from ..storage.journal import Store, VerifiedOutput
+from ..storage.lock import DataDirLock
+from .executing import Executor
+from .job_service import MeshJobService
+from .job_summary import job_summary
+from .memory import TRIM_EVERY, trim_free_memory
+from .owning import JobManager, RunningJob
+from .plain_errors import raise_mesh_error_plainly
+from .stealing import Workers
+from .sysinfo import cpu_model, gpus, machine_load
+
+__all__ = ["MeshNode", "open_node"]
+
+log = logging.getLogger("meshnode")
+
+GOODBYE_PROTOCOL = "/meshnode/goodbye/1.0.0"
+STORE_FILE_NAME = "node.db"
+PING_EVERY = 5.0
+MAX_CONCURRENT_DIALS = 16
+JOURNAL_RETRY = 2.0  # seconds between attempts to write to a journal that refused a write
+
+
+def short(peer: PeerId) -> str:
+    text = str(peer)
+    return f"{text[:8]}…{text[-6:]}"
+
+
+class MeshNode:
+    """A running mesh node. Get one from ``open_node``; read its state from any trio task."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        for addr in config.listen:
+            split_tcp(addr)  # fail fast, before any I/O, on a malformed address
+        for addr in config.bootstrap:
+            parse_bootstrap(addr)
+        self.config = config
+        self.identity: Identity = load_or_create_identity(config.data_dir)
+        self.peer_id: PeerId = self.identity.peer_id
+        self.table = PeerTable(self.peer_id)
+        self.dropped: Counter[str] = Counter()  # invalid messages, by reason
+        self.started_at = time.monotonic()
+        self.api_url: str | None = None
+        self._host: MeshHost | None = None
+        self._gossip: PresenceGossip | None = None
+        self._seq = 0
+        self._idle = config.slots
+        self._presence_changed = trio.Event()
+        self._dial_limiter = trio.CapacityLimiter(MAX_CONCURRENT_DIALS)
+        self._dialing: set[PeerId] = set()
+        self._nursery: trio.Nursery | None = None
+        self._presence_scope = trio.CancelScope()
+        self.reputation = Reputation()  # loaded from the journal when the node starts
+        self.jobs: JobManager  # set when the node starts
+        self._advertised_surplus = 0
+        self._workers: Workers | None = None  # set when the node starts
+
+    # --- public state --------------------------------------------------------------------
+
+    @property
+    def host(self) -> MeshHost:
+        if self._host is None:
+            raise RuntimeError("the node is not running")
+        return self._host
+
+    @property
+    def dial_addrs(self) -> list[str]:
+        return self.host.dial_addrs()
+
+    def info(self) -> dict[str, Any]:
+        """The node's own state, as the local API serves it."""
+        load = machine_load()
+        dropped = Counter(self.dropped)
+        dropped.update(self.table.dropped)
+        return {
+            "peer_id": str(self.peer_id),
+            "version": __version__,
+            "engine": ENGINE_ID,
+            "addrs": self.dial_addrs if self._host else [],
+            "api": self.api_url,
+            "data_dir": str(self.config.data_dir),
+            "slots": self.config.slots,
+            "idle": self._idle,
+            "load1": load.load1,
+            "mem_free": load.mem_free,
+            "mem_total": load.mem_total,
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "peers": {state: sum(1 for r in self.table if r.state == state) for state in ("alive", "stale", "gone")},
+            "dropped_messages": dict(dropped),
+            "journal": self._journal_state(),
+            "jobs_run": self._jobs_run(),
+            "pid": os.getpid(),
+        }
+
+    def _jobs_run(self) -> dict[str, Any]:
+        """What this node ran of each recent job (its own and other owners'): chunks, replicas, when."""
+        manager = getattr(self, "jobs", None)
+        if manager is None:
+            return {}
+        return {
+            job_id.hex(): {"chunks": a.chunks, "replicas": a.replicas, "running": a.running,
+                           "last_started": a.last_started, "last_ended": a.last_ended}
+            for job_id, a in manager.executor.activity.items()
+        }  # fmt: skip
+
+    def _journal_state(self) -> dict[str, Any]:
+        """Whether the journal takes writes, and which jobs wait for it."""
+        manager = getattr(self, "jobs", None)
+        if manager is None:
+            return {"ok": True, "problem": "", "paused_jobs": [], "damaged_jobs": {}}
+        paused = [job for job in manager.jobs.values() if job.paused]
+        problem = manager.executor.journal_problem or (paused[0].paused if paused else "")
+        return {
+            "ok": not problem, "problem": problem, "paused_jobs": [job.job_id.hex() for job in paused],
+            "damaged_jobs": {job_id.hex(): why for job_id, why in manager.damaged.items()},
+        }  # fmt: skip
+
+    def peers(self) -> list[dict[str, Any]]:
+        """The peer table, as the local API serves it."""
+        now = time.monotonic()
+        out = []
+        for r in sorted(self.table, key=lambda r: (r.state != "alive", str(r.peer))):
+            p = r.presence
+            out.append({
+                "peer_id": str(r.peer), "state": r.state, "addrs": list(p.addrs), "slots": p.slots,
+                "idle": p.idle, "surplus": p.surplus, "load1": p.load1, "mem_free": p.mem_free,
+                "mem_total": p.mem_total, "cpu": p.cpu, "gpus": [{"name": g.name, "memory": g.memory} for g in p.gpus],
+                "version": p.version, "engine": p.engine,
+                "rtt_ms": None if r.rtt_ms is None else round(r.rtt_ms, 3),
+                "last_seen_s": round(now - r.last_seen, 3), "connected": r.connected,
+                "reputation": self._reputation_of(r.peer),
+            })  # fmt: skip
+        return out
+
+    def _reputation_of(self, peer: PeerId) -> dict[str, Any]:
+        record = self.reputation[peer]
+        return {
+            "agreements": record.agreements, "disagreements": record.disagreements, "failures": record.failures,
+            "score": round(record.score, 3), "barred": record.barred_from_quorum,
+        }  # fmt: skip
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled. ``task_status.started`` fires once the node is fully up."""
+        psk = load_swarm_key(self.config.swarm_key) if self.config.swarm_key else None
+        with DataDirLock(self.config.data_dir), _open_journal(self.config.data_dir) as store:
+            self.reputation = _load_reputation(store)
+            blobs = BlobStore(self.config.data_dir / "blobs")
+            try:
+                with Sandbox(slots=self.config.slots, cache_dir=self.config.data_dir / "modules") as sandbox:
+                    executor = Executor(self.identity, sandbox, blobs, store, self.config.trust)
+                    self.jobs = JobManager(self.identity, blobs, store, executor, self.reputation)
+                    for job in self.jobs.resume():
+                        log.info("resumed job    %s  (%d of %d subtasks decided)", job.job_id.hex(), *_decided(job))
+                    try:
+                        async with open_host(self.identity, self.config.listen, psk=psk, mdns=self.config.mdns) as host:
+                            await self._run_on(host, task_status)
+                    finally:
+                        self.jobs.flush()
+            finally:
+                try:
+                    store.save_state("reputation", self.reputation.to_dict())
+                except JournalError as exc:
+                    log.warning("peer reputations not saved: %s", exc)
+
+    async def _run_on(self, host: MeshHost, task_status: Any) -> None:
+        self._host = host
+        self._gossip = PresenceGossip(host, self.identity, self.dropped)
+        await self._gossip.start()
+        host.set_stream_handler(GOODBYE_PROTOCOL, self._receive_goodbye)
+        serve_blobs(host, self.jobs.blobs, dropped=self.dropped)
+        self._workers = Workers(host, self.jobs, self.config.slots, self._victims, self.set_idle, self.dropped)
+        workers = self._workers
+        service = MeshJobService(self.jobs, workers, self._grant_policy, on_release=workers.wake)
+        serve_jobs(host, service, dropped=self.dropped)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self.jobs.revocations = functools.partial(self._send_revocation, nursery)
+                self.jobs.work_added = self._work_added
+                nursery.start_soon(self._receive_presence)
+                nursery.start_soon(self._publish_presence)
+                nursery.start_soon(self._watch_connections)
+                nursery.start_soon(self._tick)
+                nursery.start_soon(self._ping_peers)
+                nursery.start_soon(self._workers.run)
+                nursery.start_soon(self._watch_journal)
+                nursery.start_soon(self._trim_memory)
+                for addr in self.config.bootstrap:
+                    nursery.start_soon(self._keep_bootstrap, addr)
+                if self.config.mdns:
+                    nursery.start_soon(self._dial_mdns_discoveries)
+                if self.config.api is not None:
+                    await nursery.start(self._serve_api)
+                self._announce_start()
+                task_status.started(self)
+        finally:
+            self._host = None
+            self._workers = None
+
+    def _victims(self) -> list[PeerView]:
+        return views_of(self.table, self.reputation)
+
+    async def say_goodbye(self) -> None:
+        """Tell the peers we are leaving, so they drop us at once."""
+        if self._gossip is None:
+            return
+        self._presence_scope.cancel()  # no presence may follow the goodbye
+        self._seq = next_seq(self._seq, _unix_ms())
+        goodbye = Goodbye(peer_id=self.peer_id, seq=self._seq)
+        envelope = wire.sign(goodbye, self.identity.signing_key)
+        # Gossip reaches everyone in time, but a peer outside our gossip mesh hears
+        # it only at the next heartbeat or two: every directly connected peer gets
+        # it on a stream of its own as well.
+        with trio.move_on_after(1.0):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._gossip.publish, goodbye)
+                for peer in self.host.connected_peers():
+                    nursery.start_soon(self._send_goodbye, peer, envelope)
+            # frames are queued when the writes return: let the muxer flush them
+            await trio.sleep(0.05)
+
+    async def _send_goodbye(self, peer: PeerId, envelope: bytes) -> None:
+        try:
+            stream = await self.host.open_stream(peer, GOODBYE_PROTOCOL, timeout=0.5)
+            await write_frame(stream, envelope)
+            await stream.close()
+        except Exception as exc:  # the peer may be going too; gossip still carries it
+            log.debug("goodbye to %s: %s", peer, exc)
+
+    async def _receive_goodbye(self, remote: PeerId, stream: Any) -> None:
+        data = await read_frame(stream, 1024)
+        try:
+            goodbye = wire.open_signed(data, remote, Goodbye)
+            if goodbye.peer_id != remote:
+                raise WireError(f"goodbye from {remote} speaks for {goodbye.peer_id}")
+        except WireError as exc:
+            self.dropped["bad_goodbye"] += 1
+            log.debug("dropped a goodbye: %s", exc)
+            return
+        self._apply(self.table.handle(GoodbyeHeard(goodbye, time.monotonic())))
+
+    def set_idle(self, idle: int) -> None:
+        """Report a new number of idle slots (peers hear of it with the next presence).
+
+        Slots go busy and idle between chunks many times a second: publishing each
+        change would cost more gossip than the work it describes.
+        """
+        self._idle = max(0, min(idle, self.config.slots))
+
+    # --- presence --------------------------------------------------------------------------
+
+    def _presence(self) -> Presence:
+        load = machine_load()
+        self._seq = next_seq(self._seq, _unix_ms())
+        return Presence(
+            peer_id=self.peer_id,
+            seq=self._seq,
+            interval_ms=round(self.config.presence_interval * 1000),
+            addrs=tuple(self.host.advertised_addrs[:16]),
+            version=__version__,
+            engine=ENGINE_ID,
+            slots=self.config.slots,
+            idle=self._idle,
+            surplus=min(self.surplus(), 2**31),
+            load1=load.load1,
+            mem_free=load.mem_free,
+            mem_total=load.mem_total,
+            cpu=cpu_model(),
+            gpus=gpus(),
+        )
+
+    async def _publish_presence(self) -> None:
+        assert self._gossip is not None
+        interval = self.config.presence_interval
+        with self._presence_scope:
+            while True:
+                try:
+                    await self._gossip.publish(self._presence())
+                except Exception as exc:  # a broken stream to one peer must not stop presence
+                    log.debug("publishing presence failed: %s", exc)
+                self._presence_changed = trio.Event()
+                # every 1 to 2 s by default, jittered so that nodes started together spread out
+                with trio.move_on_after(interval * random.uniform(5 / 6, 7 / 6)):
+                    await self._presence_changed.wait()
+
+    async def _receive_presence(self) -> None:
+        assert self._gossip is not None
+        async for msg in self._gossip.messages():
+            now = time.monotonic()
+            if isinstance(msg, Presence):
+                self._apply(self.table.handle(PresenceHeard(msg, now)))
+                if self._workers is not None and msg.surplus > 0:
+                    self._workers.presence_heard(msg.peer_id)
+            else:
+                self._apply(self.table.handle(GoodbyeHeard(msg, now)))
+
+    async def _tick(self) -> None:
+        while True:
+            await trio.sleep(min(0.25, self.config.presence_interval / 4))
+            now = time.monotonic()
+            self._apply(self.table.handle(Tick(now)))
+            for job in list(self.jobs.jobs.values()):
+                await self._drive(job, JobTick(now))
+            surplus = self.surplus()
+            if surplus > self._advertised_surplus and self._workers is not None:
+                self._workers.wake()  # replicas came back (a lease lapsed, a verdict asked for more)
+            if (surplus > 0) != (self._advertised_surplus > 0):
+                self._presence_changed.set()  # thieves must hear at once that there is work, or none
+            self._advertised_surplus = surplus
+
+    async def _watch_connections(self) -> None:
+        async for event in self.host.events:
+            self._apply(self.table.handle(ConnectionChanged(event.peer, event.connected, time.monotonic())))
+
+    async def _ping_peers(self) -> None:
+        while True:
+            for record in self.table.alive():
+                if record.connected:
+                    try:
+                        rtt = await self.host.ping(record.peer)
+                    except PeerUnavailableError as exc:
+                        log.debug("%s", exc)
+                        continue
+                    self._apply(self.table.handle(RttMeasured(record.peer, rtt, time.monotonic())))
+            await trio.sleep(PING_EVERY)
+
+    # --- work ----------------------------------------------------------------------------------
+
+    def surplus(self) -> int:
+        """Replicas of this node's jobs that thieves could take now, and stolen ones it could pass on."""
+        own = sum(job.owner.surplus() for job in self.jobs.jobs.values() if not job.owner.finished and not job.paused)
+        return own + (self._workers.surplus() if self._workers is not None else 0)
+
+    async def _drive(self, job: RunningJob, event: JobTick | JobPeerLeft) -> None:
+        try:
+            await self.jobs.drive(job, event)
+        except JournalError:
+            pass  # the job is paused and said why; what it decided waits for the journal
+
+    def _send_revocation(self, nursery: trio.Nursery, holder: PeerId, job_id: bytes, replicas: tuple[ReplicaRef, ...], reason: str) -> None:
+        """Tell a holder to stop replicas of our job, in the background (a lost message costs only its lease)."""
+
+        async def send() -> None:
+            if self._workers is None:
+                return
+            try:
+                await self._workers.client.revoke(holder, job_id, replicas, reason)
+            except (PeerUnavailableError, WireError) as exc:
+                log.debug("revoking %d replicas held by %s: %s", len(replicas), holder, exc)
+
+        nursery.start_soon(send)
+
+    def _work_added(self) -> None:
+        """Replicas came back to a job, or were added: idle slots and thieves should hear of them."""
+        if self._workers is not None:
+            self._workers.wake()
+        self._presence_changed.set()
+
+    async def _watch_journal(self) -> None:
+        """While the journal refuses writes, try again every few seconds; carry on by itself once it takes them."""
+        executor = self.jobs.executor
+        while True:
+            await trio.sleep(JOURNAL_RETRY)
+            if any(job.paused for job in self.jobs.jobs.values()) and await self.jobs.retry_journal():
+                self._presence_changed.set()  # the resumed jobs' work is on offer again
+                if self._workers is not None:
+                    self._workers.wake()
+            if executor.journal_problem:
+                try:
+                    await trio.to_thread.run_sync(self.jobs.store.probe)
+                except JournalError:
+                    continue
+                log.info("the journal takes writes again: this node takes work from its peers again")
+                executor.journal_problem = ""
+
+    async def _trim_memory(self) -> None:
+        """While the node works, give the memory it freed back to the system now and then (see memory.py)."""
+        executor = self.jobs.executor
+        seen = 0
+        while True:
+            await trio.sleep(TRIM_EVERY)
+            chunks = sum(a.chunks for a in executor.activity.values())
+            if chunks != seen or any(not job.done for job in self.jobs.jobs.values()):
+                seen = chunks
+                await trio.to_thread.run_sync(trim_free_memory)
+
+    # --- the jobs, as the local API sees them (api.job_routes.JobDesk) ----------------------
+
+    def job_ids(self) -> list[bytes]:
+        return [saved.job_id for saved in self.jobs.store.jobs()]
+
+    def job_summary(self, job_id: bytes) -> dict[str, Any] | None:
+        return job_summary(self.jobs, job_id, len(self.table.alive()))
+
+    def results_page(self, job_id: bytes, after: int, limit: int) -> list[VerifiedOutput]:
+        return self.jobs.store.outputs_page(job_id, after, limit)
+
+    async def cancel_job(self, job_id: bytes) -> bool:
+        job = self.jobs.jobs.get(job_id)
+        if job is None:
+            return self.jobs.store.job(job_id) is not None
+        await self.jobs.cancel(job)
+        return True
+
+    async def submit(
+        self, module: bytes, inputs: Iterable[bytes], options: JobOptions | None = None, *,
+        replicas: int = 2, quorum: int = 2, max_replicas: int = 5, entry: str = "run",
+        fuel: int | None = None, memory: int | None = None, timeout: float | None = None,
+        max_output: int | None = None, label: str = "", nan_canonical: bool = False,
+    ) -> RunningJob:  # fmt: skip
+        """Own a new job: its replicas go to this node's slots and to any peer that steals them.
+
+        ``inputs`` is any iterable of bytes (one subtask each). The keywords build the
+        job's options (limits default to ``DEFAULT_LIMITS``); pass ``options`` instead
+        for full control. Then ``async for result in job.results()``, ``await job.wait()``,
+        ``await job.cancel()``.
+
+        Raises:
+            SandboxError: the module cannot run at all (invalid, a forbidden import, or no
+                entry function of that name and type).
+            ValueError: no inputs, or a replication policy that can never verify.
+            TypeError: an input that is not bytes.
+        """
+        if options is None:
+            d = DEFAULT_LIMITS
+            limits = TaskLimits(
+                fuel=d.fuel if fuel is None else fuel, memory=d.memory if memory is None else memory,
+                timeout_ms=d.timeout_ms if timeout is None else max(1, round(timeout * 1000)),
+                max_output=d.max_output if max_output is None else max_output,
+            )  # fmt: skip
+            replication = Replication(replicas, quorum, max_replicas)
+            problem = replication.check()
+            if problem:
+                raise ValueError(problem)
+            options = JobOptions(limits, replication, entry=entry, nan_canonical=nan_canonical, label=label)
+        # compiling a module and hashing every input take time: not on the node's event loop
+        loaded = await trio.to_thread.run_sync(
+            functools.partial(self.jobs.executor.sandbox.load, module, nan_canonical=options.nan_canonical)
+        )
+        entry_problem = loaded.check_entry(options.entry)
+        if entry_problem is not None:  # every replica would fail with it: refuse the job instead
+            raise SandboxError(entry_problem)
+        job = await trio.to_thread.run_sync(self.jobs.create, module, inputs, options, _unix_ms())
+        await trio.to_thread.run_sync(trim_free_memory)  # what taking the job in needed, and no longer does
+        self.jobs.start(job)
+        log.info("job %s  %d subtasks, replicas %d, quorum %d", job.job_id.hex(), job.manifest.subtask_count,
+                 options.replication.replicas, options.replication.quorum)  # fmt: skip
+        if self._workers is not None:
+            self._workers.wake()
+        self._presence_changed.set()
+        return job
+
+    def _grant_policy(self, thief: PeerId, requested: int) -> int:
+        """How many replicas ``thief`` gets of the ``requested`` (``core/steal.grant_for``)."""
+        own = sum(job.owner.surplus() for job in self.jobs.jobs.values() if not job.owner.finished and not job.paused)
+        alive = self.table.alive()
+        better_idle = any(r.presence.idle > 0 and not self._poor(r.peer) for r in alive if r.peer != thief)
+        return grant_for(requested, own, 1 + len(alive), poor=self._poor(thief), better_idle=better_idle)
+
+    def _poor(self, peer: PeerId) -> bool:
+        return self.reputation.barred_from_quorum(peer) or self.reputation.score(peer) < POOR_SCORE
+
+    # --- instructions ------------------------------------------------------------------------
+
+    def _apply(self, instructions: list[Instruction]) -> None:
+        for i in instructions:
+            if isinstance(i, PeerJoined):
+                addr = i.presence.addrs[0] if i.presence.addrs else "no address"
+                log.info("peer joined  %s  %s  %d slots", i.peer, addr, i.presence.slots)
+            elif isinstance(i, PeerStale):
+                log.info("peer stale   %s  (no presence for a while)", i.peer)
+            elif isinstance(i, PeerGone):
+                log.info("peer left    %s  (%s)", i.peer, "goodbye" if i.reason == "goodbye" else "timed out")
+                for job in list(self.jobs.jobs.values()):
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._drive, job, JobPeerLeft(i.peer, time.monotonic()))
+                if self._workers is not None:
+                    self._workers.peer_gone(i.peer)
+            elif isinstance(i, DialPeer):
+                self._spawn_dial(i.peer, i.addrs)
+            elif isinstance(i, DropConnection):
+                assert self._nursery is not None
+                self._nursery.start_soon(self.host.disconnect, i.peer)
+            elif isinstance(i, PeerUnreachable):
+                log.info("peer unreachable  %s  (%s); trying again in %.0f s, then less and less often, "
+                         "up to every %.0f s", i.peer, i.reason, i.retry_in, REDIAL_MAX)  # fmt: skip
+            elif isinstance(i, PeerReachable):
+                log.info("peer reachable again  %s", i.peer)
+
+    def _spawn_dial(self, peer: PeerId, addrs: tuple[str, ...]) -> None:
+        if peer in self._dialing or self._nursery is None:
+            return
+        self._dialing.add(peer)
+
+        async def dial() -> None:
+            try:
+                async with self._dial_limiter:
+                    await self.host.dial(peer, addrs)
+            except PeerUnavailableError as exc:
+                log.debug("%s", exc)
+                self._apply(self.table.handle(DialFailed(peer, _reason(exc, peer), time.monotonic())))
+            finally:
+                self._dialing.discard(peer)
+
+        self._nursery.start_soon(dial)
+
+    # --- discovery ---------------------------------------------------------------------------
+
+    async def _keep_bootstrap(self, addr: str) -> None:
+        """Stay connected to a bootstrap peer: dial, and dial again with backoff whenever the link is down.
+
+        The backoff is the peer table's (1 s doubling to 60 s, jittered), and the
+        log says once that the peer cannot be reached and once that it can again.
+        """
+        delay = REDIAL_FIRST
+        unreachable = False
+        while True:
+            peer, _ = parse_bootstrap(addr)
+            try:
+                await self.host.dial_multiaddr(addr)
+            except PeerUnavailableError as exc:
+                log.debug("bootstrap %s: %s", addr, exc)
+                if not unreachable:
+                    log.info("bootstrap peer unreachable  %s  (%s); trying again less and less often, up to every "
+                             "%.0f s", addr, _reason(exc, peer), REDIAL_MAX)  # fmt: skip
+                    unreachable = True
+                await trio.sleep(delay * random.uniform(1 - REDIAL_JITTER, 1 + REDIAL_JITTER))
+                delay = min(delay * 2, REDIAL_MAX)
+                continue
+            if unreachable:
+                log.info("bootstrap peer reachable again  %s", addr)
+                unreachable = False
+            delay = REDIAL_FIRST
+            while self.host.is_connected(peer):
+                await trio.sleep(1.0)
+
+    async def _dial_mdns_discoveries(self) -> None:
+        discoveries = self.host.discoveries
+        assert discoveries is not None
+        async for info in discoveries:
+            peer = from_libp2p_id(info.peer_id)
+            if peer == self.peer_id or self.host.is_connected(peer):
+                continue
+            self._spawn_dial(peer, tuple(str(a) for a in info.addrs))
+
+    # --- local API -------------------------------------------------------------------------
+
+    async def _serve_api(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        from ..api.discovery import remove_api_file, write_api_file
+        from ..api.server import new_token, serve_api
+
+        assert self.config.api is not None
+        token = new_token()
+        assert self._nursery is not None
+        from ..api.job_routes import job_routes
+
+        serve = functools.partial(serve_api, extra_routes=job_routes(self))
+        url: str = await self._nursery.start(serve, self, self.config.api, token)
+        self.api_url = url
+        write_api_file(self.config.data_dir, url=url, token=token, peer_id=str(self.peer_id), pid=os.getpid())
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            remove_api_file(self.config.data_dir, os.getpid())
+
+    def _announce_start(self) -> None:
+        log.info("meshnode %s  peer %s", __version__, self.peer_id)
+        for addr in self.dial_addrs:
+            log.info("listening    %s", addr)
+        if self.api_url:
+            log.info("local API    %s  (token in %s)", self.api_url, Path(self.config.data_dir) / "api.json")
+
+
+def _reason(exc: PeerUnavailableError, peer: PeerId) -> str:
+    """Why a dial failed, calling the peer "it": the log line names it already."""
+    return str(exc).replace(str(peer), "it")
+
+
+def _decided(job: RunningJob) -> tuple[int, int]:
+    p = job.progress()
+    return p.verified + p.failed + p.disputed, p.total
+
+
+def _open_journal(data_dir: Path) -> Store:
+    """The node's journal; one that should exist and does not (the blobs of earlier jobs are here) is an error.
+
+    Raises:
+        JournalError: the journal is damaged, lost, or from a newer meshnode.
+    """
+    blobs = data_dir / "blobs"
+    has_blobs = blobs.is_dir() and any(p.is_file() for d in blobs.iterdir() if d.is_dir() for p in d.iterdir())
+    expected = f"{blobs} holds the files of earlier jobs" if has_blobs else None
+    return Store.open(data_dir / STORE_FILE_NAME, expected=expected)
+
+
+def _load_reputation(store: Store) -> Reputation:
+    try:
+        saved = store.load_state("reputation")
+        return Reputation() if saved is None else Reputation.from_dict(saved)
+    except (JournalError, ValueError) as exc:  # an unreadable record costs the history, never the node
+        log.warning("starting with empty peer reputations: %s", exc)
+        return Reputation()
+
+
+def _unix_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@asynccontextmanager
+async def open_node(config: NodeConfig) -> AsyncIterator[MeshNode]:
+    """Start a node; stop it when the block exits (with a goodbye, unless the exit is an error or a cancellation).
+
+    Raises:
+        ConfigError: a setting is invalid, a port is taken, or another node holds the data dir.
+        IdentityError: the node key is unreadable or corrupt.
+    """
+    with raise_mesh_error_plainly():
+        node = MeshNode(config)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            try:
+                yield node
+            except BaseException:
+                nursery.cancel_scope.cancel()
+                raise
+            await node.say_goodbye()
+            nursery.cancel_scope.cancel()

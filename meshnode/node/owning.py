@@ -1,0 +1,668 @@
+"""The jobs this node owns: create them, run their replicas on the node's own slots, journal, resume.
+
+Theory of operation: a job is a signed manifest, a Merkle commitment to its
+inputs, and a ``JobOwner`` state machine (core/owner.py). ``JobManager`` is the
+edge around them: it keeps the module and large inputs as blobs, and the job
+with every input's hash and size, its small inputs and its Merkle tree in the
+journal (storage/journal.py). Inputs stream in: ``create`` journals them in batches as
+it reads them, so a million-subtask job never sits in memory.
+
+Journal first: each verdict is journalled the moment it is reached, before any
+executor hears its claim was accepted, and what a job reports as decided
+(``progress``, ``results``) is what the journal holds. The owner's snapshot -
+the work in flight, not the job - is saved at most once a second. After a
+crash ``resume`` rebuilds each running job from its last snapshot and every
+verdict the journal holds (``JobOwner.restore``): nothing journalled runs
+again, whatever restarted when.
+
+When the journal refuses a write (a full disk, an I/O error) the job that
+needed it is *paused*: it hands out no work and takes no claims, and the
+verdicts it had reached wait in memory; ``retry_journal`` writes them once the
+journal takes writes again, and the job carries on by itself. A job whose
+journal entry cannot be read is *damaged*: it is left alone (and listed, with
+what to do), while the node runs every other job.
+
+The node's own slots take replicas from its own jobs like any thief would (a
+``StealRequest`` from the node itself), and run them through the ``Executor``.
+Peers take replicas through the steal protocol; a replica never goes to a node
+that already ran one of the same subtask, so a job asking for more distinct
+executors than the mesh has waits for peers. ``RunningJob`` is also the handle
+a trio program gets from ``MeshNode.submit``: ``results()``, ``wait()``,
+``cancel()``.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import time
+from array import array
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, assert_never
+
+import trio
+
+from ..core import wire
+from ..core.job import (
+    Ack, Cancel, ClaimReceived, Event, Failed, Grant, JobFinished, Progress, ReleaseReplicas, RenewLeases, Renewed,
+    ReplicaLost, ReplicaRef, ReplicasAdded, Revoke, StealRequest, SubtaskDecided, Transferred,
+)  # fmt: skip
+from ..core.manifest import INLINE_INPUT_MAX, JobManifest, JobOptions, Replication, Subtask, TaskLimits
+from ..core.merkle import MerkleTree, leaf_hash, tree_levels
+from ..core.owner import JobOwner, status_kind
+from ..core.peer_id import PeerId
+from ..core.presence import next_seq
+from ..core.reputation import Reputation
+from ..core.result import ResultClaim
+from ..core.verify import Disputed, Verified
+from ..errors import JournalError, MeshError, WireError
+from ..storage.blobs import BlobStore
+from ..storage.identity import Identity
+from ..storage.journal import InputRow, Store, VerifiedOutput
+from .executing import Executor
+
+__all__ = ["Carried", "JobManager", "JobResult", "RevocationSender", "RunningJob"]
+
+Snapshot = tuple[dict[str, Any] | None, str]  # the owner's state (None: unchanged) and the job's state
+
+log = logging.getLogger(__name__)
+
+# The snapshot holds the work in flight, so it is small, but it is still saved at
+# most every SNAPSHOT_EVERY seconds, and never more than SNAPSHOT_SHARE of the time:
+# each verdict is journalled the moment it is reached, and correctness needs no more.
+SNAPSHOT_EVERY = 1.0
+SNAPSHOT_SHARE = 0.02
+# Inputs are journalled this many at a time (or INGEST_BYTES, whichever comes
+# first) while a job comes in: bounded memory, and short transactions that let
+# the verdicts of running jobs through in between.
+INGEST_ROWS: Final = 8192
+INGEST_BYTES: Final = 16 << 20
+
+_KIND_NAMES: Final = ("", "verified", "failed", "disputed")
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """One decided subtask, as ``RunningJob.results`` yields it.
+
+    Attributes:
+        status: "ok", the failure code its executors agreed on (or that ended its
+            attempts), or "disputed" when they never reached a quorum.
+        output: the verified output (status "ok" only).
+        executors: the peer IDs whose agreeing results were accepted.
+        message: what went wrong, for any status but "ok".
+        candidates: for "disputed": each output hash (hex, or the failure code) and who reported it.
+    """
+
+    index: int
+    status: str
+    output: bytes | None
+    executors: tuple[str, ...] = ()
+    message: str = ""
+    candidates: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @classmethod
+    def of(cls, saved: VerifiedOutput) -> JobResult:
+        d = saved.detail
+        candidates = tuple((str(c["sha256"] or c["status"]), tuple(c["executors"])) for c in d.get("candidates", ()))
+        return cls(saved.index, saved.status, saved.output, tuple(d.get("executors", ())), str(d.get("message", "")), candidates)
+
+
+@dataclass(slots=True)
+class Carried:
+    """What a job's state machine said that answers a request; the driver carried out the rest."""
+
+    grants: list[Grant] = field(default_factory=list)
+    acks: list[Ack] = field(default_factory=list)
+    transferred: list[Transferred] = field(default_factory=list)
+
+
+# Tell ``holder`` to stop these replicas of a job: (holder, job ID, replicas, reason). It must not block.
+RevocationSender = Callable[[PeerId, bytes, tuple[ReplicaRef, ...], str], None]
+
+
+@dataclass(slots=True)
+class RunningJob:
+    """A job this node owns. From a trio program: ``async for r in job.results()``, ``await job.wait()``,
+    ``await job.cancel()``."""
+
+    manifest: JobManifest
+    envelope: bytes  # the signed manifest, as sent to executors
+    tree: MerkleTree  # over the inputs: each subtask's proof
+    owner: JobOwner
+    manager: JobManager
+    # candidate outputs by subtask and hash (ours and the ones executors pushed) until a verdict picks one
+    outputs: dict[int, dict[bytes, bytes]] = field(default_factory=dict)
+    decided: array[int] = field(default_factory=lambda: array("q"))  # journalled verdicts' indices, in that order
+    journalled: Counter[str] = field(default_factory=Counter)  # journalled verdicts: verified, failed, disputed
+    unjournalled: list[VerifiedOutput] = field(default_factory=list)  # verdicts the journal refused, to write again
+    paused: str = ""  # why the job is paused (the journal refused a write), or ""
+    refusals: dict[str, str] = field(default_factory=dict)  # peer -> why it refused this job's work
+    messages: dict[int, str] = field(default_factory=dict)  # our own runs' failure messages, until decided
+    request_id: int = 0
+    snapshot_at: float = 0.0  # monotonic time of the last saved snapshot
+    snapshot_cost: float = 0.0  # seconds the last one took to build
+    changed: trio.Event = field(default_factory=trio.Event)  # set (and replaced) on every decision
+    cancelled: bool = False  # cancelled, and that journalled
+
+    @property
+    def job_id(self) -> bytes:
+        return self.manifest.job_id
+
+    def progress(self) -> Progress:
+        """The state machine's progress, with only journalled verdicts counted as decided."""
+        p = self.owner.progress()
+        j = self.journalled
+        return Progress(p.total, j["verified"], j["failed"], j["disputed"], p.running, p.queued, p.working)
+
+    @property
+    def done(self) -> bool:
+        """Finished (every verdict journalled, not only reached) or cancelled."""
+        return self.cancelled or (self.owner.finished and len(self.decided) == self.owner.subtask_count)
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def results(self) -> AsyncIterator[JobResult]:
+        """Each subtask's result as soon as it is decided (verified, failed or disputed), in that order.
+
+        Ends when the job has finished or was cancelled.
+        """
+        seen = 0
+        while True:
+            changed = self.changed
+            while seen < len(self.decided):
+                saved = self.manager.store.output(self.job_id, self.decided[seen])
+                seen += 1
+                if saved is not None:
+                    yield JobResult.of(saved)
+            if self.done:
+                return
+            await changed.wait()
+
+    async def wait(self) -> list[JobResult]:
+        """Wait for the job to end; every decided subtask's result, in input order."""
+        while not self.done:
+            await self.changed.wait()
+        return [JobResult.of(o) for o in self.manager.store.outputs(self.job_id)]
+
+    async def cancel(self) -> None:
+        """Stop the job: no more work is handed out, and results still coming are ignored.
+
+        Raises:
+            JournalError: the journal could not record it (the job stays stopped until the node restarts).
+        """
+        await self.manager.cancel(self)
+
+
+class JobManager:
+    """Owns jobs: see the module docstring."""
+
+    def __init__(self, identity: Identity, blobs: BlobStore, store: Store, executor: Executor, reputation: Reputation) -> None:
+        self.identity = identity
+        self.blobs = blobs
+        self.store = store
+        self.executor = executor
+        self.reputation = reputation
+        self.jobs: dict[bytes, RunningJob] = {}
+        self.damaged: dict[bytes, str] = {}  # jobs whose journal entry cannot be used: why
+        self.trouble: JournalError | None = None  # the write that paused a job, until the journal takes writes again
+        # Set by the node: how revocations reach their holders, and how idle slots hear of new work.
+        self.revocations: RevocationSender = lambda holder, job_id, replicas, reason: None
+        self.work_added: Callable[[], None] = lambda: None
+
+    # --- creating and resuming ----------------------------------------------------------------
+
+    def submit(self, module: bytes, inputs: Iterable[bytes], options: JobOptions, now_ms: int) -> RunningJob:
+        """Sign, journal and start a job. Nothing is lost from here on, whatever happens to the process."""
+        job = self.create(module, inputs, options, now_ms)
+        self.start(job)
+        return job
+
+    def create(self, module: bytes, inputs: Iterable[bytes], options: JobOptions, now_ms: int) -> RunningJob:
+        """Sign and journal a job without starting it, reading ``inputs`` as they come.
+
+        The slow part of ``submit`` (it hashes and journals every input), made to run in
+        a worker thread. A crash before it returns leaves nothing behind (the half-written
+        job is dropped at the next start); a crash after it resumes the job.
+
+        Raises:
+            ValueError: no inputs.
+            TypeError: an input that is not bytes.
+            JournalError: the journal refused the job (a full disk, say).
+            Exception: whatever reading ``inputs`` raised.
+        """
+        if self.trouble is not None:  # a full disk: new work would only make it worse
+            raise JournalError(f"no new jobs until the journal takes writes again: {self.trouble}", self.trouble.kind)
+        job_id = os.urandom(16)
+        module_sha256 = self._put_blob(module)
+        self.store.begin_job(job_id)
+        try:
+            count, leaves = self._ingest(job_id, inputs)
+            levels = tree_levels(leaves)
+            del leaves
+            # held without its leaves (half its size): a proof reads the one leaf it needs from the journal
+            tree = MerkleTree.from_levels(levels[1:], count) if count > 1 else MerkleTree.from_levels(levels)
+            manifest = JobManifest(
+                job_id=job_id, owner=self.identity.peer_id, label=options.label[:200],
+                module_sha256=module_sha256, module_size=len(module), entry=options.entry, limits=options.limits,
+                nan_canonical=options.nan_canonical, replication=options.replication, subtask_count=count,
+                inputs_root=tree.root, created_ms=now_ms, expires_ms=now_ms + options.expires_in_ms,
+            )  # fmt: skip
+            envelope = wire.sign(manifest, self.identity.signing_key)
+            owner = JobOwner(
+                job_id, self.identity.peer_id, options.replication, count,
+                lease_seconds=options.lease_seconds, max_attempts=options.max_attempts,
+            )  # fmt: skip
+            self.store.finish_job(job_id, envelope, count, levels, owner.snapshot())
+            del levels  # the leaves stay in the journal only
+        except BaseException:
+            try:
+                self.store.drop_job(job_id)
+            except JournalError:
+                pass  # dropped at the next start, with every job still ingesting
+            raise
+        job = RunningJob(manifest, envelope, tree, owner, self)
+        job.snapshot_at = time.monotonic()
+        return job
+
+    def _ingest(self, job_id: bytes, inputs: Iterable[bytes]) -> tuple[int, bytearray]:
+        """Journal ``inputs`` in bounded batches; how many there were, and their Merkle leaves."""
+        leaves = bytearray()
+        batch: list[tuple[int, bytes, int, bytes | None]] = []
+        held = 0
+        count = 0
+        for data in inputs:
+            if not isinstance(data, bytes | bytearray | memoryview):
+                raise TypeError(f"every input must be bytes, not {type(data).__name__}")
+            data = bytes(data)
+            digest = hashlib.sha256(data).digest()
+            if len(data) > INLINE_INPUT_MAX:  # too large to travel inline: a blob of its own, fetched by hash
+                self._put_blob(data)
+                batch.append((count, digest, len(data), None))
+            else:
+                batch.append((count, digest, len(data), data))
+                held += len(data)
+            leaves += leaf_hash(digest, len(data))
+            count += 1
+            if len(batch) >= INGEST_ROWS or held >= INGEST_BYTES:
+                self.store.add_inputs(job_id, batch)
+                batch, held = [], 0
+                _stop_if_cancelled()
+        if batch:
+            self.store.add_inputs(job_id, batch)
+        if not count:
+            raise ValueError("a job needs at least one input")
+        return count, leaves
+
+    def _put_blob(self, data: bytes) -> bytes:
+        """Keep ``data`` in the blob store; a disk that refuses it is the journal's problem, told the same way."""
+        try:
+            return self.blobs.put(data)
+        except OSError as exc:
+            kind = "full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "io"
+            raise JournalError(f"the blob store {self.blobs.root} cannot take a job's files: {exc.strerror or exc}", kind) from None
+
+    def start(self, job: RunningJob) -> None:
+        self.jobs[job.job_id] = job
+
+    def resume(self) -> list[RunningJob]:
+        """Rebuild every unfinished job from the journal; a job whose entry cannot be used is set aside."""
+        for job_id in self.store.drop_ingesting():
+            log.warning("dropped job %s: the node stopped while it was being submitted", job_id.hex())
+        resumed = []
+        for row in self.store.jobs("running"):
+            try:
+                job = self._resume(row.job_id, row.manifest)
+            except (JournalError, ValueError, WireError) as exc:  # one bad row must not stop the node
+                if isinstance(exc, JournalError) and exc.kind != "damaged":
+                    raise
+                reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+                self.damaged[row.job_id] = reason
+                log.error("job %s is damaged and left alone: %s (its journalled results can still be read: "
+                          "meshnode results %s)", row.job_id.hex(), reason, row.job_id.hex())  # fmt: skip
+                continue
+            self.jobs[job.job_id] = job
+            resumed.append(job)
+        return resumed
+
+    def _resume(self, job_id: bytes, envelope: bytes) -> RunningJob:
+        manifest = wire.open_self_signed(envelope, JobManifest, "owner")
+        if manifest.job_id != job_id or manifest.owner != self.identity.peer_id:
+            raise ValueError("its manifest is for another job or owner")
+        snapshot = self.store.snapshot(job_id)
+        if snapshot is None:
+            raise ValueError("it has no saved state")
+        count = manifest.subtask_count
+        if count > 1:
+            tree = MerkleTree.from_levels(self.store.tree(job_id, leaves=False), count)
+        else:
+            tree = MerkleTree.from_levels(self.store.tree(job_id))
+        if tree.root != manifest.inputs_root or len(tree) != manifest.subtask_count:
+            raise ValueError("its input tree does not match its manifest")
+        decided: array[int] = array("q")
+        journalled: Counter[str] = Counter()
+
+        def verdicts() -> Iterator[tuple[int, str]]:  # one pass over the journal, however large the job
+            for index, status in self.store.verdicts(job_id):
+                decided.append(index)
+                journalled[_KIND_NAMES[status_kind(status)]] += 1
+                yield index, status
+
+        owner = JobOwner.restore(snapshot, verdicts())
+        if owner.job_id != job_id or owner.subtask_count != manifest.subtask_count:
+            raise ValueError("its saved state is for another job")
+        job = RunningJob(manifest, envelope, tree, owner, self, decided=decided, journalled=journalled)
+        if owner.finished:  # the last verdicts were journalled, the job's end was not
+            self.store.save_snapshot(job_id, None, "finished")
+        return job
+
+    # --- running on our own slots -------------------------------------------------------------
+
+    def subtasks(self, job: RunningJob, refs: Sequence[ReplicaRef], *, own: bool = False) -> list[Subtask]:
+        """The subtasks for ``refs``, as the journal holds their inputs.
+
+        For thieves (``own=False``) a large input travels by hash and every subtask
+        carries its Merkle proof; for the node's own slots (``own=True``) every input
+        is inline and there is no proof to build, since nobody checks it.
+
+        Raises:
+            JournalError: the journal cannot be read, or lacks an input.
+        """
+        wanted = {ref.index for ref in refs}
+        if not own:  # a proof needs the leaf beside its own: the hash and size of that input
+            wanted |= {ref.index ^ 1 for ref in refs if ref.index ^ 1 < len(job.tree)}
+        rows = self.store.input_rows(job.job_id, sorted(wanted))
+        if len(rows) != len(wanted):
+            missing = min(wanted - set(rows))
+            raise JournalError(f"the journal lacks input {missing} of job {job.job_id.hex()}", "damaged")
+        out = []
+        for ref in refs:
+            row = rows[ref.index]
+            data = row.data if row.data is not None or not own else self._blob_input(row)
+            beside = rows.get(ref.index ^ 1)
+            proof = () if own else job.tree.proof(ref.index, None if beside is None else leaf_hash(beside.sha256, beside.size))
+            out.append(Subtask(job_id=job.job_id, index=ref.index, replica=ref.replica, input_sha256=row.sha256,
+                               input_size=row.size, input=data, proof=proof))  # fmt: skip
+        return out
+
+    def _blob_input(self, row: InputRow) -> bytes | None:
+        return self.blobs.get(row.sha256)
+
+    async def take(self, job: RunningJob, n: int, now: float) -> Grant | None:
+        """Ask the job for up to ``n`` replicas for this node's own slots (none while it is paused)."""
+        if job.paused:
+            return None
+        # request ids must keep growing across restarts: the job drops ids it has seen
+        job.request_id = next_seq(job.request_id, _unix_ms())
+        carried = await self.drive(job, StealRequest(self.identity.peer_id, n, job.request_id, now))
+        return carried.grants[0] if carried.grants else None
+
+    async def run_grant(self, job: RunningJob, grant: Grant) -> None:
+        """Run the granted replicas here, as one batch, and feed the results back to the job.
+
+        Our own leases are renewed while the batch runs, as any thief renews its own.
+        """
+        refs = grant.replicas
+
+        async def renew() -> None:
+            while True:
+                await trio.sleep(job.owner.lease_seconds / 3)
+                await self.drive(job, RenewLeases(self.identity.peer_id, refs, time.monotonic()))
+
+        problem: MeshError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(renew)
+            try:
+                subtasks = await trio.to_thread.run_sync(lambda: self.subtasks(job, refs, own=True))
+                if any(s.input is None for s in subtasks):
+                    raise JournalError(f"a large input of job {job.job_id.hex()} is missing from the blob store", "damaged")
+                # our own subtasks need no checking, and our own claims no signature: nobody else sees them
+                results = await self.executor.run_batch(job.manifest, subtasks, outbox=False, sign=False, cache=False)
+            except MeshError as exc:  # caught here: a nursery would wrap it in an exception group
+                problem = exc
+            nursery.cancel_scope.cancel()
+        if problem is not None:
+            await self.drive(job, ReleaseReplicas(self.identity.peer_id, refs, time.monotonic()))
+            raise problem
+        for r in results:
+            if r.message:
+                job.messages[r.claim.index] = r.message
+        try:
+            await self.receive_claims(job, [(r.claim, r.output) for r in results])
+        except JournalError:
+            pass  # the job is paused; the verdicts wait for the journal (retry_journal)
+
+    async def receive_claims(self, job: RunningJob, claims: Sequence[tuple[ResultClaim, bytes | None]]) -> list[Ack]:
+        """Feed signed claims (ours or a peer's) to the job; the answer to each claim.
+
+        The caller has checked each claim's signature and that its output hashes
+        to ``claim.output_sha256``, and that the job is not paused. The verdicts
+        reached are journalled before this returns (and so before any executor
+        hears its claim was accepted).
+
+        Raises:
+            JournalError: the journal refused the verdicts: the job is paused, and
+                no claim of this call may be acknowledged (their executors push them
+                again later).
+        """
+        barred = self.reputation.barred()
+        now = time.monotonic()
+        for claim, output in claims:
+            if output is not None and claim.output_sha256 is not None and job.owner.is_open(claim.index):
+                job.outputs.setdefault(claim.index, {})[claim.output_sha256] = output
+        carried = await self.drive(job, *(ClaimReceived(claim, now, barred) for claim, _ in claims))
+        return carried.acks
+
+    async def cancel(self, job: RunningJob) -> None:
+        """Stop the job across the mesh: nothing more is handed out, and every holder is told to stop.
+
+        Raises:
+            JournalError: the journal could not record it (the job stays stopped until the node restarts).
+        """
+        if job.owner.finished:
+            return
+        await self.drive(job, Cancel(time.monotonic()))
+        await trio.to_thread.run_sync(self.store.save_snapshot, job.job_id, None, "cancelled")
+        job.cancelled = True
+        job.notify()
+
+    async def drive(self, job: RunningJob, *events: Event) -> Carried:
+        """Feed events to the job's state machine and carry out every instruction it returns.
+
+        The one place the owner's instructions are carried out. What answers a
+        request (grants, acknowledgements, transfers) is returned for the caller
+        to send; revocations go to their holders at once; verdicts are journalled
+        before this returns, and feed reputation; lost replicas cost their holder.
+
+        Raises:
+            JournalError: the verdicts reached were not journalled: the job is paused,
+                and nothing in the returned answers may be sent (its claims come again).
+        """
+        carried = Carried()
+        decided: list[VerifiedOutput] = []
+        finished = False
+        for event in events:
+            for i in job.owner.handle(event):
+                match i:
+                    case Grant():
+                        carried.grants.append(i)
+                    case Ack():
+                        carried.acks.append(i)
+                    case Transferred():
+                        carried.transferred.append(i)
+                    case Renewed():
+                        pass  # the holder's renewal is answered all the same; what it lost is revoked
+                    case Revoke():
+                        self._revoke(job, i)
+                    case ReplicaLost():
+                        self._lost(job, i)
+                    case ReplicasAdded():
+                        self.work_added()
+                    case SubtaskDecided():
+                        decided.append(self._journal_entry(job, i))
+                    case JobFinished():
+                        finished = True
+                    case _:
+                        assert_never(i)
+        snapshot = self._snapshot_due(job, bool(decided), finished)
+        if job.paused:
+            if decided:
+                self._hold(job, decided, None)
+        elif decided or snapshot is not None:
+            try:  # outputs can be megabytes and a commit may checkpoint the WAL: not on the event loop
+                await trio.to_thread.run_sync(self._journal, job.job_id, decided, snapshot)
+            except JournalError as exc:
+                self._hold(job, decided, exc)
+            self._written(job, decided)
+        return carried
+
+    def _revoke(self, job: RunningJob, revoke: Revoke) -> None:
+        if revoke.holder == self.identity.peer_id:
+            return  # our own slots run chunks of a few milliseconds: their claims come back "late"
+        self.revocations(revoke.holder, job.job_id, revoke.replicas, revoke.reason)
+
+    def _lost(self, job: RunningJob, lost: ReplicaLost) -> None:
+        ref, why = lost.replica, lost.reason.replace("_", " ")
+        log.info("job %s: %s lost replica %d.%d (%s)", job.job_id.hex()[:12], lost.holder, ref.index, ref.replica, why)
+        if lost.credible and lost.holder != self.identity.peer_id:
+            self.reputation.record_failure(lost.holder)
+
+    def _snapshot_due(self, job: RunningJob, decided: bool, finished: bool) -> Snapshot | None:
+        """The job's state to save now, if any: its end, or its window at most once a second."""
+        if finished:  # only running jobs are ever restored: the state is all that changes
+            return None, "finished"
+        now = time.monotonic()
+        if decided and now - job.snapshot_at >= max(SNAPSHOT_EVERY, job.snapshot_cost / SNAPSHOT_SHARE):
+            snapshot = job.owner.snapshot()
+            job.snapshot_at = time.monotonic()
+            job.snapshot_cost = job.snapshot_at - now
+            return snapshot, "running"
+        return None
+
+    def _journal(self, job_id: bytes, decided: list[VerifiedOutput], snapshot: Snapshot | None) -> None:
+        """Write verdicts, then the snapshot (safe in a worker thread: it touches no job state).
+
+        Raises:
+            JournalError: the verdicts were not written.
+        """
+        if decided:
+            self.store.record_outputs(job_id, decided)
+        if snapshot is not None:
+            try:
+                self.store.save_snapshot(job_id, *snapshot)
+            except JournalError as exc:  # the verdicts are in: the next snapshot will do
+                log.warning("job %s: its state was not saved: %s", job_id.hex()[:12], exc)
+
+    def _hold(self, job: RunningJob, decided: list[VerifiedOutput], exc: JournalError | None) -> None:
+        """Keep verdicts the journal has not taken, and pause the job until it does (``retry_journal``).
+
+        Raises:
+            JournalError: always, so that no claim behind these verdicts is acknowledged.
+        """
+        job.unjournalled += decided
+        if exc is not None:
+            self.trouble = exc
+        if exc is not None and not job.paused:
+            log.error("job %s paused: %s; it resumes by itself once the journal takes writes again",
+                      job.job_id.hex()[:12], exc)  # fmt: skip
+            job.paused = str(exc)
+        raise exc or JournalError(job.paused, "io")
+
+    def _written(self, job: RunningJob, decided: list[VerifiedOutput]) -> None:
+        """The verdicts are in the journal: count them as decided, and tell whoever waits."""
+        for d in decided:
+            job.decided.append(d.index)
+            job.journalled[_KIND_NAMES[status_kind(d.status)]] += 1
+        job.notify()
+
+    async def retry_journal(self) -> list[RunningJob]:
+        """Write the verdicts paused jobs hold; the jobs that resumed.
+
+        The node calls this every few seconds while a job is paused. Only this
+        writes a paused job's verdicts, so none is counted twice.
+        """
+        resumed = []
+        for job in list(self.jobs.values()):
+            while job.paused:
+                held = list(job.unjournalled)
+                try:
+                    await trio.to_thread.run_sync(self._rewrite, job, held)
+                except JournalError as exc:
+                    job.paused, self.trouble = str(exc), exc
+                    break
+                del job.unjournalled[: len(held)]
+                self._written(job, held)
+                if not job.unjournalled:  # more may have come in while this one was written
+                    job.paused = ""
+                    self.trouble = None
+                    log.info("job %s resumed: the journal takes writes again", job.job_id.hex()[:12])
+                    resumed.append(job)
+        return resumed
+
+    def _rewrite(self, job: RunningJob, held: list[VerifiedOutput]) -> None:
+        if held:
+            self.store.record_outputs(job.job_id, held)
+        else:
+            self.store.probe()
+        if job.owner.finished and not job.cancelled:
+            self.store.save_snapshot(job.job_id, None, "finished")
+
+    def flush(self) -> None:
+        """Save every running job's state now (the node calls this when it stops)."""
+        for job in self.jobs.values():
+            try:
+                if job.unjournalled:
+                    self.store.record_outputs(job.job_id, job.unjournalled)
+                if not job.owner.finished:
+                    self.store.save_snapshot(job.job_id, job.owner.snapshot())
+            except JournalError as exc:
+                log.warning("job %s: its last state was not saved: %s", job.job_id.hex()[:12], exc)
+
+    def _journal_entry(self, job: RunningJob, decided: SubtaskDecided) -> VerifiedOutput:
+        outcome = decided.outcome
+        if isinstance(outcome, Verified):
+            self.reputation.record_verdict(outcome)
+            executors = [str(p) for p in outcome.counted]
+            candidates = job.outputs.pop(decided.index, {})
+            if outcome.status == "ok":
+                assert outcome.output_sha256 is not None
+                output = candidates.get(outcome.output_sha256)
+                return VerifiedOutput(decided.index, "ok", output, {"executors": executors})
+            message = job.messages.pop(decided.index, "") or f"{len(executors)} executors agree it fails this way"
+            return VerifiedOutput(decided.index, outcome.status, None, {"executors": executors, "message": message})
+        job.outputs.pop(decided.index, None)
+        job.messages.pop(decided.index, None)
+        if isinstance(outcome, Disputed):
+            reported = [
+                {"status": c.status, "sha256": None if c.output_sha256 is None else c.output_sha256.hex(),
+                 "executors": [str(p) for p in c.executors]}
+                for c in outcome.candidates
+            ]  # fmt: skip
+            reporters = sum(len(c.executors) for c in outcome.candidates)
+            message = f"no quorum: {len(reported)} different results from {reporters} executors"
+            return VerifiedOutput(decided.index, "disputed", None, {"candidates": reported, "message": message})
+        assert isinstance(outcome, Failed)
+        return VerifiedOutput(decided.index, outcome.code, None, {"message": outcome.message})
+
+
+def _stop_if_cancelled() -> None:
+    """In a trio worker thread, raise ``trio.Cancelled`` once the task waiting for it is cancelled.
+
+    A node told to stop while a large job comes in stops within one batch, instead
+    of taking the whole job in first (47 s for a million inputs).
+    """
+    try:
+        trio.from_thread.check_cancelled()
+    except RuntimeError:
+        pass  # not in a trio worker thread (a test, or a program creating jobs by itself)
+
+
+def _unix_ms() -> int:
+    return time.time_ns() // 1_000_000
+

@@ -1,0 +1,6 @@
+"""The wasmtime sandbox a subtask runs in (fuel, memory and time limits), and the tools around it.
+
+    runtime.py      compile and run task modules under limits
+    local_exec.py   run a task over its inputs on this machine (``meshnode exec``)
+    toolchain.py    build a C task to WebAssembly (``meshnode build``)
+"""

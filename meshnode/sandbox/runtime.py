@@ -1,0 +1,516 @@
+"""The wasmtime sandbox: runs one subtask with fuel, memory and time limits.
+
+Theory of operation:
+
+Outputs must be bit-identical on every machine (replicas are cross-verified by
+hash), so the engine refuses threads and relaxed SIMD, a module may import
+nothing, and every subtask gets a fresh Store and Instance. NaN bit patterns
+are the one remaining difference between CPU architectures; Cranelift's NaN
+canonicalization removes it at about 3x the cost on float-heavy code, so it is
+a per-job option and runs on a second engine.
+
+Limits: fuel (deterministic, counted in wasm operators) bounds the work; an
+epoch deadline, driven by one ticker thread per sandbox, bounds wall time; store
+limits bound linear memory, tables and instances.
+
+The epoch counts ticks of real (monotonic) time, not wakeups of the ticker: a
+ticker that wakes late on a loaded machine catches up by the ticks it missed
+(``EpochClock``), so a deadline fires within a tick or two of the wall-clock
+timeout however late the thread is scheduled, and a run starting while the
+ticker lags still gets its whole timeout. The ticker sleeps while no wasm runs. When memory cannot grow,
+``memory.grow`` returns -1 and the guest decides what to do (the task ABI says
+``alloc`` returns 0, and the task then traps), so a trap with memory at its
+limit is reported as ``memory_limit``.
+
+Every failure comes back as a ``TaskOutcome`` with a stable code, never as an
+exception. Runs happen in worker threads (wasmtime releases the GIL while wasm
+runs), at most ``slots`` at a time. A trio cancellation cannot stop wasm that is
+running: the epoch deadline is the real kill switch, and ``close`` uses it to
+interrupt every run still in flight.
+
+Compiled modules are cached by SHA-256 in memory and, when a cache directory is
+given, on disk with ``Module.serialize`` so a restart does not recompile. Only
+artifacts this node wrote itself are ever deserialized (they are native code).
+The cache's folders are 0700 and its files 0600: they are the jobs' code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import importlib.metadata
+import os
+import platform
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+import wasmtime
+
+from ..core.manifest import TaskLimits
+from ..core.outcome import TaskError, TaskOutcome
+from ..errors import SandboxError
+from ..storage.private_files import private_dir
+
+__all__ = ["ENGINE_ID", "EpochClock", "Sandbox", "TaskModule"]
+
+WASMTIME_VERSION: Final = importlib.metadata.version("wasmtime")
+# Fuel counts and NaN bits are comparable only between executors with the same engine.
+ENGINE_ID: Final = f"wasmtime-{WASMTIME_VERSION}/{platform.machine().lower()}"
+
+TICK_SECONDS: Final = 0.01
+TICK_NS: Final = 10_000_000  # TICK_SECONDS in integer nanoseconds, so tick arithmetic is exact
+MAX_WASM_STACK: Final = 1 << 20
+MAX_TABLE_ELEMENTS: Final = 1 << 20
+MAX_TABLES: Final = 8
+PAGE: Final = 65536
+MEMORY_CACHE_SIZE: Final = 64
+SHORT_RUN_SECONDS: Final = 0.002
+
+_MASK32: Final = 0xFFFF_FFFF
+_MASK64: Final = 0xFFFF_FFFF_FFFF_FFFF
+
+_TRAP_CODES: Final = {
+    wasmtime.TrapCode.OUT_OF_FUEL: "fuel_exhausted",
+    wasmtime.TrapCode.INTERRUPT: "timeout",
+}
+
+
+def _engine(nan_canonical: bool) -> wasmtime.Engine:
+    cfg = wasmtime.Config()
+    cfg.consume_fuel = True
+    cfg.epoch_interruption = True
+    cfg.wasm_threads = False  # shared memory and atomics: nondeterministic
+    cfg.wasm_relaxed_simd = False  # results differ between CPUs
+    cfg.cranelift_nan_canonicalization = nan_canonical
+    cfg.max_wasm_stack = MAX_WASM_STACK
+    return wasmtime.Engine(cfg)
+
+
+def _last_line(exc: BaseException) -> str:
+    # wasmtime's messages start with "error while executing at wasm backtrace:";
+    # the cause is on the last line.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+class EpochClock:
+    """The engines' epoch as ticks of real time since ``origin_ns`` (monotonic nanoseconds).
+
+    The caller reads the clock and passes the time in, so the arithmetic can be
+    checked without a clock or a thread.
+    """
+
+    __slots__ = ("origin_ns", "ticked")
+
+    def __init__(self, origin_ns: int) -> None:
+        self.origin_ns = origin_ns
+        self.ticked = 0  # increments made since origin_ns
+
+    def elapsed_ticks(self, now_ns: int) -> int:
+        return (now_ns - self.origin_ns) // TICK_NS
+
+    def take_due(self, now_ns: int) -> int:
+        """How many increments the epoch owes at ``now_ns``; they count as made from here on."""
+        due = max(0, self.elapsed_ticks(now_ns) - self.ticked)
+        self.ticked += due
+        return due
+
+    def deadline(self, now_ns: int, timeout_ms: int) -> int:
+        """The epoch deadline, relative to the epoch as it stands, for a run starting at ``now_ns``.
+
+        It counts from real time, not from the epoch, so the increments a late ticker
+        still owes do not cut the run short; the extra tick makes up for ``now_ns``
+        falling part way through a tick, so the deadline never comes before the timeout.
+        """
+        timeout_ticks = -(-timeout_ms * 1_000_000 // TICK_NS) + 1
+        return self.elapsed_ticks(now_ns) + timeout_ticks - self.ticked
+
+
+def _signature(ft: wasmtime.FuncType) -> tuple[list[str], list[str]]:
+    return [str(p) for p in ft.params], [str(r) for r in ft.results]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskModule:
+    """A compiled, checked task module, ready to instantiate."""
+
+    sha256: bytes
+    module: wasmtime.Module
+    nan_canonical: bool
+    entries: frozenset[str]  # exports with the entry signature (i32, i32) -> i64
+
+    def check_entry(self, entry: str) -> TaskError | None:
+        if entry in self.entries:
+            return None
+        have = ", ".join(sorted(self.entries)) or "none"
+        return TaskError("abi_error", f"no entry function {entry!r} of type (i32, i32) -> i64 (found: {have})")
+
+
+def _check_module(module: wasmtime.Module) -> frozenset[str]:
+    """Apply the import allowlist (empty) and the task ABI's required exports."""
+    imports = [f"{imp.module}.{imp.name}" for imp in module.imports]
+    if imports:
+        shown = ", ".join(imports[:5]) + (f" and {len(imports) - 5} more" if len(imports) > 5 else "")
+        raise SandboxError(TaskError("bad_module", f"module imports {shown}; tasks may import nothing"))
+    exports = {exp.name: exp.type for exp in module.exports}
+    if not isinstance(exports.get("memory"), wasmtime.MemoryType):
+        raise SandboxError(TaskError("abi_error", "module does not export its memory as 'memory'"))
+    alloc = exports.get("alloc")
+    if not isinstance(alloc, wasmtime.FuncType) or _signature(alloc) != (["i32"], ["i32"]):
+        raise SandboxError(TaskError("abi_error", "module does not export 'alloc' of type (i32) -> i32"))
+    return frozenset(
+        name
+        for name, t in exports.items()
+        if isinstance(t, wasmtime.FuncType) and _signature(t) == (["i32", "i32"], ["i64"])
+    )
+
+
+class Sandbox:
+    """Runs task modules under limits, ``slots`` at a time.
+
+    Use it as a context manager (sync or async) so the epoch ticker thread stops
+    with it::
+
+        with Sandbox(slots=2) as sandbox:
+            outcome = await sandbox.run(wasm_bytes, b"input", limits)
+    """
+
+    def __init__(self, *, slots: int = 1, cache_dir: Path | None = None) -> None:
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        self.slots = slots
+        self._cache_dir = cache_dir
+        if cache_dir is not None:
+            with contextlib.suppress(OSError):  # the cache is an optimization: never fail for it
+                private_dir(cache_dir, create=False)
+        self._engines = {False: _engine(False), True: _engine(True)}
+        self._modules: OrderedDict[tuple[bytes, bool], TaskModule] = OrderedDict()
+        self._modules_lock = threading.Lock()
+        self._compile_lock = threading.Lock()
+        self._limiter = trio.CapacityLimiter(slots)
+        # Guards the epoch clock, the count of runs and the ticker's stop flag; the
+        # ticker waits on it, so a run starting while none ran wakes it at once.
+        self._clock_changed = threading.Condition()
+        self._clock = EpochClock(time.monotonic_ns())
+        self._running = 0
+        self._stopping = False
+        self._closing = False
+        self._max_deadline_ticks = 1
+        self._ticker: threading.Thread | None = None
+        self._python_lane = threading.Lock()
+        self.compiled = 0  # modules compiled from wasm (for tests and stats)
+        self.deserialized = 0  # modules loaded from the on-disk cache
+        self._seconds_per_run: dict[bytes, float] = {}
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, name="meshnode-epoch", daemon=True)
+            self._ticker.start()
+
+    def close(self) -> None:
+        """Stop the ticker and interrupt every run still in flight (it ends as ``timeout``)."""
+        self._closing = True
+        with self._clock_changed:
+            self._stopping = True
+            self._clock_changed.notify_all()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
+        # Moving the epoch past every deadline set so far traps all running stores.
+        self._increment_epoch(self._max_deadline_ticks + 1)
+
+    def __enter__(self) -> Sandbox:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Sandbox:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def _tick(self) -> None:
+        """The ticker thread: moves the epoch with real time while wasm runs, sleeps while none does."""
+        with self._clock_changed:
+            while not self._stopping:
+                self._clock_changed.wait(TICK_SECONDS if self._running else None)
+                if self._running:
+                    self._increment_epoch(self._clock.take_due(time.monotonic_ns()))
+
+    def _increment_epoch(self, times: int) -> None:
+        for engine in self._engines.values():
+            for _ in range(times):
+                engine.increment_epoch()
+
+    @contextlib.contextmanager
+    def _deadline(self, store: wasmtime.Store, timeout_ms: int) -> Iterator[None]:
+        """Set the store's epoch deadline and keep the ticker going until the block ends."""
+        with self._clock_changed:
+            now_ns = time.monotonic_ns()
+            if self._running == 0:
+                # The ticker was asleep and owes nothing: start counting from now.
+                self._clock = EpochClock(now_ns)
+                self._clock_changed.notify_all()
+            self._running += 1
+            ticks = self._clock.deadline(now_ns, timeout_ms)
+            # Under the lock: the ticker cannot move the epoch between reading and setting.
+            store.set_epoch_deadline(ticks)
+            self._max_deadline_ticks = max(self._max_deadline_ticks, ticks)
+        try:
+            yield
+        finally:
+            with self._clock_changed:
+                self._running -= 1
+
+    # --- modules ----------------------------------------------------------------------------
+
+    def load(self, wasm: bytes, *, nan_canonical: bool = False, sha256: bytes | None = None) -> TaskModule:
+        """Compile (or fetch from cache) and check a task module.
+
+        Raises:
+            SandboxError: ``bad_module`` (invalid wasm, forbidden feature or import) or
+                ``abi_error`` (missing ``memory`` or ``alloc`` export).
+        """
+        digest = sha256 or hashlib.sha256(wasm).digest()
+        key = (digest, nan_canonical)
+        with self._modules_lock:
+            cached = self._modules.get(key)
+            if cached is not None:
+                self._modules.move_to_end(key)
+                return cached
+        with self._compile_lock:  # compiles are rare; never compile one module twice at once
+            with self._modules_lock:
+                cached = self._modules.get(key)
+            if cached is None:
+                module = self._compile(wasm, digest, nan_canonical)
+                cached = TaskModule(digest, module, nan_canonical, _check_module(module))
+                with self._modules_lock:
+                    self._modules[key] = cached
+                    while len(self._modules) > MEMORY_CACHE_SIZE:
+                        self._modules.popitem(last=False)
+        return cached
+
+    def _artifact_path(self, digest: bytes, nan_canonical: bool) -> Path | None:
+        if self._cache_dir is None:
+            return None
+        flavour = "nan" if nan_canonical else "std"
+        return self._cache_dir / ENGINE_ID.replace("/", "-") / f"{digest.hex()}-{flavour}.cwasm"
+
+    def _compile(self, wasm: bytes, digest: bytes, nan_canonical: bool) -> wasmtime.Module:
+        engine = self._engines[nan_canonical]
+        path = self._artifact_path(digest, nan_canonical)
+        if path is not None and path.exists():
+            try:
+                # Read into memory rather than deserialize_file, which maps the file:
+                # a file changed under a mapping kills the process with SIGBUS.
+                module = wasmtime.Module.deserialize(engine, path.read_bytes())
+                self.deserialized += 1
+                return module
+            except (OSError, wasmtime.WasmtimeError):
+                pass  # stale or truncated artifact: recompile and overwrite it
+        try:
+            module = wasmtime.Module(engine, wasm)
+        except wasmtime.WasmtimeError as exc:
+            raise SandboxError(TaskError("bad_module", f"not a valid module: {_last_line(exc)}")) from None
+        self.compiled += 1
+        if path is not None:
+            self._store_artifact(path, module)
+        return module
+
+    @staticmethod
+    def _store_artifact(path: Path, module: wasmtime.Module) -> None:
+        try:
+            private_dir(path.parent.parent)  # the cache dir
+            path.parent.mkdir(exist_ok=True, mode=0o700)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+                f.write(module.serialize())
+            tmp.replace(path)
+        except OSError:
+            pass  # a cache that cannot be written only costs a recompile next time
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run(
+        self,
+        wasm: bytes | TaskModule,
+        data: bytes,
+        limits: TaskLimits,
+        *,
+        entry: str = "run",
+        nan_canonical: bool = False,
+    ) -> TaskOutcome:
+        """Run one subtask in a worker thread, waiting for a free slot first.
+
+        Cancelling the caller stops the wait, not the wasm: the run goes on until it
+        finishes or hits its deadline.
+        """
+        return await trio.to_thread.run_sync(
+            self.run_sync, wasm, data, limits, entry, nan_canonical, limiter=self._limiter
+        )
+
+    async def run_many(
+        self,
+        wasm: bytes | TaskModule,
+        inputs: Sequence[bytes],
+        limits: TaskLimits,
+        *,
+        entry: str = "run",
+        nan_canonical: bool = False,
+    ) -> list[TaskOutcome]:
+        """Run several subtasks one after another in one worker thread (one slot).
+
+        For short subtasks the hop into a thread costs more than the run itself;
+        batching amortizes it.
+        """
+
+        return await trio.to_thread.run_sync(
+            self.run_many_sync, wasm, inputs, limits, entry, nan_canonical, limiter=self._limiter
+        )
+
+    @property
+    def limiter(self) -> trio.CapacityLimiter:
+        """One token per slot: hold one while running subtasks in a thread of your own."""
+        return self._limiter
+
+    def run_many_sync(
+        self,
+        wasm: bytes | TaskModule,
+        inputs: Sequence[bytes],
+        limits: TaskLimits,
+        entry: str = "run",
+        nan_canonical: bool = False,
+    ) -> list[TaskOutcome]:
+        """``run_many`` in the calling thread (which should hold a ``limiter`` token)."""
+        key = wasm.sha256 if isinstance(wasm, TaskModule) else None
+        # Subtasks this short spend most of their time in Python (wasmtime-py's
+        # ctypes calls), and two threads fighting over the GIL run them about 2x
+        # slower than one: run such chunks one at a time.
+        short = key is not None and self._seconds_per_run.get(key, 1.0) < SHORT_RUN_SECONDS
+        with self._python_lane if short else contextlib.nullcontext():
+            t0 = time.perf_counter()
+            outcomes = [self.run_sync(wasm, data, limits, entry, nan_canonical) for data in inputs]
+        if key is not None and inputs:
+            self._seconds_per_run[key] = (time.perf_counter() - t0) / len(inputs)
+        return outcomes
+
+    def seconds_per_run(self, sha256: bytes) -> float | None:
+        """The last measured time per subtask of a module (None before it ran here)."""
+        return self._seconds_per_run.get(sha256)
+
+    def run_sync(
+        self,
+        wasm: bytes | TaskModule,
+        data: bytes,
+        limits: TaskLimits,
+        entry: str = "run",
+        nan_canonical: bool = False,
+    ) -> TaskOutcome:
+        """Run one subtask in the calling thread. Never raises for anything the module does."""
+        start = time.perf_counter()
+        if self._ticker is None:
+            raise RuntimeError("the sandbox is not open (use it as a context manager)")
+        if isinstance(wasm, TaskModule):
+            module = wasm
+        else:
+            try:
+                module = self.load(wasm, nan_canonical=nan_canonical)
+            except SandboxError as exc:
+                return TaskOutcome(None, exc.error, 0, time.perf_counter() - start)
+        problem = module.check_entry(entry)
+        if problem is not None:
+            return TaskOutcome(None, problem, 0, time.perf_counter() - start)
+        output, error, fuel_used = self._execute(module, data, limits, entry)
+        return TaskOutcome(output, error, fuel_used, time.perf_counter() - start)
+
+    def _execute(
+        self, module: TaskModule, data: bytes, limits: TaskLimits, entry: str
+    ) -> tuple[bytes | None, TaskError | None, int]:
+        if len(data) + PAGE > limits.memory:
+            return None, TaskError("memory_limit", f"the input ({len(data)} bytes) does not fit the memory limit"), 0
+        store = wasmtime.Store(self._engines[module.nan_canonical])
+        store.set_fuel(limits.fuel)
+        store.set_limits(
+            memory_size=limits.memory,
+            table_elements=MAX_TABLE_ELEMENTS,
+            instances=1,
+            tables=MAX_TABLES,
+            memories=1,
+        )
+        memory: Any = None
+        try:
+            with self._deadline(store, limits.timeout_ms):
+                # _check_module proved these are a memory and two functions of the right types
+                exports: Any = wasmtime.Instance(store, module.module, []).exports(store)
+                memory = exports["memory"]
+                ptr = exports["alloc"](store, len(data)) & _MASK32
+                if (ptr == 0 and data) or ptr + len(data) > memory.data_len(store):
+                    return None, self._alloc_failure(store, memory, limits, ptr), self._fuel_used(store, limits)
+                memory.write(store, data, ptr)
+                packed = exports[entry](store, ptr, len(data)) & _MASK64
+        except wasmtime.Trap as trap:
+            return None, self._trap_error(trap, store, memory, limits), self._fuel_used(store, limits)
+        except wasmtime.WasmtimeError as exc:
+            return None, self._instantiation_error(exc), self._fuel_used(store, limits)
+        fuel_used = self._fuel_used(store, limits)
+        out_ptr, out_len = packed >> 32, packed & _MASK32
+        if out_len > limits.max_output:
+            return None, TaskError("output_too_large", f"output of {out_len} bytes is over the {limits.max_output}-byte limit"), fuel_used
+        if out_ptr + out_len > memory.data_len(store):
+            return None, TaskError("abi_error", f"output [{out_ptr}, +{out_len}) lies outside linear memory"), fuel_used
+        base = ctypes.cast(memory.data_ptr(store), ctypes.c_void_p).value or 0
+        return ctypes.string_at(base + out_ptr, out_len), None, fuel_used
+
+    @staticmethod
+    def _fuel_used(store: wasmtime.Store, limits: TaskLimits) -> int:
+        return limits.fuel - store.get_fuel()
+
+    @staticmethod
+    def _at_memory_limit(store: wasmtime.Store, memory: Any, limits: TaskLimits) -> bool:
+        return memory is not None and memory.data_len(store) + PAGE > limits.memory
+
+    def _alloc_failure(self, store: wasmtime.Store, memory: Any, limits: TaskLimits, ptr: int) -> TaskError:
+        if self._at_memory_limit(store, memory, limits):
+            return TaskError("memory_limit", f"alloc could not grow memory past the {limits.memory}-byte limit")
+        return TaskError("abi_error", f"alloc returned {ptr}, which cannot hold the input")
+
+    def _trap_error(self, trap: wasmtime.Trap, store: wasmtime.Store, memory: Any, limits: TaskLimits) -> TaskError:
+        code = _TRAP_CODES.get(trap.trap_code) if trap.trap_code is not None else None
+        if code == "timeout":
+            if self._closing:
+                return TaskError("timeout", "interrupted: the sandbox was closed")
+            return TaskError("timeout", f"ran longer than {limits.timeout_ms / 1000:g} s")
+        if code == "fuel_exhausted":
+            return TaskError("fuel_exhausted", f"used all {limits.fuel} fuel")
+        if memory is not None and trap.trap_code != wasmtime.TrapCode.STACK_OVERFLOW:
+            used = memory.data_len(store)
+            # A guest whose memory.grow failed aborts (the ABI's alloc returns 0 and
+            # the task traps with `unreachable`), but the failed request itself is
+            # invisible: call it memory_limit when memory is full, or when an abort
+            # came with more than half the limit in use.
+            aborted = trap.trap_code == wasmtime.TrapCode.UNREACHABLE
+            if used + PAGE > limits.memory or (aborted and 2 * used > limits.memory):
+                return TaskError(
+                    "memory_limit",
+                    f"trapped with {used} bytes of memory in use, limit {limits.memory} ({_last_line(trap)})",
+                )
+        return TaskError("trap", _last_line(trap))
+
+    @staticmethod
+    def _instantiation_error(exc: wasmtime.WasmtimeError) -> TaskError:
+        message = _last_line(exc)
+        if "limit" in message:  # e.g. "memory minimum size of 4000 pages exceeds memory limits"
+            return TaskError("memory_limit", message)
+        return TaskError("bad_module", message)

@@ -1,0 +1,630 @@
+"""The node's journal in SQLite (WAL): what must survive a crash.
+
+Owner side: every job this node owns - its signed manifest, its inputs (the
+hash and size of each, and the bytes of the small ones), the Merkle tree over
+them, the owner state machine's snapshot of the work in flight, and each
+verdict as soon as it is reached - so that a node restarted after a SIGKILL
+resumes its unfinished jobs and never recomputes or loses a verdict. A job is
+written while its inputs stream in, in bounded transactions (state
+``ingesting``); only the last transaction, with the manifest, makes it
+``running``, and a job still ``ingesting`` when the node starts is dropped:
+its submitter never heard of it.
+
+Executor side: an outbox of signed results waiting for their owner's
+acknowledgement, retried across restarts of either side; and a result cache
+keyed by (module hash, input hash, engine) that answers a repeated subtask
+without running it again.
+
+Plus other node state, such as the per-peer reputation this node keeps.
+
+Durability: WAL with ``synchronous=NORMAL``. A commit survives the process
+being killed at any instant (the WAL is written before the call returns); on
+power loss the last transactions may be rolled back, never corrupted. Every
+public method is one transaction.
+
+Errors: every SQLite error leaves this module as a ``JournalError`` whose
+``kind`` says what happened (a full disk, an I/O error, a damaged file) and
+whose message is one line naming the file and what to do. ``open`` refuses a
+file it cannot trust before changing anything.
+
+Thread safety: one connection, used from one thread at a time (a lock guards
+it), so the node may call in from worker threads for large writes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import cbor2
+
+from ..errors import JournalError
+
+__all__ = ["CachedResult", "InputRow", "JobRow", "OutboxEntry", "Store", "VerifiedOutput"]
+
+SCHEMA_VERSION: Final = 2
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id      BLOB PRIMARY KEY,
+    manifest    BLOB NOT NULL,            -- the owner's signed manifest envelope (empty while ingesting)
+    state       TEXT NOT NULL,            -- ingesting | running | finished | cancelled
+    snapshot    BLOB,                     -- the owner state machine's window, CBOR
+    created     REAL NOT NULL,
+    updated     REAL NOT NULL,
+    subtasks    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS inputs (          -- every input of an owned job
+    job_id      BLOB NOT NULL,
+    idx         INTEGER NOT NULL,
+    data        BLOB,                     -- the bytes of a small input (a large one is a blob)
+    sha256      BLOB,
+    size        INTEGER,
+    PRIMARY KEY (job_id, idx)
+);
+CREATE TABLE IF NOT EXISTS trees (           -- the Merkle tree over a job's inputs, one row per level
+    job_id      BLOB NOT NULL,
+    level       INTEGER NOT NULL,
+    nodes       BLOB NOT NULL,            -- 32-byte hashes, concatenated
+    PRIMARY KEY (job_id, level)
+);
+CREATE TABLE IF NOT EXISTS outputs (
+    job_id      BLOB NOT NULL,
+    idx         INTEGER NOT NULL,
+    status      TEXT NOT NULL,            -- ok | a failure code | disputed
+    output      BLOB,                     -- the verified bytes (status ok)
+    detail      BLOB,                     -- CBOR: executors, candidates, message
+    PRIMARY KEY (job_id, idx)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    job_id      BLOB NOT NULL,
+    idx         INTEGER NOT NULL,
+    replica     INTEGER NOT NULL,
+    owner       TEXT NOT NULL,            -- the owner's peer ID
+    claim       BLOB NOT NULL,            -- our signed ResultClaim envelope
+    output      BLOB,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_try    REAL NOT NULL,
+    PRIMARY KEY (job_id, idx, replica)
+);
+CREATE TABLE IF NOT EXISTS result_cache (
+    module      BLOB NOT NULL,
+    input       BLOB NOT NULL,
+    engine      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    output      BLOB,
+    fuel        INTEGER NOT NULL,
+    message     TEXT NOT NULL,
+    used        REAL NOT NULL,
+    PRIMARY KEY (module, input, engine)
+);
+CREATE TABLE IF NOT EXISTS node_state (name TEXT PRIMARY KEY, value BLOB NOT NULL);  -- e.g. reputation
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job as the journal lists it; ``snapshot`` is read on its own (``Store.snapshot``)."""
+
+    job_id: bytes
+    manifest: bytes
+    state: str
+    created: float
+    subtasks: int
+
+
+@dataclass(frozen=True, slots=True)
+class InputRow:
+    sha256: bytes
+    size: int
+    data: bytes | None  # None: a large input, kept as a blob
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedOutput:
+    index: int
+    status: str
+    output: bytes | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    job_id: bytes
+    index: int
+    replica: int
+    owner: str
+    claim: bytes
+    output: bytes | None
+    attempts: int
+    next_try: float
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResult:
+    status: str
+    output: bytes | None
+    fuel: int
+    message: str
+
+
+class Store:
+    """The journal. Open it with ``Store.open(path)``; close it with ``close()`` or a ``with`` block."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path, *, expected: str | None = None) -> Store:
+        """Open (creating if needed) the journal at ``path``, after checking it can be trusted.
+
+        Args:
+            expected: why a journal should already be there (e.g. "blobs/ holds the
+                files of earlier jobs"), or None. A missing or empty file is then
+                an error, not a fresh start: it was lost or truncated.
+
+        Raises:
+            JournalError: the file is damaged, missing although ``expected``, or
+                was written by a newer meshnode; or it cannot be opened at all.
+        """
+        if expected is not None and (not path.exists() or path.stat().st_size == 0):
+            what = "is empty" if path.exists() else "is missing"
+            raise JournalError(
+                f"the journal {path} {what}, but {expected}: it was lost or truncated, and starting would forget "
+                f"every job it held. Restore it from a backup; or, to start afresh, move the data dir's blobs "
+                f"folder aside", "damaged",
+            )  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The journal holds every job's inputs and outputs: this user's alone. The file is
+        # made 0600 before SQLite opens it because SQLite gives its -wal and -shm files
+        # the database file's mode; files an older version left readable are narrowed.
+        try:
+            path.touch(mode=0o600)
+            for part in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+                if part.exists() and part.stat().st_mode & 0o077:
+                    part.chmod(part.stat().st_mode & 0o700)
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except OSError as exc:
+            raise JournalError(f"the journal {path} cannot be opened: {exc.strerror or exc}", "io") from None
+        except sqlite3.Error as exc:
+            raise _journal_error(path, exc) from None
+        try:
+            _check_and_migrate(db, path)
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, path)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, _translated(self.path):
+            yield self._db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, _translated(self.path):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def probe(self) -> None:
+        """Write something small, to learn whether the journal takes writes again.
+
+        Raises:
+            JournalError: it does not.
+        """
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('probe', ?)", (repr(time.time()),))
+
+    # --- owner: jobs, their inputs, verdicts ----------------------------------------------
+
+    def begin_job(self, job_id: bytes, now: float | None = None) -> None:
+        """Start writing a job: it stays ``ingesting`` (and is dropped at the next start) until ``finish_job``."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            db.execute("INSERT INTO jobs VALUES (?, x'', 'ingesting', NULL, ?, ?, 0)", (job_id, now, now))
+
+    def add_inputs(self, job_id: bytes, rows: Sequence[tuple[int, bytes, int, bytes | None]]) -> None:
+        """Journal a batch of a job's inputs: (index, sha256, size, bytes or None for a blob)."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO inputs (job_id, idx, sha256, size, data) VALUES (?, ?, ?, ?, ?)",
+                [(job_id, i, sha, size, data) for i, sha, size, data in rows],
+            )
+
+    def finish_job(
+        self, job_id: bytes, manifest: bytes, subtasks: int, levels: Sequence[bytes | bytearray], snapshot: dict[str, Any]
+    ) -> None:
+        """Make an ingested job real: its manifest, its tree and its first snapshot, in one transaction."""
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO trees VALUES (?, ?, ?)", [(job_id, n, lv) for n, lv in enumerate(levels)])
+            db.execute(
+                "UPDATE jobs SET manifest = ?, state = 'running', snapshot = ?, subtasks = ?, updated = ? WHERE job_id = ?",
+                (manifest, cbor2.dumps(snapshot), subtasks, time.time(), job_id),
+            )
+
+    def drop_job(self, job_id: bytes) -> None:
+        """Forget a job and everything journalled with it."""
+        with self._tx() as db:
+            for table in ("jobs", "inputs", "trees", "outputs"):
+                db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
+
+    def drop_ingesting(self) -> list[bytes]:
+        """Drop the jobs whose ingestion never finished (the node died while a job came in); their IDs."""
+        with self._read() as db:
+            ids = [r[0] for r in db.execute("SELECT job_id FROM jobs WHERE state = 'ingesting'")]
+        for job_id in ids:
+            self.drop_job(job_id)
+        return ids
+
+    def save_snapshot(self, job_id: bytes, snapshot: dict[str, Any] | None, state: str = "running") -> None:
+        """Save the job's state, and the owner's snapshot unless it is None (then it stays as it was).
+
+        A job that ended (finished, cancelled) stays ended: journal writes run in worker
+        threads, and a "running" snapshot that lands after the end must not revive the job.
+        """
+        only_running = " AND state = 'running'" if state == "running" else ""
+        with self._tx() as db:
+            if snapshot is None:
+                db.execute(f"UPDATE jobs SET state = ?, updated = ? WHERE job_id = ?{only_running}", (state, time.time(), job_id))
+            else:
+                db.execute(
+                    f"UPDATE jobs SET snapshot = ?, state = ?, updated = ? WHERE job_id = ?{only_running}",
+                    (cbor2.dumps(snapshot), state, time.time(), job_id),
+                )
+
+    def record_outputs(self, job_id: bytes, outputs: Sequence[VerifiedOutput]) -> None:
+        """Journal verdicts as they are reached (one transaction for the batch)."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?)",
+                [(job_id, o.index, o.status, o.output, cbor2.dumps(o.detail)) for o in outputs],
+            )
+
+    def jobs(self, state: str | None = None) -> list[JobRow]:
+        """The jobs (all, or those in ``state``), oldest first; those still ingesting are left out."""
+        where = "WHERE state = ?" if state else "WHERE state != 'ingesting'"
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT job_id, manifest, state, created, subtasks FROM jobs {where} ORDER BY created",
+                (state,) if state else (),
+            ).fetchall()
+        return [JobRow(*r) for r in rows]
+
+    def job(self, job_id: bytes) -> JobRow | None:
+        with self._read() as db:
+            r = db.execute("SELECT job_id, manifest, state, created, subtasks FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if r is None else JobRow(*r)
+
+    def snapshot(self, job_id: bytes) -> dict[str, Any] | None:
+        """The job's last saved snapshot.
+
+        Raises:
+            JournalError: it is there and cannot be decoded (kind "damaged").
+        """
+        with self._read() as db:
+            row = db.execute("SELECT snapshot FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        try:
+            value = cbor2.loads(row[0])
+        except Exception as exc:  # cbor2 raises several types for garbage; all mean the same here
+            raise JournalError(f"the snapshot of job {job_id.hex()} is unreadable: {exc}", "damaged") from None
+        if not isinstance(value, dict):
+            raise JournalError(f"the snapshot of job {job_id.hex()} is not a map", "damaged")
+        return value
+
+    def tree(self, job_id: bytes, *, leaves: bool = True) -> list[bytes]:
+        """The Merkle tree's levels as journalled with the job: leaves first, or (``leaves=False``) the levels above."""
+        first = 0 if leaves else 1
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT level, nodes FROM trees WHERE job_id = ? AND level >= ? ORDER BY level", (job_id, first)
+            ).fetchall()
+        if [r[0] for r in rows] != list(range(first, first + len(rows))):
+            raise JournalError(f"the input tree of job {job_id.hex()} is incomplete", "damaged")
+        return [bytes(r[1]) for r in rows]
+
+    def input_rows(self, job_id: bytes, indices: Sequence[int]) -> dict[int, InputRow]:
+        """The inputs at ``indices`` (read a run of consecutive indices at a time), by index."""
+        found: dict[int, InputRow] = {}
+        with self._read() as db:
+            for lo, hi in _runs(sorted(set(indices))):
+                for i, sha, size, data in db.execute(
+                    "SELECT idx, sha256, size, data FROM inputs WHERE job_id = ? AND idx BETWEEN ? AND ?", (job_id, lo, hi)
+                ):
+                    found[i] = InputRow(sha, size, data)
+        return found
+
+    def verdicts(self, job_id: bytes, page: int = 65536) -> Iterator[tuple[int, str]]:
+        """Every journalled verdict of a job, as (index, status), in index order.
+
+        Read a page at a time (the lock is not held between pages): a million
+        verdicts never sit in memory as a list.
+        """
+        after = -1
+        while True:
+            with self._read() as db:
+                rows = db.execute(
+                    "SELECT idx, status FROM outputs WHERE job_id = ? AND idx > ? ORDER BY idx LIMIT ?", (job_id, after, page)
+                ).fetchall()
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+    def counts(self, job_id: bytes) -> dict[str, int]:
+        """How many journalled verdicts of each status ("ok", "disputed", or a failure code)."""
+        with self._read() as db:
+            return dict(db.execute("SELECT status, COUNT(*) FROM outputs WHERE job_id = ? GROUP BY status", (job_id,)))
+
+    def output(self, job_id: bytes, index: int) -> VerifiedOutput | None:
+        with self._read() as db:
+            r = db.execute(
+                "SELECT idx, status, output, detail FROM outputs WHERE job_id = ? AND idx = ?", (job_id, index)
+            ).fetchone()
+        return None if r is None else _verified_output(r)
+
+    def outputs(self, job_id: bytes) -> list[VerifiedOutput]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT idx, status, output, detail FROM outputs WHERE job_id = ? ORDER BY idx", (job_id,)
+            ).fetchall()
+        return [_verified_output(r) for r in rows]
+
+    # --- executor: outbox and result cache -------------------------------------------------
+
+    def record_runs(self, cached: list[tuple[bytes, bytes, str, CachedResult]], outbox: list[OutboxEntry]) -> None:
+        """What an executor keeps after running a batch, in one transaction: the result
+        cache entries ``(module, input hash, engine, result)`` and the outbox entries."""
+        now = time.time()
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO result_cache VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(m, i, e, r.status, r.output, r.fuel, r.message, now) for m, i, e, r in cached],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(e.job_id, e.index, e.replica, e.owner, e.claim, e.output, e.attempts, e.next_try) for e in outbox],
+            )
+
+    def outbox_due(self, now: float, limit: int = 256) -> list[OutboxEntry]:
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM outbox WHERE next_try <= ? ORDER BY next_try LIMIT ?", (now, limit)).fetchall()
+        return [OutboxEntry(*r) for r in rows]
+
+    def outbox_retry_later(self, job_id: bytes, index: int, replica: int, next_try: float) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_try = ? WHERE job_id = ? AND idx = ? AND replica = ?",
+                (next_try, job_id, index, replica),
+            )
+
+    def outbox_ack_many(self, keys: list[tuple[bytes, int, int]]) -> None:
+        """Forget acknowledged results: ``(job_id, index, replica)`` each, one transaction."""
+        with self._tx() as db:
+            db.executemany("DELETE FROM outbox WHERE job_id = ? AND idx = ? AND replica = ?", keys)
+
+    def outbox_size(self) -> int:
+        with self._read() as db:
+            return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def cache_get_many(self, module: bytes, input_sha256s: list[bytes], engine: str) -> dict[bytes, CachedResult]:
+        """The cached results among ``input_sha256s``, by input hash."""
+        found = {}
+        with self._read() as db:
+            for digest in set(input_sha256s):
+                row = db.execute(
+                    "SELECT status, output, fuel, message FROM result_cache WHERE module = ? AND input = ? AND engine = ?",
+                    (module, digest, engine),
+                ).fetchone()
+                if row is not None:
+                    found[digest] = CachedResult(*row)
+        return found
+
+    def save_state(self, name: str, value: dict[str, Any]) -> None:
+        """Keep a plain dict (e.g. ``Reputation.to_dict()``) under ``name``."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO node_state VALUES (?, ?)", (name, cbor2.dumps(value)))
+
+    def load_state(self, name: str) -> dict[str, Any] | None:
+        """The dict kept under ``name``, or None.
+
+        Raises:
+            JournalError: it is there and cannot be decoded (kind "damaged").
+        """
+        with self._read() as db:
+            row = db.execute("SELECT value FROM node_state WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        try:
+            value = cbor2.loads(row[0])
+        except Exception as exc:  # cbor2 raises several types for garbage; all mean the same here
+            raise JournalError(f"the saved {name} is unreadable: {exc}", "damaged") from None
+        if not isinstance(value, dict):
+            raise JournalError(f"the saved {name} is not a map", "damaged")
+        return value
+
+    def integrity_ok(self) -> bool:
+        with self._read() as db:
+            return bool(db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+
+    def outputs_page(self, job_id: bytes, after: int, limit: int) -> list[VerifiedOutput]:
+        """At most ``limit`` of a job's outputs with an index above ``after``, in index order.
+
+        Page through every output with ``after`` = the last index of the previous page
+        (-1 for the first): no page holds more than ``limit`` rows in memory.
+        """
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT idx, status, output, detail FROM outputs WHERE job_id = ? AND idx > ? ORDER BY idx LIMIT ?",
+                (job_id, after, limit),
+            ).fetchall()
+        return [_verified_output(r) for r in rows]
+
+
+def _verified_output(r: tuple[Any, ...]) -> VerifiedOutput:
+    return VerifiedOutput(r[0], r[1], r[2], cbor2.loads(r[3]) if r[3] else {})
+
+
+def _runs(indices: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """Sorted indices as runs of consecutive ones, (first, last) each."""
+    start = prev = None
+    for i in indices:
+        if start is None:
+            start = prev = i
+        elif i == prev + 1:  # type: ignore[operator]
+            prev = i
+        else:
+            yield start, prev  # type: ignore[misc]
+            start = prev = i
+    if start is not None:
+        yield start, prev  # type: ignore[misc]
+
+
+# --- opening, checking, migrating -------------------------------------------------------------
+
+
+def _check_and_migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a journal that cannot be trusted, then bring its schema up to date."""
+    with _translated(path, opening=True):
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        # A damaged page anywhere must stop the node now, with one clear line, not
+        # fail a write an hour into a job. quick_check reads every page once.
+        problem = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if problem != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed ({problem})")
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version = SCHEMA_VERSION
+        if tables and "meta" not in tables:
+            raise JournalError(f"the journal {path} is not a meshnode journal: move it aside, or use another data dir", "damaged")
+        if "meta" in tables:
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            version = int(row[0]) if row is not None and str(row[0]).isdigit() else 0
+        if version < 1:
+            raise JournalError(f"the journal {path} is damaged (its schema version is missing or unreadable): "
+                               f"move it aside (mv {path} {path}.damaged) to start afresh", "damaged")  # fmt: skip
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"the journal {path} was written by a newer meshnode (schema {version}; this one reads up to "
+                f"{SCHEMA_VERSION}): run that version, or move the file aside to start afresh", "newer",
+            )  # fmt: skip
+        db.execute("BEGIN IMMEDIATE")  # one transaction: a migration is all or nothing
+        if version == 1:
+            _migrate_from_1(db)
+        _create_tables(db)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        db.execute("COMMIT")
+
+
+def _create_tables(db: sqlite3.Connection) -> None:
+    """The tables that do not exist yet (one statement at a time: executescript would commit first)."""
+    for statement in _SCHEMA.split(";"):
+        if statement.split("--")[0].strip():
+            db.execute(statement)
+
+
+def _migrate_from_1(db: sqlite3.Connection) -> None:
+    """Schema 1 kept every input's hash and size in the owner's snapshot: move them to the inputs table.
+
+    A running job's snapshot becomes an empty window (every undecided subtask runs
+    again; executors answer from their result caches), and its tree is rebuilt.
+    """
+    from ..core.merkle import leaf_hash, tree_levels  # only a migration needs them here
+    from ..core.owner import DEFAULT_MAX_OPEN, DEFAULT_MAX_PENDING_BYTES
+
+    db.execute("ALTER TABLE inputs RENAME TO inputs_1")  # its data column was NOT NULL: large inputs now have rows
+    _create_tables(db)
+    db.execute("INSERT INTO inputs (job_id, idx, data) SELECT job_id, idx, data FROM inputs_1")
+    db.execute("DROP TABLE inputs_1")
+    db.execute("ALTER TABLE jobs ADD COLUMN subtasks INTEGER NOT NULL DEFAULT 0")
+    for job_id, blob in db.execute("SELECT job_id, snapshot FROM jobs").fetchall():
+        try:
+            old = cbor2.loads(blob)
+            digests = [bytes.fromhex(d) for d in old["inputs"]]
+            sizes = [int(n) for n in old["sizes"]]
+            o = old["owner"]
+        except Exception:  # noqa: BLE001 - a damaged row is quarantined when the node resumes it
+            continue
+        db.executemany(
+            "INSERT INTO inputs (job_id, idx, data, sha256, size) VALUES (?, ?, NULL, ?, ?) "
+            "ON CONFLICT (job_id, idx) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size",
+            [(job_id, i, d, n) for i, (d, n) in enumerate(zip(digests, sizes, strict=True))],
+        )
+        levels = tree_levels(b"".join(leaf_hash(d, n) for d, n in zip(digests, sizes, strict=True)))
+        db.executemany("INSERT OR REPLACE INTO trees VALUES (?, ?, ?)", [(job_id, n, lv) for n, lv in enumerate(levels)])
+        window = {
+            "format": 2, "job_id": o["job_id"], "owner": o["owner"], "replication": o["replication"],
+            "subtask_count": o["subtask_count"], "lease_seconds": o["lease_seconds"], "max_attempts": o["max_attempts"],
+            "max_open": DEFAULT_MAX_OPEN, "max_pending_bytes": DEFAULT_MAX_PENDING_BYTES, "cursor": 0,
+            "requests": o["requests"], "open": [],
+        }  # fmt: skip
+        db.execute("UPDATE jobs SET snapshot = ?, subtasks = ? WHERE job_id = ?", (cbor2.dumps(window), len(sizes), job_id))
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def _translated(path: Path, *, opening: bool = False) -> Iterator[None]:
+    """SQLite's errors as ``JournalError``s, one line each, saying what to do."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise _journal_error(path, exc, opening=opening) from None
+
+
+def _journal_error(path: Path, exc: sqlite3.Error, *, opening: bool = False) -> JournalError:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    detail = str(exc).splitlines()[0] if str(exc) else name
+    if name.startswith("SQLITE_FULL"):
+        return JournalError(f"the journal {path} cannot grow: the disk is full ({_free(path)}); free some space", "full")
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in detail or "not a database" in detail:
+        remedy = (
+            f"move it aside (mv {path} {path}.damaged) to start afresh, losing the jobs it held, or restore it from a backup"
+        )
+        return JournalError(f"the journal {path} is damaged ({detail}): {remedy}", "damaged")
+    what = "cannot be opened" if opening else "failed"
+    return JournalError(f"the journal {path} {what}: {detail}", "io")
+
+
+def _free(path: Path) -> str:
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return "free space unknown"
+    return f"{free / (1 << 20):.1f} MiB free on {_mount_point(path.parent)}"
+
+
+def _mount_point(path: Path) -> str:
+    path = path.resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return str(path)

@@ -1,0 +1,174 @@
+"""The journal on real SQLite: everything comes back after a reopen, and after a SIGKILL."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from meshnode.core.merkle import MerkleTree, leaf_hash, tree_levels
+from meshnode.storage.journal import CachedResult, InputRow, OutboxEntry, Store, VerifiedOutput
+from tests.modes import mode_of
+
+
+def add_job(store: Store, job_id: bytes = b"J" * 16, inputs: list[bytes] | None = None, snapshot: dict[str, object] | None = None) -> None:
+    """A job as ``JobManager.create`` journals it: begun, its inputs, then its manifest, tree and snapshot."""
+    inputs = [b"zero", b"one"] if inputs is None else inputs
+    store.begin_job(job_id, now=100.0)
+    store.add_inputs(job_id, [(i, hashlib.sha256(d).digest(), len(d), d) for i, d in enumerate(inputs)])
+    leaves = b"".join(leaf_hash(hashlib.sha256(d).digest(), len(d)) for d in inputs)
+    store.finish_job(job_id, b"signed manifest", len(inputs), tree_levels(leaves), snapshot or {"n": 0})
+
+
+def test_jobs_outputs_and_snapshots_survive_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    with Store.open(path) as store:
+        add_job(store, snapshot={"format": 2, "open": [1, 2]})
+        store.record_outputs(b"J" * 16, [
+            VerifiedOutput(0, "ok", b"\x00out", {"executors": ["a", "b"]}),
+            VerifiedOutput(1, "trap", None, {"message": "unreachable"}),
+        ])  # fmt: skip
+        store.save_snapshot(b"J" * 16, {"format": 2, "open": [3]})
+        store.save_state("reputation", {"format": 1, "peers": {"p": {"agreements": 3}}})
+    with Store.open(path) as store:
+        (job,) = store.jobs("running")
+        assert (job.job_id, job.manifest, job.subtasks) == (b"J" * 16, b"signed manifest", 2)
+        assert store.snapshot(job.job_id) == {"format": 2, "open": [3]}
+        assert [(o.index, o.status, o.output) for o in store.outputs(b"J" * 16)] == [(0, "ok", b"\x00out"), (1, "trap", None)]
+        assert store.outputs(b"J" * 16)[0].detail == {"executors": ["a", "b"]}
+        assert sorted(store.verdicts(b"J" * 16)) == [(0, "ok"), (1, "trap")]
+        assert store.counts(b"J" * 16) == {"ok": 1, "trap": 1}
+        assert store.load_state("reputation") == {"format": 1, "peers": {"p": {"agreements": 3}}}
+        store.save_snapshot(b"J" * 16, {}, state="finished")
+        assert store.jobs("running") == [] and len(store.jobs("finished")) == 1
+        assert store.integrity_ok()
+
+
+def test_an_ended_job_is_not_revived_by_a_running_snapshot_that_lands_late(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "node.db") as store:
+        add_job(store, snapshot={"n": 1})
+        store.save_snapshot(b"J" * 16, None, "cancelled")
+        store.save_snapshot(b"J" * 16, {"n": 2}, "running")
+        (job,) = store.jobs()
+        assert job.state == "cancelled" and store.snapshot(job.job_id) == {"n": 1}
+
+
+def test_a_jobs_inputs_and_tree_are_journalled_with_it(tmp_path: Path) -> None:
+    inputs = [b"zero", b"one", b"two", b"three", b"four"]
+    with Store.open(tmp_path / "node.db") as store:
+        add_job(store, inputs=inputs)
+        store.add_inputs(b"J" * 16, [(7, b"h" * 32, 5 << 20, None)])  # a large input: a blob, not a row of bytes
+    with Store.open(tmp_path / "node.db") as store:
+        rows = store.input_rows(b"J" * 16, [4, 0, 1, 3, 7, 9])  # three runs, one index absent
+        assert {i: r.data for i, r in rows.items()} == {0: b"zero", 1: b"one", 3: b"three", 4: b"four", 7: None}
+        assert rows[7] == InputRow(b"h" * 32, 5 << 20, None) and rows[1].sha256 == hashlib.sha256(b"one").digest()
+        assert store.input_rows(b"K" * 16, [0]) == {}
+        tree = MerkleTree.from_levels(store.tree(b"J" * 16))
+        assert tree.root == MerkleTree([leaf_hash(hashlib.sha256(d).digest(), len(d)) for d in inputs]).root
+
+
+def test_a_job_whose_ingestion_never_finished_is_dropped_and_never_listed(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "node.db") as store:
+        store.begin_job(b"I" * 16)
+        store.add_inputs(b"I" * 16, [(0, b"h" * 32, 1, b"x")])
+        add_job(store)
+        assert [j.job_id for j in store.jobs()] == [b"J" * 16]
+    with Store.open(tmp_path / "node.db") as store:
+        assert store.drop_ingesting() == [b"I" * 16]
+        assert store.input_rows(b"I" * 16, [0]) == {} and [j.job_id for j in store.jobs()] == [b"J" * 16]
+
+
+def test_outbox_retries_and_acks(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "node.db") as store:
+        entry = OutboxEntry(b"J" * 16, 3, 1, "12D3KooWowner", b"claim", b"output", 0, next_try=10.0)
+        store.record_runs([], [entry])
+        assert store.outbox_due(now=5.0) == []
+        assert store.outbox_due(now=10.0) == [entry]
+        store.outbox_retry_later(b"J" * 16, 3, 1, next_try=20.0)
+        assert store.outbox_due(now=15.0) == []
+        (again,) = store.outbox_due(now=20.0)
+        assert again.attempts == 1
+        store.outbox_ack_many([(b"J" * 16, 3, 1), (b"K" * 16, 0, 0)])  # an unknown key is no error
+        assert store.outbox_size() == 0
+
+
+def test_result_cache_is_keyed_by_module_input_and_engine(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "node.db") as store:
+        result = CachedResult("ok", b"42", 1234, "")
+        store.record_runs([(b"m" * 32, b"i" * 32, "wasmtime-50/x86_64", result)], [])
+        assert store.cache_get_many(b"m" * 32, [b"i" * 32, b"x" * 32], "wasmtime-50/x86_64") == {b"i" * 32: result}
+        assert store.cache_get_many(b"m" * 32, [b"i" * 32], "wasmtime-50/aarch64") == {}
+        assert store.cache_get_many(b"n" * 32, [b"i" * 32], "wasmtime-50/x86_64") == {}
+
+
+def test_a_file_that_is_not_a_database_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(Exception, match="not a database|file is not a database"):
+        Store.open(path)
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from meshnode.storage.journal import Store, VerifiedOutput
+store = Store.open(Path(sys.argv[1]))
+store.begin_job(b"J" * 16)
+i = 0
+while True:
+    store.record_outputs(b"J" * 16, [VerifiedOutput(i, "ok", bytes([i % 256]) * 1000, {})])
+    print(i, flush=True)   # printed only after the commit returned
+    i += 1
+"""
+
+
+def test_every_committed_output_survives_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None
+        committed = -1
+        deadline = time.monotonic() + 30
+        while committed < 200 and time.monotonic() < deadline:
+            committed = int(writer.stdout.readline())
+        os.kill(writer.pid, signal.SIGKILL)
+    finally:
+        writer.kill()
+        writer.wait()
+        if writer.stdout is not None:
+            writer.stdout.close()
+    with Store.open(path) as store:
+        assert store.integrity_ok()
+        indexes = [o.index for o in store.outputs(b"J" * 16)]
+        assert indexes[: committed + 1] == list(range(committed + 1))  # nothing acknowledged was lost
+        assert all(o.output == bytes([o.index % 256]) * 1000 for o in store.outputs(b"J" * 16))
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_the_journal_and_its_wal_are_private_to_this_user(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "node.db"
+    with Store.open(path) as store:
+        add_job(store)  # a write, so the -wal and -shm files exist
+        assert mode_of(path.parent) == 0o700
+        assert {p.name: mode_of(p) for p in path.parent.iterdir()} == {
+            "node.db": 0o600, "node.db-wal": 0o600, "node.db-shm": 0o600,
+        }  # fmt: skip
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_a_journal_readable_by_others_is_narrowed_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    with Store.open(path) as store:
+        add_job(store)
+    for p in tmp_path.iterdir():
+        p.chmod(0o644)
+    with Store.open(path) as store:
+        add_job(store, b"K" * 16)
+        assert {mode_of(p) for p in tmp_path.iterdir()} == {0o600}
+        assert len(store.jobs()) == 2
