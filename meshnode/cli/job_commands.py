@@ -110,6 +110,9 @@ def _ctrl_c_held_once_sent(sent: _Counted) -> Iterator[list[int]]:
     answers with the job's ID, and the job can be cancelled rather than left to run unseen.
     """
     held: list[int] = []
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started with Ctrl-C ignored (`&` in a script): so be it
+        yield held
+        return
 
     def on_ctrl_c(signum: int, frame: object) -> None:
         if not sent.all_read:

@@ -84,6 +84,11 @@ def test_meshnode_cancel_stops_a_job_on_every_node(tmp_path: Path, nodes: list[N
     assert missing.returncode == 2 and "no job" in missing.stderr
 
 
+def at_a_terminal() -> None:
+    """In the child: Ctrl-C as a terminal delivers it, whatever this process inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_on_submit_cancels_the_job_across_the_mesh(tmp_path: Path, nodes: list[NodeProcess]) -> None:
     tiles = write_tiles(tmp_path / "tiles.jsonl", 60)
     mesh, _ = start_mesh(tmp_path, nodes)
@@ -91,6 +96,7 @@ def test_ctrl_c_on_submit_cancels_the_job_across_the_mesh(tmp_path: Path, nodes:
     submit = subprocess.Popen(
         [sys.executable, "-m", "meshnode", "submit", MODULE, "--input-jsonl", tiles, "--data-dir", str(a.data_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=at_a_terminal,  # a suite started in the background passes SIGINT on ignored
     )  # fmt: skip
     try:
         poll(lambda: len(api_get(a.data_dir, "/v1/jobs")["jobs"]) == 1, 30, "the job to be submitted")
