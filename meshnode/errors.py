@@ -5,19 +5,25 @@ Each class says what it means and what the caller should do about it.
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .core.outcome import TaskError
 
 __all__ = [
+    "BodyTooLarge",
     "BuildError",
     "ConfigError",
+    "FrameError",
     "IdentityError",
     "InputError",
     "JournalError",
     "MeshError",
+    "NodeNotRunning",
     "PeerUnavailableError",
+    "RefusedWork",
     "SandboxError",
     "WireError",
 ]
@@ -102,3 +108,53 @@ class PeerUnavailableError(MeshError):
     ``__cause__`` holds the network library's own exception when there is one.
     Usually transient: the node retries later or works with other peers.
     """
+
+
+class FrameError(WireError):
+    """A length-prefixed frame could not be read: on a peer's stream, or in a job body sent to the API.
+
+    ``reason`` says how in one word: ``closed`` (the stream ended before a
+    frame), ``truncated`` (it ended inside one), ``oversize`` (over its limit),
+    ``broken`` (the stream was reset or its connection failed) or ``malformed``.
+    The message says where, in one line. Nothing in it has been acted on.
+    """
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class BodyTooLarge(FrameError):
+    """A job body sent to the API, or one of its frames, is over its size limit.
+
+    Raised as soon as the bytes received (or a frame's declared length) pass the
+    limit, before they are kept. The server answers 413; the sender should send less.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "oversize")
+
+
+class NodeNotRunning(MeshError):
+    """No node is running with this data dir (or it died without cleaning up).
+
+    The message names the data dir and the command that starts a node there.
+    Start one, or pass the ``--data-dir`` of the node you meant.
+    """
+
+    def __init__(self, data_dir: Path, reason: str | None = None) -> None:
+        self.data_dir = data_dir
+        self.reason = reason
+        why = f": {reason}" if reason else ""
+        super().__init__(
+            f"no meshnode is running with data dir {data_dir}{why} "
+            f"(start one with: python -m meshnode --data-dir {shlex.quote(str(data_dir))})"
+        )
+
+
+class RefusedWork(MeshError):
+    """A subtask this node will not run; ``reason`` is sent back to whoever offered it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -118,3 +118,23 @@ def test_the_checks_see_imports() -> None:
     found = set(imports("meshnode.node.mesh_node"))
     assert {"meshnode.core.peers", "meshnode.net.host", "meshnode.api.server"} <= found
     assert "meshnode.storage.journal" in set(imports("meshnode.api.job_routes"))  # under TYPE_CHECKING
+
+
+def test_every_exception_is_defined_in_errors_py() -> None:
+    """One error module: a caller finds every exception meshnode raises on purpose in one place."""
+    defined = {}
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                defined[node.name] = (name, [ast.unparse(b) for b in node.bases])
+    errors = {c for c, (module, _) in defined.items() if module == "meshnode.errors"}
+    assert {"MeshError", "FrameError", "NodeNotRunning", "JournalError"} <= errors
+
+    def is_exception(cls: str, seen: frozenset[str] = frozenset()) -> bool:
+        if cls in ("Exception", "BaseException") or cls.endswith("Error") and cls not in defined:
+            return True
+        module_bases = defined.get(cls, ("", []))[1]
+        return cls not in seen and any(is_exception(b.rsplit(".", 1)[-1], seen | {cls}) for b in module_bases)
+
+    elsewhere = [f"{module}.{c}" for c, (module, _) in defined.items() if module != "meshnode.errors" and is_exception(c)]
+    assert elsewhere == []

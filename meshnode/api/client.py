@@ -8,8 +8,8 @@ from typing import Any, Final
 
 import httpx
 
-from ..errors import MeshError
-from .discovery import API_FILE_NAME, ApiEndpoint, NodeNotRunning, read_api_file
+from ..errors import MeshError, NodeNotRunning
+from .discovery import API_FILE_NAME, ApiEndpoint, read_api_file
 
 __all__ = ["ApiClient"]
 

@@ -20,28 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ..errors import MeshError
+from ..errors import NodeNotRunning
 
 __all__ = ["API_FILE_NAME", "ApiEndpoint", "NodeNotRunning", "read_api_file", "remove_api_file", "write_api_file"]
 
 API_FILE_NAME: Final = "api.json"
-
-
-class NodeNotRunning(MeshError):
-    """No node is running with this data dir (or it died without cleaning up).
-
-    The message names the data dir and the command that starts a node there.
-    Start one, or pass the ``--data-dir`` of the node you meant.
-    """
-
-    def __init__(self, data_dir: Path, reason: str | None = None) -> None:
-        self.data_dir = data_dir
-        self.reason = reason
-        why = f": {reason}" if reason else ""
-        super().__init__(
-            f"no meshnode is running with data dir {data_dir}{why} "
-            f"(start one with: python -m meshnode --data-dir {shlex.quote(str(data_dir))})"
-        )
 
 
 @dataclass(frozen=True, slots=True)

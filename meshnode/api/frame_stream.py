@@ -22,7 +22,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import trio
 
-from .framing import FrameDecoder, FrameError
+from ..errors import FrameError
+from .framing import FrameDecoder
 
 __all__ = ["FrameReader", "ThreadFrames"]
 

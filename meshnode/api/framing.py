@@ -14,9 +14,9 @@ import struct
 from collections.abc import Iterable, Iterator
 from typing import Final
 
-from ..errors import WireError
+from ..errors import BodyTooLarge, FrameError
 
-__all__ = ["PREFIX_SIZE", "BodyTooLarge", "FrameDecoder", "FrameError", "encode_frames"]
+__all__ = ["PREFIX_SIZE", "FrameDecoder", "encode_frames"]
 
 _PREFIX: Final = struct.Struct(">I")
 PREFIX_SIZE: Final = _PREFIX.size
@@ -25,22 +25,6 @@ PREFIX_SIZE: Final = _PREFIX.size
 # writes (one per frame would be a million chunk headers and system calls), small
 # enough to keep nothing much in memory.
 DEFAULT_CHUNK_BYTES: Final = 64 << 10
-
-
-class FrameError(WireError):
-    """A framed body is malformed: it ends inside a frame, or a frame is larger than allowed.
-
-    The message says where, in one line. Nothing in the body has been acted on;
-    the sender should fix the body (a server answers 400).
-    """
-
-
-class BodyTooLarge(FrameError):
-    """A framed body, or one of its frames, is over its size limit.
-
-    Raised as soon as the bytes received (or a frame's declared length) pass the
-    limit, before they are kept. A server answers 413; the sender should send less.
-    """
 
 
 def encode_frames(records: Iterable[bytes], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes]:

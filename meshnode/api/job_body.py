@@ -30,7 +30,8 @@ from typing import Any, Final
 
 import cbor2
 
-from .framing import FrameDecoder, FrameError, encode_frames
+from ..errors import FrameError
+from .framing import FrameDecoder, encode_frames
 
 __all__ = [
     "JOB_CONTENT_TYPE",

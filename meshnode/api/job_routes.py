@@ -37,9 +37,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..core.manifest import JobManifest, JobOptions
-from ..errors import JournalError, SandboxError, WireError
+from ..errors import BodyTooLarge, FrameError, JournalError, SandboxError, WireError
 from .frame_stream import FrameReader, ThreadFrames
-from .framing import BodyTooLarge, FrameError
 from .job_body import JOB_CONTENT_TYPE, MAX_JOB_BYTES, decode_header, job_decoder
 from .job_files import output_value
 from .job_options import job_options

@@ -56,11 +56,11 @@ import trio
 from ..core.blob_messages import REQUEST_MAX_SIZE, RESPONSE_MAX_SIZE, BlobRequest, BlobResponse
 from ..core.peer_id import PeerId
 from ..core.wire import decode, encode
-from ..errors import PeerUnavailableError, WireError
+from ..errors import FrameError, PeerUnavailableError, WireError
 from ..storage.blobs import BlobStore
 from .host import MeshHost
 from .refusals import Refusals
-from .streams import FrameError, read_frame, read_request, write_frame
+from .streams import read_frame, read_request, write_frame
 
 __all__ = [
     "CHUNK_SIZE",

@@ -37,10 +37,10 @@ from ..core.job_messages import (
     WorkRefused,
 )  # fmt: skip
 from ..core.peer_id import PeerId
-from ..errors import PeerUnavailableError, WireError
+from ..errors import FrameError, PeerUnavailableError, WireError
 from .host import MeshHost
 from .refusals import Refusals
-from .streams import FrameError, read_frame, read_request, write_frame
+from .streams import read_frame, read_request, write_frame
 
 __all__ = ["NOTHING", "PROTOCOL_ID", "JobClient", "JobService", "serve_jobs"]
 

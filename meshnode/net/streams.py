@@ -16,9 +16,9 @@ from typing import Any, Final
 
 import trio
 
-from ..errors import WireError
+from ..errors import FrameError, WireError
 
-__all__ = ["FRAME_REASONS", "FrameError", "read_frame", "read_request", "write_frame"]
+__all__ = ["FRAME_REASONS", "read_frame", "read_request", "write_frame"]
 
 # Why a request frame could not be read:
 #   closed     the stream ended where a frame should start (for a first frame: an empty stream)
@@ -26,14 +26,6 @@ __all__ = ["FRAME_REASONS", "FrameError", "read_frame", "read_request", "write_f
 #   oversize   the length prefix is over the cap
 #   broken     the stream was reset or its connection failed
 FRAME_REASONS: Final = ("closed", "truncated", "oversize", "broken")
-
-
-class FrameError(WireError):
-    """A request frame that could not be read; ``reason`` is one of ``FRAME_REASONS``, the message says more."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 async def read_exact(stream: Any, n: int) -> bytes:
@@ -72,7 +64,7 @@ async def read_request(stream: Any, max_size: int) -> bytes:
     head = await _read_counted(stream, 4, "a frame's length", at_start=True)
     (size,) = struct.unpack(">I", head)
     if size > max_size:
-        raise FrameError("oversize", f"a frame of {size} bytes, over the {max_size}-byte limit")
+        raise FrameError(f"a frame of {size} bytes, over the {max_size}-byte limit", "oversize")
     return await _read_counted(stream, size, f"a frame of {size} bytes")
 
 
@@ -88,11 +80,11 @@ async def _read_counted(stream: Any, n: int, what: str, *, at_start: bool = Fals
         except StreamEOF:
             chunk = b""
         except (BaseLibp2pError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise FrameError("broken", f"the stream broke while reading {what}: {_one_line(exc)}") from exc
+            raise FrameError(f"the stream broke while reading {what}: {_one_line(exc)}", "broken") from exc
         if not chunk:
             if not buf and at_start:
-                raise FrameError("closed", "the stream ended before a frame")
-            raise FrameError("truncated", f"the stream ended {len(buf)} bytes into {what}")
+                raise FrameError("the stream ended before a frame", "closed")
+            raise FrameError(f"the stream ended {len(buf)} bytes into {what}", "truncated")
         buf += chunk
     return bytes(buf)
 

@@ -28,7 +28,7 @@ from ..core.manifest import JobManifest, Subtask, verify_subtask
 from ..core.outcome import TaskError, TaskOutcome
 from ..core.peer_id import PeerId
 from ..core.result import ResultClaim
-from ..errors import JournalError, MeshError, SandboxError, WireError
+from ..errors import JournalError, MeshError, RefusedWork, SandboxError, WireError
 from ..sandbox.runtime import ENGINE_ID, Sandbox, TaskModule
 from ..storage.blobs import BlobStore
 from ..storage.identity import Identity
@@ -54,14 +54,6 @@ class JobActivity:
     last_started: float = 0.0
     last_ended: float = 0.0
     last_started_monotonic: float = 0.0
-
-
-class RefusedWork(MeshError):
-    """A subtask this node will not run; ``reason`` is sent back to whoever offered it."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(slots=True)

@@ -56,13 +56,13 @@ from ..core.thief import (
     Instruction, LookForWork, OwnerLeft, PresenceHeard, PushResults, Ready, Refused, RenewLeases, RestealAsked, Revoked,
     RunChunk, StealAnswered, StealFailed, StealFrom, TakeChunk, TellOwner, Thief, Tick, TransferAnswered, refs_of,
 )  # fmt: skip
-from ..errors import MeshError, PeerUnavailableError, WireError
+from ..errors import MeshError, PeerUnavailableError, RefusedWork, WireError
 from ..net.blob_protocol import fetch_from_any
 from ..net.host import MeshHost
 from ..net.job_protocol import JobClient
 from ..sandbox.local_exec import CHUNK_SECONDS, MAX_CHUNK
 from ..sandbox.runtime import ENGINE_ID
-from .executing import INPUT_MISSING, RefusedWork, SignedResult
+from .executing import INPUT_MISSING, SignedResult
 from .owning import JobManager
 
 __all__ = ["Workers"]

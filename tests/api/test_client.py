@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from meshnode.api.client import ApiClient
-from meshnode.api.discovery import ApiEndpoint, NodeNotRunning, write_api_file
+from meshnode.api.discovery import ApiEndpoint, write_api_file
+from meshnode.errors import NodeNotRunning
 from meshnode.errors import InputError, MeshError
 
 from .conftest import PEER_A, PEER_B, FakeView, RunningServer, server_thread

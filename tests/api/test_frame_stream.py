@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshnode.api.frame_stream import FrameReader, ThreadFrames
-from meshnode.api.framing import BodyTooLarge, FrameDecoder, FrameError
+from meshnode.api.framing import FrameDecoder
+from meshnode.errors import BodyTooLarge, FrameError
 
 from .test_framing import body, cut
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshnode.api.framing import BodyTooLarge, FrameDecoder, FrameError, encode_frames
+from meshnode.api.framing import FrameDecoder, encode_frames
+from meshnode.errors import BodyTooLarge, FrameError
 from meshnode.errors import WireError
 
 RECORDS = st.lists(st.binary(max_size=300), max_size=30)

@@ -8,7 +8,7 @@ import cbor2
 import pytest
 
 from meshnode.api import job_body
-from meshnode.api.framing import FrameError
+from meshnode.errors import FrameError
 from meshnode.api.job_body import decode_header, encode_job, job_decoder
 
 OPTIONS = {"replicas": 1, "quorum": 1}

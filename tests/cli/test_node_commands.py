@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from meshnode.api.discovery import NodeNotRunning, write_api_file
+from meshnode.api.discovery import write_api_file
+from meshnode.errors import NodeNotRunning
 from meshnode.cli.main import COMMANDS
 from meshnode.cli.node_commands import cmd_peers
 from meshnode.cli.parser import build_parser

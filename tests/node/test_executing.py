@@ -14,7 +14,8 @@ from meshnode.config import TrustPolicy
 from meshnode.core import wire
 from meshnode.core.manifest import InputCommitment, JobManifest, Replication, TaskLimits
 from meshnode.core.result import ResultClaim
-from meshnode.node.executing import Executor, RefusedWork
+from meshnode.errors import RefusedWork
+from meshnode.node.executing import Executor
 from meshnode.sandbox.runtime import Sandbox
 from meshnode.storage.blobs import BlobStore
 from meshnode.storage.identity import Identity, load_or_create_identity
