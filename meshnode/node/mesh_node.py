@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 import trio
 
@@ -524,6 +524,7 @@ class MeshNode:
     # --- instructions ------------------------------------------------------------------------
 
     def _apply(self, instructions: list[Instruction]) -> None:
+        """The one place the peer table's instructions are carried out, every kind of them."""
         for i in instructions:
             if isinstance(i, PeerJoined):
                 addr = i.presence.addrs[0] if i.presence.addrs else "no address"
@@ -547,6 +548,8 @@ class MeshNode:
                          "up to every %.0f s", i.peer, i.reason, i.retry_in, REDIAL_MAX)  # fmt: skip
             elif isinstance(i, PeerReachable):
                 log.info("peer reachable again  %s", i.peer)
+            else:
+                assert_never(i)
 
     def _spawn_dial(self, peer: PeerId, addrs: tuple[str, ...]) -> None:
         if peer in self._dialing or self._nursery is None:
