@@ -45,7 +45,7 @@ from meshnode.core.job import (
     Transferred,
 )
 from meshnode.core.manifest import Replication
-from meshnode.core.owner import JobOwner
+from meshnode.core.owner import MAX_AHEAD, JobOwner
 from meshnode.core.peer_id import PeerId
 from meshnode.core.reputation import Reputation
 from meshnode.core.result import ResultClaim
@@ -153,6 +153,28 @@ def test_replicas_of_each_subtask_are_granted_within_one_round_of_each_other() -
     assert job.finished and sorted(granted_in) == list(range(n))
     assert max(turns[1] - turns[0] for turns in granted_in.values()) <= 1
     assert job.open_count() == 0
+
+
+def test_no_node_runs_more_than_max_ahead_subtasks_ahead_of_the_others() -> None:
+    """A fast node (the owner's own slot, say) is given new subtasks until it is bound to MAX_AHEAD open ones."""
+    job = new_job(n=3 * MAX_AHEAD)
+    taken = 0
+    while job.has_work_for(OWNER):
+        (grant,) = job.handle(StealRequest(OWNER, 256, taken + 1, 0.0))
+        assert isinstance(grant, Grant) and grant.replicas
+        taken += len(grant.replicas)
+    assert taken == MAX_AHEAD == job.open_count()  # and then nothing: it waits for the others
+    assert job.handle(StealRequest(OWNER, 256, 999, 0.0)) == [Grant(OWNER, 999, (), LEASE)]
+    # the slow node takes the second replicas, oldest first, however far behind it is
+    (grant,) = job.handle(StealRequest(H1, 300, 1, 0.0))
+    assert isinstance(grant, Grant) and [r.index for r in grant.replicas] == list(range(300))
+    for ref in grant.replicas:  # both report: 300 verdicts, and the fast node may open 300 more
+        job.handle(ClaimReceived(honest(H1, ref), 1.0))
+        job.handle(ClaimReceived(honest(OWNER, R(ref.index, 0)), 1.0))
+    p = job.progress()
+    assert p.verified + p.failed + p.disputed == 300 and job.has_work_for(OWNER)
+    (grant,) = job.handle(StealRequest(OWNER, 1000, 1000, 2.0))
+    assert isinstance(grant, Grant) and len(grant.replicas) == 300
 
 
 def test_at_most_max_open_subtasks_are_in_flight() -> None:
