@@ -130,6 +130,22 @@ DISPUTED: Final = 3
 _KINDS: Final = {VERIFIED: "verified", FAILED: "failed", DISPUTED: "disputed"}
 
 
+def _another_is_free(sub: _Subtask, replica: int) -> bool:
+    """Whether ``replica`` is bound to a node while another replica of the subtask is queued and bound to none.
+
+    A lapsed lease leaves its holder bound (it may still report); granting that
+    replica to a second node would bind both to it, and with two nodes nobody
+    could then run the other one. Measured: a 1,000,000-subtask job on two nodes
+    whose owner restarted half way stopped with 75 replicas queued that neither
+    node could take (the worker's claims, acknowledged just before the owner
+    stopped, were in no snapshot; the owner re-ran those replicas itself).
+    """
+    taken = set(sub.bound.values())
+    return replica in taken and any(
+        slot.state == "queued" and r not in taken for r, slot in enumerate(sub.slots) if r != replica
+    )
+
+
 def status_kind(status: str) -> int:
     """The kind of a journalled verdict from its status: "ok", "disputed", or a failure code."""
     return VERIFIED if status == "ok" else DISPUTED if status == "disputed" else FAILED
@@ -348,8 +364,11 @@ class JobOwner:
         for ref in self._queue:
             if len(picked) >= e.n:
                 break
+            sub = self._open[ref.index]
+            if e.thief not in sub.bound and _another_is_free(sub, ref.replica):
+                continue  # someone whose lease lapsed is bound to this one and may still report it: take the free one
             # setdefault binds the thief to its first replica of this subtask; the others then fail the test
-            if self._open[ref.index].bound.setdefault(e.thief, ref.replica) == ref.replica:
+            if sub.bound.setdefault(e.thief, ref.replica) == ref.replica:
                 picked.append(ref)
         room = self._room_for(e.thief)
         while len(picked) < e.n and room > 0 and (index := self._open_next()) is not None:

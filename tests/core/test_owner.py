@@ -253,8 +253,9 @@ def test_renewal_extends_the_lease_and_revives_a_lapsed_one_nobody_took() -> Non
 def test_renewal_of_a_replica_taken_over_is_revoked() -> None:
     job = new_job(n=1)
     job.handle(StealRequest(H1, 1, 1, 0.0))
+    job.handle(StealRequest(H3, 1, 1, 0.0))  # replica 1
     job.handle(Tick(LEASE))
-    job.handle(StealRequest(H2, 2, 1, LEASE))  # takes over replica 0, the front of the queue
+    job.handle(StealRequest(H2, 2, 1, LEASE))  # takes over replica 0, the only one it may have
     assert job.handle(RenewLeases(H1, (R(0, 0), R(9, 9)), LEASE + 1)) == [Revoke(H1, (R(0, 0), R(9, 9)), "lease lost")]
 
 
@@ -269,11 +270,26 @@ def test_claims_must_come_from_a_node_bound_to_that_replica_and_count_once() -> 
     assert job.handle(ClaimReceived(honest(H1, R(0, 0)), 2.0)) == [Ack(H1, R(0, 0), "duplicate")]
 
 
+def test_a_replica_whose_lease_lapsed_is_left_to_its_holder_while_another_is_free() -> None:
+    """The holder of a lapsed lease stays bound (it may still report): a newcomer takes a free replica instead.
+
+    Otherwise two nodes would be bound to replica 0, and on a two-node mesh nobody could run replica 1.
+    """
+    job = new_job(n=1)
+    job.handle(StealRequest(H1, 1, 1, 0.0))  # replica 0
+    job.handle(Tick(LEASE))  # lapses: back in the queue, H1 still bound to it
+    assert job.handle(StealRequest(OWNER, 2, 1, LEASE)) == [Grant(OWNER, 1, (R(0, 1),), 2 * LEASE)]
+    assert job.handle(StealRequest(H1, 1, 2, LEASE)) == [Grant(H1, 2, (R(0, 0),), 2 * LEASE)]  # its own again
+    job.handle(ClaimReceived(honest(OWNER, R(0, 1)), LEASE + 1))
+    assert isinstance(job.handle(ClaimReceived(honest(H1, R(0, 0)), LEASE + 2))[-1], JobFinished)
+
+
 def test_a_past_holder_that_kept_working_is_heard() -> None:
     job = new_job(n=1)
     job.handle(StealRequest(H1, 1, 1, 0.0))
+    job.handle(StealRequest(H3, 1, 1, 0.0))  # replica 1, never reported
     job.handle(Tick(LEASE))
-    job.handle(StealRequest(H2, 2, 1, LEASE))
+    job.handle(StealRequest(H2, 2, 1, LEASE))  # takes over replica 0, the only one it may have
     out = job.handle(ClaimReceived(honest(H1, R(0, 0)), LEASE + 1))
     assert out == [Ack(H1, R(0, 0), "accepted"), Revoke(H2, (R(0, 0),), "a past holder reported it")]
     # H2 is bound to replica 0 and may have run it too: a distinct executor, so it counts
