@@ -332,13 +332,7 @@ class Store:
             row = db.execute("SELECT snapshot FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None or row[0] is None:
             return None
-        try:
-            value = cbor2.loads(row[0])
-        except Exception as exc:  # cbor2 raises several types for garbage; all mean the same here
-            raise JournalError(f"the snapshot of job {job_id.hex()} is unreadable: {exc}", "damaged") from None
-        if not isinstance(value, dict):
-            raise JournalError(f"the snapshot of job {job_id.hex()} is not a map", "damaged")
-        return value
+        return _cbor_map(row[0], f"the snapshot of job {job_id.hex()}")
 
     def tree(self, job_id: bytes, *, leaves: bool = True) -> list[bytes]:
         """The Merkle tree's levels as journalled with the job: leaves first, or (``leaves=False``) the levels above."""
@@ -463,13 +457,7 @@ class Store:
             row = db.execute("SELECT value FROM node_state WHERE name = ?", (name,)).fetchone()
         if row is None:
             return None
-        try:
-            value = cbor2.loads(row[0])
-        except Exception as exc:  # cbor2 raises several types for garbage; all mean the same here
-            raise JournalError(f"the saved {name} is unreadable: {exc}", "damaged") from None
-        if not isinstance(value, dict):
-            raise JournalError(f"the saved {name} is not a map", "damaged")
-        return value
+        return _cbor_map(row[0], f"the saved {name}")
 
     def integrity_ok(self) -> bool:
         with self._read() as db:
@@ -628,3 +616,18 @@ def _mount_point(path: Path) -> str:
     while not os.path.ismount(path) and path != path.parent:
         path = path.parent
     return str(path)
+
+
+def _cbor_map(blob: bytes, what: str) -> dict[str, Any]:
+    """``blob`` decoded as a CBOR map.
+
+    Raises:
+        JournalError: it is not one (kind "damaged"); the message starts with ``what``.
+    """
+    try:
+        value = cbor2.loads(blob)
+    except Exception as exc:  # cbor2 raises several types for garbage; all mean the same here
+        raise JournalError(f"{what} is unreadable: {exc}", "damaged") from None
+    if not isinstance(value, dict):
+        raise JournalError(f"{what} is not a map", "damaged")
+    return value
