@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -42,3 +47,38 @@ def _collect_garbage_after_each_module() -> Iterator[None]:
     """
     yield
     gc.collect()
+
+
+COMPILE_DEADLINE = 900.0  # compiling the interpreter: about a minute on an idle 2-core machine
+
+
+@dataclass(frozen=True)
+class PreparedPython:
+    cache: Path  # MESHNODE_CACHE_DIR, for this run
+    setup_stderr: str  # what `meshnode python-setup` printed while it compiled
+    seconds: float
+
+
+@pytest.fixture(scope="session")
+def python_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PreparedPython]:
+    """The Python runtime, compiled once for the whole run by ``meshnode python-setup``, as a user would.
+
+    Every process the tests start inherits ``MESHNODE_CACHE_DIR`` and loads it from there.
+    ``MESHNODE_TEST_PYTHON_CACHE`` names a cache to reuse between runs while working on the code
+    (CI leaves it unset: each run compiles once, in a fresh directory).
+    """
+    reuse = os.environ.get("MESHNODE_TEST_PYTHON_CACHE")
+    cache = Path(reuse) if reuse else tmp_path_factory.mktemp("python-cache")
+    previous = os.environ.get("MESHNODE_CACHE_DIR")
+    os.environ["MESHNODE_CACHE_DIR"] = str(cache)
+    start = time.monotonic()
+    setup = subprocess.run([sys.executable, "-m", "meshnode", "python-setup"], capture_output=True, text=True,
+                           timeout=COMPILE_DEADLINE)  # fmt: skip
+    assert setup.returncode == 0, setup.stderr
+    try:
+        yield PreparedPython(cache, setup.stderr, time.monotonic() - start)
+    finally:
+        if previous is None:
+            del os.environ["MESHNODE_CACHE_DIR"]
+        else:
+            os.environ["MESHNODE_CACHE_DIR"] = previous

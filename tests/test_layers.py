@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "meshnode"
 # What a core module may import beyond core itself and meshnode.errors: pure computation.
 CORE_MAY_IMPORT = {
     "__future__", "array", "base64", "bisect", "cbor2", "collections", "dataclasses", "enum", "functools",
-    "hashlib", "heapq", "itertools", "math", "nacl", "operator", "re", "struct", "typing", "zlib",
+    "hashlib", "heapq", "itertools", "json", "math", "nacl", "operator", "re", "struct", "typing", "zlib",
 }  # fmt: skip
 EDGES = ("net", "sandbox", "storage")
 

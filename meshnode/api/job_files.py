@@ -28,6 +28,7 @@ import base64
 import csv
 import hashlib
 import json
+import math
 import os
 import stat
 import threading
@@ -37,11 +38,12 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from ..core.outcome import TaskOutcome
+from ..core.python_rows import encode_row
 from ..errors import InputError
 from ..storage.blobs import DEFAULT_MAX_BLOB_SIZE
 from ..units import format_size
 
-__all__ = ["CSV_FIELD_MAX", "InputSpec", "output_value", "read_inputs", "result_record"]
+__all__ = ["CSV_FIELD_MAX", "InputSpec", "output_value", "read_inputs", "read_rows", "result_record"]
 
 InputKind = Literal["jsonl", "csv", "dir", "range"]
 
@@ -75,6 +77,71 @@ def read_inputs(spec: InputSpec) -> Iterator[bytes]:
         yield from readers[spec.kind](spec.source)
     except OSError as exc:
         raise InputError(f"cannot read {spec.describe()}: {exc.strerror or exc}") from exc
+
+
+def read_rows(spec: InputSpec, *, csv_strings: bool = False) -> Iterator[bytes]:
+    """Yield the rows of ``spec`` for a Python task's ``main(row)``, each encoded by ``encode_row``.
+
+    A JSON line is its parsed value, a file its bytes, a ``--range`` index an int, and a CSV
+    row a dict whose values are typed per column, as pandas types them: a column whose
+    every non-empty field is an integer holds ints, else one whose every non-empty field is
+    a number holds floats, else text; an empty field is None in a typed column. With
+    ``csv_strings`` every value stays text.
+
+    Raises:
+        InputError: as ``read_inputs``, and for a JSON line that is not JSON (naming its line).
+    """
+    if spec.kind == "range":
+        for data in read_inputs(spec):
+            yield encode_row(int(data))
+    elif spec.kind == "dir":
+        for data in read_inputs(spec):
+            yield encode_row(data)
+    elif spec.kind == "jsonl":
+        yield from _json_rows(spec.source)
+    else:
+        yield from _typed_csv_rows(spec, csv_strings)
+
+
+def _json_rows(path: str) -> Iterator[bytes]:
+    line_number = 0
+    try:
+        with open(path, "rb") as f:
+            for line_number, line in enumerate(f, 1):
+                if line.strip():
+                    yield encode_row(json.loads(line, parse_constant=_reject_constant))
+    except OSError as exc:
+        raise InputError(f"cannot read --input-jsonl {path}: {exc.strerror or exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"{path}, line {line_number}: not JSON ({exc})") from None
+
+
+def _typed_csv_rows(spec: InputSpec, csv_strings: bool) -> Iterator[bytes]:
+    types: dict[str, type] = {}
+    if not csv_strings:  # a first pass decides each column's type from all of its fields
+        for data in read_inputs(spec):
+            for column, text in json.loads(data).items():
+                if text != "":
+                    types[column] = _widest(types.get(column, int), text)
+    for data in read_inputs(spec):
+        row = json.loads(data)
+        if not csv_strings:
+            row = {c: (None if t == "" else types.get(c, str)(t)) if types.get(c, str) is not str else t
+                   for c, t in row.items()}  # fmt: skip
+        yield encode_row(row)
+
+
+def _widest(current: type, text: str) -> type:
+    """The narrowest of int, float, str that holds both the column so far and ``text``."""
+    for kind in (int, float)[(int, float, str).index(current) :]:
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        if kind is float and not math.isfinite(value):
+            continue  # "nan" and "inf" are text here: JSON cannot carry them
+        return kind
+    return str
 
 
 def _jsonl(path: str) -> Iterator[bytes]:

@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any, Final
 
 from ..core.manifest import JobManifest, JobOptions, Replication, TaskLimits
+from ..core.python_rows import MAX_ROWS_PER_SUBTASK
 from ..core.wire import Bool, Int, Spec, Str
 from ..errors import WireError
 
@@ -31,6 +32,7 @@ _OPTIONAL: Final[dict[str, tuple[Spec, Any]]] = {
     "entry": (_specs(JobManifest, "entry")["entry"], "run"),
     "nan_canonical": (Bool(), False),
     "label": (Str(200), ""),
+    "rows_per_subtask": (Int(0, MAX_ROWS_PER_SUBTASK), 0),  # a Python script's job: rows per subtask
 }
 # A bigger integer is out of every range above; refusing it by size keeps the
 # message short (a bignum can have millions of digits, too many even to print).
@@ -68,7 +70,7 @@ def job_options(raw: dict[Any, Any]) -> JobOptions:
     limits = TaskLimits(values["fuel"], values["memory"], values["timeout_ms"], values["max_output"])
     return JobOptions(
         limits=limits, replication=replication, entry=values["entry"],
-        nan_canonical=values["nan_canonical"], label=values["label"],
+        nan_canonical=values["nan_canonical"], label=values["label"], rows_per_subtask=values["rows_per_subtask"],
     )  # fmt: skip
 
 

@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..core.manifest import JobManifest, JobOptions
+from ..core.python_rows import row_records
 from ..errors import BodyTooLarge, FrameError, JournalError, SandboxError, WireError
 from .frame_stream import FrameReader, ThreadFrames
 from .job_body import JOB_CONTENT_TYPE, MAX_JOB_BYTES, decode_header, job_decoder
@@ -90,6 +91,10 @@ class JobDesk(Protocol):
         """Up to ``limit`` decided subtasks with an index above ``after``, in index order."""
         ...
 
+    def row_layout(self, job_id: bytes) -> tuple[int, int]:
+        """A Python job's rows and rows per subtask (its results are one record per row); (0, 0) otherwise."""
+        ...
+
     async def cancel_job(self, job_id: bytes) -> bool:
         """Stop the job across the mesh; False when there is no such job (raises JournalError)."""
         ...
@@ -128,7 +133,7 @@ def job_routes(node: JobDesk, *, max_job_bytes: int = MAX_JOB_BYTES) -> list[Rou
         after, limit = _page_query(request)
         # off the event loop: the journal's lock can be held for seconds by a thread writing a big job
         outputs = await trio.to_thread.run_sync(node.results_page, job_id, after, limit)
-        return JSONResponse(_page(outputs, limit))
+        return JSONResponse(_page(outputs, limit, node.row_layout(job_id)))
 
     async def cancel(request: Request) -> JSONResponse:
         job_id = _job_id(request)
@@ -222,17 +227,28 @@ def _query_int(request: Request, name: str, default: int, lo: int, hi: int) -> i
     return int(text)
 
 
-def _page(outputs: list[VerifiedOutput], limit: int) -> dict[str, Any]:
-    """One page of result records, cut short once their outputs pass ``PAGE_OUTPUT_BYTES``."""
+def _page(outputs: list[VerifiedOutput], limit: int, layout: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+    """One page of result records, cut short once their outputs pass ``PAGE_OUTPUT_BYTES``.
+
+    A Python job's subtask becomes one record per row; ``next`` counts subtasks either way.
+    """
     records: list[dict[str, Any]] = []
-    size = 0
+    size = taken = 0
     for output in outputs:
-        records.append(_record(output))
+        record = _record(output)
+        if layout[1]:
+            error = record.get("error")
+            extra: dict[str, Any] = {k: record[k] for k in ("sha256", "candidates", "executors") if k in record}
+            raw = output.output if output.status == "ok" else None
+            records.extend(row_records(output.index, layout[0], layout[1], raw, error, extra))
+        else:
+            records.append(record)
+        taken += 1
         size += len(output.output or b"")
         if size >= PAGE_OUTPUT_BYTES:
             break
-    full = len(records) < len(outputs) or len(outputs) == limit
-    return {"results": records, "next": records[-1]["index"] if full and records else None}
+    full = taken < len(outputs) or len(outputs) == limit
+    return {"results": records, "next": outputs[taken - 1].index if full and taken else None}
 
 
 # --- status ------------------------------------------------------------------------------------

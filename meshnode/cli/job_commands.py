@@ -31,13 +31,23 @@ def _client(args: argparse.Namespace, timeout: float = 5.0) -> Any:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from ..api.job_body import JOB_CONTENT_TYPE, encode_job
-    from ..api.job_files import read_inputs
+    from ..api.job_files import read_inputs, read_rows
+    from ..core.python_rows import default_rows_per_subtask
+    from .task_commands import is_python, read_script
 
     limits = limits_from_args(args)
     if not 1 <= args.quorum <= args.max_replicas or not 1 <= args.replicas <= args.max_replicas:
         raise ConfigError("need 1 <= --quorum <= --max-replicas and 1 <= --replicas <= --max-replicas")
-    module = read_module(args.module)
-    inputs = read_inputs(input_spec(args))
+    python = is_python(args.module)
+    if python:  # rows, counted first: the default grouping depends on how many there are
+        module = read_script(args.module)
+        _prepare_python_here()
+        rows = list(read_rows(input_spec(args), csv_strings=args.csv_strings))
+        per = args.rows_per_subtask or default_rows_per_subtask(len(rows))
+        inputs: Iterator[bytes] = iter(rows)
+    else:
+        module = read_module(args.module)
+        inputs = read_inputs(input_spec(args))
     # the first input is read before the upload, so an unreadable or empty source
     # is reported before the node compiles anything
     first = next(inputs, None)
@@ -49,6 +59,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         "max_output": limits.max_output, "entry": args.entry, "nan_canonical": args.nan_canonical,
         "label": (args.label or Path(args.module).name)[:200],
     }  # fmt: skip
+    if python:
+        options["rows_per_subtask"] = per
     sent = _Counted(itertools.chain([first], inputs))
     client = _client(args, timeout=300.0)
     with _ctrl_c_held_once_sent(sent) as ctrl_c:
@@ -56,18 +68,30 @@ def cmd_submit(args: argparse.Namespace) -> int:
     job_id, subtasks = reply["job_id"], reply["subtasks"]
     if ctrl_c:  # pressed before the job's ID was known: the user wants no job
         return _cancel_after_ctrl_c(client, job_id)
-    if subtasks != sent.count:
-        raise MeshError(f"job {job_id}: the node counted {subtasks} subtasks where {sent.count} were sent")
+    expected = -(-sent.count // per) if python else sent.count
+    if subtasks != expected:
+        raise MeshError(f"job {job_id}: the node counted {subtasks} subtasks where {expected} were sent")
     if args.detach:
         print(job_id)
         return 0
-    print(f"job {job_id}: {subtasks} subtasks, {args.replicas} replicas, quorum {args.quorum}", file=sys.stderr)
+    rows_note = f" of {per} rows ({sent.count} rows)" if python else ""
+    print(f"job {job_id}: {subtasks} subtasks{rows_note}, {args.replicas} replicas, quorum {args.quorum}",
+          file=sys.stderr)  # fmt: skip
     try:
         status = _follow(client, job_id)
     except KeyboardInterrupt:  # the job is this terminal's: stop it across the mesh, as the user means
         return _cancel_after_ctrl_c(client, job_id)
-    _write_results(_results(client, job_id), args.output)
-    return 0 if status["verified"] == status["total"] else 1
+    all_ok = _write_results(_results(client, job_id), args.output)
+    return 0 if all_ok and status["verified"] == status["total"] else 1
+
+
+def _prepare_python_here() -> None:
+    """Compile the Python runtime in this terminal, with its progress, when this machine has not yet
+    (the node, sharing the cache, then loads it in milliseconds)."""
+    from ..sandbox.python_runtime import PythonRuntime, python_engine
+
+    if not PythonRuntime.ready():
+        PythonRuntime.prepare(python_engine(), progress=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def _cancel_after_ctrl_c(client: Any, job_id: str) -> int:

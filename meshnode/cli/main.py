@@ -29,6 +29,7 @@ COMMANDS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
     "peers": node_commands.cmd_peers,
     "build": task_commands.cmd_build,
     "exec": task_commands.cmd_exec,
+    "python-setup": task_commands.cmd_python_setup,
     "submit": job_commands.cmd_submit,
     "status": job_commands.cmd_status,
     "results": job_commands.cmd_results,

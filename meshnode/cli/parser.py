@@ -32,7 +32,7 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
 
 def _add_task_flags(p: argparse.ArgumentParser) -> None:
     """The module, inputs, limits and output flags that ``exec`` and ``submit`` share."""
-    p.add_argument("module", metavar="MODULE.wasm", help="the task module")
+    p.add_argument("module", metavar="TASK", help="the task: a script.py defining main(row), or a module.wasm")
     inputs = p.add_mutually_exclusive_group(required=True)
     inputs.add_argument("--input-jsonl", metavar="FILE", help="one subtask per non-blank line")
     inputs.add_argument("--input-csv", metavar="FILE", help="one subtask per data row, as a JSON object")
@@ -58,6 +58,24 @@ def _add_task_flags(p: argparse.ArgumentParser) -> None:
         help="canonicalize NaN bit patterns (about 3x slower on float-heavy code; for mixed-architecture meshes)",
     )  # fmt: skip
     p.add_argument("--output", metavar="FILE", help="write the JSON Lines results here (default: stdout)")
+    p.add_argument(
+        "--csv-strings", action="store_true",
+        help="script.py: keep CSV values as text (default: numbers become numbers where a whole column parses)",
+    )  # fmt: skip
+    p.add_argument(
+        "--rows-per-subtask", type=_positive, metavar="N",
+        help="script.py: rows per subtask (default: the rows split into about 32 subtasks, at most 10,000 each)",
+    )  # fmt: skip
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_flags(p)
     p.add_argument("--slots", type=int, metavar="N", help="subtasks run at once (default: physical cores)")
     _add_data_dir(p)
+
+    sub.add_parser(
+        "python-setup",
+        help="prepare the Python runtime on this machine ahead of time (compiled once, about a minute)",
+        description="Compile the sandbox's Python interpreter for this machine and cache it "
+        "($MESHNODE_CACHE_DIR, else ~/.cache/meshnode). Nodes run and steal Python tasks only once it is ready; "
+        "the first exec or submit of a script does this too.",
+    )
 
     p = sub.add_parser(
         "build",

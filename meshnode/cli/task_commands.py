@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import sys
 import time
@@ -16,7 +17,7 @@ from ..core.outcome import TaskOutcome
 from ..errors import ConfigError, InputError, SandboxError
 from .parser import input_spec, limits_from_args, read_module
 
-__all__ = ["cmd_build", "cmd_exec"]
+__all__ = ["cmd_build", "cmd_exec", "cmd_python_setup", "is_python", "read_script"]
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -25,6 +26,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     output = Path(args.output)
     compile_task(Path(args.source), output, include_dirs=[Path(d) for d in args.include])
     print(f"built {output} ({output.stat().st_size} bytes)", file=sys.stderr)
+    return 0
+
+
+def cmd_python_setup(args: argparse.Namespace) -> int:
+    from ..sandbox.python_runtime import PythonRuntime, python_engine, runtime_dir
+
+    start = time.monotonic()
+    was_ready = PythonRuntime.ready()
+    PythonRuntime.prepare(python_engine(), progress=lambda line: print(line, file=sys.stderr, flush=True))
+    state = "was ready" if was_ready else "is ready"
+    print(f"the Python runtime {state} in {runtime_dir()} ({time.monotonic() - start:.1f} s); "
+          "nodes on this machine now run Python tasks", file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -61,15 +74,86 @@ class _Progress:
             )
             sys.stderr.flush()
 
-    def finish(self, slots: int) -> None:
+    def finish(self, slots: int, what: str = "subtasks") -> None:
         elapsed = time.monotonic() - self.start
         if self._live:
             sys.stderr.write("\r\x1b[K")
         print(
-            f"{self.label}: {self.total} subtasks, {self.total - self.failed} ok, {self.failed} failed "
+            f"{self.label}: {self.total} {what}, {self.total - self.failed} ok, {self.failed} failed "
             f"in {elapsed:.2f} s on {slots} slot{'s' * (slots != 1)}",
             file=sys.stderr,
         )
+
+
+def is_python(path: str) -> bool:
+    return path.endswith(".py")
+
+
+def read_script(path: str) -> bytes:
+    """A ``.py`` file as a job's module.
+
+    Raises:
+        InputError: unreadable, or not UTF-8 text.
+    """
+    from ..core.python_rows import encode_script
+
+    data = read_module(path)
+    try:
+        return encode_script(Path(path).name, data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def prepare_python(sandbox: Any) -> None:
+    """Make the sandbox's Python runtime ready, saying so on stderr when it must be compiled first."""
+    sandbox.prepare_python(progress=lambda line: print(line, file=sys.stderr, flush=True))
+
+
+def check_script(sandbox: Any, script: Any, limits: Any, path: str) -> None:
+    """Raises InputError (exit 2) when the script cannot run at all: a syntax error, no main, its imports fail."""
+    problem = sandbox.check_python(script, limits)
+    if problem is not None:
+        raise InputError(f"{path}: {problem['message']}" if not problem["message"].startswith(Path(path).name)
+                         else problem["message"])  # fmt: skip
+
+
+def _exec_python(args: argparse.Namespace, limits: Any, slots: int, data_dir: Path) -> int:
+    import trio
+
+    from ..api.job_files import read_rows
+    from ..core.python_rows import batch_rows, default_rows_per_subtask, row_records
+    from ..sandbox.local_exec import run_locally
+    from ..sandbox.runtime import Sandbox
+    from ..storage.identity import load_or_create_identity
+
+    module = read_script(args.module)
+    rows = list(read_rows(input_spec(args), csv_strings=args.csv_strings))
+    per = args.rows_per_subtask or default_rows_per_subtask(len(rows))
+    inputs = list(batch_rows(rows, per))
+    executors = [str(load_or_create_identity(data_dir).peer_id)]
+    out = _open_output(args.output)
+    progress = _Progress(len(rows), Path(args.module).name)
+
+    def emit(index: int, outcome: TaskOutcome) -> None:
+        error = None if outcome.error is None else {"code": outcome.error.code, "message": outcome.error.message}
+        extra = {"sha256": None if outcome.output is None else hashlib.sha256(outcome.output).hexdigest(),
+                 "executors": executors}  # fmt: skip
+        for line in row_records(index, len(rows), per, outcome.output, error, extra):
+            out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
+            progress.add(line["status"] == "ok")
+
+    try:
+        with Sandbox(slots=slots) as sandbox:
+            prepare_python(sandbox)
+            script = sandbox.load_python(module)
+            check_script(sandbox, script, limits, args.module)
+            trio.run(functools.partial(run_locally, sandbox, script, inputs, limits, emit))
+    finally:
+        out.flush()
+        if out is not sys.stdout:
+            out.close()
+    progress.finish(slots, "rows")
+    return 1 if progress.failed else 0
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -83,6 +167,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
     slots = args.slots if args.slots is not None else default_slots()
     if slots < 1:
         raise ConfigError(f"--slots {slots}: need at least 1")
+    if is_python(args.module):
+        return _exec_python(args, limits, slots, resolve_data_dir(args.data_dir))
     wasm = read_module(args.module)
     inputs = list(read_inputs(input_spec(args)))
     data_dir = resolve_data_dir(args.data_dir)

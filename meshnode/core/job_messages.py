@@ -55,6 +55,7 @@ class StealAsk:
     n: int = wire(Int(1, MAX_BATCH))
     engine: str = wire(Str(64))
     queued: int = wire(Int(0, 2**31))  # replicas the thief already has waiting (0: it is starving)
+    runtimes: tuple[str, ...] = wire(ListOf(Str(64), 8))  # what it can run: it gets no job of another runtime
 
 
 @struct

@@ -29,6 +29,7 @@ __all__ = [
     "Replication",
     "Subtask",
     "TaskLimits",
+    "WASM_RUNTIME",
     "verify_subtask",
 ]
 
@@ -77,12 +78,17 @@ class JobOptions:
     entry: str = "run"
     nan_canonical: bool = False
     label: str = ""
+    rows_per_subtask: int = 0  # a Python job: rows grouped per subtask (0: a WebAssembly job, one input each)
     lease_seconds: float = 30.0
     max_attempts: int = 3
     expires_in_ms: int = WEEK_MS
 
 
-@message("manifest", version=1, max_size=4096)
+WASM_RUNTIME: Final = "wasm"
+MAX_ROWS: Final = 2**53
+
+
+@message("manifest", version=2, max_size=4096)
 class JobManifest:
     """Everything a node needs to decide whether, and how, to run a job's subtasks."""
 
@@ -92,6 +98,10 @@ class JobManifest:
     module_sha256: bytes = wire(_HASH)
     module_size: int = wire(Int(8, _GiB))
     entry: str = wire(Str(64, pattern=r"[A-Za-z_][A-Za-z0-9_.$-]*"))
+    # "wasm" (a module run on one input per subtask) or a Python runtime's ID (a script run on rows)
+    runtime: str = wire(Str(64, pattern=r"[a-z0-9][a-z0-9.-]*"))
+    rows: int = wire(Int(0, MAX_ROWS))  # a Python job's rows (0 for wasm)
+    rows_per_subtask: int = wire(Int(0, MAX_ROWS))  # consecutive rows per subtask (0 for wasm)
     limits: TaskLimits = wire(Nested(TaskLimits))
     nan_canonical: bool = wire(Bool())
     replication: Replication = wire(Nested(Replication))
@@ -103,6 +113,10 @@ class JobManifest:
     def check(self) -> str | None:
         if self.expires_ms <= self.created_ms:
             return "expires_ms must be after created_ms"
+        if (self.runtime == WASM_RUNTIME) != (self.rows_per_subtask == 0) or (self.rows == 0) != (self.rows_per_subtask == 0):
+            return "a wasm job has no rows; a Python job has rows and rows_per_subtask"
+        if self.rows and -(-self.rows // self.rows_per_subtask) != self.subtask_count:
+            return f"{self.rows} rows at {self.rows_per_subtask} per subtask are not {self.subtask_count} subtasks"
         return None
 
     def expired(self, now_ms: int) -> bool:

@@ -33,6 +33,7 @@ class Presence:
     addrs: tuple[str, ...] = wire(ListOf(_ADDR, 16))
     version: str = wire(Str(32))
     engine: str = wire(Str(64))  # wasmtime version and CPU architecture: replicas are matched on it
+    runtimes: tuple[str, ...] = wire(ListOf(Str(64), 8))  # the task runtimes ready here: "wasm", a Python runtime's ID
     slots: int = wire(Int(0, 4096))
     idle: int = wire(Int(0, 4096))
     surplus: int = wire(Int(0, 2**31))  # subtasks it could give away to thieves

@@ -165,9 +165,12 @@ class JobClient:
         self.timeout = timeout
         self._idle: dict[PeerId, list[Any]] = {}
 
-    async def steal(self, owner: PeerId, n: int, request_id: int, engine: str, *, queued: int = 0) -> StealReply:
-        """Ask ``owner`` for up to ``n`` replicas (``queued``: how many this node already has waiting)."""
-        ask = StealAsk(request_id=request_id, n=n, engine=engine, queued=queued)
+    async def steal(
+        self, owner: PeerId, n: int, request_id: int, engine: str, *, queued: int = 0, runtimes: tuple[str, ...] = ("wasm",)
+    ) -> StealReply:
+        """Ask ``owner`` for up to ``n`` replicas (``queued``: how many this node already has waiting;
+        ``runtimes``: what it can run)."""
+        ask = StealAsk(request_id=request_id, n=n, engine=engine, queued=queued, runtimes=runtimes)
         reply: StealReply = await self._exchange(owner, ask, StealReply)
         if reply.request_id != request_id:
             raise WireError("a steal reply for another request")

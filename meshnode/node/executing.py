@@ -29,6 +29,8 @@ from ..core.outcome import TaskError, TaskOutcome
 from ..core.peer_id import PeerId
 from ..core.result import ResultClaim
 from ..errors import JournalError, MeshError, RefusedWork, SandboxError, WireError
+from ..core.manifest import WASM_RUNTIME
+from ..sandbox.python_runtime import PYTHON_ENGINE_ID, RUNTIME_ID, PythonScript
 from ..sandbox.runtime import ENGINE_ID, Sandbox, TaskModule
 from ..storage.blobs import BlobStore
 from ..storage.identity import Identity
@@ -116,6 +118,10 @@ class Executor:
                 self._manifests.popitem(last=False)
         return manifest
 
+    def runtimes(self) -> tuple[str, ...]:
+        """The task runtimes this node can run now: WebAssembly, and Python once it is prepared."""
+        return (WASM_RUNTIME, RUNTIME_ID) if self.sandbox.python is not None else (WASM_RUNTIME,)
+
     def check_owner(self, owner: PeerId) -> None:
         """Raises RefusedWork when this node's trust policy excludes ``owner``."""
         if not self.trust.trusts(owner):
@@ -131,6 +137,8 @@ class Executor:
         self.check_owner(manifest.owner)
         if manifest.expired(now_ms):
             raise RefusedWork("the job has expired")
+        if manifest.runtime not in self.runtimes():
+            raise RefusedWork(f"this node cannot run {manifest.runtime} tasks (ready: {', '.join(self.runtimes())})")
         if not self.blobs.has(manifest.module_sha256):
             raise RefusedWork("the module is not here yet (fetch it by hash first)")
         return manifest
@@ -222,8 +230,9 @@ class Executor:
         if wasm is None or len(wasm) != manifest.module_size or len(inputs) != len(found):
             raise RefusedWork("the module or an input vanished from the blob store, or has the wrong size")
         module_sha = manifest.module_sha256
+        engine = ENGINE_ID if manifest.runtime == WASM_RUNTIME else PYTHON_ENGINE_ID
         try:
-            cached = self.store.cache_get_many(module_sha, [s.input_sha256 for s in subtasks], ENGINE_ID)
+            cached = self.store.cache_get_many(module_sha, [s.input_sha256 for s in subtasks], engine)
         except JournalError as exc:  # run them all: the cache only saves time
             log.debug("result cache unreadable: %s", exc)
             cached = {}
@@ -231,7 +240,10 @@ class Executor:
         outcomes: dict[int, TaskOutcome] = {}
         if to_run:
             try:
-                module: TaskModule | bytes = self.sandbox.load(wasm, nan_canonical=manifest.nan_canonical, sha256=module_sha)
+                module: TaskModule | PythonScript | bytes = (
+                    self.sandbox.load(wasm, nan_canonical=manifest.nan_canonical, sha256=module_sha)
+                    if manifest.runtime == WASM_RUNTIME else self.sandbox.load_python(wasm, module_sha)
+                )  # fmt: skip
             except SandboxError as exc:  # a module that cannot run is a result like any other
                 outcomes = {i: TaskOutcome(None, exc.error, 0, 0.0) for i in to_run}
             else:
@@ -251,9 +263,9 @@ class Executor:
                 if cache and (outcome.error is None or outcome.error.code != "timeout"):  # a timeout says nothing lasting
                     status = "ok" if outcome.error is None else outcome.error.code
                     message = "" if outcome.error is None else outcome.error.message
-                    keep.append((module_sha, subtask.input_sha256, ENGINE_ID,
+                    keep.append((module_sha, subtask.input_sha256, engine,
                                  CachedResult(status, outcome.output, outcome.fuel_used, message)))  # fmt: skip
-            claim = ResultClaim.of(manifest.job_id, subtask.index, subtask.replica, self.identity.peer_id, outcome, ENGINE_ID)
+            claim = ResultClaim.of(manifest.job_id, subtask.index, subtask.replica, self.identity.peer_id, outcome, engine)
             envelope = wire.sign(claim, self.identity.signing_key) if sign else b""
             if outbox:
                 # the first push follows at once; the outbox retries only what it never delivered

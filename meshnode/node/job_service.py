@@ -79,7 +79,7 @@ class MeshJobService:
         for job in list(self.manager.jobs.values()):
             if wanted <= 0:
                 break
-            if job.owner.finished or job.paused or job.owner.surplus() == 0:
+            if job.owner.finished or job.paused or job.owner.surplus() == 0 or job.manifest.runtime not in ask.runtimes:
                 continue
             for grant in (await self.manager.drive(job, StealRequest(thief, wanted, ask.request_id, now))).grants:
                 if not grant.replicas:

@@ -13,7 +13,7 @@ from ..core.manifest import JobManifest
 from ..errors import WireError
 from .owning import JobManager
 
-__all__ = ["job_summary"]
+__all__ = ["job_summary", "row_layout"]
 
 
 def job_summary(jobs: JobManager, job_id: bytes, peers_alive: int) -> dict[str, Any] | None:
@@ -56,6 +56,19 @@ def job_summary(jobs: JobManager, job_id: bytes, peers_alive: int) -> dict[str, 
         "failed": sum(counts.values()) - ok - disputed, "running": 0, "queued": 0,
         "peers_working": 0, "refusals": {}, "problem": problem, "waiting_for_peers": None,
     }  # fmt: skip
+
+
+def row_layout(jobs: JobManager, job_id: bytes) -> tuple[int, int]:
+    """A Python job's rows and rows per subtask; (0, 0) for a WebAssembly job or none."""
+    job = jobs.jobs.get(job_id)
+    manifest = job.manifest if job is not None else None
+    if manifest is None:
+        saved = jobs.store.job(job_id)
+        try:
+            manifest = None if saved is None else wire.open_self_signed(saved.manifest, JobManifest, "owner")
+        except WireError:
+            manifest = None
+    return (0, 0) if manifest is None else (manifest.rows, manifest.rows_per_subtask)
 
 
 def _label(envelope: bytes) -> str:

@@ -55,6 +55,9 @@ from ..net.host import MeshHost, from_libp2p_id, open_host
 from ..net.job_protocol import serve_jobs
 from ..net.streams import read_frame, write_frame
 from ..net.swarm_key import load_swarm_key
+from ..core.outcome import TaskError
+from ..core.python_rows import default_rows_per_subtask, encode_row, encode_script, is_script
+from ..sandbox.python_runtime import RUNTIME_ID, PythonRuntime
 from ..sandbox.runtime import ENGINE_ID, Sandbox
 from ..storage.blobs import BlobStore
 from ..storage.identity import Identity, load_or_create_identity
@@ -62,7 +65,7 @@ from ..storage.journal import Store, VerifiedOutput
 from ..storage.lock import DataDirLock
 from .executing import Executor
 from .job_service import MeshJobService
-from .job_summary import job_summary
+from .job_summary import job_summary, row_layout
 from .memory import TRIM_EVERY, trim_free_memory
 from .owning import JobManager, RunningJob
 from .plain_errors import raise_mesh_error_plainly
@@ -105,6 +108,7 @@ class MeshNode:
         self._seq = 0
         self._idle = config.slots
         self._presence_changed = trio.Event()
+        self._python_broken = False  # the compiled Python runtime failed to load: not tried again
         self._dial_limiter = trio.CapacityLimiter(MAX_CONCURRENT_DIALS)
         self._dialing: set[PeerId] = set()
         self._nursery: trio.Nursery | None = None
@@ -310,6 +314,18 @@ class MeshNode:
 
     # --- presence --------------------------------------------------------------------------
 
+    def _runtimes(self) -> tuple[str, ...]:
+        """What this node can run; a Python runtime prepared since (``meshnode python-setup``) is taken up here."""
+        sandbox = self.jobs.executor.sandbox
+        if sandbox.python is None and not self._python_broken and PythonRuntime.ready():
+            try:
+                sandbox.prepare_python()  # compiled already: loading it takes milliseconds
+                log.info("Python tasks: the runtime is ready (%s)", RUNTIME_ID)
+            except SandboxError as exc:
+                self._python_broken = True
+                log.warning("Python tasks: the runtime cannot load: %s", exc)
+        return self.jobs.executor.runtimes()
+
     def _presence(self) -> Presence:
         load = machine_load()
         self._seq = next_seq(self._seq, _unix_ms())
@@ -320,6 +336,7 @@ class MeshNode:
             addrs=tuple(self.host.advertised_addrs[:16]),
             version=__version__,
             engine=ENGINE_ID,
+            runtimes=self._runtimes(),
             slots=self.config.slots,
             idle=self._idle,
             surplus=min(self.surplus(), 2**31),
@@ -456,6 +473,9 @@ class MeshNode:
     def results_page(self, job_id: bytes, after: int, limit: int) -> list[VerifiedOutput]:
         return self.jobs.store.outputs_page(job_id, after, limit)
 
+    def row_layout(self, job_id: bytes) -> tuple[int, int]:
+        return row_layout(self.jobs, job_id)
+
     async def cancel_job(self, job_id: bytes) -> bool:
         job = self.jobs.jobs.get(job_id)
         if job is None:
@@ -468,6 +488,7 @@ class MeshNode:
         replicas: int = 2, quorum: int = 2, max_replicas: int = 5, entry: str = "run",
         fuel: int | None = None, memory: int | None = None, timeout: float | None = None,
         max_output: int | None = None, label: str = "", nan_canonical: bool = False,
+        rows_per_subtask: int | None = None,
     ) -> RunningJob:  # fmt: skip
         """Own a new job: its replicas go to this node's slots and to any peer that steals them.
 
@@ -493,14 +514,21 @@ class MeshNode:
             problem = replication.check()
             if problem:
                 raise ValueError(problem)
-            options = JobOptions(limits, replication, entry=entry, nan_canonical=nan_canonical, label=label)
-        # compiling a module and hashing every input take time: not on the node's event loop
-        loaded = await trio.to_thread.run_sync(
-            functools.partial(self.jobs.executor.sandbox.load, module, nan_canonical=options.nan_canonical)
-        )
-        entry_problem = loaded.check_entry(options.entry)
-        if entry_problem is not None:  # every replica would fail with it: refuse the job instead
-            raise SandboxError(entry_problem)
+            if is_script(module) and rows_per_subtask is None:
+                inputs = list(inputs)
+                rows_per_subtask = default_rows_per_subtask(len(inputs))
+            options = JobOptions(limits, replication, entry=entry, nan_canonical=nan_canonical, label=label,
+                                 rows_per_subtask=rows_per_subtask or 0)  # fmt: skip
+        if is_script(module):
+            await self._check_script(module, options)
+        else:
+            # compiling a module and hashing every input take time: not on the node's event loop
+            loaded = await trio.to_thread.run_sync(
+                functools.partial(self.jobs.executor.sandbox.load, module, nan_canonical=options.nan_canonical)
+            )
+            entry_problem = loaded.check_entry(options.entry)
+            if entry_problem is not None:  # every replica would fail with it: refuse the job instead
+                raise SandboxError(entry_problem)
         job = await trio.to_thread.run_sync(self.jobs.create, module, inputs, options, _unix_ms())
         await trio.to_thread.run_sync(trim_free_memory)  # what taking the job in needed, and no longer does
         self.jobs.start(job)
@@ -510,6 +538,42 @@ class MeshNode:
             self._workers.wake()
         self._presence_changed.set()
         return job
+
+    async def submit_python(
+        self, source: str, rows: Iterable[Any], *, name: str = "script.py", rows_per_subtask: int | None = None,
+        **keywords: Any,
+    ) -> RunningJob:
+        """Own a new Python job: ``main(row)`` of the script ``source`` for each row, sandboxed and verified.
+
+        ``rows`` are values ``main`` receives: JSON-like values (dicts, lists, numbers, text,
+        None) or bytes. The other keywords are ``submit``'s. Results come as for ``submit``,
+        one per subtask of ``rows_per_subtask`` rows; ``job.rows_of(result)`` turns one
+        into its rows' records (``index``, ``status``, ``output`` or ``error``, ``log``).
+
+        Raises:
+            SandboxError: the script cannot run at all (a syntax error, no ``main``, a failing import),
+                with its line.
+            ValueError, TypeError: as ``submit``, or a row JSON cannot hold.
+        """
+        encoded = [encode_row(row) for row in rows]
+        per = rows_per_subtask or default_rows_per_subtask(len(encoded))
+        return await self.submit(encode_script(name, source), encoded, rows_per_subtask=per, **keywords)
+
+    async def _check_script(self, module: bytes, options: JobOptions) -> None:
+        """Refuse a script that cannot run at all; prepare the Python runtime first (once per machine)."""
+        if not options.rows_per_subtask:
+            raise ValueError("a Python script's job needs rows_per_subtask")
+        sandbox = self.jobs.executor.sandbox
+        if sandbox.python is None:
+            def say(line: str) -> None:
+                log.info("Python tasks: %s", line.strip())
+
+            await trio.to_thread.run_sync(functools.partial(sandbox.prepare_python, progress=say))
+            self._presence_changed.set()
+        script = sandbox.load_python(module)
+        problem = await trio.to_thread.run_sync(sandbox.check_python, script, options.limits)
+        if problem is not None:
+            raise SandboxError(TaskError("bad_module", problem["message"]))
 
     def _grant_policy(self, thief: PeerId, requested: int) -> int:
         """How many replicas ``thief`` gets of the ``requested`` (``core/steal.grant_for``)."""

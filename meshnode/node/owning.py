@@ -51,15 +51,17 @@ from ..core.job import (
     Ack, Cancel, ClaimReceived, Event, Failed, Grant, JobFinished, Progress, ReleaseReplicas, RenewLeases, Renewed,
     ReplicaLost, ReplicaRef, ReplicasAdded, Revoke, StealRequest, SubtaskDecided, Transferred,
 )  # fmt: skip
-from ..core.manifest import INLINE_INPUT_MAX, JobManifest, JobOptions, Replication, Subtask, TaskLimits
+from ..core.manifest import INLINE_INPUT_MAX, WASM_RUNTIME, JobManifest, JobOptions, Replication, Subtask, TaskLimits
 from ..core.merkle import MerkleTree, leaf_hash, tree_levels
 from ..core.owner import JobOwner, status_kind
 from ..core.peer_id import PeerId
 from ..core.presence import next_seq
+from ..core.python_rows import batch_rows, is_script, row_records
 from ..core.reputation import Reputation
 from ..core.result import ResultClaim
 from ..core.verify import Disputed, Verified
 from ..errors import JournalError, MeshError, WireError
+from ..sandbox.python_runtime import RUNTIME_ID
 from ..storage.blobs import BlobStore
 from ..storage.identity import Identity
 from ..storage.journal import InputRow, Store, VerifiedOutput
@@ -185,6 +187,17 @@ class RunningJob:
                 return
             await changed.wait()
 
+    def rows_of(self, result: JobResult) -> list[dict[str, Any]]:
+        """A Python job's result as one record per row (``index``, ``status``, ``output`` or ``error``,
+        ``log``, ``executors``), as ``meshnode results`` prints them."""
+        m = self.manifest
+        if not m.rows_per_subtask:
+            raise ValueError("not a Python job: its results are not rows")
+        ok = result.status == "ok"
+        error = None if ok else {"code": result.status, "message": result.message}
+        return row_records(result.index, m.rows, m.rows_per_subtask, result.output if ok else None, error,
+                           {"executors": list(result.executors)})  # fmt: skip
+
     async def wait(self) -> list[JobResult]:
         """Wait for the job to end; every decided subtask's result, in input order."""
         while not self.done:
@@ -240,6 +253,12 @@ class JobManager:
         if self.trouble is not None:  # a full disk: new work would only make it worse
             raise JournalError(f"no new jobs until the journal takes writes again: {self.trouble}", self.trouble.kind)
         job_id = os.urandom(16)
+        runtime = RUNTIME_ID if options.rows_per_subtask else WASM_RUNTIME
+        if (runtime == RUNTIME_ID) != is_script(module):
+            raise ValueError("a Python script needs rows_per_subtask, and only a script takes rows")
+        rows = _Counted(inputs)
+        if options.rows_per_subtask:  # a Python job: the owner groups its rows into subtasks
+            inputs = batch_rows(rows, options.rows_per_subtask)
         module_sha256 = self._put_blob(module)
         self.store.begin_job(job_id)
         try:
@@ -250,7 +269,8 @@ class JobManager:
             tree = MerkleTree.from_levels(levels[1:], count) if count > 1 else MerkleTree.from_levels(levels)
             manifest = JobManifest(
                 job_id=job_id, owner=self.identity.peer_id, label=options.label[:200],
-                module_sha256=module_sha256, module_size=len(module), entry=options.entry, limits=options.limits,
+                module_sha256=module_sha256, module_size=len(module), entry=options.entry,
+                runtime=runtime, rows=rows.count, rows_per_subtask=options.rows_per_subtask, limits=options.limits,
                 nan_canonical=options.nan_canonical, replication=options.replication, subtask_count=count,
                 inputs_root=tree.root, created_ms=now_ms, expires_ms=now_ms + options.expires_in_ms,
             )  # fmt: skip
@@ -666,3 +686,15 @@ def _stop_if_cancelled() -> None:
 def _unix_ms() -> int:
     return time.time_ns() // 1_000_000
 
+
+class _Counted:
+    """An iterable of rows that counts them as they are read."""
+
+    def __init__(self, rows: Iterable[bytes]) -> None:
+        self._rows = rows
+        self.count = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for row in self._rows:
+            self.count += 1
+            yield row

@@ -392,7 +392,8 @@ class Workers:
 
     async def _steal(self, steal: StealFrom) -> None:
         try:
-            reply = await self.client.steal(steal.victim, steal.n, steal.request_id, ENGINE_ID, queued=steal.queued)
+            reply = await self.client.steal(steal.victim, steal.n, steal.request_id, ENGINE_ID, queued=steal.queued,
+                                            runtimes=self.executor.runtimes())  # fmt: skip
         except (PeerUnavailableError, WireError) as exc:
             log.debug("steal from %s: %s", steal.victim, exc)
             self._carry(self.thief.handle(StealFailed(steal.victim, time.monotonic())))
@@ -438,6 +439,8 @@ class Workers:
 
     async def resteal(self, thief: PeerId, ask: StealAsk) -> StealReply | None:
         """Serve a starving thief from the cold end of our stolen stock, through the owner (see the thief)."""
+        if set(self.executor.runtimes()) - set(ask.runtimes):
+            return None  # it might be handed work it cannot run: only owners, who know each job's runtime, serve it
         for answer in self._carry(self.thief.handle(RestealAsked(thief, ask.n, ask.queued))):
             assert isinstance(answer, AskTransfer)
             try:

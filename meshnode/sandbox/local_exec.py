@@ -10,6 +10,7 @@ import trio
 
 from ..core.manifest import TaskLimits
 from ..core.outcome import TaskOutcome
+from .python_runtime import PythonScript
 from .runtime import Sandbox, TaskModule
 
 __all__ = ["run_locally"]
@@ -31,7 +32,7 @@ def next_chunk_size(size: int, elapsed: float) -> int:
 
 async def run_locally(
     sandbox: Sandbox,
-    module: TaskModule,
+    module: TaskModule | PythonScript,
     inputs: Sequence[bytes],
     limits: TaskLimits,
     emit: Callable[[int, TaskOutcome], None],

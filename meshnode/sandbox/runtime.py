@@ -45,7 +45,7 @@ import platform
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -55,8 +55,10 @@ import wasmtime
 
 from ..core.manifest import TaskLimits
 from ..core.outcome import TaskError, TaskOutcome
-from ..errors import SandboxError
+from ..core.python_rows import decode_script
+from ..errors import SandboxError, WireError
 from ..storage.private_files import private_dir
+from .python_runtime import PythonRuntime, PythonScript, python_engine
 
 __all__ = ["ENGINE_ID", "EpochClock", "Sandbox", "TaskModule"]
 
@@ -191,6 +193,8 @@ class Sandbox:
             with contextlib.suppress(OSError):  # the cache is an optimization: never fail for it
                 private_dir(cache_dir, create=False)
         self._engines = {False: _engine(False), True: _engine(True)}
+        self._python_engine = python_engine()
+        self.python: PythonRuntime | None = None  # set by prepare_python
         self._modules: OrderedDict[tuple[bytes, bool], TaskModule] = OrderedDict()
         self._modules_lock = threading.Lock()
         self._compile_lock = threading.Lock()
@@ -250,7 +254,7 @@ class Sandbox:
                     self._increment_epoch(self._clock.take_due(time.monotonic_ns()))
 
     def _increment_epoch(self, times: int) -> None:
-        for engine in self._engines.values():
+        for engine in (*self._engines.values(), self._python_engine):
             for _ in range(times):
                 engine.increment_epoch()
 
@@ -341,11 +345,76 @@ class Sandbox:
         except OSError:
             pass  # a cache that cannot be written only costs a recompile next time
 
+    # --- Python ---------------------------------------------------------------------------
+
+    def prepare_python(self, cache: Path | None = None, progress: Callable[[str], None] | None = None) -> PythonRuntime:
+        """Make the Python runtime ready (compiling it once per machine); see ``python_runtime``.
+
+        Raises:
+            SandboxError: it cannot be prepared.
+        """
+        if self.python is None:
+            self.python = PythonRuntime.prepare(self._python_engine, cache, progress=progress)
+        return self.python
+
+    @staticmethod
+    def load_python(module: bytes, sha256: bytes | None = None) -> PythonScript:
+        """A job's script module, ready to run.
+
+        Raises:
+            SandboxError: ``bad_module``, it is not a script made by ``encode_script``.
+        """
+        try:
+            name, source = decode_script(module)
+        except WireError as exc:
+            raise SandboxError(TaskError("bad_module", str(exc))) from None
+        return PythonScript(sha256 or hashlib.sha256(module).digest(), name, source)
+
+    def check_python(self, script: PythonScript, limits: TaskLimits) -> dict[str, Any] | None:
+        """Why the script cannot run at all (a syntax error, an exception at import, no ``main``), or None.
+
+        Runs the script's top level once in the sandbox, as each subtask will.
+        """
+        import json
+
+        outcome = self.run_sync(script, b"", limits, check=True)
+        if outcome.output is None:
+            assert outcome.error is not None
+            return {"code": outcome.error.code, "message": outcome.error.message, "line": None}
+        answer = json.loads(outcome.output)
+        error: dict[str, Any] | None = answer.get("error")
+        return error
+
+    def _execute_python(self, script: PythonScript, data: bytes, limits: TaskLimits, check: bool) -> tuple[bytes | None, TaskError | None, int]:
+        if self.python is None:
+            return None, TaskError("bad_module", "the Python runtime is not prepared on this node"), 0
+        try:
+            run = self.python.work(script, data, limits.max_output, check=check)
+        except WireError as exc:
+            return None, TaskError("abi_error", f"not a batch of rows: {exc}"), 0
+        store = wasmtime.Store(self._python_engine)
+        store.set_fuel(limits.fuel)
+        store.set_limits(memory_size=limits.memory, table_elements=MAX_TABLE_ELEMENTS, instances=1,
+                         tables=MAX_TABLES, memories=1)  # fmt: skip
+        try:
+            with self._deadline(store, limits.timeout_ms):
+                status = self.python.execute(store, run)
+        except wasmtime.Trap as trap:
+            return None, self._trap_error(trap, store, None, limits), self._fuel_used(store, limits)
+        except wasmtime.WasmtimeError as exc:
+            return None, self._instantiation_error(exc), self._fuel_used(store, limits)
+        fuel_used = self._fuel_used(store, limits)
+        if run.refused:
+            return None, TaskError("output_too_large", run.refused[0]), fuel_used
+        if run.output is None:
+            return None, TaskError("trap", f"the script ended the interpreter (exit status {status}) before it answered"), fuel_used
+        return run.output, None, fuel_used
+
     # --- running ----------------------------------------------------------------------------
 
     async def run(
         self,
-        wasm: bytes | TaskModule,
+        wasm: bytes | TaskModule | PythonScript,
         data: bytes,
         limits: TaskLimits,
         *,
@@ -363,7 +432,7 @@ class Sandbox:
 
     async def run_many(
         self,
-        wasm: bytes | TaskModule,
+        wasm: bytes | TaskModule | PythonScript,
         inputs: Sequence[bytes],
         limits: TaskLimits,
         *,
@@ -387,14 +456,14 @@ class Sandbox:
 
     def run_many_sync(
         self,
-        wasm: bytes | TaskModule,
+        wasm: bytes | TaskModule | PythonScript,
         inputs: Sequence[bytes],
         limits: TaskLimits,
         entry: str = "run",
         nan_canonical: bool = False,
     ) -> list[TaskOutcome]:
         """``run_many`` in the calling thread (which should hold a ``limiter`` token)."""
-        key = wasm.sha256 if isinstance(wasm, TaskModule) else None
+        key = wasm.sha256 if isinstance(wasm, TaskModule | PythonScript) else None
         # Subtasks this short spend most of their time in Python (wasmtime-py's
         # ctypes calls), and two threads fighting over the GIL run them about 2x
         # slower than one: run such chunks one at a time.
@@ -412,16 +481,21 @@ class Sandbox:
 
     def run_sync(
         self,
-        wasm: bytes | TaskModule,
+        wasm: bytes | TaskModule | PythonScript,
         data: bytes,
         limits: TaskLimits,
         entry: str = "run",
         nan_canonical: bool = False,
+        *,
+        check: bool = False,
     ) -> TaskOutcome:
         """Run one subtask in the calling thread. Never raises for anything the module does."""
         start = time.perf_counter()
         if self._ticker is None:
             raise RuntimeError("the sandbox is not open (use it as a context manager)")
+        if isinstance(wasm, PythonScript):
+            output, error, fuel_used = self._execute_python(wasm, data, limits, check)
+            return TaskOutcome(output, error, fuel_used, time.perf_counter() - start)
         if isinstance(wasm, TaskModule):
             module = wasm
         else:

@@ -40,7 +40,7 @@ OTHERS = [p for p in IDS if p != ME]
 
 def presence(peer: PeerId, seq: int, interval_ms: int = 1000, addrs: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/1",)) -> Presence:
     return Presence(
-        peer_id=peer, seq=seq, interval_ms=interval_ms, addrs=addrs, version="0.1.0", engine="e", slots=2,
+        peer_id=peer, seq=seq, interval_ms=interval_ms, addrs=addrs, version="0.1.0", engine="e", runtimes=("wasm",), slots=2,
         idle=2, surplus=0, load1=0.0, mem_free=1, mem_total=2, cpu="cpu", gpus=(),
     )  # fmt: skip
 

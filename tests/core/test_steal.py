@@ -84,7 +84,7 @@ def test_grant_limit_keeps_half_for_the_victim() -> None:
 
 def presence(peer: PeerId, surplus: int, engine: str = "e1") -> Presence:
     return Presence(
-        peer_id=peer, seq=1, interval_ms=1000, addrs=(), version="0.1.0", engine=engine, slots=2,
+        peer_id=peer, seq=1, interval_ms=1000, addrs=(), version="0.1.0", engine=engine, runtimes=("wasm",), slots=2,
         idle=0, surplus=surplus, load1=0.0, mem_free=1, mem_total=2, cpu="cpu", gpus=(),
     )  # fmt: skip
 

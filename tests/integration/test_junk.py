@@ -43,7 +43,7 @@ JUNK = {
 
 WRONG_TYPE = {  # a well-formed meshnode message, of a kind the protocol does not take
     job_protocol.PROTOCOL_ID: frame(wire.encode(BlobRequest(sha256=b"\x01" * 32))),
-    blob_protocol.PROTOCOL_ID: frame(wire.encode(StealAsk(request_id=1, n=1, engine="e", queued=0))),
+    blob_protocol.PROTOCOL_ID: frame(wire.encode(StealAsk(request_id=1, n=1, engine="e", queued=0, runtimes=("wasm",)))),
 }
 
 

@@ -46,7 +46,7 @@ def job(owner: Identity, **changes: object) -> tuple[JobManifest, bytes, InputCo
     commitment = InputCommitment.of(INPUTS)
     manifest = JobManifest(
         job_id=b"J" * 16, owner=owner.peer_id, label="pi", module_sha256=hashlib.sha256(TASK).digest(),
-        module_size=len(TASK), entry="run", limits=TaskLimits(10**9, 16 << 20, 10_000, 1 << 20),
+        module_size=len(TASK), entry="run", runtime="wasm", rows=0, rows_per_subtask=0, limits=TaskLimits(10**9, 16 << 20, 10_000, 1 << 20),
         nan_canonical=False, replication=Replication(2, 2, 5), subtask_count=len(INPUTS),
         inputs_root=commitment.root, created_ms=0, expires_ms=2 * NOW_MS,
     )  # fmt: skip
