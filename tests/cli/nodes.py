@@ -21,15 +21,18 @@ __all__ = ["NodeProcess", "api_get", "free_tcp_port", "meshnode", "nodes", "peer
 
 
 class NodeProcess:
-    def __init__(self, data_dir: Path, args: list[str], *, log_name: str | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, args: list[str], *, log_name: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
         """Start a node on ``data_dir``; its stderr goes to ``<log_name or data dir name>.stderr`` beside it
-        (give a restarted node a log of its own, or the first run's log is overwritten)."""
+        (give a restarted node a log of its own, or the first run's log is overwritten). ``env``: its
+        environment (default: this process's)."""
         self.data_dir = data_dir
         self.stderr_path = data_dir.parent / f"{log_name or data_dir.name}.stderr"
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "meshnode", "--data-dir", str(data_dir), *args],
-            stdout=subprocess.DEVNULL, stderr=self._stderr, env={**os.environ, "MESHNODE_DATA_DIR": ""},
+            stdout=subprocess.DEVNULL, stderr=self._stderr, env={**(env or os.environ), "MESHNODE_DATA_DIR": ""},
         )  # fmt: skip
 
     @property

@@ -1,0 +1,51 @@
+"""Python jobs from a trio program: ``submit_python`` on an in-process mesh, results row by row."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from meshnode.errors import SandboxError
+from tests.conftest import PreparedPython
+
+from ..waiting import JOB, wait_until
+from .test_mesh_jobs import start_mesh
+
+SOURCE = """
+import numpy as np
+
+def main(row):
+    if row["x"] < 0:
+        raise ValueError(f"negative x: {row['x']}")
+    print("x is", row["x"])
+    return {"sqrt": float(np.sqrt(row["x"])), "label": row["label"].upper()}
+"""
+
+
+async def test_submit_python_runs_rows_across_the_mesh_verified_twice(
+    python_runtime: PreparedPython, tmp_path: Path
+) -> None:
+    rows = [{"x": x, "label": f"r{x}"} for x in (4, 9, -1, 16, 25)]
+    async with AsyncExitStack() as stack:
+        owner, other = await start_mesh(stack, tmp_path, 2)
+        job = await owner.submit_python(SOURCE, rows, name="roots.py", rows_per_subtask=2, replicas=2, quorum=2)
+        assert job.manifest.rows == 5 and job.manifest.subtask_count == 3
+        await wait_until(lambda: job.done, JOB, "the job to finish")
+        lines = [line for result in await job.wait() for line in job.rows_of(result)]
+    assert [line["index"] for line in lines] == [0, 1, 2, 3, 4]
+    assert [line.get("output") for line in lines] == [
+        {"sqrt": 2.0, "label": "R4"}, {"sqrt": 3.0, "label": "R9"}, None, {"sqrt": 4.0, "label": "R16"},
+        {"sqrt": 5.0, "label": "R25"},
+    ]  # fmt: skip
+    assert lines[2]["error"]["message"] == "ValueError: negative x: -1" and lines[0]["log"] == "x is 4\n"
+    assert all(sorted(line["executors"]) == sorted([str(owner.peer_id), str(other.peer_id)]) for line in lines)
+
+
+async def test_submit_python_refuses_a_script_without_main(python_runtime: PreparedPython, tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        (owner,) = await start_mesh(stack, tmp_path, 1)
+        with pytest.raises(SandboxError, match="nomain.py defines no function main"):
+            await owner.submit_python("def run(row):\n    return row\n", [1, 2], name="nomain.py")
+        assert owner.job_ids() == []
