@@ -77,17 +77,20 @@ def pool_seconds(source: str, n: int) -> float:
     return time.perf_counter() - start
 
 
-def exec_seconds(source: str, n: int, slots: int) -> float:
+def exec_seconds(source: str, n: int, slots: int) -> tuple[float, int]:
+    """As ``meshnode exec``: the script checked and measured, its rows grouped by the owner's default."""
     rows = [encode_row(i) for i in range(n)]
-    inputs = list(batch_rows(rows, default_rows_per_subtask(n)))
     start = time.perf_counter()
     with Sandbox(slots=slots) as sandbox:
         sandbox.prepare_python()
         script = sandbox.load_python(encode_script("task.py", source))
+        cost = sandbox.check_python(script, DEFAULT_LIMITS, rows[0])
+        per = default_rows_per_subtask(n, cost.startup_fuel, cost.row_fuel)
+        inputs = list(batch_rows(rows, per))
         failed: list[int] = []
         trio.run(run_locally, sandbox, script, inputs, DEFAULT_LIMITS, lambda i, o: failed.extend([i] * (not o.ok)))
     assert not failed
-    return time.perf_counter() - start
+    return time.perf_counter() - start, per
 
 
 def startup_ms(source: str) -> float:
@@ -149,10 +152,10 @@ def main() -> None:
     for name, n in (("trivial", args.trivial), ("numpy", args.numpy)):
         source = SCRIPTS[name]
         pool = pool_seconds(source, n)
-        local = exec_seconds(source, n, cores)
+        local, per = exec_seconds(source, n, cores)
         mesh1 = trio.run(mesh_seconds, source, n, 1)
         mesh2 = trio.run(mesh_seconds, source, n, 2)
-        print(f"| {name} | {n:,} | {default_rows_per_subtask(n)} | {startup_ms(source):.0f} ms | {n / local:,.0f}/s "
+        print(f"| {name} | {n:,} | {per:,} | {startup_ms(source):.0f} ms | {n / local:,.0f}/s "
               f"| {n / mesh1:,.0f}/s | {n / mesh2:,.0f}/s | {n / pool:,.0f}/s | {local / pool:.1f}x |")  # fmt: skip
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 

@@ -32,8 +32,7 @@ def _client(args: argparse.Namespace, timeout: float = 5.0) -> Any:
 def cmd_submit(args: argparse.Namespace) -> int:
     from ..api.job_body import JOB_CONTENT_TYPE, encode_job
     from ..api.job_files import read_inputs, read_rows
-    from ..core.python_rows import default_rows_per_subtask
-    from .task_commands import is_python, read_script
+    from .task_commands import is_python, measure_script, read_script
 
     limits = limits_from_args(args)
     if not 1 <= args.quorum <= args.max_replicas or not 1 <= args.replicas <= args.max_replicas:
@@ -41,9 +40,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     python = is_python(args.module)
     if python:  # rows, counted first: the default grouping depends on how many there are
         module = read_script(args.module)
-        _prepare_python_here()
         rows = list(read_rows(input_spec(args), csv_strings=args.csv_strings))
-        per = args.rows_per_subtask or default_rows_per_subtask(len(rows))
+        # checked here first: a script that cannot run is refused before anything is sent (exit 2)
+        per = measure_script(module, limits, args.module, rows) if rows else 1
+        per = args.rows_per_subtask or per
         inputs: Iterator[bytes] = iter(rows)
     else:
         module = read_module(args.module)
@@ -83,15 +83,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return _cancel_after_ctrl_c(client, job_id)
     all_ok = _write_results(_results(client, job_id), args.output)
     return 0 if all_ok and status["verified"] == status["total"] else 1
-
-
-def _prepare_python_here() -> None:
-    """Compile the Python runtime in this terminal, with its progress, when this machine has not yet
-    (the node, sharing the cache, then loads it in milliseconds)."""
-    from ..sandbox.python_runtime import PythonRuntime, python_engine
-
-    if not PythonRuntime.ready():
-        PythonRuntime.prepare(python_engine(), progress=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def _cancel_after_ctrl_c(client: Any, job_id: str) -> int:

@@ -212,7 +212,13 @@ def input_spec(args: argparse.Namespace) -> InputSpec:
 
 
 def limits_from_args(args: argparse.Namespace) -> TaskLimits:
-    """The per-subtask limits the flags ask for, checked against what the wire allows."""
+    """The per-subtask limits the flags ask for, checked against what the wire allows (and the flags
+    that only one kind of task takes)."""
+    python = args.module.endswith(".py")
+    if not python and (args.csv_strings or args.rows_per_subtask):
+        raise ConfigError("--csv-strings and --rows-per-subtask are for a script.py's main(row), not a module")
+    if python and (args.entry != "run" or args.nan_canonical):
+        raise ConfigError("--entry and --nan-canonical are for a WebAssembly module; a script runs main(row)")
     fuel = parse_count(args.fuel)
     memory = parse_size(args.memory)
     timeout = parse_duration(args.timeout)

@@ -17,7 +17,7 @@ from ..core.outcome import TaskOutcome
 from ..errors import ConfigError, InputError, SandboxError
 from .parser import input_spec, limits_from_args, read_module
 
-__all__ = ["cmd_build", "cmd_exec", "cmd_python_setup", "is_python", "read_script"]
+__all__ = ["cmd_build", "cmd_exec", "cmd_python_setup", "is_python", "measure_script", "read_script"]
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -109,27 +109,41 @@ def prepare_python(sandbox: Any) -> None:
     sandbox.prepare_python(progress=lambda line: print(line, file=sys.stderr, flush=True))
 
 
-def check_script(sandbox: Any, script: Any, limits: Any, path: str) -> None:
-    """Raises InputError (exit 2) when the script cannot run at all: a syntax error, no main, its imports fail."""
-    problem = sandbox.check_python(script, limits)
-    if problem is not None:
-        raise InputError(f"{path}: {problem['message']}" if not problem["message"].startswith(Path(path).name)
-                         else problem["message"])  # fmt: skip
+def check_script(sandbox: Any, script: Any, limits: Any, path: str, rows: list[bytes]) -> int:
+    """How many rows per subtask suit the script (from its start-up and first row, measured in the sandbox).
+
+    Raises:
+        InputError: (exit 2) the script cannot run at all: a syntax error, no main, its imports fail.
+    """
+    from ..core.python_rows import default_rows_per_subtask
+
+    checked = sandbox.check_python(script, limits, rows[0] if rows else None)
+    if checked.problem is not None:
+        message = checked.problem["message"]
+        raise InputError(message if message.startswith(Path(path).name) else f"{path}: {message}")
+    return int(default_rows_per_subtask(len(rows), checked.startup_fuel, checked.row_fuel))
+
+
+def measure_script(module: bytes, limits: Any, path: str, rows: list[bytes]) -> int:
+    """``check_script`` in a sandbox of its own (``submit``, before the rows go to the node)."""
+    from ..sandbox.runtime import Sandbox
+
+    with Sandbox(slots=1) as sandbox:
+        prepare_python(sandbox)
+        return check_script(sandbox, sandbox.load_python(module), limits, path, rows)
 
 
 def _exec_python(args: argparse.Namespace, limits: Any, slots: int, data_dir: Path) -> int:
     import trio
 
     from ..api.job_files import read_rows
-    from ..core.python_rows import batch_rows, default_rows_per_subtask, row_records
+    from ..core.python_rows import batch_rows, row_records
     from ..sandbox.local_exec import run_locally
     from ..sandbox.runtime import Sandbox
     from ..storage.identity import load_or_create_identity
 
     module = read_script(args.module)
     rows = list(read_rows(input_spec(args), csv_strings=args.csv_strings))
-    per = args.rows_per_subtask or default_rows_per_subtask(len(rows))
-    inputs = list(batch_rows(rows, per))
     executors = [str(load_or_create_identity(data_dir).peer_id)]
     out = _open_output(args.output)
     progress = _Progress(len(rows), Path(args.module).name)
@@ -146,7 +160,9 @@ def _exec_python(args: argparse.Namespace, limits: Any, slots: int, data_dir: Pa
         with Sandbox(slots=slots) as sandbox:
             prepare_python(sandbox)
             script = sandbox.load_python(module)
-            check_script(sandbox, script, limits, args.module)
+            per = check_script(sandbox, script, limits, args.module, rows)
+            per = args.rows_per_subtask or per
+            inputs = list(batch_rows(rows, per))
             trio.run(functools.partial(run_locally, sandbox, script, inputs, limits, emit))
     finally:
         out.flush()

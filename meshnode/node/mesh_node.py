@@ -56,8 +56,8 @@ from ..net.job_protocol import serve_jobs
 from ..net.streams import read_frame, write_frame
 from ..net.swarm_key import load_swarm_key
 from ..core.outcome import TaskError
-from ..core.python_rows import default_rows_per_subtask, encode_row, encode_script, is_script
-from ..sandbox.python_runtime import RUNTIME_ID, PythonRuntime
+from ..core.python_rows import check_row, default_rows_per_subtask, encode_row, encode_script, is_script
+from ..sandbox.python_runtime import RUNTIME_ID, PythonRuntime, ScriptCheck
 from ..sandbox.runtime import ENGINE_ID, Sandbox
 from ..storage.blobs import BlobStore
 from ..storage.identity import Identity, load_or_create_identity
@@ -67,7 +67,7 @@ from .executing import Executor
 from .job_service import MeshJobService
 from .job_summary import job_summary, row_layout
 from .memory import TRIM_EVERY, trim_free_memory
-from .owning import JobManager, RunningJob
+from .owning import ROWS_ARE_FOR_SCRIPTS, JobManager, RunningJob
 from .plain_errors import raise_mesh_error_plainly
 from .stealing import Workers
 from .sysinfo import cpu_model, gpus, machine_load
@@ -504,6 +504,7 @@ class MeshNode:
             ValueError: no inputs, or a replication policy that can never verify.
             TypeError: an input that is not bytes.
         """
+        script, checked = is_script(module), False
         if options is None:
             d = DEFAULT_LIMITS
             limits = TaskLimits(
@@ -515,13 +516,17 @@ class MeshNode:
             problem = replication.check()
             if problem:
                 raise ValueError(problem)
-            if is_script(module) and rows_per_subtask is None:
+            if script and rows_per_subtask is None:  # grouped by what the script and its first row cost
                 inputs = list(inputs)
-                rows_per_subtask = default_rows_per_subtask(len(inputs))
+                cost = await self._check_script(module, limits, inputs[0] if inputs else None)
+                rows_per_subtask, checked = default_rows_per_subtask(len(inputs), cost.startup_fuel, cost.row_fuel), True
             options = JobOptions(limits, replication, entry=entry, nan_canonical=nan_canonical, label=label,
                                  rows_per_subtask=rows_per_subtask or 0)  # fmt: skip
-        if is_script(module):
-            await self._check_script(module, options)
+        if bool(options.rows_per_subtask) != script:
+            raise ValueError(ROWS_ARE_FOR_SCRIPTS)
+        if script:
+            if not checked:
+                await self._check_script(module, options.limits, None)
         else:
             # compiling a module and hashing every input take time: not on the node's event loop
             loaded = await trio.to_thread.run_sync(
@@ -557,13 +562,11 @@ class MeshNode:
             ValueError, TypeError: as ``submit``, or a row JSON cannot hold.
         """
         encoded = [encode_row(row) for row in rows]
-        per = rows_per_subtask or default_rows_per_subtask(len(encoded))
-        return await self.submit(encode_script(name, source), encoded, rows_per_subtask=per, **keywords)
+        return await self.submit(encode_script(name, source), encoded, rows_per_subtask=rows_per_subtask, **keywords)
 
-    async def _check_script(self, module: bytes, options: JobOptions) -> None:
-        """Refuse a script that cannot run at all; prepare the Python runtime first (once per machine)."""
-        if not options.rows_per_subtask:
-            raise ValueError("a Python script's job needs rows_per_subtask")
+    async def _check_script(self, module: bytes, limits: TaskLimits, first_row: bytes | None) -> ScriptCheck:
+        """Refuse a script that cannot run at all, else measure it (and its first row); the Python runtime
+        is prepared first (once per machine)."""
         sandbox = self.jobs.executor.sandbox
         if sandbox.python is None:
             def say(line: str) -> None:
@@ -572,9 +575,12 @@ class MeshNode:
             await trio.to_thread.run_sync(functools.partial(sandbox.prepare_python, progress=say))
             self._presence_changed.set()
         script = sandbox.load_python(module)
-        problem = await trio.to_thread.run_sync(sandbox.check_python, script, options.limits)
-        if problem is not None:
-            raise SandboxError(TaskError("bad_module", problem["message"]))
+        if first_row is not None:
+            check_row(first_row, 0)
+        checked = await trio.to_thread.run_sync(sandbox.check_python, script, limits, first_row)
+        if checked.problem is not None:
+            raise SandboxError(TaskError("bad_module", checked.problem["message"]))
+        return checked
 
     def _grant_policy(self, thief: PeerId, requested: int) -> int:
         """How many replicas ``thief`` gets of the ``requested`` (``core/steal.grant_for``)."""

@@ -56,7 +56,7 @@ from ..core.merkle import MerkleTree, leaf_hash, tree_levels
 from ..core.owner import JobOwner, status_kind
 from ..core.peer_id import PeerId
 from ..core.presence import next_seq
-from ..core.python_rows import batch_rows, is_script, row_records
+from ..core.python_rows import batch_rows, check_row, is_script, row_records
 from ..core.reputation import Reputation
 from ..core.result import ResultClaim
 from ..core.verify import Disputed, Verified
@@ -213,6 +213,9 @@ class RunningJob:
         await self.manager.cancel(self)
 
 
+ROWS_ARE_FOR_SCRIPTS: Final = "rows_per_subtask is for a Python script's job, and a script's job needs it"
+
+
 class JobManager:
     """Owns jobs: see the module docstring."""
 
@@ -255,8 +258,8 @@ class JobManager:
         job_id = os.urandom(16)
         runtime = RUNTIME_ID if options.rows_per_subtask else WASM_RUNTIME
         if (runtime == RUNTIME_ID) != is_script(module):
-            raise ValueError("a Python script needs rows_per_subtask, and only a script takes rows")
-        rows = _Counted(inputs)
+            raise ValueError(ROWS_ARE_FOR_SCRIPTS)
+        rows = _Counted(inputs, check=check_row if options.rows_per_subtask else None)
         if options.rows_per_subtask:  # a Python job: the owner groups its rows into subtasks
             inputs = batch_rows(rows, options.rows_per_subtask)
         module_sha256 = self._put_blob(module)
@@ -690,11 +693,16 @@ def _unix_ms() -> int:
 class _Counted:
     """An iterable of rows that counts them as they are read."""
 
-    def __init__(self, rows: Iterable[bytes]) -> None:
+    def __init__(self, rows: Iterable[bytes], check: Callable[[bytes, int], None] | None = None) -> None:
         self._rows = rows
+        self._check = check
         self.count = 0
 
     def __iter__(self) -> Iterator[bytes]:
         for row in self._rows:
+            if self._check is not None:
+                if not isinstance(row, bytes | bytearray | memoryview):
+                    raise TypeError(f"every row must be bytes (encode_row), not {type(row).__name__}")
+                self._check(bytes(row), self.count)
             self.count += 1
             yield row

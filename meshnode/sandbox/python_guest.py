@@ -16,11 +16,10 @@ Door frames, host-bound: ``I`` (the work), ``R`` + u32 position (a row starts),
 
 import _host  # type: ignore[import-not-found]
 import json
-import linecache
+import os
 import random
 import struct
 import sys
-import traceback
 
 LOG_MAX = 65536  # characters of a row's log that are kept
 TRACEBACK_LINES = 24
@@ -58,7 +57,16 @@ def _plain(value):
     raise TypeError(f"main returned a {type(value).__name__}, which is not JSON (return dicts, lists, numbers, text)")
 
 
-def _error(exc, name, skip=1):
+_SCRIPT = []  # the script's name and source, for tracebacks
+
+
+def _error(exc, skip=1):
+    import linecache  # only when something failed: importing these costs every subtask otherwise
+    import traceback
+
+    if _SCRIPT:  # tracebacks show the script's lines
+        linecache.cache[_SCRIPT[0]] = (len(_SCRIPT[1]), None, _SCRIPT[1].splitlines(True), _SCRIPT[0])
+
     tb = exc.__traceback__
     for _ in range(skip):  # the runner's own frames
         tb = tb.tb_next if tb is not None else None
@@ -76,14 +84,16 @@ def _load(name, source):
     except SyntaxError as exc:
         return None, {"code": "python_error", "message": f"{name}, line {exc.lineno}: {type(exc).__name__}: {exc.msg}",
                       "line": exc.lineno}
-    linecache.cache[name] = (len(source), None, source.splitlines(True), name)  # tracebacks show the lines
+    _SCRIPT[:] = [name, source]
     namespace = {"__name__": "__meshnode_task__", "__file__": name, "__builtins__": __builtins__}
     sink = _Log()
     sys.stdout = sys.stderr = sink
     try:
         exec(code, namespace)
     except BaseException as exc:  # the script's top level failed: every row fails with it
-        error = _error(exc, name)
+        error = _error(exc)
+        import traceback
+
         line = next((f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == name), None)
         error["message"] = f"{name}, line {line}: {error['message']}"
         error["line"] = line
@@ -110,7 +120,7 @@ def _rows(batch):
 def _restart(position):
     """The row's own randomness and clocks, whatever ran before it."""
     _host.call(b"R" + struct.pack("<I", position))
-    random.seed()  # from os.urandom: the row's stream
+    random.seed(int.from_bytes(os.urandom(32), "little"))  # from the row's stream
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         numpy.random.seed(random.getrandbits(32))
@@ -133,12 +143,12 @@ def _run_row(main, row, position, max_output):
                      f"over the {max_output}-byte limit"}
             record = '{"status":"error","error":' + _dumps(error)
     except ValueError as exc:
-        error = _error(exc, "")
+        error = _error(exc)
         if "Out of range float values" in str(exc):
             error["message"] = "main returned NaN or infinity, which JSON cannot hold (return None or text)"
         record = '{"status":"error","error":' + _dumps(error)
     except BaseException as exc:  # the row's error; the other rows go on
-        record = '{"status":"error","error":' + _dumps(_error(exc, ""))
+        record = '{"status":"error","error":' + _dumps(_error(exc))
     finally:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     text = log.text()
@@ -154,7 +164,11 @@ def run():
     source = work[at : at + source_size].decode("utf-8")
     batch = work[at + source_size :]
     main, error = _load(name, source)
-    if mode == 1:  # check: can the script run at all?
+    if mode == 1:  # check: can the script run at all? (and what do its rows cost: the host measures)
+        if error is None and len(batch):
+            _restart(0)
+            for i, row in enumerate(_rows(batch)):
+                _run_row(main, row, i, max_output)
         answer = _dumps({"ok": error is None, "error": error})
     elif error is not None:
         record = '{"status":"error","error":' + _dumps(error) + "}"

@@ -67,7 +67,7 @@ ARGV: Final = ["/usr/local/bin/python.wasm", "-c", GUEST_SOURCE]  # getpath deri
 ENV: Final = [("HOME", "/"), ("PYTHONHASHSEED", "0"), ("PYTHONTZPATH", ""), ("TMPDIR", "/tmp")]
 T0_NS: Final = 946_684_800 * 10**9  # the guest's wall clock starts at 2000-01-01T00:00:00Z
 TICK_NS: Final = 1000  # the logical clock advances 1 us per read
-HOST_ANSWERS: Final = "random=sha256-counter/clock=1us-per-read/poll=fire-all/stat=fixed/v1"
+HOST_ANSWERS: Final = "random=shake256-per-call/clock=1us-per-read/poll=fire-all/stat=fixed/v1"
 
 _WASMTIME: Final = importlib.metadata.version("wasmtime")
 RUNTIME_DIGEST: Final = hashlib.sha256(
@@ -148,6 +148,15 @@ class PythonScript:
     source: str
 
 
+@dataclass(frozen=True, slots=True)
+class ScriptCheck:
+    """What running a script's top level (and its first row) once showed."""
+
+    problem: dict[str, Any] | None  # why it cannot run at all (``message``, ``line``), or None
+    startup_fuel: int  # starting the interpreter and running the script's top level
+    row_fuel: int  # the first row (0 without one)
+
+
 @dataclass(slots=True)
 class _Run:
     """The state of one run, for the host functions (one run per thread at a time)."""
@@ -161,6 +170,9 @@ class _Run:
     clock: int = 0
     output: bytes | None = None
     refused: list[str] = field(default_factory=list)
+    store: wasmtime.Store | None = None
+    fuel: int = 0  # the store's budget
+    marks: list[int] = field(default_factory=list)  # fuel used when each row started
 
     def restart(self, seed: bytes) -> None:
         self.seed, self.counter, self.clock = seed, 0, 0
@@ -179,11 +191,11 @@ def _memory(caller: Any) -> Any:
 
 
 def _random_get(caller: Any, ptr: int, n: int) -> int:
-    run, out = _run(), bytearray()
-    while len(out) < n:
-        out += hashlib.sha256(run.seed + run.counter.to_bytes(8, "little")).digest()
-        run.counter += 1
-    _memory(caller).write(caller, bytes(out[:n]), ptr)
+    """The n bytes of call number ``counter`` since the last restart: SHAKE-256(seed, counter), one C call."""
+    run = _run()
+    n = min(n & 0xFFFF_FFFF, 1 << 26)
+    _memory(caller).write(caller, hashlib.shake_256(run.seed + run.counter.to_bytes(8, "little")).digest(n), ptr)
+    run.counter += 1
     return 0
 
 
@@ -274,6 +286,8 @@ def _door(caller: Any, ptr: int, length: int, out_ptr_ptr: int, out_len_ptr: int
         (position,) = struct.unpack("<I", bytes(memory.read(caller, ptr + 1, ptr + 5)))
         if position >= len(run.rows):
             return _HOST_FAULT
+        if run.store is not None:
+            run.marks.append(run.fuel - run.store.get_fuel())
         run.restart(_row_seed(run.first + position, run.rows[position]))
     elif op == b"O" and run.output is None:
         # the guest bounds each row; a whole batch over the limit is the subtask's failure
@@ -395,11 +409,11 @@ class PythonRuntime:
     # --- running --------------------------------------------------------------------------
 
     def work(self, script: PythonScript, batch: bytes, max_output: int, *, check: bool = False) -> _Run:
-        """The run state for one batch (or, with ``check``, for loading the script alone)."""
-        first, rows = (0, []) if check else decode_batch(batch)
+        """The run state for one batch (with ``check``: a check of the script, on the batch's rows if any)."""
+        first, rows = (0, []) if check and not batch else decode_batch(batch)
         name, source = script.name.encode("utf-8"), script.source.encode("utf-8")
         header = struct.pack("<BQII", 1 if check else 0, max_output, len(name), len(source))
-        work = header + name + source + (b"" if check else batch)
+        work = header + name + source + batch
         seed = hashlib.sha256(b"meshnode-python-load\0" + script.sha256).digest()
         return _Run(work, rows, first, max_output, seed)
 
@@ -414,6 +428,7 @@ class PythonRuntime:
         wasi.env = ENV
         wasi.preopen_dir(str(self.lib_dir), "/usr/local/lib", False)
         store.set_wasi(wasi)
+        run.store, run.fuel = store, store.get_fuel()
         _current.run = run
         try:
             exports: Any = self.linker.instantiate(store, self.module).exports(store)
@@ -424,6 +439,7 @@ class PythonRuntime:
             return status
         finally:
             _current.run = None
+            run.store = None
 
 
 @contextlib.contextmanager

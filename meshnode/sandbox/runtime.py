@@ -55,10 +55,10 @@ import wasmtime
 
 from ..core.manifest import TaskLimits
 from ..core.outcome import TaskError, TaskOutcome
-from ..core.python_rows import decode_script
+from ..core.python_rows import decode_script, encode_batch
 from ..errors import SandboxError, WireError
 from ..storage.private_files import private_dir
-from .python_runtime import PythonRuntime, PythonScript, python_engine
+from .python_runtime import PythonRuntime, PythonScript, ScriptCheck, python_engine
 
 __all__ = ["ENGINE_ID", "EpochClock", "Sandbox", "TaskModule"]
 
@@ -370,28 +370,36 @@ class Sandbox:
             raise SandboxError(TaskError("bad_module", str(exc))) from None
         return PythonScript(sha256 or hashlib.sha256(module).digest(), name, source)
 
-    def check_python(self, script: PythonScript, limits: TaskLimits) -> dict[str, Any] | None:
-        """Why the script cannot run at all (a syntax error, an exception at import, no ``main``), or None.
-
-        Runs the script's top level once in the sandbox, as each subtask will.
+    def check_python(self, script: PythonScript, limits: TaskLimits, first_row: bytes | None = None) -> ScriptCheck:
+        """Whether the script can run at all (a syntax error, an exception at import, no ``main``), and what
+        it costs: runs its top level once in the sandbox, as each subtask will, then ``first_row`` (from
+        ``encode_row``) if given.
         """
         import json
 
-        outcome = self.run_sync(script, b"", limits, check=True)
-        if outcome.output is None:
-            assert outcome.error is not None
-            return {"code": outcome.error.code, "message": outcome.error.message, "line": None}
-        answer = json.loads(outcome.output)
-        error: dict[str, Any] | None = answer.get("error")
-        return error
+        if self._ticker is None:
+            raise RuntimeError("the sandbox is not open (use it as a context manager)")
+        # The first row twice; a row costs from its start to the next row's. Start-up is all the rest:
+        # the interpreter, the script's top level, and the interpreter's shutdown after the last row.
+        batch = b"" if first_row is None else encode_batch(0, [first_row, first_row])
+        output, error, fuel_used, marks = self._execute_python(script, batch, limits, check=True)
+        row = marks[2] - marks[1] if len(marks) == 3 else 0  # the warm-up restart, then the two rows
+        if output is None:
+            assert error is not None
+            return ScriptCheck({"code": error.code, "message": error.message, "line": None}, fuel_used, 0)
+        problem: dict[str, Any] | None = json.loads(output).get("error")
+        return ScriptCheck(problem, fuel_used - 2 * row, row)
 
-    def _execute_python(self, script: PythonScript, data: bytes, limits: TaskLimits, check: bool) -> tuple[bytes | None, TaskError | None, int]:
+    def _execute_python(
+        self, script: PythonScript, data: bytes, limits: TaskLimits, check: bool
+    ) -> tuple[bytes | None, TaskError | None, int, list[int]]:
+        """Output, error, fuel used, and the fuel used when each row started."""
         if self.python is None:
-            return None, TaskError("bad_module", "the Python runtime is not prepared on this node"), 0
+            return None, TaskError("bad_module", "the Python runtime is not prepared on this node"), 0, []
         try:
             run = self.python.work(script, data, limits.max_output, check=check)
         except WireError as exc:
-            return None, TaskError("abi_error", f"not a batch of rows: {exc}"), 0
+            return None, TaskError("abi_error", f"not a batch of rows: {exc}"), 0, []
         store = wasmtime.Store(self._python_engine)
         store.set_fuel(limits.fuel)
         store.set_limits(memory_size=limits.memory, table_elements=MAX_TABLE_ELEMENTS, instances=1,
@@ -400,15 +408,16 @@ class Sandbox:
             with self._deadline(store, limits.timeout_ms):
                 status = self.python.execute(store, run)
         except wasmtime.Trap as trap:
-            return None, self._trap_error(trap, store, None, limits), self._fuel_used(store, limits)
+            return None, self._trap_error(trap, store, None, limits), self._fuel_used(store, limits), run.marks
         except wasmtime.WasmtimeError as exc:
-            return None, self._instantiation_error(exc), self._fuel_used(store, limits)
+            return None, self._instantiation_error(exc), self._fuel_used(store, limits), run.marks
         fuel_used = self._fuel_used(store, limits)
         if run.refused:
-            return None, TaskError("output_too_large", run.refused[0]), fuel_used
+            return None, TaskError("output_too_large", run.refused[0]), fuel_used, run.marks
         if run.output is None:
-            return None, TaskError("trap", f"the script ended the interpreter (exit status {status}) before it answered"), fuel_used
-        return run.output, None, fuel_used
+            ended = TaskError("trap", f"the script ended the interpreter (exit status {status}) before it answered")
+            return None, ended, fuel_used, run.marks
+        return run.output, None, fuel_used, run.marks
 
     # --- running ----------------------------------------------------------------------------
 
@@ -494,7 +503,7 @@ class Sandbox:
         if self._ticker is None:
             raise RuntimeError("the sandbox is not open (use it as a context manager)")
         if isinstance(wasm, PythonScript):
-            output, error, fuel_used = self._execute_python(wasm, data, limits, check)
+            output, error, fuel_used, _ = self._execute_python(wasm, data, limits, check)
             return TaskOutcome(output, error, fuel_used, time.perf_counter() - start)
         if isinstance(wasm, TaskModule):
             module = wasm

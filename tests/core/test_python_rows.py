@@ -55,11 +55,19 @@ def test_rows_keep_their_kind() -> None:
         decode_script(b"\x00asm\x01\x00\x00\x00")
 
 
-@given(st.integers(0, 10**9))
-def test_the_default_grouping_depends_on_the_row_count_alone(n: int) -> None:
-    per = default_rows_per_subtask(n)
+@given(st.integers(0, 10**9), st.integers(0, 10**12), st.integers(0, 10**12))
+def test_the_default_grouping_amortizes_start_up_but_still_spreads_the_job(n: int, startup: int, row: int) -> None:
+    per = default_rows_per_subtask(n, startup, row)
     assert 1 <= per <= MAX_ROWS_PER_SUBTASK
-    assert per == MAX_ROWS_PER_SUBTASK or -(-n // per) <= 32
+    if per < MAX_ROWS_PER_SUBTASK and per * 4 < n:  # not held back by the spread: rows outweigh start-up
+        assert per * max(row, 1) >= 4 * startup
+    assert per <= max(1, -(-n // 4))  # at least 4 subtasks when there are 4 rows
+
+
+def test_the_default_grouping_for_measured_scripts() -> None:
+    assert default_rows_per_subtask(20_000, 90_000_000, 180_000) == 2_000  # trivial: 30 ms start-up, cheap rows
+    assert default_rows_per_subtask(4_000, 930_000_000, 2_300_000) == 1_000  # numpy: spread 4 ways
+    assert default_rows_per_subtask(20, 930_000_000, 400_000_000) == 5  # heavy rows: a few per subtask
 
 
 def extra() -> dict[str, Any]:
@@ -82,3 +90,22 @@ def test_a_failed_subtask_fails_each_of_its_rows_and_a_short_output_is_not_trust
     assert [(r["index"], r["error"]["code"]) for r in failed] == [(4, "fuel_exhausted")]
     short = row_records(0, 5, 2, b'[{"status":"ok","output":1}]', None, extra())
     assert [(r["index"], r["error"]["code"]) for r in short] == [(0, "python_runtime"), (1, "python_runtime")]
+
+
+def test_a_manifest_says_whether_it_is_a_python_job_consistently() -> None:
+    import dataclasses
+
+    from meshnode.core.manifest import JobManifest, Replication, TaskLimits
+    from meshnode.core.peer_id import PeerId
+
+    base = JobManifest(
+        job_id=b"J" * 16, owner=PeerId.from_public_key(b"k" * 32), label="", module_sha256=b"m" * 32, module_size=99,
+        entry="run", runtime="python-3.15-abc", rows=10, rows_per_subtask=3, limits=TaskLimits(1, 1 << 16, 1, 0),
+        nan_canonical=False, replication=Replication(1, 1, 1), subtask_count=4, inputs_root=b"r" * 32,
+        created_ms=1, expires_ms=2,
+    )  # fmt: skip
+    assert base.check() is None
+    assert "not 5 subtasks" in (dataclasses.replace(base, subtask_count=5).check() or "")
+    assert dataclasses.replace(base, runtime="wasm").check() is not None
+    assert dataclasses.replace(base, runtime="wasm", rows=0, rows_per_subtask=0).check() is None
+    assert dataclasses.replace(base, rows=0).check() is not None

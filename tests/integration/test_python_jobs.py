@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from meshnode.core.python_rows import encode_script
 from meshnode.errors import SandboxError
 from tests.conftest import PreparedPython
 
@@ -48,4 +49,16 @@ async def test_submit_python_refuses_a_script_without_main(python_runtime: Prepa
         (owner,) = await start_mesh(stack, tmp_path, 1)
         with pytest.raises(SandboxError, match="nomain.py defines no function main"):
             await owner.submit_python("def run(row):\n    return row\n", [1, 2], name="nomain.py")
+        assert owner.job_ids() == []
+
+
+async def test_rows_that_are_not_rows_are_refused_and_no_job_is_left(python_runtime: PreparedPython, tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        (owner,) = await start_mesh(stack, tmp_path, 1)
+        script = encode_script("ok.py", "def main(row):\n    return row\n")
+        for rows, message in (([b'J{"a": 1}', b"Xjunk"], "row 1 is neither JSON"), ([b"J{oops"], "row 0 is not JSON")):
+            with pytest.raises(ValueError, match=message):
+                await owner.submit(script, rows, rows_per_subtask=1, replicas=1, quorum=1)
+        with pytest.raises(ValueError, match="is for a Python script's job"):
+            await owner.submit(script[len(b"meshnode-python-task/1\n"):], [b"J1"], rows_per_subtask=1, replicas=1, quorum=1)
         assert owner.job_ids() == []

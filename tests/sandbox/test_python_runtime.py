@@ -196,9 +196,19 @@ def test_what_json_cannot_hold_is_the_rows_error(sandbox: Sandbox) -> None:
     ],
 )
 def test_a_script_that_cannot_run_is_found_before_any_row(sandbox: Sandbox, source: str, message: str) -> None:
-    problem = sandbox.check_python(sandbox.load_python(encode_script("task.py", source)), SMALL)
+    problem = sandbox.check_python(sandbox.load_python(encode_script("task.py", source)), SMALL).problem
     assert problem is not None and problem["message"] == message
-    assert sandbox.check_python(sandbox.load_python(encode_script("task.py", "def main(row): pass\n")), SMALL) is None
+    assert sandbox.check_python(sandbox.load_python(encode_script("task.py", "def main(row): pass\n")), SMALL).problem is None
+
+
+def test_a_check_measures_start_up_and_the_first_row_in_fuel_the_same_every_time(sandbox: Sandbox) -> None:
+    script = sandbox.load_python(encode_script("task.py", "import json\ndef main(row):\n    return sum(range(row))\n"))
+    cheap, dear = (sandbox.check_python(script, SMALL, encode_row(n)) for n in (10, 100_000))
+    assert cheap.problem is None and abs(cheap.startup_fuel - dear.startup_fuel) < 1000  # the rows' bytes differ
+    assert 10_000_000 < cheap.startup_fuel and 0 < cheap.row_fuel < 1_000_000 < dear.row_fuel
+    assert sandbox.check_python(script, SMALL, encode_row(10)) == cheap
+    three = sandbox.run_sync(script, encode_batch(0, [encode_row(100_000)] * 3), SMALL).fuel_used
+    assert abs(dear.startup_fuel + 3 * dear.row_fuel - three) < three / 100
 
 
 def test_the_runtime_may_import_only_the_allowed_wasi_calls(python_runtime: PreparedPython) -> None:
