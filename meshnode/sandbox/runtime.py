@@ -379,16 +379,17 @@ class Sandbox:
 
         if self._ticker is None:
             raise RuntimeError("the sandbox is not open (use it as a context manager)")
-        # The first row twice; a row costs from its start to the next row's. Start-up is all the rest:
-        # the interpreter, the script's top level, and the interpreter's shutdown after the last row.
-        batch = b"" if first_row is None else encode_batch(0, [first_row, first_row])
+        # The first row three times; a row costs from its start to the next row's, and the second is
+        # measured (the first also pays what the script sets up on first use, once per subtask).
+        # Start-up is all the rest: the interpreter, the top level, its shutdown after the last row.
+        batch = b"" if first_row is None else encode_batch(0, [first_row] * 3)
         output, error, fuel_used, marks = self._execute_python(script, batch, limits, check=True)
-        row = marks[2] - marks[1] if len(marks) == 3 else 0  # the warm-up restart, then the two rows
+        row = marks[3] - marks[2] if len(marks) == 4 else 0  # the warm-up restart, then the three rows
         if output is None:
             assert error is not None
             return ScriptCheck({"code": error.code, "message": error.message, "line": None}, fuel_used, 0)
         problem: dict[str, Any] | None = json.loads(output).get("error")
-        return ScriptCheck(problem, fuel_used - 2 * row, row)
+        return ScriptCheck(problem, fuel_used - 3 * row, row)
 
     def _execute_python(
         self, script: PythonScript, data: bytes, limits: TaskLimits, check: bool

@@ -67,7 +67,8 @@ def test_the_default_grouping_amortizes_start_up_but_still_spreads_the_job(n: in
 def test_the_default_grouping_for_measured_scripts() -> None:
     assert default_rows_per_subtask(20_000, 90_000_000, 180_000) == 2_000  # trivial: 30 ms start-up, cheap rows
     assert default_rows_per_subtask(4_000, 930_000_000, 2_300_000) == 1_000  # numpy: spread 4 ways
-    assert default_rows_per_subtask(20, 930_000_000, 400_000_000) == 5  # heavy rows: a few per subtask
+    assert default_rows_per_subtask(20, 920_000_000, 35_000_000) == 5  # examples/blackbody.py: spread 4 ways
+    assert default_rows_per_subtask(20_000, 920_000_000, 35_000_000) == 106  # its start-up is a fifth
 
 
 def extra() -> dict[str, Any]:
