@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,26 +61,60 @@ class PreparedPython:
     seconds: float
 
 
+class _PythonSetup:
+    """``meshnode python-setup``, started as soon as the tests are collected when any of them needs the
+    Python runtime: it compiles (a minute of both cores) while the tests before the first Python test run."""
+
+    def __init__(self) -> None:
+        reuse = os.environ.get("MESHNODE_TEST_PYTHON_CACHE")
+        self.owned = not reuse  # a fresh directory, removed at the end
+        self.cache = Path(reuse) if reuse else Path(tempfile.mkdtemp(prefix="meshnode-python-cache-"))
+        self.previous = os.environ.get("MESHNODE_CACHE_DIR")
+        os.environ["MESHNODE_CACHE_DIR"] = str(self.cache)  # every process the tests start loads it from here
+        self.start = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, "-m", "meshnode", "python-setup"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.done: PreparedPython | None = None
+
+    def wait(self) -> PreparedPython:
+        if self.done is None:
+            _, stderr = self.proc.communicate(timeout=COMPILE_DEADLINE)
+            assert self.proc.returncode == 0, stderr
+            self.done = PreparedPython(self.cache, stderr, time.monotonic() - self.start)
+        return self.done
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+        if self.previous is None:
+            os.environ.pop("MESHNODE_CACHE_DIR", None)
+        else:
+            os.environ["MESHNODE_CACHE_DIR"] = self.previous
+        if self.owned:
+            shutil.rmtree(self.cache, ignore_errors=True)
+
+
+_python_setup: _PythonSetup | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    global _python_setup
+    if any("python_runtime" in getattr(item, "fixturenames", ()) for item in session.items):
+        _python_setup = _PythonSetup()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _python_setup is not None:
+        _python_setup.close()
+
+
 @pytest.fixture(scope="session")
-def python_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PreparedPython]:
+def python_runtime() -> PreparedPython:
     """The Python runtime, compiled once for the whole run by ``meshnode python-setup``, as a user would.
 
-    Every process the tests start inherits ``MESHNODE_CACHE_DIR`` and loads it from there.
     ``MESHNODE_TEST_PYTHON_CACHE`` names a cache to reuse between runs while working on the code
     (CI leaves it unset: each run compiles once, in a fresh directory).
     """
-    reuse = os.environ.get("MESHNODE_TEST_PYTHON_CACHE")
-    cache = Path(reuse) if reuse else tmp_path_factory.mktemp("python-cache")
-    previous = os.environ.get("MESHNODE_CACHE_DIR")
-    os.environ["MESHNODE_CACHE_DIR"] = str(cache)
-    start = time.monotonic()
-    setup = subprocess.run([sys.executable, "-m", "meshnode", "python-setup"], capture_output=True, text=True,
-                           timeout=COMPILE_DEADLINE)  # fmt: skip
-    assert setup.returncode == 0, setup.stderr
-    try:
-        yield PreparedPython(cache, setup.stderr, time.monotonic() - start)
-    finally:
-        if previous is None:
-            del os.environ["MESHNODE_CACHE_DIR"]
-        else:
-            os.environ["MESHNODE_CACHE_DIR"] = previous
+    assert _python_setup is not None, "started when the tests were collected"
+    return _python_setup.wait()

@@ -387,6 +387,8 @@ class Sandbox:
         row = marks[3] - marks[2] if len(marks) == 4 else 0  # the warm-up restart, then the three rows
         if output is None:
             assert error is not None
+            if len(marks) >= 2:  # the script loaded and a row ran out of fuel or time: that row's failure
+                return ScriptCheck(None, marks[1], max(1, fuel_used - marks[1]))
             return ScriptCheck({"code": error.code, "message": error.message, "line": None}, fuel_used, 0)
         problem: dict[str, Any] | None = json.loads(output).get("error")
         return ScriptCheck(problem, fuel_used - 3 * row, row)

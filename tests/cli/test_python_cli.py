@@ -22,14 +22,15 @@ def lines(text: str) -> list[dict[str, Any]]:
 
 
 def test_python_setup_compiles_once_with_progress_and_then_is_ready_at_once(python_runtime: PreparedPython) -> None:
-    if "compiling the Python runtime" in python_runtime.setup_stderr:  # this run compiled it (CI always does)
+    compiled = "compiling the Python runtime" in python_runtime.setup_stderr  # this run compiled it (CI always does)
+    if compiled:
         said = python_runtime.setup_stderr.splitlines()
         assert said[0].startswith("compiling the Python runtime for this machine, once")
         assert "the Python runtime is ready (" in python_runtime.setup_stderr
     start = time.monotonic()
     again = meshnode("python-setup")
-    assert again.returncode == 0 and "the Python runtime was ready in" in again.stderr
-    assert "compiling" not in again.stderr and time.monotonic() - start < python_runtime.seconds
+    assert again.returncode == 0 and "the Python runtime was ready in" in again.stderr and "compiling" not in again.stderr
+    assert not compiled or time.monotonic() - start < python_runtime.seconds / 4
 
 
 def test_exec_runs_main_on_each_csv_row_with_typed_values(python_runtime: PreparedPython, tmp_path: Path) -> None:

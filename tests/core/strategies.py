@@ -117,7 +117,8 @@ goodbyes = st.builds(Goodbye, peer_id=peer_ids, seq=st.integers(0, 2**62))
 small = st.binary(min_size=1, max_size=64)
 replica_ids = st.lists(st.builds(ReplicaId, index=st.integers(0, 2**31 - 1), replica=st.integers(0, 31)), max_size=5).map(tuple)
 job_messages = st.one_of(
-    st.builds(StealAsk, request_id=st.integers(0, 2**62), n=st.integers(1, 256), engine=st.text(max_size=20), queued=st.integers(0, 2**31)),
+    st.builds(StealAsk, request_id=st.integers(0, 2**62), n=st.integers(1, 256), engine=st.text(max_size=20), queued=st.integers(0, 2**31),
+              runtimes=st.lists(st.text(max_size=64), max_size=8).map(tuple)),
     st.builds(
         StealReply, request_id=st.integers(0, 2**62), lease_ms=st.integers(0, 3_600_000), refused=st.text(max_size=30),
         surplus=st.integers(0, 2**31),

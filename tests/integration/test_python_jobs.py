@@ -62,3 +62,19 @@ async def test_rows_that_are_not_rows_are_refused_and_no_job_is_left(python_runt
         with pytest.raises(ValueError, match="is for a Python script's job"):
             await owner.submit(script[len(b"meshnode-python-task/1\n"):], [b"J1"], rows_per_subtask=1, replicas=1, quorum=1)
         assert owner.job_ids() == []
+
+
+async def test_a_hostile_script_ends_with_its_code_and_the_node_runs_on(python_runtime: PreparedPython, tmp_path: Path) -> None:
+    hostile = "def main(row):\n    if row == 0:\n        while True: pass\n    return len(bytearray(1 << 30))\n"
+    async with AsyncExitStack() as stack:
+        (owner,) = await start_mesh(stack, tmp_path, 1)
+        # measured on its first row, which never ends: a row's failure, not a script that cannot run
+        bad = await owner.submit_python(hostile, [0, 1], replicas=1, quorum=1, fuel=10**9)
+        assert bad.manifest.rows_per_subtask == 1
+        await wait_until(lambda: bad.done, JOB, "the hostile job to end")
+        lines = [line for result in await bad.wait() for line in bad.rows_of(result)]
+        assert lines[0]["error"]["code"] == "fuel_exhausted"
+        assert lines[1]["error"]["code"] == "python_error" and lines[1]["error"]["message"].startswith("MemoryError")
+        good = await owner.submit_python("def main(row):\n    return row + 1\n", [1, 2], replicas=1, quorum=1)
+        await wait_until(lambda: good.done, JOB, "the next job to finish")
+        assert [line["output"] for r in await good.wait() for line in good.rows_of(r)] == [2, 3]

@@ -211,6 +211,13 @@ def test_a_check_measures_start_up_and_the_first_row_in_fuel_the_same_every_time
     assert abs(dear.startup_fuel + 3 * dear.row_fuel - three) < three / 100
 
 
+def test_a_first_row_that_never_ends_is_a_rows_cost_not_a_scripts_problem(sandbox: Sandbox) -> None:
+    script = sandbox.load_python(encode_script("task.py", "def main(row):\n    while True: pass\n"))
+    limits = TaskLimits(fuel=500_000_000, memory=256 << 20, timeout_ms=120_000, max_output=1 << 20)
+    checked = sandbox.check_python(script, limits, encode_row(0))
+    assert checked.problem is None and checked.startup_fuel + checked.row_fuel == limits.fuel
+
+
 def test_the_runtime_may_import_only_the_allowed_wasi_calls(python_runtime: PreparedPython) -> None:
     engine = wasmtime.Engine()
     with_socket = wasmtime.Module(engine, '(module (import "wasi_snapshot_preview1" "sock_open" (func)))')
