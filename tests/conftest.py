@@ -72,9 +72,9 @@ class _PythonSetup:
         self.previous = os.environ.get("MESHNODE_CACHE_DIR")
         os.environ["MESHNODE_CACHE_DIR"] = str(self.cache)  # every process the tests start loads it from here
         self.start = time.monotonic()
-        # at the lowest priority: it takes the CPU the other tests leave idle (they wait on nodes and networks)
-        self.proc = subprocess.Popen(["nice", "-n", "19", sys.executable, "-m", "meshnode", "python-setup"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        # Not niced: on a machine busy with other work a niced compile starves, and the Python tests wait.
+        self.proc = subprocess.Popen([sys.executable, "-m", "meshnode", "python-setup"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)  # fmt: skip
         self.done: PreparedPython | None = None
 
     def wait(self) -> PreparedPython:
