@@ -121,7 +121,7 @@ def check_script(sandbox: Any, script: Any, limits: Any, path: str, rows: list[b
     if checked.problem is not None:
         message = checked.problem["message"]
         raise InputError(message if message.startswith(Path(path).name) else f"{path}: {message}")
-    return int(default_rows_per_subtask(len(rows), checked.startup_fuel, checked.row_fuel))
+    return default_rows_per_subtask(len(rows), checked.startup_fuel, checked.row_fuel)
 
 
 def measure_script(module: bytes, limits: Any, path: str, rows: list[bytes]) -> int:

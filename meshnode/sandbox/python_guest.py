@@ -60,7 +60,7 @@ def _plain(value):
 _SCRIPT = []  # the script's name and source, for tracebacks
 
 
-def _error(exc, skip=1):
+def _error(exc):
     import linecache  # only when something failed: importing these costs every subtask otherwise
     import traceback
 
@@ -68,8 +68,7 @@ def _error(exc, skip=1):
         linecache.cache[_SCRIPT[0]] = (len(_SCRIPT[1]), None, _SCRIPT[1].splitlines(True), _SCRIPT[0])
 
     tb = exc.__traceback__
-    for _ in range(skip):  # the runner's own frames
-        tb = tb.tb_next if tb is not None else None
+    tb = tb.tb_next if tb is not None else None  # the runner's own frame
     lines = "".join(traceback.format_exception(type(exc), exc, tb)).splitlines()
     message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     message = message.split(". Site initialization is disabled")[0]  # a hint about venvs, meaningless here

@@ -80,7 +80,8 @@ MAX_WASM_STACK: Final = 1 << 20  # wasmtime-py aborts the process when asked for
 PAGE: Final = 65536
 
 # WASI errno values (wasi_snapshot_preview1)
-_EBADF, _ENOENT, _ENOTSUP, _EROFS = 8, 44, 58, 69
+_EBADF, _EINVAL, _ENOENT, _ENOTSUP, _EROFS = 8, 28, 44, 58, 69
+MAX_RANDOM: Final = 1 << 26  # bytes of randomness one call may ask for
 # Calls that would reach a socket or change a host path: refused, whatever the guest asks.
 REFUSED: Final = {
     "sock_accept": _ENOTSUP, "sock_recv": _ENOTSUP, "sock_send": _ENOTSUP, "sock_shutdown": _ENOTSUP,
@@ -192,8 +193,9 @@ def _memory(caller: Any) -> Any:
 
 def _random_get(caller: Any, ptr: int, n: int) -> int:
     """The n bytes of call number ``counter`` since the last restart: SHAKE-256(seed, counter), one C call."""
-    run = _run()
-    n = min(n & 0xFFFF_FFFF, 1 << 26)
+    run, n = _run(), n & 0xFFFF_FFFF
+    if n > MAX_RANDOM:
+        return _EINVAL  # refused whole, never filled in part
     _memory(caller).write(caller, hashlib.shake_256(run.seed + run.counter.to_bytes(8, "little")).digest(n), ptr)
     run.counter += 1
     return 0
