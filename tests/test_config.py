@@ -29,7 +29,7 @@ def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
     assert c.bootstrap == ("/a/b", "/c/d")  # env, split on commas and spaces
     assert c.mdns is False and c.listen == ("/ip4/127.0.0.1/tcp/1",)  # file
     assert c.swarm_key == tmp_path.resolve() / "k"  # relative to the data dir
-    assert c.presence_interval == 1.5  # default
+    assert c.presence_interval == 30.0  # default
 
 
 def test_api_off(tmp_path: Path) -> None:

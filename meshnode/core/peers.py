@@ -2,16 +2,25 @@
 
 Theory of operation:
 
-A peer enters the table when its first valid ``Presence`` arrives, and its
-state is then a function of time since its last presence, measured in *its own*
-advertised publishing interval (so a slow publisher is not timed out by a fast
-one's clock):
+A peer enters the table when its first valid ``Presence`` arrives. Its state
+is then a function of how long it has been silent, measured in a unit of
+seconds that depends on what was last heard of it:
 
     state    condition                                   entered by
     -------  ------------------------------------------  -------------------------
-    alive    last presence no older than 3 intervals     a presence newer than seq
-    stale    older than 3 intervals                      a tick
-    gone     older than 10 intervals, or a goodbye       a tick, or a goodbye
+    alive    connected, or silent no longer than 3 units a presence, a connection
+    stale    silent longer than 3 units                  a tick
+    gone     silent longer than 10 units, or a goodbye   a tick, or a goodbye
+
+A live connection is itself the sign of life: a connected peer is never timed
+out here, however rarely it publishes (a silent host's connection is closed by
+the transport's keepalive, a crashed one's by its kernel). So peers publish
+presence only when something others act on changes, plus a slow heartbeat, and
+an idle mesh costs next to nothing. Silence is counted from the last presence
+in the peer's own advertised publishing interval (a peer heard only through
+gossip), or from the moment its last connection closed in units of at most
+``LOST_UNIT`` seconds (a peer we were connected to: gone 10 s after it
+vanished, unless it comes back or is heard from).
 
 Every presence or goodbye carries a sequence number; anything not newer than
 the last one seen from that peer is ignored and counted, so a replayed or
@@ -36,9 +45,6 @@ presence with new addresses (the peer restarted elsewhere), starts the
 schedule afresh. The edge reports a failed dial (``DialFailed``); the first
 after the peer was last reachable yields ``PeerUnreachable``, and the next
 connection ``PeerReachable``, so the node says each once, not at every dial.
-A peer that times out while still connected has its connection
-dropped: a silently vanished host (no FIN, no RST) is otherwise never noticed.
-
 A connection that carries no presence for ``SILENT_CONNECTION_LIMIT`` seconds
 (from a peer never heard from, or from one that left and came back) is dropped
 too: gossip state can go stale on a connection that stays up (seen when a node
@@ -85,6 +91,7 @@ REDIAL_FIRST: Final = 1.0  # seconds from a dial to the next while the peer stay
 REDIAL_MAX: Final = 60.0  # ... doubling each time up to this
 REDIAL_JITTER: Final = 0.2  # each delay is stretched or shrunk by up to this fraction
 SILENT_CONNECTION_LIMIT: Final = 15.0  # seconds connected without a word before the connection is dropped
+LOST_UNIT: Final = 1.0  # at most this many seconds per unit of silence once a peer's connection closed
 
 State = Literal["alive", "stale", "gone"]
 
@@ -215,9 +222,11 @@ class PeerRecord:
     next_dial: float | None = None  # no dial before this time
     unreachable: bool = False  # a dial failed since the peer was last connected
     left_by_goodbye: bool = False
+    unit: float = 1.0  # seconds per unit of silence (see the module docstring)
 
     @property
     def interval(self) -> float:
+        """How often the peer says it publishes presence, in seconds."""
         return self.presence.interval_ms / 1000
 
 
@@ -259,7 +268,7 @@ class PeerTable:
         record = self.peers.get(p.peer_id)
         if record is None:
             connected = self._early_connections.pop(p.peer_id, None) is not None
-            record = PeerRecord(p.peer_id, p, "alive", p.seq, now, now, connected=connected)
+            record = PeerRecord(p.peer_id, p, "alive", p.seq, now, now, connected=connected, unit=p.interval_ms / 1000)
             self.peers[p.peer_id] = record
             return [PeerJoined(p.peer_id, p), *self._maybe_dial(record, now)]
         if p.seq <= record.seq:
@@ -268,6 +277,7 @@ class PeerTable:
         if p.addrs != record.presence.addrs:
             record.dials, record.next_dial = 0, None  # somewhere new: worth a dial at once
         record.presence, record.seq, record.last_seen = p, p.seq, now
+        record.unit = record.interval
         record.left_by_goodbye = False
         out: list[Instruction] = []
         if was != "alive":
@@ -298,18 +308,20 @@ class PeerTable:
                 self._early_connections[peer] = now  # still connected until the edge reports it closed
                 out.append(DropConnection(peer))
         for peer, record in list(self.peers.items()):
+            if record.connected and record.state != "gone":
+                record.last_seen = now  # a live connection is a sign of life (see the module docstring)
+                if record.state == "stale":
+                    record.state, record.state_since = "alive", now
             silent = now - record.last_seen
             if record.state == "gone" and record.connected and now - record.state_since > SILENT_CONNECTION_LIMIT:
                 # gone, yet connected and silent: a restarted peer whose gossip does not
                 # reach us; dropping the connection lets both sides start afresh
                 out.append(DropConnection(peer))
                 record.state_since = now
-            elif record.state != "gone" and silent > GONE_INTERVALS * record.interval:
+            elif record.state != "gone" and silent > GONE_INTERVALS * record.unit:
                 record.state, record.state_since = "gone", now
                 out.append(PeerGone(peer, "timeout"))
-                if record.connected:
-                    out.append(DropConnection(peer))
-            elif record.state == "alive" and silent > STALE_INTERVALS * record.interval:
+            elif record.state == "alive" and silent > STALE_INTERVALS * record.unit:
                 record.state, record.state_since = "stale", now
                 out.append(PeerStale(peer))
             elif record.state == "gone" and now - record.state_since > FORGET_AFTER:
@@ -330,6 +342,12 @@ class PeerTable:
             return []
         if connected and not record.connected and record.state == "gone":
             record.state_since = now  # a gone peer reconnected (a restart?): give it time to speak
+        if connected and record.state == "stale":
+            record.state, record.state_since, record.last_seen = "alive", now, now
+        if not connected and record.connected and record.state != "gone":
+            # silence counts from now, in short units: a crashed or vanished peer is gone
+            # within 10 s unless it reconnects or a presence says it is still there
+            record.last_seen, record.unit = now, min(record.interval, LOST_UNIT)
         record.connected = connected
         record.unconnected_since = None if connected else now
         if not connected:

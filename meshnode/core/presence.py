@@ -1,8 +1,13 @@
-"""What a node tells the mesh about itself, over gossip: presence and goodbye.
+"""What a node tells the mesh about itself: presence, goodbye, and the peers it knows.
 
-Every node publishes a signed ``Presence`` every 1 to 2 s and whenever it
-changes, and a ``Goodbye`` when it stops, so that peers drop it at once rather
-than waiting for a timeout. ``seq`` grows with every message a node sends
+A node publishes a signed ``Presence`` over gossip when something its peers act
+on changes (work to steal appears or runs out, its slots, its runtimes), and
+otherwise only as a slow heartbeat (``NodeConfig.presence_interval``, longer in
+large meshes); it also hands one to each peer it connects to, together with
+``PeerHints``: the addresses of the peers it knows, so a newcomer finds the
+whole mesh from one connection. Liveness comes from the connections themselves
+(core/peers.py), not from the presence stream. A ``Goodbye`` when a node stops
+makes peers drop it at once rather than waiting for a timeout. ``seq`` grows with every message a node sends
 (``max(previous + 1, unix ms)``, so it keeps growing across restarts) and a
 receiver ignores anything not newer than what it has.
 """
@@ -12,7 +17,7 @@ from __future__ import annotations
 from .peer_id import PeerId
 from .wire import Float, Int, ListOf, Nested, Peer, Str, message, struct, wire
 
-__all__ = ["Goodbye", "Gpu", "Presence", "next_seq"]
+__all__ = ["MAX_HINTS", "Goodbye", "Gpu", "PeerHint", "PeerHints", "Presence", "heartbeat_interval", "next_seq"]
 
 _ADDR = Str(256, pattern=r"/[ -~]*")  # a multiaddr in text form, printable ASCII
 
@@ -55,6 +60,36 @@ class Goodbye:
 
     peer_id: PeerId = wire(Peer())
     seq: int = wire(Int(0, 2**62))
+
+
+MAX_HINTS = 64
+MAX_HEARTBEAT = 60.0  # seconds: the most ``Presence.interval_ms`` can say
+
+
+@struct
+class PeerHint:
+    peer_id: PeerId = wire(Peer())
+    addrs: tuple[str, ...] = wire(ListOf(_ADDR, 4))
+
+
+@message("peer_hints", version=1, max_size=65536)
+class PeerHints:
+    """Peers the sender knows to be alive, and where: a receiver dials those it does not know.
+
+    Unsigned: a hint is only an address to try, and the dial itself proves who answers.
+    """
+
+    peers: tuple[PeerHint, ...] = wire(ListOf(Nested(PeerHint), MAX_HINTS))
+
+
+def heartbeat_interval(base: float, peers: int) -> float:
+    """Seconds between two presence heartbeats of one node in a mesh of ``peers`` others.
+
+    ``base`` up to 20 peers, then longer in proportion (at most ``MAX_HEARTBEAT``), so that
+    the heartbeats of the whole mesh stay near one a second and the gossip each node
+    receives does not grow with the mesh.
+    """
+    return min(MAX_HEARTBEAT, max(base, base * peers / 20))
 
 
 def next_seq(previous: int, now_ms: int) -> int:

@@ -78,8 +78,10 @@ class PresenceGossip:
         self._verified[(bytes(msg.from_id), bytes(msg.seqno))] = body
         return True
 
-    async def publish(self, message: Presence | Goodbye) -> None:
-        await self._host.pubsub.publish(PRESENCE_TOPIC, wire.sign(message, self._identity.signing_key))
+    async def publish(self, message: Presence | Goodbye | bytes) -> None:
+        """Publish a message, or one already signed by this node (a signed envelope)."""
+        signed = message if isinstance(message, bytes) else wire.sign(message, self._identity.signing_key)
+        await self._host.pubsub.publish(PRESENCE_TOPIC, signed)
 
     async def messages(self) -> AsyncIterator[Presence | Goodbye]:
         """Every valid presence or goodbye, ours included (the caller ignores its own)."""

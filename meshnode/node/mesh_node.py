@@ -44,13 +44,14 @@ from ..core.peers import (
     Instruction, PeerGone, PeerJoined, PeerReachable, PeerStale, PeerTable, PeerUnreachable, PresenceHeard,
     RttMeasured, Tick,
 )  # fmt: skip
-from ..core.presence import Goodbye, Presence, next_seq
+from ..core.presence import MAX_HINTS, Goodbye, PeerHint, PeerHints, Presence, heartbeat_interval, next_seq
 from ..core.reputation import Reputation
 from ..core.steal import POOR_SCORE, PeerView, grant_for, views_of
 from ..errors import JournalError, PeerUnavailableError, SandboxError, WireError
 from ..net.addresses import parse_bootstrap, split_tcp
 from ..net.blob_protocol import serve_blobs
 from ..net.gossip import PresenceGossip
+from ..net.hello import send_hello, serve_hello
 from ..net.host import MeshHost, from_libp2p_id, open_host
 from ..net.job_protocol import serve_jobs
 from ..net.streams import read_frame, write_frame
@@ -78,7 +79,8 @@ log = logging.getLogger("meshnode")
 
 GOODBYE_PROTOCOL = "/meshnode/goodbye/1.0.0"
 STORE_FILE_NAME = "node.db"
-PING_EVERY = 5.0
+PING_EVERY = 30.0  # seconds between two RTT measurements of a connected peer (liveness is the transport's)
+CHANGE_GAP = 0.5  # seconds: presence changes closer together than this go out in one message
 MAX_CONCURRENT_DIALS = 16
 JOURNAL_RETRY = 2.0  # seconds between attempts to write to a journal that refused a write
 
@@ -233,6 +235,7 @@ class MeshNode:
         self._gossip = PresenceGossip(host, self.identity, self.dropped)
         await self._gossip.start()
         host.set_stream_handler(GOODBYE_PROTOCOL, self._receive_goodbye)
+        serve_hello(host, self._presence_heard, self._hints_heard, self.dropped)
         serve_blobs(host, self.jobs.blobs, dropped=self.dropped)
         self._workers = Workers(host, self.jobs, self.config.slots, self._victims, self.set_idle, self.dropped)
         workers = self._workers
@@ -333,7 +336,7 @@ class MeshNode:
         return Presence(
             peer_id=self.peer_id,
             seq=self._seq,
-            interval_ms=round(self.config.presence_interval * 1000),
+            interval_ms=round(self._heartbeat() * 1000),
             addrs=tuple(self.host.advertised_addrs[:16]),
             version=__version__,
             engine=ENGINE_ID,
@@ -348,34 +351,66 @@ class MeshNode:
             gpus=gpus(),
         )
 
+    def _heartbeat(self) -> float:
+        return heartbeat_interval(self.config.presence_interval, len(self.table.alive()))
+
     async def _publish_presence(self) -> None:
+        """Publish when something peers act on changes (``_presence_changed``), else at each slow heartbeat."""
         assert self._gossip is not None
-        interval = self.config.presence_interval
         with self._presence_scope:
             while True:
                 try:
-                    await self._gossip.publish(self._presence())
+                    await self._gossip.publish(self._signed_presence())
                 except Exception as exc:  # a broken stream to one peer must not stop presence
                     log.debug("publishing presence failed: %s", exc)
-                self._presence_changed = trio.Event()
-                # every 1 to 2 s by default, jittered so that nodes started together spread out
-                with trio.move_on_after(interval * random.uniform(5 / 6, 7 / 6)):
+                await trio.sleep(min(CHANGE_GAP, self.config.presence_interval))  # a burst of changes: one message
+                # jittered, so that nodes started together spread out
+                with trio.move_on_after(self._heartbeat() * random.uniform(5 / 6, 7 / 6)):
                     await self._presence_changed.wait()
+                self._presence_changed = trio.Event()
+
+    def _signed_presence(self) -> bytes:
+        return wire.sign(self._presence(), self.identity.signing_key)
+
+    def _presence_heard(self, msg: Presence) -> None:
+        self._apply(self.table.handle(PresenceHeard(msg, time.monotonic())))
+        if self._workers is not None and msg.surplus > 0:
+            self._workers.presence_heard(msg.peer_id)
 
     async def _receive_presence(self) -> None:
         assert self._gossip is not None
         async for msg in self._gossip.messages():
-            now = time.monotonic()
             if isinstance(msg, Presence):
-                self._apply(self.table.handle(PresenceHeard(msg, now)))
-                if self._workers is not None and msg.surplus > 0:
-                    self._workers.presence_heard(msg.peer_id)
+                self._presence_heard(msg)
             else:
-                self._apply(self.table.handle(GoodbyeHeard(msg, now)))
+                self._apply(self.table.handle(GoodbyeHeard(msg, time.monotonic())))
+
+    # --- hello: presence and hints on each new connection ------------------------------------
+
+    def _hints(self, to: PeerId) -> PeerHints:
+        known = [r for r in self.table.alive() if r.peer != to and r.presence.addrs]
+        random.shuffle(known)  # in a mesh over MAX_HINTS, different newcomers hear of different peers
+        return PeerHints(tuple(PeerHint(r.peer, r.presence.addrs[:4]) for r in known[:MAX_HINTS]))
+
+    async def _send_hello(self, peer: PeerId) -> None:
+        if self._presence_scope.cancel_called:
+            return  # leaving: a goodbye went out already
+        try:
+            await send_hello(self.host, peer, self._signed_presence(), self._hints(peer))
+        except Exception as exc:  # the peer may be gone already; gossip still carries our presence
+            log.debug("hello to %s: %s", peer, exc)
+
+    def _hints_heard(self, sender: PeerId, hints: PeerHints) -> None:
+        """Dial the peers a hello named that this node does not know (as it does mDNS finds)."""
+        for hint in hints.peers:
+            record = self.table.peers.get(hint.peer_id)
+            if hint.peer_id != self.peer_id and record is None and not self.host.is_connected(hint.peer_id):
+                self._spawn_dial(hint.peer_id, hint.addrs)
 
     async def _tick(self) -> None:
         while True:
-            await trio.sleep(min(0.25, self.config.presence_interval / 4))
+            busy = any(not job.done for job in self.jobs.jobs.values())
+            await trio.sleep(min(0.25 if busy else 1.0, self.config.presence_interval / 4))
             now = time.monotonic()
             self._apply(self.table.handle(Tick(now)))
             for job in list(self.jobs.jobs.values()):
@@ -389,7 +424,11 @@ class MeshNode:
 
     async def _watch_connections(self) -> None:
         async for event in self.host.events:
+            record = self.table.peers.get(event.peer)
+            new = event.connected and (record is None or not record.connected)
             self._apply(self.table.handle(ConnectionChanged(event.peer, event.connected, time.monotonic())))
+            if new and self._nursery is not None:
+                self._nursery.start_soon(self._send_hello, event.peer)
 
     async def _ping_peers(self) -> None:
         while True:

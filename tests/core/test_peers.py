@@ -11,6 +11,7 @@ from meshnode.core.peer_id import PeerId
 from meshnode.core.peers import (
     DIAL_GRACE,
     GONE_INTERVALS,
+    LOST_UNIT,
     REDIAL_FIRST,
     REDIAL_JITTER,
     REDIAL_MAX,
@@ -45,17 +46,42 @@ def presence(peer: PeerId, seq: int, interval_ms: int = 1000, addrs: tuple[str, 
     )  # fmt: skip
 
 
-def test_join_stale_gone_by_timeout_and_connection_drop() -> None:
+def test_a_connected_peer_never_times_out_and_one_whose_connection_closed_is_gone_10_s_later() -> None:
     t = PeerTable(ME)
     peer = OTHERS[0]
     assert t.handle(ConnectionChanged(peer, True, 0.0)) == []
-    out = t.handle(PresenceHeard(presence(peer, 1), 0.0))
-    assert out == [PeerJoined(peer, presence(peer, 1))]
+    out = t.handle(PresenceHeard(presence(peer, 1, interval_ms=30_000), 0.0))
+    assert out == [PeerJoined(peer, presence(peer, 1, interval_ms=30_000))]
     assert t.peers[peer].connected  # the connection came before the presence
-    assert t.handle(Tick(3.0)) == []
-    assert t.handle(Tick(3.01)) == [PeerStale(peer)]
-    assert t.handle(Tick(10.01)) == [PeerGone(peer, "timeout"), DropConnection(peer)]
+    assert t.handle(Tick(1000.0)) == []  # no presence for 33 of its intervals, but still connected
+    assert t.peers[peer].state == "alive"
+    t.handle(ConnectionChanged(peer, False, 1000.0))  # it crashed: its kernel closed the connection
+    assert not any(isinstance(i, PeerStale) for i in t.handle(Tick(1000.0 + 3 * LOST_UNIT)))  # (it is redialled)
+    assert PeerStale(peer) in t.handle(Tick(1000.01 + 3 * LOST_UNIT))
+    assert PeerGone(peer, "timeout") in t.handle(Tick(1000.01 + 10 * LOST_UNIT))
     assert t.peers[peer].state == "gone"
+
+
+def test_a_peer_heard_only_through_gossip_times_out_by_its_own_interval() -> None:
+    t = PeerTable(ME)
+    peer = OTHERS[0]
+    t.handle(PresenceHeard(presence(peer, 1, interval_ms=2000), 0.0))
+    assert not any(isinstance(i, PeerStale) for i in t.handle(Tick(6.0)))
+    assert PeerStale(peer) in t.handle(Tick(6.01))
+    assert PeerGone(peer, "timeout") in t.handle(Tick(20.01))
+
+
+def test_a_stale_peer_that_reconnects_is_alive_again() -> None:
+    t = PeerTable(ME)
+    peer = OTHERS[0]
+    t.handle(PresenceHeard(presence(peer, 1), 0.0))
+    t.handle(ConnectionChanged(peer, True, 0.0))
+    t.handle(ConnectionChanged(peer, False, 1.0))
+    t.handle(Tick(5.0))
+    assert t.peers[peer].state == "stale"
+    assert t.handle(ConnectionChanged(peer, True, 5.5)) == []
+    assert t.peers[peer].state == "alive"
+    assert t.handle(Tick(100.0)) == [] and t.peers[peer].state == "alive"
 
 
 def test_goodbye_is_immediate_and_blocks_older_presence_but_not_newer() -> None:
@@ -185,12 +211,15 @@ class PeerTableMachine(RuleBasedStateMachine):
     def states_follow_the_clock(self) -> None:
         for record in self.table.peers.values():
             silent = self.now - record.last_seen
-            if silent > GONE_INTERVALS * record.interval:
+            if record.connected and record.state != "gone":
+                assert record.state == "alive", "a connected peer timed out"
+            if silent > GONE_INTERVALS * record.unit:
                 assert record.state == "gone"
-            elif silent > STALE_INTERVALS * record.interval:
+            elif silent > STALE_INTERVALS * record.unit:
                 assert record.state in ("stale", "gone")
             if record.state == "stale":
-                assert silent > STALE_INTERVALS * record.interval
+                assert silent > STALE_INTERVALS * record.unit
+            assert record.unit <= record.interval
 
 
 TestPeerTable = PeerTableMachine.TestCase
@@ -214,8 +243,8 @@ def test_a_timed_out_peer_is_redialled_until_forgotten_but_one_that_said_goodbye
         t.handle(PresenceHeard(presence(peer, 1), 0.0))
         t.handle(ConnectionChanged(peer, True, 0.0))
     t.handle(GoodbyeHeard(Goodbye(low, 2), 1.0))
-    t.handle(Tick(11.0))  # high times out
-    t.handle(ConnectionChanged(high, False, 11.0))  # its connection was dropped
+    t.handle(ConnectionChanged(high, False, 1.0))  # its connection closed ...
+    assert PeerGone(high, "timeout") in t.handle(Tick(11.01))  # ... and it never came back
     dials = [i for i in t.handle(Tick(11.0 + DIAL_GRACE)) if isinstance(i, DialPeer)]
     assert dials == [DialPeer(high, ("/ip4/127.0.0.1/tcp/1",))]
     next_tick = Tick(11.0 + DIAL_GRACE + REDIAL_FIRST * (1 + REDIAL_JITTER))

@@ -20,7 +20,8 @@ import trio
 from meshnode.core import wire
 from meshnode.core.blob_messages import BlobRequest
 from meshnode.core.job_messages import StealAsk
-from meshnode.net import blob_protocol, job_protocol
+from meshnode.core.presence import PeerHint, PeerHints
+from meshnode.net import blob_protocol, hello, job_protocol
 from meshnode.net.host import MeshHost, open_host
 from meshnode.node.mesh_node import MeshNode, open_node
 from meshnode.sandbox.runtime import ENGINE_ID
@@ -109,3 +110,31 @@ async def test_an_oversize_gossip_frame_is_counted(tmp_path: Path) -> None:
             lambda: node.info()["dropped_messages"].get("gossip_oversize_frame") == 1, 10, "the frame to be counted"
         )  # fmt: skip
         await still_serves(node, rogue)
+
+
+async def test_a_bad_hello_is_refused_and_counted_and_a_good_ones_hints_are_dialled(tmp_path: Path) -> None:
+    async with node_and_rogue(tmp_path) as (node, rogue), open_node(node_config(tmp_path, "third")) as third:
+        other = load_or_create_identity(tmp_path / "other")
+        presence = node._presence()  # a valid presence body, to forge from
+        fields = {f: getattr(presence, f) for f in presence.__dataclass_fields__}
+        mine = wire.sign(type(presence)(**{**fields, "peer_id": rogue.peer_id}), load_or_create_identity(tmp_path / "rogue").signing_key)
+        not_mine = wire.sign(type(presence)(**{**fields, "peer_id": other.peer_id}), other.signing_key)
+        bad = {
+            "hello_bad_presence": [JUNK["empty"], JUNK["truncated"], JUNK["oversize"], JUNK["malformed"], frame(not_mine)],
+            "hello_bad_hints": [frame(mine) + JUNK["malformed"]],
+        }
+        for key, payloads in bad.items():
+            for data in payloads:
+                await send(rogue, node, hello.HELLO_PROTOCOL, data)
+        await wait_until(
+            lambda: node.info()["dropped_messages"].get("hello_bad_presence") == 5
+            and node.info()["dropped_messages"].get("hello_bad_hints") == 1, 10, "the bad hellos to be counted",
+        )  # fmt: skip
+        assert rogue.peer_id in node.table.peers  # its own presence, before the bad hints, was taken
+        assert other.peer_id not in node.table.peers
+        await still_serves(node, rogue)
+        # a good hello's hints: the node dials a peer it did not know
+        assert third.peer_id not in node.table.peers
+        hints = PeerHints((PeerHint(third.peer_id, tuple(third.host.advertised_addrs[:4])),))
+        await send(rogue, node, hello.HELLO_PROTOCOL, frame(mine) + frame(wire.encode(hints)))
+        await wait_until(lambda: node.host.is_connected(third.peer_id), 10, "the node to dial the hinted peer")

@@ -23,15 +23,20 @@ def states(node: MeshNode) -> dict[PeerId, str]:
 async def test_five_nodes_joined_by_bootstrap_converge_and_a_stopped_node_is_gone_everywhere(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         nodes: list[MeshNode] = []
+        heartbeat = 30.0  # the default: presence is published this rarely when nothing changes
+        started = time.monotonic()
         for i in range(5):
-            # a chain: each node knows only the previous one; the rest it learns from presence
+            # a chain: each node knows only the previous one; the rest it learns from the hellos' hints
             boot = tuple(nodes[-1].dial_addrs) if nodes else ()
-            nodes.append(await stack.enter_async_context(open_node(node_config(tmp_path, f"n{i}", bootstrap=boot))))
+            config = node_config(tmp_path, f"n{i}", bootstrap=boot, presence_interval=heartbeat)
+            nodes.append(await stack.enter_async_context(open_node(config)))
         everyone = {n.peer_id for n in nodes}
         await wait_until(
             lambda: all({r.peer for r in n.table.alive()} == everyone - {n.peer_id} for n in nodes),
             timeout=MEET, what="full peer tables",
         )  # fmt: skip
+        # before any heartbeat (25 s at the earliest, with the jitter): hellos did it
+        assert time.monotonic() - started < heartbeat * 5 / 6
         await wait_until(lambda: all(r.connected for n in nodes for r in n.table), MEET, "direct connections")
 
         leaver = nodes.pop(2)
@@ -45,7 +50,7 @@ async def test_five_nodes_joined_by_bootstrap_converge_and_a_stopped_node_is_gon
         await wait_until(lambda: all(states(n).get(extra.peer_id) == "gone" for n in nodes), STEP, "goodbye")
         for n in nodes:
             record = n.table.peers[extra.peer_id]
-            timed_out_at = record.last_seen + GONE_INTERVALS * record.interval
+            timed_out_at = record.last_seen + GONE_INTERVALS * record.unit
             assert record.left_by_goodbye and record.state_since < timed_out_at, (
                 f"{n.peer_id} marked the extra node gone {record.state_since - leaving:.2f} s after it said goodbye, "
                 f"{record.state_since - timed_out_at:+.2f} s from when it would have timed it out"

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from meshnode.core.peers import GONE_INTERVALS, LOST_UNIT
+from meshnode.net.libp2p_adapter import SILENT_HOST_DETECTED
 from meshnode.storage.identity import load_or_create_identity
 
 from ..waiting import MEET, STEP, poll
@@ -29,17 +31,18 @@ from .netns import Lan, NsProcess, lan_factory  # noqa: F401  (lan_factory is a 
 
 pytestmark = pytest.mark.slow
 
-# --presence-interval: a silent peer is stale after 3 s and gone after 10 s. A round of `peers`
+# A crashed peer's connections close at once, a silent one's when TCP keepalive gives up
+# (SILENT_HOST_DETECTED); it is stale 3 s and gone 10 s after (LOST_UNIT). A round of `peers`
 # calls, the only way these tests see a state, costs ~0.3 s of Python start-up each on an idle
 # machine and seconds on a busy one; the 7 s a peer shows stale must hold several rounds.
-INTERVAL = 1.0
+QUIET_WINDOW = 4.0  # seconds the private-swarm test watches for a leak (a stranger let in is heard at once)
 PORT = 7350
 POLL = 0.2  # pause between two rounds of `peers` calls
 
 # Start-up (~3.5 s for three nodes on 2 cores, mDNS announcement included), ~1.3 s until the
 # neighbours hear the announcement, a dial, a presence: ~4 s measured on an idle machine.
 DISCOVERY_DEADLINE = MEET
-TIMEOUT_DEADLINE = 10 * INTERVAL + STEP  # stale, then gone, after the last presence
+TIMEOUT_DEADLINE = SILENT_HOST_DETECTED + GONE_INTERVALS * LOST_UNIT + STEP  # stale, then gone, after it fell silent
 JOIN_DEADLINE = MEET  # a node (re)starting next to running ones
 REJOIN_DEADLINE = MEET  # after the link comes back: a redial (every 5 s at most), a presence
 
@@ -80,7 +83,7 @@ class Mesh:
         argv = [
             sys.executable, "-m", "meshnode", "--data-dir", str(node.data_dir),
             "--listen", f"/ip4/{node.ip}/tcp/{PORT}", "--api", "127.0.0.1:0",
-            "--presence-interval", str(INTERVAL), *extra,
+            *extra,
         ]  # fmt: skip
         node.proc = self.lan.run(node.ns, argv, name=node.name)
 
@@ -272,8 +275,8 @@ def test_private_swarm_keeps_strangers_out(lan_factory: Callable[[int], Lan], tm
     mesh.wait_until(f"{a} and {b} list each other as alive", lambda: mesh.full_mesh([a, b]), DISCOVERY_DEADLINE, every=0.5)
     mesh.wait_api(stranger)
 
-    # For 4 more presence intervals, every sample must show the stranger and the pair apart.
-    window_end = time.monotonic() + 4 * INTERVAL
+    # For a while more, every sample must show the stranger and the pair apart.
+    window_end = time.monotonic() + QUIET_WINDOW
     while True:
         tables = mesh.tables(mesh.nodes)
         assert all(t is not None for t in tables.values()), f"a node stopped answering\n{mesh.report()}"

@@ -1,0 +1,76 @@
+"""The hello protocol: on every new connection, each side hands the other its presence and the peers it knows.
+
+A peer is heard the moment it connects, not at its next heartbeat (presence is
+published rarely: core/presence.py), and a newcomer learns the whole mesh from
+one bootstrap connection: the hints are the addresses of the peers the sender
+knows to be alive, and the newcomer dials those it does not know.
+
+One stream per hello, two frames: the sender's signed ``Presence`` (it must be
+the remote peer's own, the one Noise authenticated), then ``PeerHints``.
+Anything else is refused and counted as ``hello_<reason>``; the node carries on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Final
+
+from ..core import wire
+from ..core.peer_id import PeerId
+from ..core.presence import PeerHints, Presence
+from ..errors import FrameError, WireError
+from .host import MeshHost
+from .refusals import Refusals
+from .streams import read_request, write_frame
+
+__all__ = ["HELLO_PROTOCOL", "send_hello", "serve_hello"]
+
+HELLO_PROTOCOL: Final = "/meshnode/hello/1.0.0"
+HELLO_TIMEOUT: Final = 5.0
+_MAX_PRESENCE: Final = 8192 + 256  # a signed presence
+_MAX_HINTS: Final = 65536
+
+
+async def send_hello(host: MeshHost, peer: PeerId, presence: bytes, hints: PeerHints) -> None:
+    """Send our signed presence and our hints to ``peer``.
+
+    Raises:
+        PeerUnavailableError: the stream could not be opened.
+        Exception: whatever libp2p raises when the stream breaks (the caller logs it).
+    """
+    stream = await host.open_stream(peer, HELLO_PROTOCOL, timeout=HELLO_TIMEOUT)
+    try:
+        await write_frame(stream, presence)
+        await write_frame(stream, wire.encode(hints))
+    finally:
+        await stream.close()
+
+
+def serve_hello(
+    host: MeshHost,
+    on_presence: Callable[[Presence], None],
+    on_hints: Callable[[PeerId, PeerHints], None],
+    dropped: Counter[str],
+) -> None:
+    """Answer hellos: ``on_presence`` gets the sender's verified presence, ``on_hints`` its hints."""
+    refusals = Refusals(dropped, "hello")
+
+    async def serve(remote: PeerId, stream: Any) -> None:
+        try:
+            data = await read_request(stream, _MAX_PRESENCE)
+            presence = wire.open_signed(data, remote, Presence)
+            if presence.peer_id != remote:
+                raise WireError(f"a presence of {presence.peer_id}, not of the sender")
+        except (FrameError, WireError) as exc:
+            refusals.refuse("bad_presence", remote, str(exc))
+            return
+        on_presence(presence)
+        try:
+            hints = wire.decode(await read_request(stream, _MAX_HINTS), PeerHints)
+        except (FrameError, WireError) as exc:
+            refusals.refuse("bad_hints", remote, str(exc))
+            return
+        on_hints(remote, hints)
+
+    host.set_stream_handler(HELLO_PROTOCOL, serve)
