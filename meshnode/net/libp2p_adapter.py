@@ -85,6 +85,15 @@
   sent data stays unacknowledged for ``USER_TIMEOUT`` s. The kernel does this at
   no cost to the node's CPU; libp2p then sees the read fail and closes the
   connection.
+* mDNS discovery resolves each service it sees one after another on zeroconf's
+  thread, each with up to three 5 s queries, and announces a peer only when a
+  resolution succeeds, once; an update, or a service whose resolution failed, is
+  never announced again. With 50 nodes starting together on 2 cores, 22 of them
+  found nobody (the mesh split in two for good: 764 of 2,450 table entries alive
+  after 300 s). ``mdns_cached_peers`` reads every peer of our service type from
+  zeroconf's record cache (filled by every answer on the LAN, resolved or not),
+  on zeroconf's own event loop, and the node dials those it does not know, a few
+  times a minute.
 * mDNS discovery calls handlers registered on a process-global singleton, from a
   zeroconf thread. ``MdnsBridge`` hands each event to the trio loop.
 * A gossip RPC frame over 1 MiB makes pubsub reset the stream before any
@@ -129,6 +138,7 @@ __all__ = [
     "close_listeners",
     "disable_dial_retries",
     "keep_alive",
+    "mdns_cached_peers",
     "SILENT_HOST_DETECTED",
     "close_tcp_streams",
     "port_is_free",
@@ -394,6 +404,45 @@ class MdnsBridge:
         if self._handler is not None:
             peerDiscovery.unregister_peer_discovered_handler(self._handler)
         self._send.close()
+
+
+async def mdns_cached_peers(host: Any, timeout: float = 5.0) -> list[Any]:
+    """The ``PeerInfo`` of every other peer of our mDNS service type in zeroconf's cache (see above).
+
+    Read on zeroconf's event loop (its cache is not safe to read from another thread);
+    empty where mDNS is off or zeroconf does not answer within ``timeout``.
+    """
+    import asyncio
+
+    mdns = getattr(host, "mDNS", None)
+    zc = getattr(mdns, "zeroconf", None)
+    loop = getattr(zc, "loop", None)
+    if mdns is None or zc is None or loop is None or not loop.is_running():
+        return []
+    listener = mdns.listener
+
+    async def read_cache() -> list[Any]:
+        from zeroconf import ServiceInfo
+        from zeroconf.const import _CLASS_IN, _TYPE_PTR
+
+        found = []
+        for record in zc.cache.async_all_by_details(listener.service_type, _TYPE_PTR, _CLASS_IN):
+            name = record.alias
+            if name == listener.service_name:
+                continue
+            info = ServiceInfo(listener.service_type, name)
+            if info.load_from_cache(zc) and (peer := listener._extract_peer_info(info)) is not None:
+                found.append(peer)
+        return found
+
+    future = asyncio.run_coroutine_threadsafe(read_cache(), loop)
+    try:
+        peers: list[Any] = await trio.to_thread.run_sync(future.result, timeout)
+        return peers
+    except Exception as exc:  # a timeout, or zeroconf stopping: the next sweep tries again
+        future.cancel()
+        logging.getLogger(__name__).debug("reading the mDNS cache: %s", exc)
+        return []
 
 
 async def stop_auto_connector(host: Any) -> None:

@@ -81,6 +81,8 @@ GOODBYE_PROTOCOL = "/meshnode/goodbye/1.0.0"
 STORE_FILE_NAME = "node.db"
 PING_EVERY = 30.0  # seconds between two RTT measurements of a connected peer (liveness is the transport's)
 CHANGE_GAP = 0.5  # seconds: presence changes closer together than this go out in one message
+MDNS_SWEEP_FAST, MDNS_SWEEP = 2.0, 30.0  # seconds between two reads of the mDNS cache: the first minute, then
+HELLO_TRIES = 4  # a hello that fails (a busy peer, a connection opened twice) is sent again, this many times in all
 MAX_CONCURRENT_DIALS = 16
 JOURNAL_RETRY = 2.0  # seconds between attempts to write to a journal that refused a write
 
@@ -258,6 +260,7 @@ class MeshNode:
                     nursery.start_soon(self._keep_bootstrap, addr)
                 if self.config.mdns:
                     nursery.start_soon(self._dial_mdns_discoveries)
+                    nursery.start_soon(self._sweep_mdns_cache)
                 if self.config.api is not None:
                     await nursery.start(self._serve_api)
                 self._announce_start()
@@ -393,12 +396,15 @@ class MeshNode:
         return PeerHints(tuple(PeerHint(r.peer, r.presence.addrs[:4]) for r in known[:MAX_HINTS]))
 
     async def _send_hello(self, peer: PeerId) -> None:
-        if self._presence_scope.cancel_called:
-            return  # leaving: a goodbye went out already
-        try:
-            await send_hello(self.host, peer, self._signed_presence(), self._hints(peer))
-        except Exception as exc:  # the peer may be gone already; gossip still carries our presence
-            log.debug("hello to %s: %s", peer, exc)
+        for attempt in range(HELLO_TRIES):
+            if self._presence_scope.cancel_called or not self.host.is_connected(peer):
+                return  # leaving (a goodbye went out already), or the peer is gone
+            try:
+                await send_hello(self.host, peer, self._signed_presence(), self._hints(peer))
+                return
+            except Exception as exc:  # a busy peer, or a connection closing; gossip still carries our presence
+                log.debug("hello to %s (try %d): %s", peer, attempt + 1, exc)
+            await trio.sleep(2.0**attempt)
 
     def _hints_heard(self, sender: PeerId, hints: PeerHints) -> None:
         """Dial the peers a hello named that this node does not know (as it does mDNS finds)."""
@@ -707,6 +713,19 @@ class MeshNode:
             delay = REDIAL_FIRST
             while self.host.is_connected(peer):
                 await trio.sleep(1.0)
+
+    async def _sweep_mdns_cache(self) -> None:
+        """Dial the peers mDNS heard of that libp2p never announced (see libp2p_adapter.mdns_cached_peers)."""
+        tried: dict[PeerId, float] = {}  # a cached peer that is gone is not dialled at every sweep
+        while True:
+            now = time.monotonic()
+            await trio.sleep((MDNS_SWEEP_FAST if now - self.started_at < 60 else MDNS_SWEEP) * random.uniform(0.8, 1.2))
+            now = time.monotonic()
+            for peer, addrs in await self.host.mdns_peers():
+                fresh = now - tried.get(peer, -MDNS_SWEEP) >= MDNS_SWEEP
+                if fresh and peer != self.peer_id and peer not in self.table.peers and not self.host.is_connected(peer):
+                    tried[peer] = now
+                    self._spawn_dial(peer, addrs)
 
     async def _dial_mdns_discoveries(self) -> None:
         discoveries = self.host.discoveries

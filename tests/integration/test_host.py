@@ -34,3 +34,16 @@ async def test_a_stopped_node_frees_its_port_whether_it_stopped_or_was_cancelled
         async with open_node(config):  # the same port again, at once
             crash.cancel()  # no goodbye: the way out of a crash
     assert refuses_connections(port) and port_is_free("127.0.0.1", port)
+
+
+async def test_every_peer_mdns_heard_of_is_read_from_its_cache(tmp_path: Path) -> None:
+    # libp2p announces an mDNS find once, and only if resolving it succeeds in time; the node
+    # also reads zeroconf's cache, so a find lost on a busy machine is dialled later all the same
+    from ..waiting import STEP
+
+    async with open_node(node_config(tmp_path, "a", mdns=True)) as a, open_node(node_config(tmp_path, "b", mdns=True)) as b:
+        with trio.fail_after(STEP):
+            while not any(peer == b.peer_id and addrs for peer, addrs in await a.host.mdns_peers()):
+                await trio.sleep(0.2)
+        found = dict(await a.host.mdns_peers())
+        assert set(found[b.peer_id]) <= set(b.host.advertised_addrs)
