@@ -24,7 +24,8 @@ from ..errors import ConfigError, PeerUnavailableError
 from ..storage.identity import Identity
 from .addresses import advertised, concrete_listen_addrs, parse_bootstrap, split_tcp
 from .libp2p_adapter import (
-    MdnsBridge, apply_patches, close_listeners, close_tcp_streams, disable_dial_retries, mdns_cached_peers, port_is_free,
+    MdnsBridge, apply_patches, close_listeners, close_tcp_streams, disable_dial_retries, mdns_announce, mdns_cached_peers,
+    port_is_free,
     replace_stale_pubsub_stream, stop_auto_connector, track_dial_sockets, use_only_addrs, watch_oversize_gossip,
 )  # fmt: skip
 
@@ -147,6 +148,10 @@ class MeshHost:
     async def mdns_peers(self) -> list[tuple[PeerId, tuple[str, ...]]]:
         """Every peer mDNS has heard of on the LAN, with its addresses (libp2p_adapter.mdns_cached_peers)."""
         return [(from_libp2p_id(info.peer_id), tuple(str(a) for a in info.addrs)) for info in await mdns_cached_peers(self._host)]
+
+    async def announce_mdns(self) -> None:
+        """Announce this node on the LAN by mDNS again (libp2p_adapter.mdns_announce)."""
+        await mdns_announce(self._host)
 
     async def disconnect(self, peer: PeerId) -> None:
         self._ping_streams.pop(peer, None)

@@ -42,6 +42,7 @@ async def test_every_peer_mdns_heard_of_is_read_from_its_cache(tmp_path: Path) -
     from ..waiting import STEP
 
     async with open_node(node_config(tmp_path, "a", mdns=True)) as a, open_node(node_config(tmp_path, "b", mdns=True)) as b:
+        await b.host.announce_mdns()  # again, as the node does now and then; harmless to repeat
         with trio.fail_after(STEP):
             while not any(peer == b.peer_id and addrs for peer, addrs in await a.host.mdns_peers()):
                 await trio.sleep(0.2)
