@@ -167,8 +167,8 @@ _patched = False
 # TCP keepalive on every libp2p connection (see above): a silent host's connections
 # close within ``SILENT_HOST_DETECTED`` s whether they were idle or had data in flight
 # (measured on a namespace LAN with the link cut: both connections closed 14-18 s after
-# with 5 + 3 x 3 s and 15 s, before these were shortened).
-KEEPALIVE_IDLE = 5  # seconds of quiet before the first probe
+# with 5 + 3 x 3 s and 15 s).
+KEEPALIVE_IDLE = 10  # seconds of quiet before the first probe (each idle connection: a probe and its ACK this often)
 KEEPALIVE_INTERVAL = 2  # seconds between probes
 KEEPALIVE_COUNT = 3  # unanswered probes before the kernel closes the connection
 USER_TIMEOUT = 10  # seconds sent data may stay unacknowledged

@@ -40,7 +40,7 @@ from ..core.manifest import Replication, TaskLimits
 from ..core.manifest import JobOptions
 from ..core.peer_id import PeerId
 from ..core.peers import (
-    REDIAL_FIRST, REDIAL_JITTER, REDIAL_MAX, ConnectionChanged, DialFailed, DialPeer, DropConnection, GoodbyeHeard,
+    DIAL_GRACE, REDIAL_FIRST, REDIAL_JITTER, REDIAL_MAX, ConnectionChanged, DialFailed, DialPeer, DropConnection, GoodbyeHeard,
     Instruction, PeerGone, PeerJoined, PeerReachable, PeerStale, PeerTable, PeerUnreachable, PresenceHeard,
     RttMeasured, Tick,
 )  # fmt: skip
@@ -413,7 +413,7 @@ class MeshNode:
         for hint in hints.peers:
             record = self.table.peers.get(hint.peer_id)
             if hint.peer_id != self.peer_id and record is None and not self.host.is_connected(hint.peer_id):
-                self._spawn_dial(hint.peer_id, hint.addrs)
+                self._dial_stranger(hint.peer_id, hint.addrs)
 
     async def _tick(self) -> None:
         while True:
@@ -669,6 +669,21 @@ class MeshNode:
             else:
                 assert_never(i)
 
+    def _dial_stranger(self, peer: PeerId, addrs: tuple[str, ...]) -> None:
+        """Dial a peer found by mDNS or named in a hint: as the peer table does, the smaller peer ID dials
+        at once and the other only if still unconnected after ``DIAL_GRACE`` (both sides find each other
+        at about the same time, and two connections per pair double what idle connections cost)."""
+        if self.peer_id < peer:
+            self._spawn_dial(peer, addrs)
+        elif self._nursery is not None:
+
+            async def later() -> None:
+                await trio.sleep(DIAL_GRACE)
+                if not self.host.is_connected(peer):
+                    self._spawn_dial(peer, addrs)
+
+            self._nursery.start_soon(later)
+
     def _spawn_dial(self, peer: PeerId, addrs: tuple[str, ...]) -> None:
         if peer in self._dialing or self._nursery is None:
             return
@@ -727,7 +742,7 @@ class MeshNode:
                 fresh = now - tried.get(peer, -MDNS_SWEEP) >= MDNS_SWEEP
                 if fresh and peer != self.peer_id and peer not in self.table.peers and not self.host.is_connected(peer):
                     tried[peer] = now
-                    self._spawn_dial(peer, addrs)
+                    self._dial_stranger(peer, addrs)
 
     async def _announce_mdns(self) -> None:
         """Announce this node again now and then: an announcement lost in a burst is never repeated by libp2p."""
@@ -743,7 +758,7 @@ class MeshNode:
             peer = from_libp2p_id(info.peer_id)
             if peer == self.peer_id or self.host.is_connected(peer):
                 continue
-            self._spawn_dial(peer, tuple(str(a) for a in info.addrs))
+            self._dial_stranger(peer, tuple(str(a) for a in info.addrs))
 
     # --- local API -------------------------------------------------------------------------
 
