@@ -97,7 +97,7 @@
   nodes still found nobody and nobody found them: their start-up announcements
   were lost (each namespace counted UDP send-buffer errors during the burst), and
   zeroconf never announces again. ``mdns_announce`` announces our service again;
-  the node does so every few seconds in its first minute, then every minute.
+  the node does so every 10 s while it knows no peer.
 * mDNS discovery calls handlers registered on a process-global singleton, from a
   zeroconf thread. ``MdnsBridge`` hands each event to the trio loop.
 * A gossip RPC frame over 1 MiB makes pubsub reset the stream before any

@@ -82,7 +82,7 @@ STORE_FILE_NAME = "node.db"
 PING_EVERY = 30.0  # seconds between two RTT measurements of a connected peer (liveness is the transport's)
 CHANGE_GAP = 0.5  # seconds: presence changes closer together than this go out in one message
 MDNS_SWEEP_FAST, MDNS_SWEEP = 2.0, 30.0  # seconds between two reads of the mDNS cache: the first minute, then
-MDNS_ANNOUNCE_FAST, MDNS_ANNOUNCE = 10.0, 60.0  # seconds between two mDNS announcements: the first minute, then
+MDNS_ANNOUNCE = 10.0  # seconds between two mDNS announcements of a node that knows no peer
 HELLO_TRIES = 4  # a hello that fails (a busy peer, a connection opened twice) is sent again, this many times in all
 MAX_CONCURRENT_DIALS = 16
 JOURNAL_RETRY = 2.0  # seconds between attempts to write to a journal that refused a write
@@ -745,11 +745,13 @@ class MeshNode:
                     self._dial_stranger(peer, addrs)
 
     async def _announce_mdns(self) -> None:
-        """Announce this node again now and then: an announcement lost in a burst is never repeated by libp2p."""
+        """While this node knows no peer, announce it again now and then: an announcement lost in a
+        start-up burst is never repeated by libp2p. A node with a peer needs none: hellos' hints
+        carry it to the rest of the mesh, and every announcement costs each node on the LAN a packet."""
         while True:
-            young = time.monotonic() - self.started_at < 60
-            await trio.sleep((MDNS_ANNOUNCE_FAST if young else MDNS_ANNOUNCE) * random.uniform(0.8, 1.2))
-            await self.host.announce_mdns()
+            await trio.sleep(MDNS_ANNOUNCE * random.uniform(0.8, 1.2))
+            if not self.table.alive():
+                await self.host.announce_mdns()
 
     async def _dial_mdns_discoveries(self) -> None:
         discoveries = self.host.discoveries
