@@ -36,7 +36,6 @@ namespace, process and data dir it makes is removed on exit, Ctrl-C included.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import http.client
 import json
 import os
@@ -64,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from meshnode.storage.identity import load_or_create_identity  # noqa: E402
-from tests.slow.netns import Lan, NetnsUnavailable, NsProcess, simulated_lan  # noqa: E402
+from tests.slow.netns import Lan, NetnsUnavailable, NsProcess, inside, simulated_lan  # noqa: E402
 
 NODE = [sys.executable, "-m", "meshnode"]
 PORT = 7350
@@ -79,32 +78,10 @@ STOP_GRACE = 30.0  # for N nodes to exit after SIGTERM, together, before the tea
 PROGRESS_EVERY = 15.0
 MiB = 1 << 20
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-# --- entering a namespace -------------------------------------------------------------------------
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextmanager
-def inside(ns: str) -> Iterator[None]:
-    """Run the block with the calling thread (only it) in network namespace ``ns``."""
-    with open("/proc/thread-self/ns/net", "rb") as home, open(f"/run/netns/{ns}", "rb") as there:
-        _setns(there.fileno())
-        try:
-            yield
-        finally:
-            _setns(home.fileno())
 
 
 # --- the nodes --------------------------------------------------------------------------------------

@@ -122,7 +122,7 @@ class NodeConfig:
     slots: int = field(default_factory=default_slots)
     api: str | None = DEFAULT_API  # None: no local API
     swarm_key: Path | None = None
-    presence_interval: float = 30.0  # seconds between presence heartbeats (jittered by +-1/6; longer past 20 peers)
+    presence_interval: float = 30.0  # seconds between presence heartbeats (jittered by +-1/6; longer past 5 peers)
     log_level: str = "info"
     log_json: bool = False
     trust: TrustPolicy = TrustPolicy()  # whose jobs this node runs: any owner by default

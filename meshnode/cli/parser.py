@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default: info")
     p.add_argument("--log-json", action="store_const", const=True, help="log JSON lines instead of text")
-    p.add_argument("--presence-interval", type=float, metavar="SECONDS", help="seconds between presence heartbeats when nothing changes (default: 30; longer past 20 peers)")
+    p.add_argument("--presence-interval", type=float, metavar="SECONDS", help="seconds between presence heartbeats when nothing changes (default: 30; longer past 5 peers)")
 
     p = sub.add_parser(
         "peers",
