@@ -90,7 +90,9 @@ DIAL_GRACE: Final = 3.0
 REDIAL_FIRST: Final = 1.0  # seconds from a dial to the next while the peer stays unconnected ...
 REDIAL_MAX: Final = 60.0  # ... doubling each time up to this
 REDIAL_JITTER: Final = 0.2  # each delay is stretched or shrunk by up to this fraction
-SILENT_CONNECTION_LIMIT: Final = 15.0  # seconds connected without a word before the connection is dropped
+# seconds connected without a word before the connection is dropped: longer than a hello's
+# retries take on a busy machine (50 nodes starting on 2 cores timed hellos out at 15 s)
+SILENT_CONNECTION_LIMIT: Final = 30.0
 LOST_UNIT: Final = 1.0  # at most this many seconds per unit of silence once a peer's connection closed
 
 State = Literal["alive", "stale", "gone"]

@@ -27,7 +27,7 @@ from .streams import read_request, write_frame
 __all__ = ["HELLO_PROTOCOL", "send_hello", "serve_hello"]
 
 HELLO_PROTOCOL: Final = "/meshnode/hello/1.0.0"
-HELLO_TIMEOUT: Final = 5.0
+HELLO_TIMEOUT: Final = 10.0  # opening the stream; 5 s was too short for 50 nodes starting on 2 cores
 _MAX_PRESENCE: Final = 8192 + 256  # a signed presence
 _MAX_HINTS: Final = 65536
 

@@ -83,7 +83,7 @@ PING_EVERY = 30.0  # seconds between two RTT measurements of a connected peer (l
 CHANGE_GAP = 0.5  # seconds: presence changes closer together than this go out in one message
 MDNS_SWEEP_FAST, MDNS_SWEEP = 2.0, 30.0  # seconds between two reads of the mDNS cache: the first minute, then
 MDNS_ANNOUNCE = 10.0  # seconds between two mDNS announcements of a node that knows no peer
-HELLO_TRIES = 4  # a hello that fails (a busy peer, a connection opened twice) is sent again, this many times in all
+HELLO_TRIES = 3  # a hello that fails (a busy peer, a connection opened twice) is sent again, this many times in all
 MAX_CONCURRENT_DIALS = 16
 JOURNAL_RETRY = 2.0  # seconds between attempts to write to a journal that refused a write
 
