@@ -406,13 +406,13 @@ class MeshNode:
                 return
             except Exception as exc:  # a busy peer, or a connection closing; gossip still carries our presence
                 log.debug("hello to %s (try %d): %s", peer, attempt + 1, exc)
-            await trio.sleep(2.0**attempt)
+            if attempt + 1 < HELLO_TRIES:
+                await trio.sleep(2.0**attempt)
 
     def _hints_heard(self, sender: PeerId, hints: PeerHints) -> None:
         """Dial the peers a hello named that this node does not know (as it does mDNS finds)."""
         for hint in hints.peers:
-            record = self.table.peers.get(hint.peer_id)
-            if hint.peer_id != self.peer_id and record is None and not self.host.is_connected(hint.peer_id):
+            if hint.peer_id not in self.table.peers:
                 self._dial_stranger(hint.peer_id, hint.addrs)
 
     async def _tick(self) -> None:
@@ -670,9 +670,12 @@ class MeshNode:
                 assert_never(i)
 
     def _dial_stranger(self, peer: PeerId, addrs: tuple[str, ...]) -> None:
-        """Dial a peer found by mDNS or named in a hint: as the peer table does, the smaller peer ID dials
-        at once and the other only if still unconnected after ``DIAL_GRACE`` (both sides find each other
-        at about the same time, and two connections per pair double what idle connections cost)."""
+        """Dial a peer found by mDNS or named in a hint, unless it is us or connected already: as the peer
+        table does, the smaller peer ID dials at once and the other only if still unconnected after
+        ``DIAL_GRACE`` (both sides find each other at about the same time, and two connections per pair
+        double what idle connections cost)."""
+        if peer == self.peer_id or self.host.is_connected(peer):
+            return
         if self.peer_id < peer:
             self._spawn_dial(peer, addrs)
         elif self._nursery is not None:
@@ -739,8 +742,7 @@ class MeshNode:
             await trio.sleep((MDNS_SWEEP_FAST if now - self.started_at < 60 else MDNS_SWEEP) * random.uniform(0.8, 1.2))
             now = time.monotonic()
             for peer, addrs in await self.host.mdns_peers():
-                fresh = now - tried.get(peer, -MDNS_SWEEP) >= MDNS_SWEEP
-                if fresh and peer != self.peer_id and peer not in self.table.peers and not self.host.is_connected(peer):
+                if peer not in self.table.peers and now - tried.get(peer, -MDNS_SWEEP) >= MDNS_SWEEP:
                     tried[peer] = now
                     self._dial_stranger(peer, addrs)
 
@@ -757,10 +759,7 @@ class MeshNode:
         discoveries = self.host.discoveries
         assert discoveries is not None
         async for info in discoveries:
-            peer = from_libp2p_id(info.peer_id)
-            if peer == self.peer_id or self.host.is_connected(peer):
-                continue
-            self._dial_stranger(peer, tuple(str(a) for a in info.addrs))
+            self._dial_stranger(from_libp2p_id(info.peer_id), tuple(str(a) for a in info.addrs))
 
     # --- local API -------------------------------------------------------------------------
 
