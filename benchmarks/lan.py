@@ -50,9 +50,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -483,31 +482,9 @@ def measure(lan: Lan, nodes: list[Node], start: float, tmp: Path, args: argparse
         say(f"  N={n}: job {'done' if result.job.finished else 'not finished'} after {result.job.wall_s:.0f} s")
 
 
-BACKLOG_SYSCTL = Path("/proc/sys/net/core/netdev_max_backlog")
-LAN_BACKLOG = 50_000
-
-
-@contextmanager
-def room_for_a_lan() -> Iterator[None]:
-    """Raise the kernel's per-CPU receive backlog for the run, and restore it.
-
-    Every host of the simulated LAN sends through the same two CPUs' backlog (1,000 packets
-    by default), and the bridge copies each multicast packet to every port: with 50 nodes
-    starting at once, mDNS packets were dropped (the hosts' UDP counters showed send errors
-    for up to half of their sends) and some nodes never heard of anyone. A LAN of machines
-    has a queue per NIC; this gives the simulated one room of that order.
-    """
-    before = BACKLOG_SYSCTL.read_text().strip()
-    BACKLOG_SYSCTL.write_text(str(max(int(before), LAN_BACKLOG)))
-    try:
-        yield
-    finally:
-        BACKLOG_SYSCTL.write_text(before)
-
-
 def run_lan(n: int, args: argparse.Namespace, result: LanResult) -> None:
     """One fresh LAN of ``n`` nodes, measured into ``result`` as it goes (an interruption keeps what was measured)."""
-    with room_for_a_lan(), tempfile.TemporaryDirectory(prefix="meshnode-lan-") as tmp, simulated_lan(n) as lan:
+    with tempfile.TemporaryDirectory(prefix="meshnode-lan-") as tmp, simulated_lan(n) as lan:
         start = time.monotonic()
         nodes = start_nodes(lan, Path(tmp), args.node_arg, args.bootstrap)
         try:

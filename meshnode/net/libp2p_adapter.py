@@ -94,9 +94,9 @@
   zeroconf's record cache (filled by every answer on the LAN, resolved or not),
   on zeroconf's own event loop, and the node dials those it does not know, a few
   times a minute. That healed most of the split (1,979 of 2,450 entries), but 5
-  nodes still found nobody and nobody found them: their start-up announcements
-  were lost (each namespace counted UDP send-buffer errors during the burst), and
-  zeroconf never announces again. ``mdns_announce`` announces our service again;
+  nodes still found nobody and nobody found them (why their start-up announcements
+  went unheard is not known: every namespace, cut off or not, counted UDP send
+  errors during the burst), and zeroconf never announces again. ``mdns_announce`` announces our service again;
   the node does so every 10 s while it knows no peer.
 * mDNS discovery calls handlers registered on a process-global singleton, from a
   zeroconf thread. ``MdnsBridge`` hands each event to the trio loop.

@@ -1,4 +1,4 @@
-"""Twenty nodes on a simulated LAN find each other by mDNS alone, and stay cheap while idle.
+"""Twenty nodes on a simulated LAN find each other by mDNS alone.
 
 Each node is a real ``python -m meshnode`` process in a network namespace of its own
 (tests/slow/netns.py), with the default settings. The test reads each node's peer table from its
