@@ -7,7 +7,8 @@ manifest names, and the subtask proven against the manifest's input root.
 
 A result is signed with the node key, kept in the outbox (in the journal)
 until the owner acknowledges it, and cached by (module hash, input hash,
-engine) so that a repeated subtask is answered without running it again.
+engine) so that a repeated subtask is answered without running it again; the
+output is written once, in the cache, which the outbox entry names.
 """
 
 from __future__ import annotations
@@ -254,7 +255,9 @@ class Executor:
         keep: list[tuple[bytes, bytes, str, CachedResult]] = []
         results, entries = [], []
         for i, subtask in enumerate(subtasks):
+            key = (module_sha, subtask.input_sha256, engine)
             hit = cached.get(subtask.input_sha256)
+            in_cache = hit is not None
             if hit is not None:
                 error = None if hit.status == "ok" else TaskError(hit.status, hit.message)
                 outcome = TaskOutcome(hit.output, error, hit.fuel, 0.0)
@@ -263,14 +266,15 @@ class Executor:
                 if cache and (outcome.error is None or outcome.error.code != "timeout"):  # a timeout says nothing lasting
                     status = "ok" if outcome.error is None else outcome.error.code
                     message = "" if outcome.error is None else outcome.error.message
-                    keep.append((module_sha, subtask.input_sha256, engine,
-                                 CachedResult(status, outcome.output, outcome.fuel_used, message)))  # fmt: skip
+                    keep.append((*key, CachedResult(status, outcome.output, outcome.fuel_used, message)))
+                    in_cache = True
             claim = ResultClaim.of(manifest.job_id, subtask.index, subtask.replica, self.identity.peer_id, outcome, engine)
             envelope = wire.sign(claim, self.identity.signing_key) if sign else b""
             if outbox:
                 # the first push follows at once; the outbox retries only what it never delivered
-                entries.append(OutboxEntry(manifest.job_id, subtask.index, subtask.replica, str(manifest.owner),
-                                           envelope, outcome.output, attempts=0, next_try=time.time() + FIRST_RETRY))  # fmt: skip
+                entries.append(OutboxEntry(manifest.job_id, subtask.index, subtask.replica, str(manifest.owner), envelope,
+                                           outcome.output, attempts=0, next_try=time.time() + FIRST_RETRY,
+                                           cached=key if in_cache else None))  # fmt: skip
             message = "" if outcome.error is None else outcome.error.message
             results.append(SignedResult(claim, envelope, outcome.output, hit is not None, message))
         if keep or entries:

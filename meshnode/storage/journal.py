@@ -13,7 +13,8 @@ its submitter never heard of it.
 Executor side: an outbox of signed results waiting for their owner's
 acknowledgement, retried across restarts of either side; and a result cache
 keyed by (module hash, input hash, engine) that answers a repeated subtask
-without running it again.
+without running it again. An output is written once: an outbox entry whose
+result is cached names the cache row instead of holding a copy.
 
 Plus other node state, such as the per-peer reputation this node keeps.
 
@@ -50,7 +51,7 @@ from ..errors import JournalError
 
 __all__ = ["CachedResult", "InputRow", "JobRow", "OutboxEntry", "Store", "VerifiedOutput"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -91,9 +92,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     replica     INTEGER NOT NULL,
     owner       TEXT NOT NULL,            -- the owner's peer ID
     claim       BLOB NOT NULL,            -- our signed ResultClaim envelope
-    output      BLOB,
+    output      BLOB,                     -- NULL when the result cache holds it (the next three columns)
     attempts    INTEGER NOT NULL DEFAULT 0,
     next_try    REAL NOT NULL,
+    module      BLOB,
+    input       BLOB,
+    engine      TEXT,
     PRIMARY KEY (job_id, idx, replica)
 );
 CREATE TABLE IF NOT EXISTS result_cache (
@@ -147,6 +151,7 @@ class OutboxEntry:
     output: bytes | None
     attempts: int
     next_try: float
+    cached: tuple[bytes, bytes, str] | None = None  # (module, input hash, engine) of a result cache row with the output
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,7 +401,9 @@ class Store:
 
     def record_runs(self, cached: list[tuple[bytes, bytes, str, CachedResult]], outbox: list[OutboxEntry]) -> None:
         """What an executor keeps after running a batch, in one transaction: the result
-        cache entries ``(module, input hash, engine, result)`` and the outbox entries."""
+        cache entries ``(module, input hash, engine, result)`` and the outbox entries.
+        An entry that names a cache row (``OutboxEntry.cached``) is kept without its output:
+        outputs can be megabytes, and writing them twice cost the executor a quarter of its time."""
         now = time.time()
         with self._tx() as db:
             db.executemany(
@@ -404,13 +411,18 @@ class Store:
                 [(m, i, e, r.status, r.output, r.fuel, r.message, now) for m, i, e, r in cached],
             )
             db.executemany(
-                "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(e.job_id, e.index, e.replica, e.owner, e.claim, e.output, e.attempts, e.next_try) for e in outbox],
-            )
+                "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(e.job_id, e.index, e.replica, e.owner, e.claim, None if e.cached else e.output, e.attempts, e.next_try,
+                  *(e.cached or (None, None, None))) for e in outbox],
+            )  # fmt: skip
 
     def outbox_due(self, now: float, limit: int = 256) -> list[OutboxEntry]:
         with self._read() as db:
-            rows = db.execute("SELECT * FROM outbox WHERE next_try <= ? ORDER BY next_try LIMIT ?", (now, limit)).fetchall()
+            rows = db.execute(
+                "SELECT o.job_id, o.idx, o.replica, o.owner, o.claim, COALESCE(o.output, c.output), o.attempts, o.next_try "
+                "FROM outbox o LEFT JOIN result_cache c ON c.module = o.module AND c.input = o.input AND c.engine = o.engine "
+                "WHERE o.next_try <= ? ORDER BY o.next_try LIMIT ?", (now, limit),
+            ).fetchall()  # fmt: skip
         return [OutboxEntry(*r) for r in rows]
 
     def outbox_retry_later(self, job_id: bytes, index: int, replica: int, next_try: float) -> None:
@@ -527,6 +539,8 @@ def _check_and_migrate(db: sqlite3.Connection, path: Path) -> None:
         db.execute("BEGIN IMMEDIATE")  # one transaction: a migration is all or nothing
         if version == 1:
             _migrate_from_1(db)
+        if version <= 2 and "outbox" in tables:
+            _migrate_from_2(db)
         _create_tables(db)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         db.execute("COMMIT")
@@ -575,6 +589,12 @@ def _migrate_from_1(db: sqlite3.Connection) -> None:
             "requests": o["requests"], "open": [],
         }  # fmt: skip
         db.execute("UPDATE jobs SET snapshot = ?, subtasks = ? WHERE job_id = ?", (cbor2.dumps(window), len(sizes), job_id))
+
+
+def _migrate_from_2(db: sqlite3.Connection) -> None:
+    """Schema 2's outbox held a copy of every output; schema 3's may name a result cache row instead."""
+    for column in ("module BLOB", "input BLOB", "engine TEXT"):
+        db.execute(f"ALTER TABLE outbox ADD COLUMN {column}")
 
 
 # --- errors ---------------------------------------------------------------------------------

@@ -172,3 +172,31 @@ def test_a_journal_readable_by_others_is_narrowed_at_open(tmp_path: Path) -> Non
         add_job(store, b"K" * 16)
         assert {mode_of(p) for p in tmp_path.iterdir()} == {0o600}
         assert len(store.jobs()) == 2
+
+
+def test_an_outbox_entry_naming_a_cache_row_is_kept_once_and_read_back_whole(tmp_path: Path) -> None:
+    key = (b"m" * 32, b"i" * 32, "wasmtime-50/x86_64")
+    with Store.open(tmp_path / "node.db") as store:
+        entry = OutboxEntry(b"J" * 16, 0, 0, "12D3KooWowner", b"claim", b"big output", 0, next_try=1.0, cached=key)
+        store.record_runs([(*key, CachedResult("ok", b"big output", 7, ""))], [entry])
+        (due,) = store.outbox_due(now=1.0)
+        assert due.output == b"big output"
+        with store._read() as db:  # one copy of the output, in the cache
+            assert db.execute("SELECT output FROM outbox").fetchall() == [(None,)]
+
+
+def test_a_schema_2_outbox_is_migrated_and_keeps_its_entries(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "node.db") as store:
+        with store._tx() as db:  # the outbox as schema 2 had it, with one entry
+            db.execute("DROP TABLE outbox")
+            db.execute("CREATE TABLE outbox (job_id BLOB NOT NULL, idx INTEGER NOT NULL, replica INTEGER NOT NULL, "
+                       "owner TEXT NOT NULL, claim BLOB NOT NULL, output BLOB, attempts INTEGER NOT NULL DEFAULT 0, "
+                       "next_try REAL NOT NULL, PRIMARY KEY (job_id, idx, replica))")  # fmt: skip
+            db.execute("INSERT INTO outbox VALUES (?, 1, 0, 'o', 'c', 'out', 0, 1.0)", (b"J" * 16,))
+            db.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+    with Store.open(tmp_path / "node.db") as store:
+        (due,) = store.outbox_due(now=1.0)
+        assert (due.index, due.output) == (1, "out")
+        entry = OutboxEntry(b"J" * 16, 2, 0, "o", b"c", b"x", 0, next_try=1.0, cached=(b"m", b"i", "e"))
+        store.record_runs([], [entry])  # the new columns are there
+        assert store.outbox_size() == 2
