@@ -85,6 +85,11 @@ class SandboxError(MeshError):
         self.error = error
 
 
+class SandboxGone(MeshError):
+    """A sandbox process died while it ran a batch (the OOM killer, a crash in wasmtime), or the
+    sandbox was closed: the batch has no results, and may run again elsewhere or in a new process."""
+
+
 class JournalError(MeshError):
     """The node's journal (its SQLite file) cannot be read or written.
 

@@ -29,7 +29,7 @@ from ..core.manifest import JobManifest, Subtask, verify_subtask
 from ..core.outcome import TaskError, TaskOutcome
 from ..core.peer_id import PeerId
 from ..core.result import ResultClaim
-from ..errors import JournalError, MeshError, RefusedWork, SandboxError, WireError
+from ..errors import JournalError, MeshError, RefusedWork, SandboxError, SandboxGone, WireError
 from ..core.manifest import WASM_RUNTIME
 from ..sandbox.python_runtime import PYTHON_ENGINE_ID, RUNTIME_ID, PythonScript
 from ..sandbox.runtime import ENGINE_ID, Sandbox, TaskModule
@@ -69,6 +69,14 @@ class CheckedBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class _Records:
+    """What a batch leaves to journal: result cache rows and outbox entries."""
+
+    cached: list[tuple[bytes, bytes, str, CachedResult]]
+    outbox: list[OutboxEntry]
+
+
+@dataclass(frozen=True, slots=True)
 class SignedResult:
     claim: ResultClaim
     envelope: bytes  # the claim, signed by this node (b"" when run unsigned for our own job)
@@ -88,10 +96,13 @@ class Executor:
         self.trust = trust
         self.cache_hits = 0
         self.runs = 0
+        self.sandbox_restarts = 0  # batches run again after their sandbox process died
         self.journal_problem = ""  # why the last results could not be journalled, or ""
         self.activity: dict[bytes, JobActivity] = {}  # what ran here, by job, for the most recent jobs
         self._unlimited = trio.CapacityLimiter(1 << 20)  # the sandbox's own limiter is held around the thread trip
         self._manifests: OrderedDict[bytes, JobManifest] = OrderedDict()  # verified envelopes, by hash
+        self._unkept: list[_Records] = []  # journal writes of batches run with keep=False
+        self._keeping = trio.Lock()
 
     def _activity(self, job_id: bytes) -> JobActivity:
         activity = self.activity.pop(job_id, None) or JobActivity()
@@ -188,7 +199,7 @@ class Executor:
 
     async def run_batch(
         self, manifest: JobManifest, subtasks: Sequence[Subtask], *, outbox: bool = True, sign: bool = True,
-        cache: bool = True,
+        cache: bool = True, keep: bool = True,
     ) -> list[SignedResult]:
         """Run checked subtasks of one job (or answer them from the cache), sign the claims, keep them in the outbox.
 
@@ -198,11 +209,15 @@ class Executor:
 
         ``outbox=False`` when the owner is this node: the claims are delivered by a
         function call, so there is nothing to retry; ``sign=False`` too, since
-        nobody else checks them; and ``cache=False``, since the owner's journal
-        keeps every verdict.
+        nobody else checks them; and ``cache=False`` (neither read nor written),
+        since the owner's journal keeps every verdict.
+
+        ``keep=False`` leaves the journal writes (outbox, cache) to ``keep_pending``,
+        which the caller awaits before it pushes the results: its slot can run the
+        next batch meanwhile.
 
         Raises:
-            RefusedWork: the module or an input vanished from the blob store.
+            RefusedWork: the module or an input vanished from the blob store, or the sandbox process died twice.
         """
         activity = self._activity(manifest.job_id)
         activity.running += len(subtasks)
@@ -210,9 +225,7 @@ class Executor:
             async with self.sandbox.limiter:  # the runs start when a sandbox slot is free, not before
                 activity.chunks += 1
                 activity.last_started, activity.last_started_monotonic = time.time(), time.monotonic()
-                results = await trio.to_thread.run_sync(
-                    self._run_batch_sync, manifest, subtasks, outbox, sign, cache, limiter=self._unlimited
-                )
+                results, records = await self._run_in_thread(manifest, subtasks, outbox, sign, cache, keep)
         finally:
             activity.running -= len(subtasks)
             activity.last_ended = time.time()
@@ -220,11 +233,50 @@ class Executor:
         hits = sum(r.cached for r in results)
         self.cache_hits += hits
         self.runs += len(results) - hits
+        if records is not None:
+            self._unkept.append(records)
         return results
 
+    async def _run_in_thread(
+        self, manifest: JobManifest, subtasks: Sequence[Subtask], outbox: bool, sign: bool, cache: bool, keep: bool
+    ) -> tuple[list[SignedResult], _Records | None]:
+        """``_run_batch_sync`` in a worker thread. A sandbox process that dies (the OOM killer, a crash in
+        wasmtime) is no result: the batch runs once more, in a new one; a second death refuses it."""
+        for attempt in range(2):
+            try:
+                return await trio.to_thread.run_sync(
+                    self._run_batch_sync, manifest, subtasks, outbox, sign, cache, keep, limiter=self._unlimited
+                )
+            except SandboxGone as exc:
+                if attempt:
+                    raise RefusedWork(f"{exc}, twice") from None
+                self.sandbox_restarts += 1
+                log.warning("%s; running its %d subtasks again", exc, len(subtasks))
+        raise AssertionError("unreachable")
+
+    async def keep_pending(self) -> None:
+        """Journal what batches run with ``keep=False`` left to keep (every one of them, when this returns)."""
+        async with self._keeping:  # a caller that finds nothing left waits for the write that took its records
+            pending, self._unkept = self._unkept, []
+            cached = [c for p in pending for c in p.cached]
+            entries = [e for p in pending for e in p.outbox]
+            if cached or entries:
+                await trio.to_thread.run_sync(self._record, _Records(cached, entries))
+
+    def _record(self, records: _Records) -> None:
+        try:
+            self.store.record_runs(records.cached, records.outbox)
+        except JournalError as exc:
+            # The results are pushed all the same; without the outbox, one the owner
+            # never acknowledges is lost, its lease lapses and the owner hands it out again.
+            self.journal_problem = str(exc)
+            log.warning("results kept in memory only: %s", exc)
+        else:
+            self.journal_problem = ""
+
     def _run_batch_sync(
-        self, manifest: JobManifest, subtasks: Sequence[Subtask], outbox: bool, sign: bool, cache: bool
-    ) -> list[SignedResult]:
+        self, manifest: JobManifest, subtasks: Sequence[Subtask], outbox: bool, sign: bool, cache: bool, keep: bool
+    ) -> tuple[list[SignedResult], _Records | None]:
         wasm = self.blobs.get(manifest.module_sha256)
         found = [s.input if s.input is not None else self.blobs.get(s.input_sha256) for s in subtasks]
         inputs = [data for data in found if data is not None]
@@ -232,11 +284,12 @@ class Executor:
             raise RefusedWork("the module or an input vanished from the blob store, or has the wrong size")
         module_sha = manifest.module_sha256
         engine = ENGINE_ID if manifest.runtime == WASM_RUNTIME else PYTHON_ENGINE_ID
+        cached: dict[bytes, CachedResult] = {}
         try:
-            cached = self.store.cache_get_many(module_sha, [s.input_sha256 for s in subtasks], engine)
+            if cache:
+                cached = self.store.cache_get_many(module_sha, [s.input_sha256 for s in subtasks], engine)
         except JournalError as exc:  # run them all: the cache only saves time
             log.debug("result cache unreadable: %s", exc)
-            cached = {}
         to_run = [i for i, s in enumerate(subtasks) if s.input_sha256 not in cached]
         outcomes: dict[int, TaskOutcome] = {}
         if to_run:
@@ -248,11 +301,15 @@ class Executor:
             except SandboxError as exc:  # a module that cannot run is a result like any other
                 outcomes = {i: TaskOutcome(None, exc.error, 0, 0.0) for i in to_run}
             else:
-                ran = self.sandbox.run_many_sync(
-                    module, [inputs[i] for i in to_run], manifest.limits, manifest.entry, manifest.nan_canonical
-                )
-                outcomes = dict(zip(to_run, ran, strict=True))
-        keep: list[tuple[bytes, bytes, str, CachedResult]] = []
+                try:
+                    ran = self.sandbox.run_many_sync(
+                        module, [inputs[i] for i in to_run], manifest.limits, manifest.entry, manifest.nan_canonical
+                    )
+                except SandboxError as exc:  # the sandbox process could not load it
+                    outcomes = {i: TaskOutcome(None, exc.error, 0, 0.0) for i in to_run}
+                else:
+                    outcomes = dict(zip(to_run, ran, strict=True))
+        to_cache: list[tuple[bytes, bytes, str, CachedResult]] = []
         results, entries = [], []
         for i, subtask in enumerate(subtasks):
             key = (module_sha, subtask.input_sha256, engine)
@@ -266,7 +323,7 @@ class Executor:
                 if cache and (outcome.error is None or outcome.error.code != "timeout"):  # a timeout says nothing lasting
                     status = "ok" if outcome.error is None else outcome.error.code
                     message = "" if outcome.error is None else outcome.error.message
-                    keep.append((*key, CachedResult(status, outcome.output, outcome.fuel_used, message)))
+                    to_cache.append((*key, CachedResult(status, outcome.output, outcome.fuel_used, message)))
                     in_cache = True
             claim = ResultClaim.of(manifest.job_id, subtask.index, subtask.replica, self.identity.peer_id, outcome, engine)
             envelope = wire.sign(claim, self.identity.signing_key) if sign else b""
@@ -277,14 +334,9 @@ class Executor:
                                            cached=key if in_cache else None))  # fmt: skip
             message = "" if outcome.error is None else outcome.error.message
             results.append(SignedResult(claim, envelope, outcome.output, hit is not None, message))
-        if keep or entries:
-            try:
-                self.store.record_runs(keep, entries)
-            except JournalError as exc:
-                # The results are pushed all the same; without the outbox, one the owner
-                # never acknowledges is lost, its lease lapses and the owner hands it out again.
-                self.journal_problem = str(exc)
-                log.warning("results kept in memory only: %s", exc)
-            else:
-                self.journal_problem = ""
-        return results
+        records = _Records(to_cache, entries)
+        if not keep:
+            return results, records
+        if to_cache or entries:
+            self._record(records)
+        return results, None

@@ -113,6 +113,8 @@ class MeshNode:
         self._seq = 0
         self._idle = config.slots
         self._presence_changed = trio.Event()
+        self._offered = False  # the last presence published offered work (surplus)
+        self._new_work = False  # a job was submitted, or replicas came back, since the last presence
         self._python_broken = False  # the compiled Python runtime failed to load: not tried again
         self._dial_limiter = trio.CapacityLimiter(MAX_CONCURRENT_DIALS)
         self._dialing: set[PeerId] = set()
@@ -217,7 +219,7 @@ class MeshNode:
             self.reputation = _load_reputation(store)
             blobs = BlobStore(self.config.data_dir / "blobs")
             try:
-                with Sandbox(slots=self.config.slots, cache_dir=self.config.data_dir / "modules") as sandbox:
+                with Sandbox(slots=self.config.slots, cache_dir=self.config.data_dir / "modules", processes=True) as sandbox:
                     executor = Executor(self.identity, sandbox, blobs, store, self.config.trust)
                     self.jobs = JobManager(self.identity, blobs, store, executor, self.reputation)
                     for job in self.jobs.resume():
@@ -364,11 +366,22 @@ class MeshNode:
         assert self._gossip is not None
         with self._presence_scope:
             while True:
+                presence = self._presence()
+                self._offered = presence.surplus > 0
                 try:
-                    await self._gossip.publish(self._signed_presence())
+                    await self._gossip.publish(wire.sign(presence, self.identity.signing_key))
                 except Exception as exc:  # a broken stream to one peer must not stop presence
                     log.debug("publishing presence failed: %s", exc)
-                await trio.sleep(min(CHANGE_GAP, self.config.presence_interval))  # a burst of changes: one message
+                # A burst of changes goes out as one message; but new work (a job, replicas back), or
+                # work where the last message offered none, is told at once: thieves that found
+                # nothing left wait for news of work, and would idle for the gap.
+                changed, self._new_work = False, False
+                with trio.move_on_after(min(CHANGE_GAP, self.config.presence_interval)):
+                    while not self._new_work and (self._offered or not self.surplus()):
+                        await self._presence_changed.wait()
+                        self._presence_changed, changed = trio.Event(), True
+                if changed:
+                    continue
                 # jittered, so that nodes started together spread out
                 with trio.move_on_after(self._heartbeat() * random.uniform(5 / 6, 7 / 6)):
                     await self._presence_changed.wait()
@@ -488,6 +501,7 @@ class MeshNode:
         while True:
             await trio.sleep(JOURNAL_RETRY)
             if any(job.paused for job in self.jobs.jobs.values()) and await self.jobs.retry_journal():
+                self._new_work = True
                 self._presence_changed.set()  # the resumed jobs' work is on offer again
                 if self._workers is not None:
                     self._workers.wake()
@@ -551,6 +565,7 @@ class MeshNode:
             ValueError: no inputs, or a replication policy that can never verify.
             TypeError: an input that is not bytes.
         """
+        self.jobs.executor.sandbox.warm()  # its sandbox processes start while the job is taken in
         script, checked = is_script(module), False
         if options is None:
             d = DEFAULT_LIMITS
@@ -589,6 +604,7 @@ class MeshNode:
                  options.replication.replicas, options.replication.quorum)  # fmt: skip
         if self._workers is not None:
             self._workers.wake()
+        self._new_work = True
         self._presence_changed.set()
         return job
 

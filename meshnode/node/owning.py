@@ -65,7 +65,7 @@ from ..sandbox.python_runtime import RUNTIME_ID
 from ..storage.blobs import BlobStore
 from ..storage.identity import Identity
 from ..storage.journal import InputRow, Store, VerifiedOutput
-from .executing import Executor
+from .executing import Executor, SignedResult
 
 __all__ = ["Carried", "JobManager", "JobResult", "RevocationSender", "RunningJob"]
 
@@ -202,7 +202,8 @@ class RunningJob:
         """Wait for the job to end; every decided subtask's result, in input order."""
         while not self.done:
             await self.changed.wait()
-        return [JobResult.of(o) for o in self.manager.store.outputs(self.job_id)]
+        outputs = await trio.to_thread.run_sync(self.manager.store.outputs, self.job_id)  # can be gigabytes
+        return [JobResult.of(o) for o in outputs]
 
     async def cancel(self) -> None:
         """Stop the job: no more work is handed out, and results still coming are ignored.
@@ -427,9 +428,16 @@ class JobManager:
         return carried.grants[0] if carried.grants else None
 
     async def run_grant(self, job: RunningJob, grant: Grant) -> None:
-        """Run the granted replicas here, as one batch, and feed the results back to the job.
+        """Run the granted replicas here, as one batch, and feed the results back to the job."""
+        await self.feed_own(job, await self.run_own(job, grant))
+
+    async def run_own(self, job: RunningJob, grant: Grant) -> list[SignedResult]:
+        """Run the granted replicas here, as one batch; ``feed_own`` hands the results to the job.
 
         Our own leases are renewed while the batch runs, as any thief renews its own.
+
+        Raises:
+            MeshError: the batch could not run here (its replicas were released).
         """
         refs = grant.replicas
 
@@ -453,6 +461,10 @@ class JobManager:
         if problem is not None:
             await self.drive(job, ReleaseReplicas(self.identity.peer_id, refs, time.monotonic()))
             raise problem
+        return results
+
+    async def feed_own(self, job: RunningJob, results: Sequence[SignedResult]) -> None:
+        """Our own results to the job, as any executor's claims (``receive_claims``)."""
         for r in results:
             if r.message:
                 job.messages[r.claim.index] = r.message

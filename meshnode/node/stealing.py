@@ -63,7 +63,7 @@ from ..net.job_protocol import JobClient
 from ..sandbox.local_exec import CHUNK_SECONDS, MAX_CHUNK
 from ..sandbox.runtime import ENGINE_ID
 from .executing import INPUT_MISSING, SignedResult
-from .owning import JobManager
+from .owning import JobManager, RunningJob
 
 __all__ = ["Workers"]
 
@@ -103,6 +103,8 @@ class Workers:
         self.dropped: Counter[str] = Counter() if dropped is None else dropped
         self._busy = 0
         self._results: dict[tuple[bytes, ReplicaRef], SignedResult] = {}  # ran, not yet pushed
+        self._outgoing: dict[PeerId, list[PushedResult]] = {}  # to push, by owner, once its push under way ends
+        self._pushing: set[PeerId] = set()  # owners a push is under way to
         self._own_backoff: dict[bytes, float] = {}  # own jobs whose subtasks failed to start here
         self._work = trio.Event()  # something to run appeared
         self._hungry = trio.Event()  # a slot found nothing to run, or the stock ran low
@@ -172,14 +174,29 @@ class Workers:
         return answers
 
     def _spawn(self, fn: Callable[..., object], instruction: Instruction) -> None:
+        self._spawn_task(fn, instruction)
+
+    def _spawn_task(self, fn: Callable[..., object], *args: object) -> None:
         if self._nursery is None:
             raise RuntimeError("the workers are not running")
-        self._nursery.start_soon(fn, instruction)  # type: ignore[arg-type]
+        self._nursery.start_soon(fn, *args)  # type: ignore[arg-type]
 
     async def _push(self, i: PushResults) -> None:
-        results = [self._results.pop((i.job_id, ref), None) for ref in i.replicas]
-        pushed = [pushed_result(r.envelope, r.output) for r in results if r is not None]
-        await self._deliver(i.owner, pushed)
+        """Push results to their owner. One push per owner is under way at a time; results that come
+        meanwhile go with the next one, so a busy thief sends a few large messages, not one per chunk
+        (each message costs both nodes about a millisecond of Python in Noise and Yamux)."""
+        results = [r for r in (self._results.pop((i.job_id, ref), None) for ref in i.replicas) if r is not None]
+        # compressing megabytes of outputs is no work for the event loop
+        pushed = await trio.to_thread.run_sync(lambda: [pushed_result(r.envelope, r.output) for r in results])
+        self._outgoing.setdefault(i.owner, []).extend(pushed)
+        if i.owner in self._pushing:
+            return  # the push under way sends them next
+        self._pushing.add(i.owner)
+        try:
+            while batch := self._outgoing.pop(i.owner, None):
+                await self._deliver(i.owner, batch)
+        finally:
+            self._pushing.discard(i.owner)
 
     def _drop(self, i: DropResults) -> None:
         """Results of revoked replicas: never pushed, and gone from the outbox."""
@@ -212,9 +229,10 @@ class Workers:
     # --- slots ----------------------------------------------------------------------------------
 
     async def _slot(self) -> None:
+        fed = _Done()  # this slot's last results to its own job, being journalled
         while True:
             try:
-                if await self._run_own() or await self._run_stolen():
+                if await self._run_own(fed) or await self._run_stolen(fed):
                     continue
             except Exception:  # a bug in one chunk must not take the node down: its leases lapse
                 log.exception("a slot failed; it starts again in a second")
@@ -242,7 +260,10 @@ class Workers:
         by_time = 1 if not seconds else int(CHUNK_SECONDS / seconds)
         return max(1, min(MAX_CHUNK, by_time, left // (2 * sharing)))
 
-    async def _run_own(self) -> bool:
+    async def _run_own(self, fed: _Done) -> bool:
+        """Run a chunk of our own jobs, if any has work for us. Its results are fed to the job while the
+        slot runs its next chunk: feeding journals the verdicts, and a slot waiting for that sat idle a
+        sixth of the time. At most one feed per slot is under way."""
         now = time.monotonic()
         for job in list(self.manager.jobs.values()):
             if job.owner.finished or self._own_backoff.get(job.job_id, 0.0) > now:
@@ -253,24 +274,36 @@ class Workers:
             if grant is not None and grant.replicas:
                 with self._occupied():
                     try:
-                        await self.manager.run_grant(job, grant)
+                        results = await self.manager.run_own(job, grant)
                     except MeshError as exc:  # our own blobs are damaged: leave it to peers for a while
                         log.warning("job %s: cannot run its subtasks here: %s", job.job_id.hex()[:12], exc)
                         self._own_backoff[job.job_id] = time.monotonic() + REFUSAL_BACKOFF
+                        return True
+                await fed.wait()
+                fed.reset()
+                self._spawn_task(self._feed, job, results, fed)
                 return True
         return False
 
-    async def _run_stolen(self) -> bool:
+    async def _feed(self, job: RunningJob, results: list[SignedResult], fed: _Done) -> None:
+        try:
+            await self.manager.feed_own(job, results)
+        finally:
+            fed.set()
+
+    async def _run_stolen(self, kept: _Done) -> bool:
         for run in self._carry(self.thief.handle(TakeChunk(time.monotonic()))):
             assert isinstance(run, RunChunk)
             if self.thief.queued() <= self.thief.stock() // 2:
                 self._hungry.set()  # restock while this chunk runs
             with self._occupied():
-                await self._run_chunk(run)
+                await self._run_chunk(run, kept)
             return True
         return False
 
-    async def _run_chunk(self, run: RunChunk) -> None:
+    async def _run_chunk(self, run: RunChunk, kept: _Done) -> None:
+        """Check and run a chunk of stolen work. Its results are journalled (outbox, cache) and then pushed
+        while the slot runs its next chunk; at most one chunk per slot waits for that."""
         owner = self.thief.owner_of(run.job_id)
         refs = refs_of(run.subtasks)
         if owner is None:  # its owner left while the chunk waited for a slot
@@ -302,14 +335,23 @@ class Workers:
             return
         ran = refs_of(batch.subtasks)
         try:
-            results = await self.executor.run_batch(batch.manifest, batch.subtasks)
-        except RefusedWork as exc:  # a blob vanished from our store since the check
+            results = await self.executor.run_batch(batch.manifest, batch.subtasks, keep=False)
+        except RefusedWork as exc:  # a blob vanished from our store, or the sandbox process died
             self._carry(self.thief.handle(Refused(owner, run.job_id, ran, exc.reason, time.monotonic())))
             return
         for r in results:
             self._results[(run.job_id, ReplicaRef(r.claim.index, r.claim.replica))] = r
         seconds = time.perf_counter() - started
-        self._carry(self.thief.handle(ChunkDone(run.job_id, ran, seconds, time.monotonic())))
+        await kept.wait()
+        kept.reset()
+        self._spawn_task(self._keep_then_push, run.job_id, ran, seconds, kept)
+
+    async def _keep_then_push(self, job_id: bytes, ran: tuple[ReplicaRef, ...], seconds: float, kept: _Done) -> None:
+        try:
+            await self.executor.keep_pending()
+        finally:
+            kept.set()
+        self._carry(self.thief.handle(ChunkDone(job_id, ran, seconds, time.monotonic())))  # it says: push them
 
     # --- results --------------------------------------------------------------------------------
 
@@ -420,6 +462,7 @@ class Workers:
         except RefusedWork as exc:
             self._carry(self.thief.handle(Refused(manifest.owner, manifest.job_id, refs, exc.reason, time.monotonic())))
             return
+        self.executor.sandbox.warm()  # its sandbox processes start while the work is queued
         # held (and renewed) from now on, run once the module is here
         ready = self.manager.blobs.has(manifest.module_sha256)
         granted = Granted(victim, manifest.owner, manifest.job_id, grant.manifest, lease_s, subtasks, time.monotonic(), ready)
@@ -458,6 +501,23 @@ class Workers:
                 return StealReply(request_id=ask.request_id, grants=(grant,), lease_ms=hand.lease_ms, refused="",
                                   surplus=self.thief.surplus())  # fmt: skip
         return None
+
+
+class _Done:
+    """A flag a task sets when it ends, that can be waited for and set up again (``trio.Event`` cannot)."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def reset(self) -> None:
+        self._event = trio.Event()
 
 
 def _by_size(results: list[PushedResult]) -> Iterator[list[PushedResult]]:

@@ -46,7 +46,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -58,6 +58,7 @@ from ..core.outcome import TaskError, TaskOutcome
 from ..core.python_rows import decode_script, encode_batch
 from ..errors import SandboxError, WireError
 from ..storage.private_files import private_dir
+from .processes import Batch, SandboxProcesses
 from .python_runtime import PythonRuntime, PythonScript, ScriptCheck, python_engine
 
 __all__ = ["ENGINE_ID", "EpochClock", "Sandbox", "TaskModule"]
@@ -147,6 +148,7 @@ class TaskModule:
     module: wasmtime.Module
     nan_canonical: bool
     entries: frozenset[str]  # exports with the entry signature (i32, i32) -> i64
+    wasm: bytes = field(default=b"", repr=False)  # for a sandbox process that has not compiled it yet
 
     def check_entry(self, entry: str) -> TaskError | None:
         if entry in self.entries:
@@ -184,10 +186,12 @@ class Sandbox:
             outcome = await sandbox.run(wasm_bytes, b"input", limits)
     """
 
-    def __init__(self, *, slots: int = 1, cache_dir: Path | None = None) -> None:
+    def __init__(self, *, slots: int = 1, cache_dir: Path | None = None, processes: bool = False) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
         self.slots = slots
+        # With processes, ``run_many_sync`` runs batches in sandbox processes (see ``processes``).
+        self.processes = SandboxProcesses(slots, cache_dir) if processes else None
         self._cache_dir = cache_dir
         if cache_dir is not None:
             with contextlib.suppress(OSError):  # the cache is an optimization: never fail for it
@@ -220,9 +224,17 @@ class Sandbox:
             self._ticker = threading.Thread(target=self._tick, name="meshnode-epoch", daemon=True)
             self._ticker.start()
 
+    def warm(self) -> None:
+        """Work is coming: start the sandbox processes now, if runs go to processes."""
+        if self.processes is not None:
+            self.processes.warm()
+
     def close(self) -> None:
-        """Stop the ticker and interrupt every run still in flight (it ends as ``timeout``)."""
+        """Stop the ticker and interrupt every run still in flight (it ends as ``timeout``; in a
+        sandbox process, the batch fails with ``SandboxGone``)."""
         self._closing = True
+        if self.processes is not None:
+            self.processes.close()
         with self._clock_changed:
             self._stopping = True
             self._clock_changed.notify_all()
@@ -299,7 +311,7 @@ class Sandbox:
                 cached = self._modules.get(key)
             if cached is None:
                 module = self._compile(wasm, digest, nan_canonical)
-                cached = TaskModule(digest, module, nan_canonical, _check_module(module))
+                cached = TaskModule(digest, module, nan_canonical, _check_module(module), wasm)
                 with self._modules_lock:
                     self._modules[key] = cached
                     while len(self._modules) > MEMORY_CACHE_SIZE:
@@ -474,7 +486,14 @@ class Sandbox:
         entry: str = "run",
         nan_canonical: bool = False,
     ) -> list[TaskOutcome]:
-        """``run_many`` in the calling thread (which should hold a ``limiter`` token)."""
+        """``run_many`` in the calling thread (which should hold a ``limiter`` token), or in a sandbox process.
+
+        Raises:
+            SandboxError: in a sandbox process, the module cannot be loaded there.
+            SandboxGone: the sandbox process died while it ran the batch.
+        """
+        if self.processes is not None:
+            return self._run_in_process(wasm, inputs, limits, entry, nan_canonical)
         key = wasm.sha256 if isinstance(wasm, TaskModule | PythonScript) else None
         # Subtasks this short spend most of their time in Python (wasmtime-py's
         # ctypes calls), and two threads fighting over the GIL run them about 2x
@@ -485,6 +504,22 @@ class Sandbox:
             outcomes = [self.run_sync(wasm, data, limits, entry, nan_canonical) for data in inputs]
         if key is not None and inputs:
             self._seconds_per_run[key] = (time.perf_counter() - t0) / len(inputs)
+        return outcomes
+
+    def _run_in_process(
+        self, wasm: bytes | TaskModule | PythonScript, inputs: Sequence[bytes], limits: TaskLimits, entry: str,
+        nan_canonical: bool,
+    ) -> list[TaskOutcome]:  # fmt: skip
+        assert self.processes is not None
+        if isinstance(wasm, PythonScript):
+            batch = Batch(wasm.sha256, None, wasm, nan_canonical, entry, limits, inputs)
+        else:
+            data = wasm.wasm if isinstance(wasm, TaskModule) else wasm
+            digest = wasm.sha256 if isinstance(wasm, TaskModule) else hashlib.sha256(data).digest()
+            batch = Batch(digest, data, None, nan_canonical, entry, limits, inputs)
+        outcomes, seconds = self.processes.run(batch)
+        if seconds is not None:
+            self._seconds_per_run[batch.sha256] = seconds
         return outcomes
 
     def seconds_per_run(self, sha256: bytes) -> float | None:

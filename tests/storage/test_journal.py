@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from meshnode.core.merkle import MerkleTree, leaf_hash, tree_levels
-from meshnode.storage.journal import CachedResult, InputRow, OutboxEntry, Store, VerifiedOutput
+from meshnode.storage.journal import PAGE_SIZE, CachedResult, InputRow, OutboxEntry, Store, VerifiedOutput
 from tests.modes import mode_of
 
 
@@ -200,3 +200,16 @@ def test_a_schema_2_outbox_is_migrated_and_keeps_its_entries(tmp_path: Path) -> 
         entry = OutboxEntry(b"J" * 16, 2, 0, "o", b"c", b"x", 0, next_try=1.0, cached=(b"m", b"i", "e"))
         store.record_runs([], [entry])  # the new columns are there
         assert store.outbox_size() == 2
+
+
+def test_a_new_journal_has_large_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    import sqlite3
+
+    with Store.open(tmp_path / "new.db") as store, store._read() as db:
+        assert db.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
+    old = sqlite3.connect(tmp_path / "old.db")
+    old.execute("PRAGMA page_size=4096")
+    old.execute("PRAGMA journal_mode=WAL")
+    old.close()
+    with Store.open(tmp_path / "old.db") as store, store._read() as db:
+        assert db.execute("PRAGMA page_size").fetchone()[0] == 4096
