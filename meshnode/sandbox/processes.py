@@ -128,7 +128,7 @@ class SandboxProcesses:
 
         Raises:
             SandboxError: the module cannot be loaded (every run of it would fail so).
-            SandboxGone: the child died while it ran the batch.
+            SandboxGone: the child died while it ran the batch, or none could be started.
         """
         child = self._take()
         try:
@@ -189,10 +189,12 @@ class SandboxProcesses:
     def _start(self, *, busy: bool) -> _Child:
         try:
             child = _Child(self._cache_dir)
-        except BaseException:
+        except BaseException as exc:
             with self._lock:
                 self._starting -= 1
                 self._lock.notify_all()
+            if isinstance(exc, OSError):
+                raise SandboxGone(f"cannot start a sandbox process ({sys.executable}): {exc}") from None
             raise
         with self._lock:
             self._starting -= 1

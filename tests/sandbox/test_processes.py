@@ -114,9 +114,11 @@ def test_close_kills_a_child_in_a_long_run_and_its_caller_hears_at_once() -> Non
 
     runner = threading.Thread(target=run_forever)
     runner.start()
-    poll(lambda: pool.running() == 1 and not pool._idle, STEP, "the batch to start")
-    (child,) = pool._children
-    pool.close()
+    try:
+        poll(lambda: pool.running() == 1 and not pool._idle, STEP, "the batch to start")
+        (child,) = pool._children
+    finally:
+        pool.close()
     runner.join(STEP)
     assert not runner.is_alive() and isinstance(errors[0], SandboxGone)
     assert child.process.returncode is not None  # killed and reaped: no zombie
@@ -143,11 +145,13 @@ def test_warm_starts_the_children_ahead_and_idle_ones_stop(monkeypatch: pytest.M
 def test_a_child_whose_node_dies_exits(tmp_path: Path) -> None:
     """The node's end of the socket closing (its process killed) ends the child: no orphans."""
     pool = SandboxProcesses(1)
-    pool.run(batch(m.ECHO, [b"x"]))
-    (child,) = pool._children
-    child.connection.close()  # what the kernel does to a killed node's sockets
-    assert child.process.wait(STEP) == 0
-    pool.close()
+    try:
+        pool.run(batch(m.ECHO, [b"x"]))
+        (child,) = pool._children
+        child.connection.close()  # what the kernel does to a killed node's sockets
+        assert child.process.wait(STEP) == 0
+    finally:
+        pool.close()
 
 
 def test_a_sandbox_with_processes_runs_batches_there() -> None:
@@ -159,3 +163,14 @@ def test_a_sandbox_with_processes_runs_batches_there() -> None:
         assert sandbox.seconds_per_run(module.sha256) is not None
         processes_ = sandbox.processes
     assert processes_.running() == 0  # closing the sandbox stops them
+
+
+def test_a_child_that_cannot_start_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(processes.sys, "executable", str(tmp_path / "no-python"))
+    pool = SandboxProcesses(1)
+    try:
+        with pytest.raises(SandboxGone, match=r"cannot start a sandbox process \(.*no-python\)"):
+            pool.run(batch(m.ECHO, [b"x"]))
+        assert pool.running() == 0 and pool._starting == 0
+    finally:
+        pool.close()
