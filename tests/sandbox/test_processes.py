@@ -37,6 +37,21 @@ def pool() -> Iterator[SandboxProcesses]:
         p.close()
 
 
+def run_forever(pool: SandboxProcesses) -> tuple[threading.Thread, list[BaseException]]:
+    """A thread running an endless batch in ``pool``, and the list its error will be put in."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pool.run(batch(m.INFINITE_LOOP, [b"x"]))
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            errors.append(exc)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    return runner, errors
+
+
 def pids(pool: SandboxProcesses) -> set[int]:
     return {c.process.pid for c in pool._children}
 
@@ -83,16 +98,7 @@ def test_a_module_the_child_cannot_load_is_a_sandbox_error(pool: SandboxProcesse
 def test_a_child_killed_in_a_batch_fails_that_batch_and_the_next_batch_gets_a_new_child(pool: SandboxProcesses) -> None:
     pool.run(batch(m.ECHO, [b"warm"]))
     (first,) = pids(pool)
-    errors: list[BaseException] = []
-
-    def run_forever() -> None:
-        try:
-            pool.run(batch(m.INFINITE_LOOP, [b"x"]))
-        except BaseException as exc:  # noqa: BLE001 - the test inspects it
-            errors.append(exc)
-
-    runner = threading.Thread(target=run_forever)
-    runner.start()
+    runner, errors = run_forever(pool)
     poll(lambda: not pool._idle, STEP, "the batch to start")
     os.kill(first, signal.SIGKILL)
     runner.join(STEP)
@@ -104,16 +110,7 @@ def test_a_child_killed_in_a_batch_fails_that_batch_and_the_next_batch_gets_a_ne
 
 def test_close_kills_a_child_in_a_long_run_and_its_caller_hears_at_once() -> None:
     pool = SandboxProcesses(1)
-    errors: list[BaseException] = []
-
-    def run_forever() -> None:
-        try:
-            pool.run(batch(m.INFINITE_LOOP, [b"x"]))
-        except BaseException as exc:  # noqa: BLE001 - the test inspects it
-            errors.append(exc)
-
-    runner = threading.Thread(target=run_forever)
-    runner.start()
+    runner, errors = run_forever(pool)
     try:
         poll(lambda: pool.running() == 1 and not pool._idle, STEP, "the batch to start")
         (child,) = pool._children
