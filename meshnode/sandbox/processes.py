@@ -157,10 +157,11 @@ class SandboxProcesses:
             self._children.clear()
             self._idle.clear()
             self._lock.notify_all()
+            reaper = self._reaper
         for child in children:
             child.stop()
-        if self._reaper is not None and self._reaper is not threading.current_thread():
-            self._reaper.join()
+        if reaper is not None and reaper is not threading.current_thread():
+            reaper.join()
 
     def running(self) -> int:
         """Child processes alive now."""
