@@ -149,9 +149,10 @@ class MeshHost:
         """Every peer mDNS has heard of on the LAN, with its addresses (libp2p_adapter.mdns_cached_peers)."""
         return [(from_libp2p_id(info.peer_id), tuple(str(a) for a in info.addrs)) for info in await mdns_cached_peers(self._host)]
 
-    async def announce_mdns(self) -> None:
-        """Announce this node on the LAN by mDNS again (libp2p_adapter.mdns_announce)."""
-        await mdns_announce(self._host)
+    async def announce_mdns(self) -> bool:
+        """Announce this node on the LAN by mDNS again, and ask for the others (libp2p_adapter.mdns_announce).
+        True when its service had not been registered (libp2p's start-up registration failed)."""
+        return await mdns_announce(self._host)
 
     async def disconnect(self, peer: PeerId) -> None:
         self._ping_streams.pop(peer, None)

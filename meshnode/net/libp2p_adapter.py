@@ -430,15 +430,34 @@ async def _on_zeroconf_loop(host: Any, make: Callable[[Any, Any], Any], timeout:
         return None
 
 
-async def mdns_announce(host: Any, timeout: float = 5.0) -> None:
-    """Announce our mDNS service again (see above); a no-op where mDNS is off."""
+async def mdns_announce(host: Any, timeout: float = 5.0) -> bool:
+    """Announce our mDNS service again, and ask the LAN for its peers' services (see above); a no-op
+    where mDNS is off. True when the service was not registered and is now.
 
-    async def announce(mdns: Any, zc: Any) -> None:
+    libp2p registers the service once, at start, and only logs (hidden below CRITICAL) when zeroconf's
+    loop is too busy to finish in time (``EventLoopBlocked``): in a 50-node start-up burst on 2 cores,
+    a node that nobody ever heard of, and that heard of nobody, was seen. So the service is
+    registered here if it is missing; and since a browser's own queries back off to one an hour,
+    a PTR query asks the LAN again for everyone's services, to fill zeroconf's cache.
+    """
+
+    async def announce(mdns: Any, zc: Any) -> bool:
+        from zeroconf._dns import DNSQuestion
+        from zeroconf._protocol.outgoing import DNSOutgoing
+        from zeroconf.const import _CLASS_IN, _FLAGS_QR_QUERY, _TYPE_PTR
+
         info = mdns.broadcaster.service_info
-        if info is not None:
+        missing = info is not None and zc.registry.async_get_info_name(info.key) is None
+        if missing:
+            await (await zc.async_register_service(info, cooperating_responders=True))  # the name is ours: it may echo in the cache
+        elif info is not None:
             await (await zc.async_update_service(info))
+        query = DNSOutgoing(_FLAGS_QR_QUERY)
+        query.add_question(DNSQuestion(mdns.listener.service_type, _TYPE_PTR, _CLASS_IN))
+        zc.async_send(query)
+        return missing
 
-    await _on_zeroconf_loop(host, announce, timeout)
+    return bool(await _on_zeroconf_loop(host, announce, timeout))
 
 
 async def mdns_cached_peers(host: Any, timeout: float = 5.0) -> list[Any]:

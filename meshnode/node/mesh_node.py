@@ -763,13 +763,14 @@ class MeshNode:
                     self._dial_stranger(peer, addrs)
 
     async def _announce_mdns(self) -> None:
-        """While this node knows no peer, announce it again now and then: an announcement lost in a
-        start-up burst is never repeated by libp2p. A node with a peer needs none: hellos' hints
-        carry it to the rest of the mesh, and every announcement costs each node on the LAN a packet."""
+        """While this node knows no peer, announce it again now and then and ask the LAN for its peers:
+        an announcement lost in a start-up burst is never repeated by libp2p. A node with a peer needs
+        none: hellos' hints carry it to the rest of the mesh, and every announcement costs each node on
+        the LAN a packet."""
         while True:
             await trio.sleep(MDNS_ANNOUNCE * random.uniform(0.8, 1.2))
-            if not self.table.alive():
-                await self.host.announce_mdns()
+            if not self.table.alive() and await self.host.announce_mdns():
+                log.warning("mDNS: this node's service was not registered (zeroconf was too busy at start); registered it now")
 
     async def _dial_mdns_discoveries(self) -> None:
         discoveries = self.host.discoveries

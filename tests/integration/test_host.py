@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -48,3 +49,29 @@ async def test_every_peer_mdns_heard_of_is_read_from_its_cache(tmp_path: Path) -
                 await trio.sleep(0.2)
         found = dict(await a.host.mdns_peers())
         assert set(found[b.peer_id]) <= set(b.host.advertised_addrs)
+
+
+async def test_a_node_whose_mdns_registration_was_lost_registers_it_when_it_announces(tmp_path: Path) -> None:
+    # libp2p registers the service once and only logs when zeroconf is too busy to finish in time
+    from meshnode.net.libp2p_adapter import _on_zeroconf_loop
+
+    from ..waiting import STEP
+
+    async def registered(host: Any) -> bool:
+        async def check(mdns: Any, zc: Any) -> bool:
+            return zc.registry.async_get_info_name(mdns.broadcaster.service_info.key) is not None
+
+        return bool(await _on_zeroconf_loop(host, check, STEP))
+
+    async def lose(mdns: Any, zc: Any) -> None:
+        zc.registry.async_remove(mdns.broadcaster.service_info)
+
+    async with open_node(node_config(tmp_path, "a", mdns=True)) as a, open_node(node_config(tmp_path, "b", mdns=True)) as b:
+        assert await registered(b.host._host)
+        await _on_zeroconf_loop(b.host._host, lose, STEP)
+        assert not await registered(b.host._host)
+        assert await b.host.announce_mdns() is True
+        assert await registered(b.host._host) and await b.host.announce_mdns() is False
+        with trio.fail_after(STEP):
+            while not any(peer == b.peer_id for peer, _ in await a.host.mdns_peers()):
+                await trio.sleep(0.2)
