@@ -13,12 +13,12 @@ from meshnode.node.mesh_node import open_node
 from ..waiting import JOB, STEP, wait_until
 from .conftest import node_config
 
-# Counts down from 20 million (a few tenths of a second) and echoes its input.
+# Counts down from 60 million (about a second on an idle machine) and echoes its input.
 COUNTDOWN = wasmtime.wat2wasm(
     """(module (memory (export "memory") 1)
          (func (export "alloc") (param i32) (result i32) (i32.const 1024))
          (func (export "run") (param i32 i32) (result i64) (local $i i64)
-           (local.set $i (i64.const 20000000))
+           (local.set $i (i64.const 60000000))
            (loop $l (local.set $i (i64.sub (local.get $i) (i64.const 1))) (br_if $l (i64.ne (local.get $i) (i64.const 0))))
            (i64.or (i64.shl (i64.extend_i32_u (local.get 0)) (i64.const 32)) (i64.extend_i32_u (local.get 1)))))"""
 )

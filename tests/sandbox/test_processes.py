@@ -132,7 +132,8 @@ def test_warm_starts_the_children_ahead_and_idle_ones_stop(monkeypatch: pytest.M
         poll(lambda: len(pool._idle) == 2, STEP, "both children to start")
         children = list(pool._children)
         poll(lambda: pool.running() == 0, STEP, "the idle children to stop")
-        assert all(c.process.returncode is not None for c in children)
+        # taken out under the lock, then killed and reaped outside it
+        poll(lambda: all(c.process.returncode is not None for c in children), STEP, "the children to be reaped")
         poll(lambda: pool._reaper is None, STEP, "the reaper thread to end with its last child")
         assert pool.run(batch(m.ECHO, [b"x"]))[0][0].output == b"x"  # and they start again on demand
     finally:
