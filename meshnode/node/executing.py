@@ -298,17 +298,13 @@ class Executor:
                     self.sandbox.load(wasm, nan_canonical=manifest.nan_canonical, sha256=module_sha)
                     if manifest.runtime == WASM_RUNTIME else self.sandbox.load_python(wasm, module_sha)
                 )  # fmt: skip
-            except SandboxError as exc:  # a module that cannot run is a result like any other
+                ran = self.sandbox.run_many_sync(
+                    module, [inputs[i] for i in to_run], manifest.limits, manifest.entry, manifest.nan_canonical
+                )
+            except SandboxError as exc:  # a module that cannot run (here, or in the sandbox process) is a result
                 outcomes = {i: TaskOutcome(None, exc.error, 0, 0.0) for i in to_run}
             else:
-                try:
-                    ran = self.sandbox.run_many_sync(
-                        module, [inputs[i] for i in to_run], manifest.limits, manifest.entry, manifest.nan_canonical
-                    )
-                except SandboxError as exc:  # the sandbox process could not load it
-                    outcomes = {i: TaskOutcome(None, exc.error, 0, 0.0) for i in to_run}
-                else:
-                    outcomes = dict(zip(to_run, ran, strict=True))
+                outcomes = dict(zip(to_run, ran, strict=True))
         to_cache: list[tuple[bytes, bytes, str, CachedResult]] = []
         results, entries = [], []
         for i, subtask in enumerate(subtasks):

@@ -114,7 +114,7 @@ class MeshNode:
         self._idle = config.slots
         self._presence_changed = trio.Event()
         self._offered = False  # the last presence published offered work (surplus)
-        self._new_work = False  # a job was submitted, or replicas came back, since the last presence
+        self._new_work = False  # a job was submitted, or paused jobs resumed, since the last presence
         self._python_broken = False  # the compiled Python runtime failed to load: not tried again
         self._dial_limiter = trio.CapacityLimiter(MAX_CONCURRENT_DIALS)
         self._dialing: set[PeerId] = set()
@@ -372,7 +372,7 @@ class MeshNode:
                     await self._gossip.publish(wire.sign(presence, self.identity.signing_key))
                 except Exception as exc:  # a broken stream to one peer must not stop presence
                     log.debug("publishing presence failed: %s", exc)
-                # A burst of changes goes out as one message; but new work (a job, replicas back), or
+                # A burst of changes goes out as one message; but new work (a job, paused jobs resumed), or
                 # work where the last message offered none, is told at once: thieves that found
                 # nothing left wait for news of work, and would idle for the gap.
                 changed, self._new_work = False, False

@@ -173,10 +173,7 @@ class Workers:
                     assert_never(i)
         return answers
 
-    def _spawn(self, fn: Callable[..., object], instruction: Instruction) -> None:
-        self._spawn_task(fn, instruction)
-
-    def _spawn_task(self, fn: Callable[..., object], *args: object) -> None:
+    def _spawn(self, fn: Callable[..., object], *args: object) -> None:
         if self._nursery is None:
             raise RuntimeError("the workers are not running")
         self._nursery.start_soon(fn, *args)  # type: ignore[arg-type]
@@ -281,7 +278,7 @@ class Workers:
                         return True
                 await fed.wait()
                 fed.reset()
-                self._spawn_task(self._feed, job, results, fed)
+                self._spawn(self._feed, job, results, fed)
                 return True
         return False
 
@@ -344,7 +341,7 @@ class Workers:
         seconds = time.perf_counter() - started
         await kept.wait()
         kept.reset()
-        self._spawn_task(self._keep_then_push, run.job_id, ran, seconds, kept)
+        self._spawn(self._keep_then_push, run.job_id, ran, seconds, kept)
 
     async def _keep_then_push(self, job_id: bytes, ran: tuple[ReplicaRef, ...], seconds: float, kept: _Done) -> None:
         try:
