@@ -1,5 +1,13 @@
 """Where py-libp2p 0.8.1 misbehaves, contained at the edge. Each item is measured (../shared/LIBP2P_NOTES.md).
 
+* ``import libp2p`` imports every transport its package offers, and with them
+  aioquic (QUIC), httpx and requests (AutoTLS's ACME client; httpx's command line
+  brings click, pygments and rich) and dnspython (multiaddr's ``/dns`` resolver):
+  1,269 modules, 82 MiB of RSS. meshnode dials TCP to IP addresses only, and uses
+  none of them. ``_import_libp2p_quietly`` lets those four packages be inert
+  modules while libp2p imports, then takes them out of ``sys.modules`` again, so
+  a program that imports them later gets the real ones: measured, 70 MiB and
+  1,026 modules, and an idle node at 9x MiB instead of 106 MiB.
 * ``Swarm.dial_peer`` always waits ``_HAPPY_EYEBALLS_DELAY`` (0.25 s) even after the
   first address connected: a loopback connect took 252 ms instead of 6 ms. The
   module constant is set to 0 (multi-address peers are then dialled in parallel).
@@ -125,9 +133,13 @@ from __future__ import annotations
 
 import contextvars
 import errno
+import importlib.abc
+import importlib.machinery
 import logging
 import os
 import socket
+import sys
+import types
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -197,13 +209,74 @@ def apply_patches() -> None:
 
 
 def _import_libp2p_quietly() -> None:
-    """Import libp2p (1.5 s) without letting ``LIBP2P_DEBUG`` start its own log writer (see above)."""
+    """Import libp2p without letting ``LIBP2P_DEBUG`` start its own log writer, nor loading what meshnode never uses (see above)."""
     hidden = os.environ.pop("LIBP2P_DEBUG", None)
     try:
-        import libp2p  # noqa: F401
+        with _inert(UNUSED_BY_MESHNODE):
+            import libp2p  # noqa: F401
     finally:
         if hidden is not None:
             os.environ["LIBP2P_DEBUG"] = hidden
+
+
+# Packages libp2p imports for transports and clients meshnode does not use (see above).
+UNUSED_BY_MESHNODE = frozenset({"aioquic", "httpx", "requests", "dns"})
+
+
+class _InertMeta(type):
+    def __getattr__(cls, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Inert
+
+
+class _Inert(metaclass=_InertMeta):
+    """Stands for any class or function of an inert package: it can be subclassed, called and subscripted."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __class_getitem__(cls, item: Any) -> Any:
+        return cls
+
+
+class _InertModule(types.ModuleType):
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _InertMeta(name, (_Inert,), {})
+
+
+class _InertFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def __init__(self, packages: frozenset[str]) -> None:
+        self.packages = packages
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if name.partition(".")[0] in self.packages:
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        module = _InertModule(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        pass
+
+
+@contextmanager
+def _inert(packages: frozenset[str]) -> Iterator[None]:
+    """Within the block, importing one of ``packages`` (not already imported) gives an inert module."""
+    packages = frozenset(p for p in packages if p not in sys.modules)
+    finder = _InertFinder(packages)
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+        for name in [n for n, m in sys.modules.items() if isinstance(m, _InertModule)]:
+            del sys.modules[name]
 
 
 def route_libp2p_logging(level: int | None = None) -> None:
