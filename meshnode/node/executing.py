@@ -27,6 +27,7 @@ from ..config import TrustPolicy
 from ..core import wire
 from ..core.manifest import JobManifest, Subtask, verify_subtask
 from ..core.outcome import TaskError, TaskOutcome
+from ..core.output_codec import Packed, pack, unpack
 from ..core.peer_id import PeerId
 from ..core.result import ResultClaim
 from ..errors import JournalError, MeshError, RefusedWork, SandboxError, SandboxGone, WireError
@@ -83,6 +84,7 @@ class SignedResult:
     output: bytes | None
     cached: bool
     message: str = ""  # what went wrong, for a failure (the claim carries only its code)
+    packed: Packed | None = None  # the output as it is kept and sent (output_codec), packed once, here
 
 
 class Executor:
@@ -290,7 +292,8 @@ class Executor:
                 cached = self.store.cache_get_many(module_sha, [s.input_sha256 for s in subtasks], engine)
         except JournalError as exc:  # run them all: the cache only saves time
             log.debug("result cache unreadable: %s", exc)
-        to_run = [i for i, s in enumerate(subtasks) if s.input_sha256 not in cached]
+        plain_hits = _plain_outputs(cached)
+        to_run = [i for i, s in enumerate(subtasks) if s.input_sha256 not in plain_hits]
         outcomes: dict[int, TaskOutcome] = {}
         if to_run:
             try:
@@ -309,30 +312,46 @@ class Executor:
         results, entries = [], []
         for i, subtask in enumerate(subtasks):
             key = (module_sha, subtask.input_sha256, engine)
-            hit = cached.get(subtask.input_sha256)
+            hit = cached.get(subtask.input_sha256) if subtask.input_sha256 in plain_hits else None
             in_cache = hit is not None
+            packed: Packed | None
             if hit is not None:
                 error = None if hit.status == "ok" else TaskError(hit.status, hit.message)
-                outcome = TaskOutcome(hit.output, error, hit.fuel, 0.0)
+                outcome = TaskOutcome(plain_hits[subtask.input_sha256], error, hit.fuel, 0.0)
+                packed = None if hit.output is None else Packed(hit.output, hit.packed)
             else:
                 outcome = outcomes[i]
+                packed = None if outcome.output is None else pack(outcome.output)
                 if cache and (outcome.error is None or outcome.error.code != "timeout"):  # a timeout says nothing lasting
                     status = "ok" if outcome.error is None else outcome.error.code
                     message = "" if outcome.error is None else outcome.error.message
-                    to_cache.append((*key, CachedResult(status, outcome.output, outcome.fuel_used, message)))
+                    data, zlib = (None, False) if packed is None else (packed.data, packed.zlib)
+                    to_cache.append((*key, CachedResult(status, data, outcome.fuel_used, message, zlib)))
                     in_cache = True
             claim = ResultClaim.of(manifest.job_id, subtask.index, subtask.replica, self.identity.peer_id, outcome, engine)
             envelope = wire.sign(claim, self.identity.signing_key) if sign else b""
             if outbox:
                 # the first push follows at once; the outbox retries only what it never delivered
                 entries.append(OutboxEntry(manifest.job_id, subtask.index, subtask.replica, str(manifest.owner), envelope,
-                                           outcome.output, attempts=0, next_try=time.time() + FIRST_RETRY,
-                                           cached=key if in_cache else None))  # fmt: skip
+                                           None if packed is None else packed.data, attempts=0,
+                                           next_try=time.time() + FIRST_RETRY, cached=key if in_cache else None,
+                                           packed=packed is not None and packed.zlib))  # fmt: skip
             message = "" if outcome.error is None else outcome.error.message
-            results.append(SignedResult(claim, envelope, outcome.output, hit is not None, message))
+            results.append(SignedResult(claim, envelope, outcome.output, hit is not None, message, packed))
         records = _Records(to_cache, entries)
         if not keep:
             return results, records
         if to_cache or entries:
             self._record(records)
         return results, None
+
+
+def _plain_outputs(cached: dict[bytes, CachedResult]) -> dict[bytes, bytes | None]:
+    """The plain output of each cached result, by input hash; one that does not inflate is run again."""
+    plain = {}
+    for digest, hit in cached.items():
+        try:
+            plain[digest] = None if hit.output is None else unpack(hit.output, hit.packed)
+        except WireError as exc:
+            log.warning("a result cache entry is damaged (%s): running its subtask again", exc)
+    return plain

@@ -19,7 +19,9 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
+
+import trio
 
 from ..core import wire
 from ..core.job import ReleaseReplicas, RenewLeases, ReplicaRef, StealRequest, TransferReplicas
@@ -27,7 +29,7 @@ from ..core.job_messages import (
     JobGrant, LeaseRenew, ReplicaId, ResultAck, ResultAckItem, ResultPush, Revocation, StealAsk, StealReply,
     TransferAsk, TransferReply, WorkRefused,
 )  # fmt: skip
-from ..core.output_codec import plain_output
+from ..core.output_codec import Packed, plain_output
 from ..core.peer_id import PeerId
 from ..core.result import ResultClaim
 from ..errors import JournalError, WireError
@@ -100,19 +102,13 @@ class MeshJobService:
 
     async def push(self, remote: PeerId, push: ResultPush) -> ResultAck:
         acks: list[ResultAckItem] = []
-        by_job: dict[bytes, list[tuple[ResultClaim, bytes | None]]] = {}
-        for pushed in push.results:
-            try:
-                claim = wire.open_self_signed(pushed.claim, ResultClaim, "executor")
-            except WireError as exc:
-                log.debug("rejected a pushed claim from %s: %s", remote, exc)
-                continue  # not even a job id to answer to
-            try:
-                output = plain_output(pushed)
-            except WireError as exc:
-                acks.append(_ack(claim, "rejected", str(exc)[:300]))
-                continue
-            problem = self._problem(remote, claim, output)
+        by_job: dict[bytes, list[tuple[ResultClaim, Packed | None]]] = {}
+        # inflating and hashing megabytes of outputs is no work for the event loop; a few KiB are
+        # less work than the trip to a thread
+        large = sum(len(p.output or b"") for p in push.results) > INLINE_CHECK_BYTES
+        checked = await trio.to_thread.run_sync(_checked, remote, push) if large else _checked(remote, push)
+        for claim, output, problem in checked:
+            problem = problem or self._problem(claim)
             if problem is not None:
                 acks.append(_ack(claim, *problem))
             else:
@@ -131,11 +127,7 @@ class MeshJobService:
                 acks.append(_ack(claim, a.status, a.reason) if a is not None else _ack(claim, "accepted"))
         return ResultAck(acks=tuple(acks))
 
-    def _problem(self, executor: PeerId, claim: ResultClaim, output: bytes | None) -> tuple[str, str] | None:
-        if claim.executor != executor:
-            return "rejected", f"pushed by {executor} but signed for {claim.executor}"
-        if claim.status == "ok" and (output is None or hashlib.sha256(output).digest() != claim.output_sha256):
-            return "rejected", "the output does not match the claim's hash"
+    def _problem(self, claim: ResultClaim) -> tuple[str, str] | None:
         if claim.job_id not in self.manager.jobs:
             return "late", "no such running job here"
         return None
@@ -189,6 +181,35 @@ def _subtasks(manager: JobManager, job: RunningJob, refs: tuple[ReplicaRef, ...]
 def _refs(ids: tuple[ReplicaId, ...]) -> tuple[ReplicaRef, ...]:
     return tuple(ReplicaRef(r.index, r.replica) for r in ids)
 
+
+
+INLINE_CHECK_BYTES: Final = 64 << 10  # pushed output bytes checked on the event loop itself
+
+
+def _checked(remote: PeerId, push: ResultPush) -> list[tuple[ResultClaim, Packed | None, tuple[str, str] | None]]:
+    """Each pushed claim that opens, with its output as it came (packed) and what is wrong with it, if anything:
+    signed for another executor, an output that does not inflate, or one that does not match the claim's hash."""
+    checked: list[tuple[ResultClaim, Packed | None, tuple[str, str] | None]] = []
+    for pushed in push.results:
+        try:
+            claim = wire.open_self_signed(pushed.claim, ResultClaim, "executor")
+        except WireError as exc:
+            log.debug("rejected a pushed claim from %s: %s", remote, exc)
+            continue  # not even a job id to answer to
+        if claim.executor != remote:
+            checked.append((claim, None, ("rejected", f"pushed by {remote} but signed for {claim.executor}")))
+            continue
+        try:
+            output = plain_output(pushed)
+        except WireError as exc:
+            checked.append((claim, None, ("rejected", str(exc)[:300])))
+            continue
+        if claim.status == "ok" and (output is None or hashlib.sha256(output).digest() != claim.output_sha256):
+            checked.append((claim, None, ("rejected", "the output does not match the claim's hash")))
+            continue
+        packed = None if pushed.output is None else Packed(pushed.output, pushed.zlib)
+        checked.append((claim, packed, None))
+    return checked
 
 def _ack(claim: ResultClaim, status: str, reason: str = "") -> ResultAckItem:
     return ResultAckItem(job_id=claim.job_id, index=claim.index, replica=claim.replica, status=status, reason=reason)

@@ -53,6 +53,7 @@ from ..core.job import (
 )  # fmt: skip
 from ..core.manifest import INLINE_INPUT_MAX, WASM_RUNTIME, JobManifest, JobOptions, Replication, Subtask, TaskLimits
 from ..core.merkle import MerkleTree, leaf_hash, tree_levels
+from ..core.output_codec import Packed
 from ..core.owner import JobOwner, status_kind
 from ..core.peer_id import PeerId
 from ..core.presence import next_seq
@@ -138,7 +139,7 @@ class RunningJob:
     owner: JobOwner
     manager: JobManager
     # candidate outputs by subtask and hash (ours and the ones executors pushed) until a verdict picks one
-    outputs: dict[int, dict[bytes, bytes]] = field(default_factory=dict)
+    outputs: dict[int, dict[bytes, Packed]] = field(default_factory=dict)
     decided: array[int] = field(default_factory=lambda: array("q"))  # journalled verdicts' indices, in that order
     journalled: Counter[str] = field(default_factory=Counter)  # journalled verdicts: verified, failed, disputed
     unjournalled: list[VerifiedOutput] = field(default_factory=list)  # verdicts the journal refused, to write again
@@ -469,15 +470,16 @@ class JobManager:
             if r.message:
                 job.messages[r.claim.index] = r.message
         try:
-            await self.receive_claims(job, [(r.claim, r.output) for r in results])
+            await self.receive_claims(job, [(r.claim, r.packed) for r in results])
         except JournalError:
             pass  # the job is paused; the verdicts wait for the journal (retry_journal)
 
-    async def receive_claims(self, job: RunningJob, claims: Sequence[tuple[ResultClaim, bytes | None]]) -> list[Ack]:
+    async def receive_claims(self, job: RunningJob, claims: Sequence[tuple[ResultClaim, Packed | None]]) -> list[Ack]:
         """Feed signed claims (ours or a peer's) to the job; the answer to each claim.
 
-        The caller has checked each claim's signature and that its output hashes
-        to ``claim.output_sha256``, and that the job is not paused. The verdicts
+        The caller has checked each claim's signature and that its output (packed,
+        as it is journalled) hashes to ``claim.output_sha256``, and that the job is
+        not paused. The verdicts
         reached are journalled before this returns (and so before any executor
         hears its claim was accepted).
 
@@ -667,8 +669,9 @@ class JobManager:
             candidates = job.outputs.pop(decided.index, {})
             if outcome.status == "ok":
                 assert outcome.output_sha256 is not None
-                output = candidates.get(outcome.output_sha256)
-                return VerifiedOutput(decided.index, "ok", output, {"executors": executors})
+                packed = candidates.get(outcome.output_sha256)
+                data, zlib = (None, False) if packed is None else (packed.data, packed.zlib)
+                return VerifiedOutput(decided.index, "ok", data, {"executors": executors}, packed=zlib)
             message = job.messages.pop(decided.index, "") or f"{len(executors)} executors agree it fails this way"
             return VerifiedOutput(decided.index, outcome.status, None, {"executors": executors, "message": message})
         job.outputs.pop(decided.index, None)

@@ -183,9 +183,7 @@ class Workers:
         meanwhile go with the next one, so a busy thief sends a few large messages, not one per chunk
         (each message costs both nodes about a millisecond of Python in Noise and Yamux)."""
         results = [r for r in (self._results.pop((i.job_id, ref), None) for ref in i.replicas) if r is not None]
-        # compressing megabytes of outputs is no work for the event loop
-        pushed = await trio.to_thread.run_sync(lambda: [pushed_result(r.envelope, r.output) for r in results])
-        self._outgoing.setdefault(i.owner, []).extend(pushed)
+        self._outgoing.setdefault(i.owner, []).extend(pushed_result(r.envelope, r.packed) for r in results)
         if i.owner in self._pushing:
             return  # the push under way sends them next
         self._pushing.add(i.owner)
@@ -383,7 +381,7 @@ class Workers:
                 due = await trio.to_thread.run_sync(store.outbox_due, now)
                 for e in due:
                     store.outbox_retry_later(e.job_id, e.index, e.replica, now + min(60.0, 2.0 * 2**e.attempts))
-                    by_owner.setdefault(e.owner, []).append(pushed_result(e.claim, e.output))
+                    by_owner.setdefault(e.owner, []).append(PushedResult(claim=e.claim, output=e.output, zlib=e.packed))
             except MeshError as exc:  # the journal refuses: try again later
                 log.debug("outbox: %s", exc)
                 continue

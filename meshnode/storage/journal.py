@@ -16,6 +16,10 @@ keyed by (module hash, input hash, engine) that answers a repeated subtask
 without running it again. An output is written once: an outbox entry whose
 result is cached names the cache row instead of holding a copy.
 
+Outputs are kept packed (``core/output_codec.py``: zlib when it pays, with a
+``packed`` column saying so): each is written as the node that ran it packed it,
+and inflated when read. A 256 KiB mandelbrot tile is then 1 to 31 KiB on disk.
+
 Plus other node state, such as the per-peer reputation this node keeps.
 
 Durability: WAL with ``synchronous=NORMAL``. A commit survives the process
@@ -28,8 +32,9 @@ Errors: every SQLite error leaves this module as a ``JournalError`` whose
 whose message is one line naming the file and what to do. ``open`` refuses a
 file it cannot trust before changing anything.
 
-Thread safety: one connection, used from one thread at a time (a lock guards
-it), so the node may call in from worker threads for large writes.
+Thread safety: one connection for writes and one for reads, each used from one
+thread at a time (a lock guards each), so the node may call in from worker
+threads, and a read never waits for a write.
 """
 
 from __future__ import annotations
@@ -48,11 +53,12 @@ from typing import Any, Final
 
 import cbor2
 
-from ..errors import JournalError
+from ..core.output_codec import unpack
+from ..errors import JournalError, WireError
 
 __all__ = ["CachedResult", "InputRow", "JobRow", "OutboxEntry", "Store", "VerifiedOutput"]
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 PAGE_SIZE: Final = 16384  # bytes, for new journals (see _check_and_migrate)
 WAL_CHECKPOINT_BYTES: Final = 4 << 20
 
@@ -85,8 +91,9 @@ CREATE TABLE IF NOT EXISTS outputs (
     job_id      BLOB NOT NULL,
     idx         INTEGER NOT NULL,
     status      TEXT NOT NULL,            -- ok | a failure code | disputed
-    output      BLOB,                     -- the verified bytes (status ok)
+    output      BLOB,                     -- the verified bytes (status ok), packed
     detail      BLOB,                     -- CBOR: executors, candidates, message
+    packed      INTEGER NOT NULL DEFAULT 0,  -- 1: output is zlib-compressed
     PRIMARY KEY (job_id, idx)
 );
 CREATE TABLE IF NOT EXISTS outbox (
@@ -101,6 +108,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     module      BLOB,
     input       BLOB,
     engine      TEXT,
+    packed      INTEGER NOT NULL DEFAULT 0,  -- 1: output is zlib-compressed
     PRIMARY KEY (job_id, idx, replica)
 );
 CREATE TABLE IF NOT EXISTS result_cache (
@@ -112,6 +120,7 @@ CREATE TABLE IF NOT EXISTS result_cache (
     fuel        INTEGER NOT NULL,
     message     TEXT NOT NULL,
     used        REAL NOT NULL,
+    packed      INTEGER NOT NULL DEFAULT 0,  -- 1: output is zlib-compressed
     PRIMARY KEY (module, input, engine)
 );
 CREATE TABLE IF NOT EXISTS node_state (name TEXT PRIMARY KEY, value BLOB NOT NULL);  -- e.g. reputation
@@ -140,8 +149,9 @@ class InputRow:
 class VerifiedOutput:
     index: int
     status: str
-    output: bytes | None
+    output: bytes | None  # plain bytes, unless ``packed`` (only ever set on the way in)
     detail: dict[str, Any]
+    packed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +165,7 @@ class OutboxEntry:
     attempts: int
     next_try: float
     cached: tuple[bytes, bytes, str] | None = None  # (module, input hash, engine) of a result cache row with the output
+    packed: bool = False  # output is zlib-compressed (output_codec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,15 +174,21 @@ class CachedResult:
     output: bytes | None
     fuel: int
     message: str
+    packed: bool = False  # output is zlib-compressed (output_codec)
 
 
 class Store:
     """The journal. Open it with ``Store.open(path)``; close it with ``close()`` or a ``with`` block."""
 
-    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, connection: sqlite3.Connection, reader: sqlite3.Connection, path: Path) -> None:
         self._db = connection
         self.path = path
         self._lock = threading.Lock()
+        # Reads go through a connection of their own: under WAL they never wait for a write
+        # (a thief's slot looked its next chunk up in the result cache while the last chunk's
+        # outputs were committed, and waited for that commit).
+        self._reader = reader
+        self._read_lock = threading.Lock()
 
     @classmethod
     def open(cls, path: Path, *, expected: str | None = None) -> Store:
@@ -209,12 +226,16 @@ class Store:
             raise _journal_error(path, exc) from None
         try:
             _check_and_migrate(db, path)
+            with _translated(path, opening=True):
+                reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         except BaseException:
             db.close()
             raise
-        return cls(db, path)
+        return cls(db, reader, path)
 
     def close(self) -> None:
+        with self._read_lock:
+            self._reader.close()
         with self._lock:
             self._db.close()
 
@@ -226,8 +247,8 @@ class Store:
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, _translated(self.path):
-            yield self._db
+        with self._read_lock, _translated(self.path):
+            yield self._reader
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -313,8 +334,8 @@ class Store:
         """Journal verdicts as they are reached (one transaction for the batch)."""
         with self._tx() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?)",
-                [(job_id, o.index, o.status, o.output, cbor2.dumps(o.detail)) for o in outputs],
+                "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?)",
+                [(job_id, o.index, o.status, o.output, cbor2.dumps(o.detail), o.packed) for o in outputs],
             )
 
     def jobs(self, state: str | None = None) -> list[JobRow]:
@@ -391,14 +412,14 @@ class Store:
     def output(self, job_id: bytes, index: int) -> VerifiedOutput | None:
         with self._read() as db:
             r = db.execute(
-                "SELECT idx, status, output, detail FROM outputs WHERE job_id = ? AND idx = ?", (job_id, index)
+                "SELECT idx, status, output, detail, packed FROM outputs WHERE job_id = ? AND idx = ?", (job_id, index)
             ).fetchone()
         return None if r is None else _verified_output(r)
 
     def outputs(self, job_id: bytes) -> list[VerifiedOutput]:
         with self._read() as db:
             rows = db.execute(
-                "SELECT idx, status, output, detail FROM outputs WHERE job_id = ? ORDER BY idx", (job_id,)
+                "SELECT idx, status, output, detail, packed FROM outputs WHERE job_id = ? ORDER BY idx", (job_id,)
             ).fetchall()
         return [_verified_output(r) for r in rows]
 
@@ -412,23 +433,23 @@ class Store:
         now = time.time()
         with self._tx() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO result_cache VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(m, i, e, r.status, r.output, r.fuel, r.message, now) for m, i, e, r in cached],
+                "INSERT OR REPLACE INTO result_cache VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(m, i, e, r.status, r.output, r.fuel, r.message, now, r.packed) for m, i, e, r in cached],
             )
             db.executemany(
-                "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(e.job_id, e.index, e.replica, e.owner, e.claim, None if e.cached else e.output, e.attempts, e.next_try,
-                  *(e.cached or (None, None, None))) for e in outbox],
+                  *(e.cached or (None, None, None)), False if e.cached else e.packed) for e in outbox],
             )  # fmt: skip
 
     def outbox_due(self, now: float, limit: int = 256) -> list[OutboxEntry]:
         with self._read() as db:
             rows = db.execute(
-                "SELECT o.job_id, o.idx, o.replica, o.owner, o.claim, COALESCE(o.output, c.output), o.attempts, o.next_try "
-                "FROM outbox o LEFT JOIN result_cache c ON c.module = o.module AND c.input = o.input AND c.engine = o.engine "
+                "SELECT o.job_id, o.idx, o.replica, o.owner, o.claim, COALESCE(o.output, c.output), o.attempts, o.next_try, "
+                "NULL, CASE WHEN o.output IS NULL THEN COALESCE(c.packed, 0) ELSE o.packed END FROM outbox o LEFT JOIN result_cache c ON c.module = o.module AND c.input = o.input AND c.engine = o.engine "
                 "WHERE o.next_try <= ? ORDER BY o.next_try LIMIT ?", (now, limit),
             ).fetchall()  # fmt: skip
-        return [OutboxEntry(*r) for r in rows]
+        return [OutboxEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], None, bool(r[9])) for r in rows]
 
     def outbox_retry_later(self, job_id: bytes, index: int, replica: int, next_try: float) -> None:
         with self._tx() as db:
@@ -452,11 +473,11 @@ class Store:
         with self._read() as db:
             for digest in set(input_sha256s):
                 row = db.execute(
-                    "SELECT status, output, fuel, message FROM result_cache WHERE module = ? AND input = ? AND engine = ?",
-                    (module, digest, engine),
-                ).fetchone()
+                    "SELECT status, output, fuel, message, packed FROM result_cache "
+                    "WHERE module = ? AND input = ? AND engine = ?", (module, digest, engine),
+                ).fetchone()  # fmt: skip
                 if row is not None:
-                    found[digest] = CachedResult(*row)
+                    found[digest] = CachedResult(row[0], row[1], row[2], row[3], bool(row[4]))
         return found
 
     def save_state(self, name: str, value: dict[str, Any]) -> None:
@@ -488,14 +509,21 @@ class Store:
         """
         with self._read() as db:
             rows = db.execute(
-                "SELECT idx, status, output, detail FROM outputs WHERE job_id = ? AND idx > ? ORDER BY idx LIMIT ?",
+                "SELECT idx, status, output, detail, packed FROM outputs WHERE job_id = ? AND idx > ? ORDER BY idx LIMIT ?",
                 (job_id, after, limit),
             ).fetchall()
         return [_verified_output(r) for r in rows]
 
 
 def _verified_output(r: tuple[Any, ...]) -> VerifiedOutput:
-    return VerifiedOutput(r[0], r[1], r[2], cbor2.loads(r[3]) if r[3] else {})
+    """A row of ``outputs`` (idx, status, output, detail, packed), its output inflated."""
+    output = r[2]
+    if r[4] and output is not None:
+        try:
+            output = unpack(output, True)
+        except WireError as exc:  # it was checked before it was written
+            raise JournalError(f"a verified output in the journal is damaged: {exc}", "damaged") from None
+    return VerifiedOutput(r[0], r[1], output, cbor2.loads(r[3]) if r[3] else {})
 
 
 def _runs(indices: Sequence[int]) -> Iterator[tuple[int, int]]:
@@ -555,6 +583,8 @@ def _check_and_migrate(db: sqlite3.Connection, path: Path) -> None:
             _migrate_from_1(db)
         if version <= 2 and "outbox" in tables:
             _migrate_from_2(db)
+        if version <= 3:
+            _migrate_from_3(db)
         _create_tables(db)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         db.execute("COMMIT")
@@ -609,6 +639,14 @@ def _migrate_from_2(db: sqlite3.Connection) -> None:
     """Schema 2's outbox held a copy of every output; schema 3's may name a result cache row instead."""
     for column in ("module BLOB", "input BLOB", "engine TEXT"):
         db.execute(f"ALTER TABLE outbox ADD COLUMN {column}")
+
+
+def _migrate_from_3(db: sqlite3.Connection) -> None:
+    """Schema 3 kept every output plain; schema 4 says of each whether it is packed (all of 3's are not)."""
+    for table in ("outputs", "outbox", "result_cache"):
+        columns = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}  # none: the table is made anew
+        if columns and "packed" not in columns:  # an earlier migration may have made it afresh
+            db.execute(f"ALTER TABLE {table} ADD COLUMN packed INTEGER NOT NULL DEFAULT 0")
 
 
 # --- errors ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from meshnode.core import wire
 
 from meshnode.core.manifest import Replication, TaskLimits
 from meshnode.core.manifest import JobOptions
+from meshnode.core.output_codec import pack
 from meshnode.errors import SandboxError
 from meshnode.node.executing import SignedResult
 from meshnode.node.mesh_node import MeshNode, open_node
@@ -170,7 +171,7 @@ def corrupt_some_outputs(node: MeshNode) -> list[int]:
                 envelope = wire.sign(claim, node.identity.signing_key)
                 entry = OutboxEntry(claim.job_id, claim.index, claim.replica, str(manifest.owner), envelope, output, 0, 0.0)
                 node.jobs.store.record_runs([], [entry])
-                r = dataclasses.replace(r, claim=claim, envelope=envelope, output=output)
+                r = dataclasses.replace(r, claim=claim, envelope=envelope, output=output, packed=pack(output))
                 corrupted.append(claim.index)
             out.append(r)
         return out

@@ -16,6 +16,7 @@ from meshnode.core.job import Grant, StealRequest
 from meshnode.core.manifest import Replication, TaskLimits
 from meshnode.core.manifest import JobOptions
 from meshnode.core.outcome import TaskOutcome
+from meshnode.core.output_codec import pack
 from meshnode.core.reputation import Reputation
 from meshnode.core.result import ResultClaim
 from meshnode.node.executing import Executor
@@ -106,7 +107,7 @@ async def test_a_disputed_subtask_lists_each_candidate_and_who_reported_it(tmp_p
             assert isinstance(grant, Grant)
             (ref,) = grant.replicas
             claim = ResultClaim.of(job.job_id, 0, ref.replica, peer, TaskOutcome(output, None, 100, 0.0), ENGINE_ID)
-            await m.receive_claims(job, [(claim, output)])
+            await m.receive_claims(job, [(claim, pack(output))])
         (saved,) = store.outputs(job.job_id)
         assert saved.status == "disputed" and saved.output is None
         result = JobResult.of(saved)

@@ -8,11 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from meshnode.core.merkle import MerkleTree, leaf_hash, tree_levels
+from meshnode.core.output_codec import pack
+from meshnode.errors import JournalError
 from meshnode.storage.journal import PAGE_SIZE, CachedResult, InputRow, OutboxEntry, Store, VerifiedOutput
 from tests.modes import mode_of
 
@@ -116,6 +119,7 @@ def test_a_file_that_is_not_a_database_is_an_error(tmp_path: Path) -> None:
 
 WRITER = """
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from meshnode.storage.journal import Store, VerifiedOutput
 store = Store.open(Path(sys.argv[1]))
@@ -213,3 +217,55 @@ def test_a_new_journal_has_large_pages_and_an_old_one_keeps_its_own(tmp_path: Pa
     old.close()
     with Store.open(tmp_path / "old.db") as store, store._read() as db:
         assert db.execute("PRAGMA page_size").fetchone()[0] == 4096
+
+
+def test_outputs_are_kept_packed_and_read_back_plain(tmp_path: Path) -> None:
+    tile = bytes(range(256)) * 1024  # compresses a hundredfold
+    packed = pack(tile)
+    assert packed.zlib
+    with Store.open(tmp_path / "node.db") as store:
+        store.begin_job(b"J" * 16)
+        store.record_outputs(b"J" * 16, [VerifiedOutput(0, "ok", packed.data, {}, packed=True),
+                                         VerifiedOutput(1, "ok", b"plain", {})])  # fmt: skip
+        store.record_runs([(b"m", b"i", "e", CachedResult("ok", packed.data, 7, "", packed=True))],
+                          [OutboxEntry(b"J" * 16, 0, 0, "o", b"c", None, 0, next_try=1.0, cached=(b"m", b"i", "e"))])  # fmt: skip
+    with Store.open(tmp_path / "node.db") as store:
+        assert [o.output for o in store.outputs(b"J" * 16)] == [tile, b"plain"]
+        assert store.output(b"J" * 16, 0) == VerifiedOutput(0, "ok", tile, {})
+        with store._read() as db:  # on disk, the tile takes what zlib made of it
+            assert db.execute("SELECT length(output) FROM outputs WHERE idx = 0").fetchone()[0] == len(packed.data)
+        (due,) = store.outbox_due(now=1.0)  # pushed as it is kept: no second compression
+        assert (due.output, due.packed) == (packed.data, True)
+        assert store.cache_get_many(b"m", [b"i"], "e")[b"i"] == CachedResult("ok", packed.data, 7, "", packed=True)
+
+
+def test_a_damaged_packed_output_is_a_journal_error(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "node.db") as store:
+        store.begin_job(b"J" * 16)
+        store.record_outputs(b"J" * 16, [VerifiedOutput(0, "ok", b"not zlib", {}, packed=True)])
+        with pytest.raises(JournalError, match="damaged") as caught:
+            store.outputs(b"J" * 16)
+        assert caught.value.kind == "damaged"
+
+
+def test_a_schema_3_journal_is_migrated_and_its_outputs_read_as_plain(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "node.db") as store:
+        store.begin_job(b"J" * 16)
+        store.record_outputs(b"J" * 16, [VerifiedOutput(0, "ok", b"old output", {})])
+        with store._tx() as db:  # schema 3 had no packed columns
+            for table in ("outputs", "outbox", "result_cache"):
+                db.execute(f"ALTER TABLE {table} DROP COLUMN packed")
+            db.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
+    with Store.open(tmp_path / "node.db") as store:
+        assert [o.output for o in store.outputs(b"J" * 16)] == [b"old output"]
+        store.record_runs([(b"m", b"i", "e", CachedResult("ok", b"x", 1, ""))], [])  # the new columns are there
+        assert store.cache_get_many(b"m", [b"i"], "e")[b"i"].packed is False
+
+
+def test_a_read_does_not_wait_for_a_write_under_way(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "node.db") as store, ThreadPoolExecutor(1) as pool:
+        add_job(store)
+        with store._tx() as db:  # a write under way in this thread: a large commit, say
+            db.execute("INSERT INTO node_state VALUES ('x', x'00')")
+            read = pool.submit(store.jobs)
+            assert [j.job_id for j in read.result(timeout=60)] == [b"J" * 16]
