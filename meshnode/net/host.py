@@ -223,7 +223,7 @@ class MeshHost:
             with trio.fail_after(timeout):
                 return await self._host.new_stream(to_libp2p_id(peer), [TProtocol(protocol)])
         except Exception as exc:
-            raise PeerUnavailableError(f"cannot open {protocol} to {peer}: {str(exc)[:200]}") from exc
+            raise PeerUnavailableError(f"cannot open {protocol} to {peer}: {_describe(exc)}") from exc
 
     def watch_oversize_gossip(self, callback: Callable[[PeerId], None]) -> None:
         """Call ``callback(peer)`` for each gossip frame over libp2p's 1 MiB limit that ``peer`` sends.

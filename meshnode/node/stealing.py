@@ -36,6 +36,7 @@ of its job, gets its replicas back unrun.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -71,6 +72,9 @@ log = logging.getLogger("meshnode")
 
 PUSH_BYTES: Final = 16 << 20  # outputs per result message
 IDLE_WAIT: Final = 0.5  # an idle slot or stealer looks again at least this often
+MODULE_FETCH_ROUNDS: Final = 4  # rounds of asking for a module before its work is refused ...
+MODULE_FETCH_PAUSE: Final = 1.0  # ... seconds before the second round, doubling, each stretched by +-50 %
+MODULE_FETCH_OTHERS: Final = 2  # peers asked in each round besides the victim and the owner
 
 # What a caller of ``_carry`` carries out itself.
 Answer = RunChunk | StealFrom | AskTransfer | HandOver
@@ -466,14 +470,31 @@ class Workers:
         if ready:
             return
         try:
-            sources = list(dict.fromkeys([victim, manifest.owner]))
-            await fetch_from_any(self.host, sources, manifest.module_sha256, self.manager.blobs)
+            await self._fetch_module(victim, manifest.owner, manifest.module_sha256)
         except (PeerUnavailableError, WireError) as exc:
             reason = f"cannot fetch the module: {exc}"[:300]
             self._carry(self.thief.handle(Refused(manifest.owner, manifest.job_id, refs, reason, time.monotonic())))
             return
         self._carry(self.thief.handle(Ready(manifest.job_id)))
         self.wake()
+
+    async def _fetch_module(self, victim: PeerId, owner: PeerId, sha256: bytes) -> None:
+        """Fetch a job's module: from the victim, its owner, or a couple of other peers (thieves that have it
+        already), in a few rounds with growing, jittered pauses. When dozens of thieves hear of a job at once,
+        its owner cannot answer them all (50 nodes on 2 cores: half the thieves failed to open a stream to it,
+        refused their grants and ran nothing); the rounds spread them out, and each thief served is one more
+        source."""
+        for attempt in range(MODULE_FETCH_ROUNDS):
+            others = [v.peer for v in self._victims() if v.peer not in (victim, owner)]
+            sources = list(dict.fromkeys([victim, owner, *random.sample(others, min(MODULE_FETCH_OTHERS, len(others)))]))
+            try:
+                await fetch_from_any(self.host, sources, sha256, self.manager.blobs)
+                return
+            except PeerUnavailableError as exc:
+                if attempt + 1 == MODULE_FETCH_ROUNDS:
+                    raise
+                log.debug("module %s: %s; trying again", sha256.hex()[:16], exc)
+            await trio.sleep(MODULE_FETCH_PAUSE * 2**attempt * random.uniform(0.5, 1.5))
 
     async def resteal(self, thief: PeerId, ask: StealAsk) -> StealReply | None:
         """Serve a starving thief from the cold end of our stolen stock, through the owner (see the thief)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
+import meshnode.net.blob_protocol as blob_protocol
 import meshnode.node.job_service as job_service
 from meshnode.core import wire
 from meshnode.core.job_messages import PushedResult, ResultPush
@@ -90,6 +91,28 @@ async def test_a_module_that_does_not_match_its_hash_is_refused(tmp_path: Path) 
         assert not b.jobs.blobs.has(job.manifest.module_sha256)
         await job.cancel()
         await assert_still_serving(a, b)
+
+
+async def test_a_module_its_owner_is_too_busy_to_serve_at_first_is_fetched_in_a_later_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unanswered = 2
+    honest = blob_protocol._serve_one
+
+    async def busy_at_first(store, stats, refusals, remote, stream):  # type: ignore[no-untyped-def]
+        nonlocal unanswered
+        if unanswered:  # the stream closes unanswered, as when 49 thieves ask one owner at once
+            unanswered -= 1
+            return
+        await honest(store, stats, refusals, remote, stream)
+
+    monkeypatch.setattr(blob_protocol, "_serve_one", busy_at_first)
+    async with owner_and_thief(tmp_path) as (a, b):
+        job = await a.submit(TASK, INPUTS, OPTIONS)  # replicas 2 on 2 nodes: b must run every subtask
+        await wait_until(lambda: job.owner.finished or job.refusals, JOB, "the job to end, or b to refuse it")
+        assert not job.refusals and unanswered == 0
+        assert [r.status for r in await job.wait()] == ["ok"] * len(INPUTS)
+        assert b.jobs.blobs.has(job.manifest.module_sha256)
 
 
 async def test_a_replayed_result_is_acknowledged_but_never_counted_twice(tmp_path: Path) -> None:
