@@ -70,6 +70,7 @@ TASK = ROOT / "tasks_wasm" / "monte_carlo_pi.wasm"
 SAMPLES = 1_000_000  # per subtask, as in examples/monte_carlo_pi.jsonl
 REPLICAS = 2
 POLL = 1.0  # seconds between two rounds of peer-table requests
+NEAR_FULL = 0.99  # share of the table entries alive at which the CPU spent so far is reported
 API_POLL = 0.2  # seconds between two looks for api.json files (a stat: costs the nodes nothing)
 HTTP_TIMEOUT = 5.0  # as the CLI's: a node that takes longer is stuck, or starved
 SAMPLER_THREADS = 8
@@ -300,6 +301,7 @@ class LanResult:
     n: int
     up_s: float | None = None  # the last node's API up, from the first start
     full_s: float | None = None  # full tables, from the first start
+    near_full: tuple[float, float] | None = None  # 99 % of the entries alive: (s from the first start, CPU-s of all nodes)
     tables: str = ""  # what the tables held when they were given up on
     cost: Cost | None = None
     job: JobResult | None = None
@@ -340,6 +342,8 @@ def wait_for_full_tables(
         counts = alive_counts(nodes, list(pool.map(peer_table, nodes)))
         now = time.monotonic()
         history.append(snapshot(nodes))
+        if result.near_full is None and sum(counts) >= NEAR_FULL * n * (n - 1):
+            result.near_full = (now - start, sum(u.cpu_s for u in history[-1].usage.values()))
         if all(c == n - 1 for c in counts):
             result.full_s = now - start
             return history
@@ -464,6 +468,12 @@ def measure(lan: Lan, nodes: list[Node], start: float, tmp: Path, args: argparse
     say(f"  N={n}: every API up after {result.up_s:.1f} s")
     with ThreadPoolExecutor(min(n, SAMPLER_THREADS)) as pool:
         history = wait_for_full_tables(nodes, start, args.deadline, pool, result)
+        if result.near_full is not None:
+            at, cpu = result.near_full
+            cores = len(os.sched_getaffinity(0))
+            result.notes.append(f"{NEAR_FULL:.0%} of the table entries alive {at:.0f} s after the first start; the nodes "
+                                f"had used {cpu:.0f} CPU-s by then ({cpu / n:.1f} s each, start-up included; "
+                                f"{cpu / cores:.0f} s of this machine's {cores} cores)")  # fmt: skip
         if result.full_s is None:
             say(f"  N={n}: no full tables after {args.deadline:g} s: {result.tables}")
             result.cost = cost_of_wait(history, args.idle)

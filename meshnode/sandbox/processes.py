@@ -44,6 +44,9 @@ __all__ = ["Batch", "SandboxProcesses"]
 
 
 IDLE_STOP: Final = 30.0  # seconds without a batch before a child stops
+# Children run at a lower priority than the node (as BOINC runs its tasks): a node's event loop
+# renews leases, pushes results and answers its peers, and must not wait behind subtasks.
+SANDBOX_NICE: Final = 10
 # The child's answers (process_main.py): the outcomes; it has not got the module's bytes; or the
 # module cannot be loaded (a SandboxError's TaskError).
 RAN: Final = "ran"

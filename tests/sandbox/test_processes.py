@@ -15,7 +15,7 @@ from meshnode.core.manifest import TaskLimits
 from meshnode.errors import SandboxError
 from meshnode.sandbox import processes
 from meshnode.errors import SandboxGone
-from meshnode.sandbox.processes import Batch, SandboxProcesses
+from meshnode.sandbox.processes import SANDBOX_NICE, Batch, SandboxProcesses
 from meshnode.sandbox.runtime import Sandbox
 
 from ..waiting import STEP, poll
@@ -66,6 +66,13 @@ def test_a_batch_runs_in_a_child_process_with_the_same_outcomes_as_in_this_one(p
     assert pool.running() == 1 and os.getpid() not in pids(pool)
     failed, _ = pool.run(batch(m.DIVIDE_BY_ZERO, [b"x"]))  # a failure is a result, as in this process
     assert failed[0].error is not None and failed[0].error.code == "trap"
+
+
+def test_children_run_below_the_nodes_priority(pool: SandboxProcesses) -> None:
+    pool.run(batch(m.ECHO, [b"a"]))
+    (child,) = pids(pool)
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, child) == min(19, mine + SANDBOX_NICE)
 
 
 def test_a_module_is_sent_to_a_child_once(pool: SandboxProcesses, monkeypatch: pytest.MonkeyPatch) -> None:
