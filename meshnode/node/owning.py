@@ -84,6 +84,8 @@ SNAPSHOT_SHARE = 0.02
 # the verdicts of running jobs through in between.
 INGEST_ROWS: Final = 8192
 INGEST_BYTES: Final = 16 << 20
+RESULTS_READ: Final = 64  # decided outputs read in one trip to a worker thread by ``RunningJob.results`` ...
+RESULTS_READ_BYTES: Final = 16 << 20  # ... or fewer, once they hold this many bytes
 
 _KIND_NAMES: Final = ("", "verified", "failed", "disputed")
 
@@ -180,13 +182,27 @@ class RunningJob:
         while True:
             changed = self.changed
             while seen < len(self.decided):
-                saved = self.manager.store.output(self.job_id, self.decided[seen])
-                seen += 1
-                if saved is not None:
-                    yield JobResult.of(saved)
+                # outputs can be megabytes to read and inflate: not on the event loop
+                read = await trio.to_thread.run_sync(self._read_outputs, self.decided[seen : seen + RESULTS_READ])
+                seen += len(read)
+                for saved in read:
+                    if saved is not None:
+                        yield JobResult.of(saved)
             if self.done:
                 return
             await changed.wait()
+
+    def _read_outputs(self, indices: list[int]) -> list[VerifiedOutput | None]:
+        """The outputs of the first of ``indices``, up to about ``RESULTS_READ_BYTES`` (at least one)."""
+        read: list[VerifiedOutput | None] = []
+        size = 0
+        for index in indices:
+            saved = self.manager.store.output(self.job_id, index)
+            read.append(saved)
+            size += len(saved.output or b"") if saved is not None else 0
+            if size >= RESULTS_READ_BYTES:
+                break
+        return read
 
     def rows_of(self, result: JobResult) -> list[dict[str, Any]]:
         """A Python job's result as one record per row (``index``, ``status``, ``output`` or ``error``,
