@@ -36,7 +36,7 @@ from ..sandbox.python_runtime import PYTHON_ENGINE_ID, RUNTIME_ID, PythonScript
 from ..sandbox.runtime import ENGINE_ID, Sandbox, TaskModule
 from ..storage.blobs import BlobStore
 from ..storage.identity import Identity
-from ..storage.journal import CachedResult, OutboxEntry, Store
+from ..storage.journal import RESULT_CACHE_BYTES, CachedResult, OutboxEntry, Store
 
 __all__ = ["CheckedBatch", "Executor", "JobActivity", "RefusedWork", "SignedResult"]
 
@@ -46,6 +46,7 @@ MANIFEST_CACHE_SIZE: Final = 64
 FIRST_RETRY: Final = 10.0  # seconds before the outbox pushes a result again
 INPUT_MISSING: Final = "the input is not here yet (fetch it by hash first)"
 ACTIVITY_JOBS: Final = 32  # jobs whose activity is kept
+CACHE_TRIM_EVERY: Final = 64 << 20  # bytes put in the result cache between two looks at its size
 
 
 @dataclass(slots=True)
@@ -105,6 +106,8 @@ class Executor:
         self._manifests: OrderedDict[bytes, JobManifest] = OrderedDict()  # verified envelopes, by hash
         self._unkept: list[_Records] = []  # journal writes of batches run with keep=False
         self._keeping = trio.Lock()
+        self.cache_bytes = RESULT_CACHE_BYTES  # the result cache's bound (outputs as stored)
+        self._cached_since_trim = CACHE_TRIM_EVERY  # bytes put in the result cache since it was last trimmed
 
     def _activity(self, job_id: bytes) -> JobActivity:
         activity = self.activity.pop(job_id, None) or JobActivity()
@@ -273,8 +276,15 @@ class Executor:
             # never acknowledges is lost, its lease lapses and the owner hands it out again.
             self.journal_problem = str(exc)
             log.warning("results kept in memory only: %s", exc)
-        else:
-            self.journal_problem = ""
+            return
+        self.journal_problem = ""
+        self._cached_since_trim += sum(len(c[3].output or b"") for c in records.cached)
+        if self._cached_since_trim >= CACHE_TRIM_EVERY:  # a look at the cache's size costs a scan of it
+            self._cached_since_trim = 0
+            try:
+                self.store.cache_trim(self.cache_bytes)
+            except JournalError as exc:  # the cache only saves time: the next trim will do
+                log.debug("result cache not trimmed: %s", exc)
 
     def _run_batch_sync(
         self, manifest: JobManifest, subtasks: Sequence[Subtask], outbox: bool, sign: bool, cache: bool, keep: bool

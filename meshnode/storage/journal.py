@@ -61,6 +61,8 @@ __all__ = ["CachedResult", "InputRow", "JobRow", "OutboxEntry", "Store", "Verifi
 SCHEMA_VERSION: Final = 4
 PAGE_SIZE: Final = 16384  # bytes, for new journals (see _check_and_migrate)
 WAL_CHECKPOINT_BYTES: Final = 4 << 20
+RESULT_CACHE_BYTES: Final = 1 << 30  # the result cache's outputs, as stored (``cache_trim``) ...
+TRIM_TO: Final = 0.9  # ... trimmed to this share of it, so that a trim is not due again at once
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -479,6 +481,30 @@ class Store:
                 if row is not None:
                     found[digest] = CachedResult(row[0], row[1], row[2], row[3], bool(row[4]))
         return found
+
+    def cache_trim(self, max_bytes: int = RESULT_CACHE_BYTES) -> int:
+        """Keep the result cache's outputs (as stored, packed) within ``max_bytes``: past it, drop the
+        oldest entries down to ``TRIM_TO`` of it, never one an outbox entry still names. How many went.
+
+        A cache answers repeated subtasks; without a bound it grew with every subtask a node ever ran.
+        """
+        with self._read() as db:
+            total = int(db.execute("SELECT COALESCE(SUM(length(output)), 0) FROM result_cache").fetchone()[0])
+            if total <= max_bytes:
+                return 0
+            doomed, target = [], total - int(max_bytes * TRIM_TO)
+            for rowid, size in db.execute(
+                "SELECT rowid, COALESCE(length(output), 0) FROM result_cache c WHERE NOT EXISTS ("
+                "SELECT 1 FROM outbox o WHERE o.module = c.module AND o.input = c.input AND o.engine = c.engine) "
+                "ORDER BY used, rowid"
+            ):  # fmt: skip
+                if target <= 0:
+                    break
+                doomed.append((rowid,))
+                target -= size
+        with self._tx() as db:
+            db.executemany("DELETE FROM result_cache WHERE rowid = ?", doomed)
+        return len(doomed)
 
     def save_state(self, name: str, value: dict[str, Any]) -> None:
         """Keep a plain dict (e.g. ``Reputation.to_dict()``) under ``name``."""

@@ -15,8 +15,9 @@ from meshnode.core import wire
 from meshnode.core.manifest import InputCommitment, JobManifest, Replication, TaskLimits
 from meshnode.core.result import ResultClaim
 from meshnode.errors import RefusedWork
+from meshnode.node import executing
 from meshnode.node.executing import Executor
-from meshnode.sandbox.runtime import Sandbox
+from meshnode.sandbox.runtime import ENGINE_ID, Sandbox
 from meshnode.storage.blobs import BlobStore
 from meshnode.storage.identity import Identity, load_or_create_identity
 from meshnode.storage.journal import Store
@@ -69,6 +70,22 @@ async def test_runs_signs_journals_and_answers_repeats_from_the_cache(executor: 
     again = await executor.run(checked_manifest, checked_subtask)
     assert again.cached and again.output == result.output and again.claim.fuel_used == claim.fuel_used
     assert (executor.runs, executor.cache_hits) == (1, 1)
+
+
+async def test_the_result_cache_stays_within_its_bound_and_keeps_what_is_still_to_be_pushed(
+    executor: Executor, owner: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(executing, "CACHE_TRIM_EVERY", 1)  # look at the cache's size after every write
+    manifest, envelope, commitment = job(owner)
+    subtasks = [executor.check(envelope, wire.encode(commitment.subtask(manifest.job_id, i, 0, data)), NOW_MS)[1]
+                for i, data in enumerate(INPUTS)]  # fmt: skip
+    executor.cache_bytes = 1  # room for nothing: every entry goes unless the outbox names it
+    await executor.run_batch(manifest, subtasks[:2], outbox=False)
+    assert executor.store.cache_get_many(manifest.module_sha256, [s.input_sha256 for s in subtasks], ENGINE_ID) == {}
+    await executor.run_batch(manifest, subtasks[2:])  # these wait in the outbox for their owner
+    kept = executor.store.cache_get_many(manifest.module_sha256, [s.input_sha256 for s in subtasks], ENGINE_ID)
+    assert sorted(kept) == sorted(s.input_sha256 for s in subtasks[2:])
+    assert [e.output for e in executor.store.outbox_due(now=time.time() + 60)] == [reference.monte_carlo_pi(d) for d in INPUTS[2:]]
 
 
 def test_refuses_before_running_anything(executor: Executor, owner: Identity, tmp_path: Path) -> None:

@@ -269,3 +269,17 @@ def test_a_read_does_not_wait_for_a_write_under_way(tmp_path: Path) -> None:
             db.execute("INSERT INTO node_state VALUES ('x', x'00')")
             read = pool.submit(store.jobs)
             assert [j.job_id for j in read.result(timeout=60)] == [b"J" * 16]
+
+
+def test_the_result_cache_is_trimmed_oldest_first_and_never_loses_what_the_outbox_names(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "node.db") as store:
+        for i in range(10):  # 10 entries of 1,000 bytes, written in this order
+            store.record_runs([(b"m", b"i%d" % i, "e", CachedResult("ok", bytes([i]) * 1000, 1, ""))], [])
+        # the oldest entry is still to be pushed: its outbox entry names it
+        store.record_runs([], [OutboxEntry(b"J" * 16, 0, 0, "o", b"c", None, 0, next_try=1.0, cached=(b"m", b"i0", "e"))])
+        assert store.cache_trim(max_bytes=20_000) == 0  # within the bound: nothing goes
+        assert store.cache_trim(max_bytes=5_000) == 6  # down to 4,500 bytes: six of the nine it may drop
+        kept = store.cache_get_many(b"m", [b"i%d" % i for i in range(10)], "e")
+        assert sorted(kept) == [b"i0", b"i7", b"i8", b"i9"]
+        (due,) = store.outbox_due(now=1.0)
+        assert due.output == bytes([0]) * 1000
