@@ -182,7 +182,6 @@ def _refs(ids: tuple[ReplicaId, ...]) -> tuple[ReplicaRef, ...]:
     return tuple(ReplicaRef(r.index, r.replica) for r in ids)
 
 
-
 INLINE_CHECK_BYTES: Final = 64 << 10  # pushed output bytes checked on the event loop itself
 
 
@@ -210,6 +209,7 @@ def _checked(remote: PeerId, push: ResultPush) -> list[tuple[ResultClaim, Packed
         packed = None if pushed.output is None else Packed(pushed.output, pushed.zlib)
         checked.append((claim, packed, None))
     return checked
+
 
 def _ack(claim: ResultClaim, status: str, reason: str = "") -> ResultAckItem:
     return ResultAckItem(job_id=claim.job_id, index=claim.index, replica=claim.replica, status=status, reason=reason)
