@@ -448,10 +448,10 @@ class Store:
         with self._read() as db:
             rows = db.execute(
                 "SELECT o.job_id, o.idx, o.replica, o.owner, o.claim, COALESCE(o.output, c.output), o.attempts, o.next_try, "
-                "NULL, CASE WHEN o.output IS NULL THEN COALESCE(c.packed, 0) ELSE o.packed END FROM outbox o LEFT JOIN result_cache c ON c.module = o.module AND c.input = o.input AND c.engine = o.engine "
+                "CASE WHEN o.output IS NULL THEN COALESCE(c.packed, 0) ELSE o.packed END FROM outbox o LEFT JOIN result_cache c ON c.module = o.module AND c.input = o.input AND c.engine = o.engine "
                 "WHERE o.next_try <= ? ORDER BY o.next_try LIMIT ?", (now, limit),
             ).fetchall()  # fmt: skip
-        return [OutboxEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], None, bool(r[9])) for r in rows]
+        return [OutboxEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], packed=bool(r[8])) for r in rows]
 
     def outbox_retry_later(self, job_id: bytes, index: int, replica: int, next_try: float) -> None:
         with self._tx() as db:
@@ -488,11 +488,13 @@ class Store:
 
         A cache answers repeated subtasks; without a bound it grew with every subtask a node ever ran.
         """
-        with self._read() as db:
-            total = int(db.execute("SELECT COALESCE(SUM(length(output)), 0) FROM result_cache").fetchone()[0])
-            if total <= max_bytes:
+        total_sql = "SELECT COALESCE(SUM(length(output)), 0) FROM result_cache"
+        with self._read() as db:  # the common case, within bounds, takes no write lock
+            if int(db.execute(total_sql).fetchone()[0]) <= max_bytes:
                 return 0
-            doomed, target = [], total - int(max_bytes * TRIM_TO)
+        # chosen and deleted in one write transaction: no outbox entry can come to name a row in between
+        with self._tx() as db:
+            doomed, target = [], int(db.execute(total_sql).fetchone()[0]) - int(max_bytes * TRIM_TO)
             for rowid, size in db.execute(
                 "SELECT rowid, COALESCE(length(output), 0) FROM result_cache c WHERE NOT EXISTS ("
                 "SELECT 1 FROM outbox o WHERE o.module = c.module AND o.input = c.input AND o.engine = c.engine) "
@@ -502,7 +504,6 @@ class Store:
                     break
                 doomed.append((rowid,))
                 target -= size
-        with self._tx() as db:
             db.executemany("DELETE FROM result_cache WHERE rowid = ?", doomed)
         return len(doomed)
 
