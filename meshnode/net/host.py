@@ -41,8 +41,10 @@ GOSSIP_DEGREE, GOSSIP_DEGREE_LOW, GOSSIP_DEGREE_HIGH = 6, 4, 12
 # with 5 s no mesh emptied. Degree 6 (pruning only above 12 peers) with 5 s kept
 # every entry alive at 10 nodes.
 GOSSIP_PRUNE_BACKOFF = 5
-DIAL_TIMEOUT = 15.0  # a dial or stream open: a busy peer takes seconds (50 nodes on 2 cores: at 5 s, thieves gave up
-# on their owner again and again, and each attempt cost it work); one with another swarm key hangs 30 s+
+# A dial or a stream open: a busy peer takes seconds to answer (50 nodes on 2 cores: at 5 s, thieves
+# gave up on their owner again and again, and each attempt cost it work); a dial to a peer with
+# another swarm key hangs for 30 s and more.
+DIAL_TIMEOUT = 15.0
 PING_TIMEOUT = 5.0
 
 

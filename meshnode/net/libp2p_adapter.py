@@ -6,8 +6,8 @@
   1,269 modules, 82 MiB of RSS. meshnode dials TCP to IP addresses only, and uses
   none of them. ``_import_libp2p_quietly`` lets those four packages be inert
   modules while libp2p imports, then takes them out of ``sys.modules`` again, so
-  a program that imports them later gets the real ones: measured, 70 MiB and
-  1,026 modules, and an idle node at 9x MiB instead of 106 MiB.
+  a program that imports them later gets the real ones: measured, 72 MiB and
+  1,011 modules, and an idle node at 93 MiB instead of 106 MiB.
 * ``Swarm.dial_peer`` always waits ``_HAPPY_EYEBALLS_DELAY`` (0.25 s) even after the
   first address connected: a loopback connect took 252 ms instead of 6 ms. The
   module constant is set to 0 (multi-address peers are then dialled in parallel).

@@ -493,11 +493,10 @@ class JobManager:
     async def receive_claims(self, job: RunningJob, claims: Sequence[tuple[ResultClaim, Packed | None]]) -> list[Ack]:
         """Feed signed claims (ours or a peer's) to the job; the answer to each claim.
 
-        The caller has checked each claim's signature and that its output (packed,
-        as it is journalled) hashes to ``claim.output_sha256``, and that the job is
-        not paused. The verdicts
-        reached are journalled before this returns (and so before any executor
-        hears its claim was accepted).
+        The caller has checked each claim's signature, that its output (packed, as
+        it is journalled) hashes to ``claim.output_sha256``, and that the job is not
+        paused. The verdicts reached are journalled before this returns (and so
+        before any executor hears its claim was accepted).
 
         Raises:
             JournalError: the journal refused the verdicts: the job is paused, and
