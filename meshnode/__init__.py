@@ -12,6 +12,11 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__ as __version__
 
 if TYPE_CHECKING:  # what the names are, for type checkers; at run time they load on first use
+    from .client import AsyncClient as AsyncClient
+    from .client import Client as Client
+    from .client import Job as Job
+    from .client import Result as Result
+    from .errors import TaskFailed as TaskFailed
     from .config import DEFAULT_LIMITS as DEFAULT_LIMITS
     from .config import NodeConfig as NodeConfig
     from .core.manifest import JobManifest as JobManifest
@@ -27,7 +32,9 @@ if TYPE_CHECKING:  # what the names are, for type checkers; at run time they loa
     from .errors import IdentityError as IdentityError
     from .errors import InputError as InputError
     from .errors import JournalError as JournalError
+    from .errors import JobRefused as JobRefused
     from .errors import MeshError as MeshError
+    from .errors import NodeNotRunning as NodeNotRunning
     from .errors import PeerUnavailableError as PeerUnavailableError
     from .errors import SandboxError as SandboxError
     from .errors import WireError as WireError
@@ -42,6 +49,11 @@ if TYPE_CHECKING:  # what the names are, for type checkers; at run time they loa
     from .storage.identity import load_or_create_identity as load_or_create_identity
 
 _EXPORTS: dict[str, str] = {  # name -> the module it lives in, imported on first use
+    "AsyncClient": ".client",
+    "Client": ".client",
+    "Job": ".client",
+    "Result": ".client",
+    "TaskFailed": ".errors",
     "DEFAULT_LIMITS": ".config",
     "NodeConfig": ".config",
     "JobManifest": ".core.manifest",
@@ -57,7 +69,9 @@ _EXPORTS: dict[str, str] = {  # name -> the module it lives in, imported on firs
     "IdentityError": ".errors",
     "InputError": ".errors",
     "JournalError": ".errors",
+    "JobRefused": ".errors",
     "MeshError": ".errors",
+    "NodeNotRunning": ".errors",
     "PeerUnavailableError": ".errors",
     "SandboxError": ".errors",
     "WireError": ".errors",
@@ -74,6 +88,13 @@ _EXPORTS: dict[str, str] = {  # name -> the module it lives in, imported on firs
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "AsyncClient",
+    "Client",
+    "Job",
+    "JobRefused",
+    "NodeNotRunning",
+    "Result",
+    "TaskFailed",
     "BuildError",
     "ConfigError",
     "Identity",

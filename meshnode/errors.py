@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .core.outcome import TaskError
@@ -147,14 +147,19 @@ class NodeNotRunning(MeshError):
     Start one, or pass the ``--data-dir`` of the node you meant.
     """
 
-    def __init__(self, data_dir: Path, reason: str | None = None) -> None:
+    def __init__(self, data_dir: Path | None, reason: str | None = None, *, message: str | None = None) -> None:
         self.data_dir = data_dir
         self.reason = reason
         why = f": {reason}" if reason else ""
-        super().__init__(
+        super().__init__(message or (
             f"no meshnode is running with data dir {data_dir}{why} "
             f"(start one with: python -m meshnode --data-dir {shlex.quote(str(data_dir))})"
-        )
+        ))  # fmt: skip
+
+    @classmethod
+    def at_url(cls, reason: str) -> NodeNotRunning:
+        """No node answers at the URL a client was given (no data dir involved)."""
+        return cls(None, reason, message=f"no meshnode answers: {reason}")
 
 
 class RefusedWork(MeshError):
@@ -163,3 +168,27 @@ class RefusedWork(MeshError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class TaskFailed(MeshError):
+    """A result asked for its output has none: its subtask failed or was disputed (``meshnode.Client``).
+
+    ``result`` is the ``meshnode.Result``, whose ``error`` says why.
+    """
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+        super().__init__(f"subtask {result.index} failed: {result.error.code}: {result.error.message}")
+
+
+class ApiError(MeshError):
+    """The node answered a local API request with an error: ``status`` is the HTTP status, ``error`` its reason."""
+
+    def __init__(self, message: str, status: int, error: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+
+
+class JobRefused(ApiError):
+    """The node refused a job before creating it: a module that cannot run, bad options, a full disk."""

@@ -5,6 +5,7 @@
     GET  /v1/jobs                  {"jobs": [summary, ...]}
     GET  /v1/jobs/{id}             summary: state and progress
     GET  /v1/jobs/{id}/results     one page of results: ?after=INDEX&limit=N -> {"results", "next"}
+    GET  /v1/jobs/{id}/decided     results as decided: ?from=K&limit=N&wait=S -> {"results", "next", "ended"}
 
 Submitting streams: the body is read as the node hashes and journals the inputs,
 never held whole, and is refused (413) as soon as more than ``MAX_JOB_BYTES``
@@ -17,6 +18,13 @@ them (default ``DEFAULT_PAGE``, at most ``MAX_PAGE``) and fewer once their
 outputs pass ``PAGE_OUTPUT_BYTES``; ``next`` is the ``after`` of the next page,
 or null after the last one. A page read while the job runs can miss a subtask
 decided later below its ``after``: read a job's results once it has ended.
+
+To follow a running job, ask ``decided``: the results from position ``from`` (0 for the first) in
+the order the subtasks were decided, at most ``limit`` subtasks' worth and fewer past
+``PAGE_OUTPUT_BYTES``; when none is decided yet, the request waits up to ``wait`` seconds (at most
+``MAX_WAIT_S``) for one. ``next`` is the ``from`` of the next request; ``ended`` is true once the
+page holds the last result the job will ever have (a job of an earlier run of the node, all decided,
+comes in index order).
 
 Result records are those of ``exec`` (job_files.py), plus ``"status": "disputed"``
 for a subtask whose executors never reached a quorum.
@@ -55,6 +63,9 @@ MAX_PAGE: Final = 10_000
 # is one JSON document in the node's memory and the client's.
 PAGE_OUTPUT_BYTES: Final = 16 << 20
 _MAX_INDEX: Final = 2**31
+# The longest a request for decided results waits for one: clients ask again, and a proxy or a
+# client's timeout never sees a request hang for minutes.
+MAX_WAIT_S: Final = 30
 _WHOLE_NUMBER: Final = re.compile(r"-?[0-9]{1,12}")
 
 
@@ -93,6 +104,17 @@ class JobDesk(Protocol):
 
     def row_layout(self, job_id: bytes) -> tuple[int, int]:
         """A Python job's rows and rows per subtask (its results are one record per row); (0, 0) otherwise."""
+        ...
+
+    async def decided(self, job_id: bytes, start: int, limit: int, wait: float) -> tuple[list[int], bool] | None:
+        """Up to ``limit`` subtask indices from position ``start`` in the order the subtasks were decided,
+        waiting up to ``wait`` seconds for one when none is yet; and whether that is all the job will
+        ever decide. None when this node has no such job."""
+        ...
+
+    def outputs_of(self, job_id: bytes, indices: list[int], max_bytes: int) -> list[VerifiedOutput | None]:
+        """The outputs of the first of ``indices``, up to about ``max_bytes`` of them (at least one; None
+        where the journal has none); read from the journal, in a worker thread."""
         ...
 
     async def cancel_job(self, job_id: bytes) -> bool:
@@ -135,6 +157,20 @@ def job_routes(node: JobDesk, *, max_job_bytes: int = MAX_JOB_BYTES) -> list[Rou
         outputs = await trio.to_thread.run_sync(node.results_page, job_id, after, limit)
         return JSONResponse(_page(outputs, limit, node.row_layout(job_id)))
 
+    async def decided(request: Request) -> JSONResponse:
+        job_id = _job_id(request)
+        start = _query_int(request, "from", 0, 0, _MAX_INDEX)
+        limit = _query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        wait = _query_int(request, "wait", 0, 0, MAX_WAIT_S)
+        found = await node.decided(job_id, start, limit, wait)
+        if found is None:
+            raise HTTPException(404, f"no job {job_id.hex()} on this node")
+        indices, final = found
+        read = await trio.to_thread.run_sync(node.outputs_of, job_id, indices, PAGE_OUTPUT_BYTES) if indices else []
+        outputs = [output for output in read if output is not None]
+        return JSONResponse({"results": _records(outputs, node.row_layout(job_id)), "next": start + len(read),
+                             "ended": final and len(read) == len(indices)})  # fmt: skip
+
     async def cancel(request: Request) -> JSONResponse:
         job_id = _job_id(request)
         try:
@@ -150,6 +186,7 @@ def job_routes(node: JobDesk, *, max_job_bytes: int = MAX_JOB_BYTES) -> list[Rou
         Route("/v1/jobs", list_jobs, methods=["GET"]),
         Route("/v1/jobs/{job_id}", status),
         Route("/v1/jobs/{job_id}/results", results),
+        Route("/v1/jobs/{job_id}/decided", decided),
         Route("/v1/jobs/{job_id}/cancel", cancel, methods=["POST"]),
     ]
 
@@ -232,23 +269,28 @@ def _page(outputs: list[VerifiedOutput], limit: int, layout: tuple[int, int] = (
 
     A Python job's subtask becomes one record per row; ``next`` counts subtasks either way.
     """
-    records: list[dict[str, Any]] = []
     size = taken = 0
     for output in outputs:
-        record = _record(output)
-        if layout[1]:
-            error = record.get("error")
-            extra: dict[str, Any] = {k: record[k] for k in ("sha256", "candidates", "executors") if k in record}
-            raw = output.output if output.status == "ok" else None
-            records.extend(row_records(output.index, layout[0], layout[1], raw, error, extra))
-        else:
-            records.append(record)
         taken += 1
         size += len(output.output or b"")
         if size >= PAGE_OUTPUT_BYTES:
             break
     full = taken < len(outputs) or len(outputs) == limit
-    return {"results": records, "next": outputs[taken - 1].index if full and taken else None}
+    return {"results": _records(outputs[:taken], layout), "next": outputs[taken - 1].index if full and taken else None}
+
+
+def _records(outputs: list[VerifiedOutput], layout: tuple[int, int]) -> list[dict[str, Any]]:
+    """The result records of ``outputs``: one per subtask, or one per row of a Python job's subtasks."""
+    if not layout[1]:
+        return [_record(output) for output in outputs]
+    records: list[dict[str, Any]] = []
+    for output in outputs:
+        record = _record(output)
+        error = record.get("error")
+        extra: dict[str, Any] = {k: record[k] for k in ("sha256", "candidates", "executors") if k in record}
+        raw = output.output if output.status == "ok" else None
+        records.extend(row_records(output.index, layout[0], layout[1], raw, error, extra))
+    return records
 
 
 # --- status ------------------------------------------------------------------------------------

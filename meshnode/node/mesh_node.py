@@ -47,7 +47,7 @@ from ..core.peers import (
 from ..core.presence import MAX_HINTS, Goodbye, PeerHint, PeerHints, Presence, heartbeat_interval, next_seq
 from ..core.reputation import Reputation
 from ..core.steal import POOR_SCORE, PeerView, grant_for, views_of
-from ..errors import JournalError, PeerUnavailableError, SandboxError, WireError
+from ..errors import JournalError, MeshError, PeerUnavailableError, SandboxError, WireError
 from ..net.addresses import parse_bootstrap, split_tcp
 from ..net.blob_protocol import serve_blobs
 from ..net.gossip import PresenceGossip
@@ -538,6 +538,23 @@ class MeshNode:
     def row_layout(self, job_id: bytes) -> tuple[int, int]:
         return row_layout(self.jobs, job_id)
 
+    async def decided(self, job_id: bytes, start: int, limit: int, wait: float) -> tuple[list[int], bool] | None:
+        job = self.jobs.jobs.get(job_id)
+        if job is None:  # a job of an earlier run of this node: all its outputs are in the journal
+            if self.jobs.store.job(job_id) is None:
+                return None
+            indices = await trio.to_thread.run_sync(self.jobs.store.output_indices, job_id, start, limit)
+            return indices, len(indices) < limit
+        if start >= len(job.decided) and not job.done:
+            changed = job.changed
+            with trio.move_on_after(wait):
+                await changed.wait()
+        indices = list(job.decided[start : start + limit])
+        return indices, job.done and start + len(indices) == len(job.decided)
+
+    def outputs_of(self, job_id: bytes, indices: list[int], max_bytes: int) -> list[VerifiedOutput | None]:
+        return self.jobs.store.outputs_of(job_id, indices, max_bytes)
+
     async def cancel_job(self, job_id: bytes) -> bool:
         job = self.jobs.jobs.get(job_id)
         if job is None:
@@ -846,10 +863,22 @@ def _unix_ms() -> int:
 async def open_node(config: NodeConfig) -> AsyncIterator[MeshNode]:
     """Start a node; stop it when the block exits (with a goodbye, unless the exit is an error or a cancellation).
 
+    It runs the node in the calling trio program's event loop. asyncio programs, threads and
+    plain scripts use the node running on the machine through ``meshnode.Client`` (or
+    ``AsyncClient``) instead.
+
     Raises:
         ConfigError: a setting is invalid, a port is taken, or another node holds the data dir.
         IdentityError: the node key is unreadable or corrupt.
+        MeshError: not called from trio (from asyncio, say).
     """
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:  # under asyncio, trio fails later and obscurely ('RunContext' has no 'runner')
+        raise MeshError(
+            "open_node runs a node inside a trio program (trio.run); from asyncio or plain code, run "
+            "`python -m meshnode` and use meshnode.AsyncClient or meshnode.Client"
+        ) from None
     with raise_mesh_error_plainly():
         node = MeshNode(config)
         async with trio.open_nursery() as nursery:

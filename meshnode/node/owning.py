@@ -183,7 +183,8 @@ class RunningJob:
             changed = self.changed
             while seen < len(self.decided):
                 # outputs can be megabytes to read and inflate: not on the event loop
-                read = await trio.to_thread.run_sync(self._read_outputs, self.decided[seen : seen + RESULTS_READ])
+                indices = self.decided[seen : seen + RESULTS_READ]
+                read = await trio.to_thread.run_sync(self.manager.store.outputs_of, self.job_id, indices, RESULTS_READ_BYTES)
                 seen += len(read)
                 for saved in read:
                     if saved is not None:
@@ -191,18 +192,6 @@ class RunningJob:
             if self.done:
                 return
             await changed.wait()
-
-    def _read_outputs(self, indices: list[int]) -> list[VerifiedOutput | None]:
-        """The outputs of the first of ``indices``, up to about ``RESULTS_READ_BYTES`` (at least one)."""
-        read: list[VerifiedOutput | None] = []
-        size = 0
-        for index in indices:
-            saved = self.manager.store.output(self.job_id, index)
-            read.append(saved)
-            size += len(saved.output or b"") if saved is not None else 0
-            if size >= RESULTS_READ_BYTES:
-                break
-        return read
 
     def rows_of(self, result: JobResult) -> list[dict[str, Any]]:
         """A Python job's result as one record per row (``index``, ``status``, ``output`` or ``error``,

@@ -418,6 +418,27 @@ class Store:
             ).fetchone()
         return None if r is None else _verified_output(r)
 
+    def outputs_of(self, job_id: bytes, indices: Sequence[int], max_bytes: int) -> list[VerifiedOutput | None]:
+        """The outputs of the first of ``indices`` (None where none is journalled), stopping once they
+        add up to ``max_bytes`` (at least one is read)."""
+        read: list[VerifiedOutput | None] = []
+        size = 0
+        for index in indices:
+            saved = self.output(job_id, index)
+            read.append(saved)
+            size += len(saved.output or b"") if saved is not None else 0
+            if size >= max_bytes:
+                break
+        return read
+
+    def output_indices(self, job_id: bytes, skip: int, limit: int) -> list[int]:
+        """The indices of a job's journalled outputs, in index order, from the ``skip``-th on."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT idx FROM outputs WHERE job_id = ? ORDER BY idx LIMIT ? OFFSET ?", (job_id, limit, skip)
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def outputs(self, job_id: bytes) -> list[VerifiedOutput]:
         with self._read() as db:
             rows = db.execute(
