@@ -15,9 +15,10 @@ from typing import IO, Any
 
 from ..config import resolve_data_dir
 from ..errors import ConfigError, MeshError
+from ..units import format_size
 from .parser import input_spec, limits_from_args, read_module
 
-__all__ = ["cmd_cancel", "cmd_jobs", "cmd_results", "cmd_status", "cmd_submit", "progress_line"]
+__all__ = ["cmd_cancel", "cmd_jobs", "cmd_results", "cmd_status", "cmd_submit", "cost_lines", "progress_line"]
 
 POLL_SECONDS = 0.5
 RESULTS_PAGE = 1000  # result records per request
@@ -47,7 +48,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         inputs: Iterator[bytes] = iter(rows)
     else:
         module = read_module(args.module)
-        inputs = read_inputs(input_spec(args))
+        inputs = read_inputs(input_spec(args), csv_strings=args.csv_strings)
     # the first input is read before the upload, so an unreadable or empty source
     # is reported before the node compiles anything
     first = next(inputs, None)
@@ -174,6 +175,8 @@ def _follow(client: Any, job_id: str) -> dict[str, Any]:
             if live:
                 sys.stderr.write("\n")
             print(f"job {job_id} {status['state']}: {line}", file=sys.stderr)
+            for text in cost_lines(status.get("cost")):
+                print(f"  {text}", file=sys.stderr)
             return status
         time.sleep(POLL_SECONDS)
 
@@ -233,7 +236,29 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"  refused by {peer}: {reason}")
             if s.get("problem"):
                 print(f"  {s['problem']}")
+            if args.job:
+                for text in cost_lines(s.get("cost")):
+                    print(f"  {text}")
     return 0
+
+
+def cost_lines(cost: dict[str, Any] | None) -> list[str]:
+    """The job summary's lines: time, work, who did it, bytes moved, retries and disputes."""
+    if not cost:
+        return []
+    cpu = cost["sandbox_cpu_s"]
+    work = f"sandbox CPU about {cpu:.1f} s" if cpu is not None else "sandbox CPU not measured here"
+    runs = cost["runs_per_peer"]
+    shown = ", ".join(f"{peer[-8:]} {n}" for peer, n in list(runs.items())[:8])
+    more = f" and {len(runs) - 8} more" if len(runs) > 8 else ""
+    return [
+        f"cost: {cost['wall_s']:.1f} s wall, {work}, {cost['fuel']:,} fuel",
+        f"runs accepted per peer: {shown or 'none yet'}{more}",
+        f"moved: {format_size(cost['input_bytes_sent'])} of subtasks out, "
+        f"{format_size(cost['output_bytes_received'])} of results in",
+        f"retries: {cost['replicas_lost']} replicas lost and run again, {cost['replicas_added']} added on "
+        f"disagreement; {cost['disputed']} disputed",
+    ]
 
 
 def cmd_results(args: argparse.Namespace) -> int:

@@ -86,6 +86,7 @@ class SignedResult:
     cached: bool
     message: str = ""  # what went wrong, for a failure (the claim carries only its code)
     packed: Packed | None = None  # the output as it is kept and sent (output_codec), packed once, here
+    seconds: float = 0.0  # the run's wall time here (0 for a cached result)
 
 
 class Executor:
@@ -347,7 +348,8 @@ class Executor:
                                            next_try=time.time() + FIRST_RETRY, cached=key if in_cache else None,
                                            packed=packed is not None and packed.zlib))  # fmt: skip
             message = "" if outcome.error is None else outcome.error.message
-            results.append(SignedResult(claim, envelope, outcome.output, hit is not None, message, packed))
+            seconds = 0.0 if hit is not None else outcome.seconds
+            results.append(SignedResult(claim, envelope, outcome.output, hit is not None, message, packed, seconds))
         records = _Records(to_cache, entries)
         if not keep:
             return results, records

@@ -92,6 +92,7 @@ class MeshJobService:
                     log.warning("job %s: cannot hand out work: %s", job.job_id.hex()[:12], exc)
                     continue
                 grants.append(JobGrant(manifest=job.envelope, subtasks=subtasks))
+                job.stats.input_bytes_sent += sum(len(s) for s in subtasks)  # as encoded: inputs and their proofs
                 lease_ms = max(lease_ms, round((grant.expires - now) * 1000))
                 wanted -= len(grant.replicas)
         # With nothing granted, nothing is left for this thief, whatever others could take:
@@ -117,6 +118,7 @@ class MeshJobService:
             job = self.manager.jobs.get(job_id)
             if job is None or job.paused:
                 continue  # no answer: the executor keeps the results and pushes them again later
+            job.stats.output_bytes_received += sum(len(output.data) for _, output in claims if output is not None)
             try:
                 said = await self.manager.receive_claims(job, claims)
             except JournalError:

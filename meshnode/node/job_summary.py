@@ -39,6 +39,7 @@ def job_summary(jobs: JobManager, job_id: bytes, peers_alive: int) -> dict[str, 
             "waiting_for_peers": (
                 None if peers_alive >= needed or job.owner.finished else {"have": peers_alive, "need": needed}
             ),
+            "cost": job.stats.summary(),
         }  # fmt: skip
     saved = jobs.store.job(job_id)
     if saved is None:
@@ -55,6 +56,7 @@ def job_summary(jobs: JobManager, job_id: bytes, peers_alive: int) -> dict[str, 
         "total": saved.subtasks or sum(counts.values()), "verified": ok, "disputed": disputed,
         "failed": sum(counts.values()) - ok - disputed, "running": 0, "queued": 0,
         "peers_working": 0, "refusals": {}, "problem": problem, "waiting_for_peers": None,
+        "cost": None,  # counted in memory, by the run of the node that ran the job
     }  # fmt: skip
 
 

@@ -67,6 +67,7 @@ from ..storage.blobs import BlobStore
 from ..storage.identity import Identity
 from ..storage.journal import InputRow, Store, VerifiedOutput
 from .executing import Executor, SignedResult
+from .job_stats import JobStats
 
 __all__ = ["Carried", "JobManager", "JobResult", "RevocationSender", "RunningJob"]
 
@@ -153,6 +154,7 @@ class RunningJob:
     snapshot_cost: float = 0.0  # seconds the last one took to build
     changed: trio.Event = field(default_factory=trio.Event)  # set (and replaced) on every decision
     cancelled: bool = False  # cancelled, and that journalled
+    stats: JobStats = field(default_factory=JobStats)  # what it cost and who ran it, for its summary
 
     @property
     def job_id(self) -> bytes:
@@ -474,6 +476,7 @@ class JobManager:
         for r in results:
             if r.message:
                 job.messages[r.claim.index] = r.message
+        job.stats.timed(sum(r.claim.fuel_used for r in results if r.seconds), sum(r.seconds for r in results))
         try:
             await self.receive_claims(job, [(r.claim, r.packed) for r in results])
         except JournalError:
@@ -509,6 +512,7 @@ class JobManager:
         if job.owner.finished:
             return
         await self.drive(job, Cancel(time.monotonic()))
+        job.stats.end()
         await trio.to_thread.run_sync(self.store.save_snapshot, job.job_id, None, "cancelled")
         job.cancelled = True
         job.notify()
@@ -542,12 +546,15 @@ class JobManager:
                     case Revoke():
                         self._revoke(job, i)
                     case ReplicaLost():
+                        job.stats.lost += 1
                         self._lost(job, i)
                     case ReplicasAdded():
+                        job.stats.added += len(i.replicas)
                         self.work_added()
                     case SubtaskDecided():
                         decided.append(self._journal_entry(job, i))
                     case JobFinished():
+                        job.stats.end()
                         finished = True
                     case _:
                         assert_never(i)
@@ -669,6 +676,7 @@ class JobManager:
         outcome = decided.outcome
         if isinstance(outcome, Verified):
             self.reputation.record_verdict(outcome)
+            job.stats.accepted(tuple(str(p) for p in outcome.agreeing), max((f for _, f in outcome.fuel), default=0))
             executors = [str(p) for p in outcome.counted]
             candidates = job.outputs.pop(decided.index, {})
             if outcome.status == "ok":
@@ -676,11 +684,14 @@ class JobManager:
                 packed = candidates.get(outcome.output_sha256)
                 data, zlib = (None, False) if packed is None else (packed.data, packed.zlib)
                 return VerifiedOutput(decided.index, "ok", data, {"executors": executors}, packed=zlib)
-            message = job.messages.pop(decided.index, "") or f"{len(executors)} executors agree it fails this way"
+            own = job.messages.pop(decided.index, "")
+            # A task_error's message is the task's answer, which the quorum agreed on: shown even when we ran no replica.
+            message = outcome.message or own or f"{len(executors)} executors agree it fails this way"
             return VerifiedOutput(decided.index, outcome.status, None, {"executors": executors, "message": message})
         job.outputs.pop(decided.index, None)
         job.messages.pop(decided.index, None)
         if isinstance(outcome, Disputed):
+            job.stats.disputed += 1
             reported = [
                 {"status": c.status, "sha256": None if c.output_sha256 is None else c.output_sha256.hex(),
                  "executors": [str(p) for p in c.executors]}

@@ -42,7 +42,18 @@ def test_submit_is_verified_by_two_nodes_and_matches_exec(tmp_path: Path, nodes:
     job_id = json.loads(meshnode("jobs", "--json", "--data-dir", str(a.data_dir)).stdout)[0]["job_id"]
     again = meshnode("results", job_id, "--data-dir", str(a.data_dir))
     assert again.returncode == 0 and again.stdout == out.read_text()
-    assert "finished" in meshnode("status", job_id, "--data-dir", str(a.data_dir)).stdout
+    status = meshnode("status", job_id, "--data-dir", str(a.data_dir)).stdout
+    assert "finished" in status
+
+    # the job summary: each node ran all 16 tiles (replicas 2), the other node's results came in
+    cost = json.loads(meshnode("status", job_id, "--json", "--data-dir", str(a.data_dir)).stdout)["cost"]
+    assert cost["runs_per_peer"] == {a_info["peer_id"]: 16, b_info["peer_id"]: 16}
+    assert cost["fuel"] > 0 and cost["sandbox_cpu_s"] > 0 and 0 < cost["wall_s"] < JOB
+    assert cost["input_bytes_sent"] > 0 and cost["output_bytes_received"] > 0
+    assert cost["disputed"] == 0 and cost["replicas_added"] == 0
+    for shown in (submitted.stderr, status):
+        assert f"{a_info['peer_id'][-8:]} 16, " in shown or f"{b_info['peer_id'][-8:]} 16, " in shown
+        assert "cost: " in shown and "moved: " in shown and "retries: " in shown
 
 
 def test_a_job_needing_more_peers_than_the_mesh_has_says_so(tmp_path: Path, nodes: list[NodeProcess]) -> None:
