@@ -25,6 +25,20 @@ def png(width: int, height: int, grey: bytes) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
+def paint(pixels: bytearray, width: int, tile: dict[str, int], output: bytes) -> None:
+    """Draw one tile into the image (``width`` pixels wide), from the task's output for it.
+
+    Shades are logarithmic in the escape count, so the slow escapes near the set stay visible:
+    light where a point escapes quickly, black where it never does.
+    """
+    counts = struct.unpack(f"<{tile['w'] * tile['h']}I", output)
+    scale = 255 / math.log(tile["max_iter"] + 1)
+    for row in range(tile["h"]):
+        start = (tile["y0"] + row) * width + tile["x0"]
+        line = counts[row * tile["w"] : (row + 1) * tile["w"]]
+        pixels[start : start + tile["w"]] = bytes(255 - int(math.log(c + 1) * scale) for c in line)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("tiles", help="the JSON Lines input given to the task")
@@ -40,13 +54,7 @@ def main() -> None:
     for result in results:
         if result["status"] != "ok":
             raise SystemExit(f"tile {result['index']} failed: {result['error']['message']}")
-        t = tiles[result["index"]]
-        counts = struct.unpack(f"<{t['w'] * t['h']}I", base64.b64decode(result["output"]["base64"]))
-        scale = 255 / math.log(t["max_iter"] + 1)
-        for row in range(t["h"]):
-            start = (t["y0"] + row) * width + t["x0"]
-            line = counts[row * t["w"] : (row + 1) * t["w"]]
-            pixels[start : start + t["w"]] = bytes(255 - int(math.log(c + 1) * scale) for c in line)
+        paint(pixels, width, tiles[result["index"]], base64.b64decode(result["output"]["base64"]))
     with open(args.image, "wb") as f:
         f.write(png(width, height, pixels))
     print(f"wrote {args.image}: {width}x{height}, {len(results)} tiles")
