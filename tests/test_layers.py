@@ -4,6 +4,7 @@
     net, sandbox, storage   the edges: they never import the node, the API or the CLI
     api      the local HTTP API and its client: never the node (it talks to it through Protocols)
     node     wires core to the edges; cli drives node and api
+    client   meshnode.Client, for other programs: the API's client side, never the node or its edges
 
 Every import counts, at any depth and under ``TYPE_CHECKING`` too: an import
 that only the type checker follows still ties two modules together.
@@ -87,6 +88,15 @@ def test_edges_never_import_the_node_the_api_or_the_cli(name: str) -> None:
 def test_the_api_never_imports_the_node_or_the_cli(name: str) -> None:
     for target in imports(name):
         assert not target.startswith(("meshnode.node", "meshnode.cli")), f"{name} imports {target}"
+
+
+@pytest.mark.parametrize("name", [n for n in MODULES if part(n) == "client"])
+def test_the_client_never_imports_the_node_or_its_edges(name: str) -> None:
+    """A program that embeds a Client (a web app, a notebook) loads neither libp2p nor wasmtime nor trio."""
+    for target in imports(name):
+        assert not target.startswith(
+            ("meshnode.node", "meshnode.cli", "meshnode.net", "meshnode.sandbox", "meshnode.storage")
+        ), f"{name} imports {target}"
 
 
 def test_no_import_circles() -> None:

@@ -145,3 +145,12 @@ def test_results_of_a_job_from_an_earlier_run_of_the_node(node: NodeProcess, tas
             assert [r.output for r in client.job(job_id).results()] == list(range(50))
     finally:
         second.kill()
+
+
+def test_importing_the_client_loads_none_of_the_node() -> None:
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, meshnode; meshnode.Client; print(sorted(m for m in ('trio', 'wasmtime', "
+         "'libp2p', 'starlette', 'sqlite3') if m in sys.modules))"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert loaded.returncode == 0 and loaded.stdout.strip() == "[]", loaded.stderr
