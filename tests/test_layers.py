@@ -94,9 +94,8 @@ def test_the_api_never_imports_the_node_or_the_cli(name: str) -> None:
 def test_the_client_never_imports_the_node_or_its_edges(name: str) -> None:
     """A program that embeds a Client (a web app, a notebook) loads neither libp2p nor wasmtime nor trio."""
     for target in imports(name):
-        assert not target.startswith(
-            ("meshnode.node", "meshnode.cli", "meshnode.net", "meshnode.sandbox", "meshnode.storage")
-        ), f"{name} imports {target}"
+        if target.startswith("meshnode."):
+            assert part(target) not in ("node", "cli", "net", "sandbox", "storage"), f"{name} imports {target}"
 
 
 def test_no_import_circles() -> None:
