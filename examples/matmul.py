@@ -14,7 +14,9 @@ B (K x N) uniformly from [-1, 1) with --seed and writes them beside C.npy as A.n
 and B.npy.
 
 By default a tile is square, small enough that its input (its rows of A and columns of
-B) stays within 4 MiB, and there are at least 4 tiles per slot of the mesh.
+B) stays within 4 MiB, and there are at least 4 tiles per slot of the mesh. Matrices holding
+inf or NaN, or large enough to overflow, run with canonical NaNs, so that peers of any
+architecture return the same bits.
 
 Uses numpy (installed in meshnode's venv).
 """
