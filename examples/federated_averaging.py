@@ -17,8 +17,9 @@ Each round, every client starts from the global weights and takes ``--local-step
 gradient steps on its own shard with the bundled task tasks_wasm/logreg_step.wasm: one job per
 step, one subtask per client, each client going on from its own weights. The weights travel as
 exact float64 bytes and the task is deterministic bit for bit, so on a mesh every step is run by
-two peers that must agree. This machine (numpy, here only) then averages the clients' weights,
-weighted by shard size, and prints per round: the training loss of the round's starting weights
+two peers that must agree. This machine then averages the clients' weights, weighted by shard
+size (with numpy, which only the machine running this script needs; the peers run only the
+WebAssembly task), and prints per round: the training loss of the round's starting weights
 (the clients' reported losses, weighted by shard size), the accuracy and log-loss on the
 held-out set, the round's wall time and the peers that did its work. Round 0 is the starting
 point, all weights zero. The last line compares with a logistic regression trained centrally on
@@ -184,8 +185,11 @@ def train_round(
     for step in range(steps):
         inputs = [step_input(lr, w, data, r) for w, data, r in zip(local, shards, records, strict=True)]
         job = client.submit(TASK, inputs, label=f"{label} step {step + 1}", **policy)
+        results = job.wait()
+        if len(results) != len(shards):
+            raise MeshError(f"{label} step {step + 1}: the job ended with {len(results)} of {len(shards)} results")
         outputs = []
-        for result in job.wait():
+        for result in results:
             if not result.ok:
                 error = result.error
                 why = f"{error.code}: {error.message}" if error else result.status
