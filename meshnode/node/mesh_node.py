@@ -17,6 +17,7 @@ I/O, feeds events to ``PeerTable`` and carries out the instructions it returns.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -595,12 +596,15 @@ class MeshNode:
             problem = replication.check()
             if problem:
                 raise ValueError(problem)
-            if script and rows_per_subtask is None:  # grouped by what the script and its first row cost
-                inputs = list(inputs)
-                cost = await self._check_script(module, limits, inputs[0] if inputs else None)
-                rows_per_subtask, checked = default_rows_per_subtask(len(inputs), cost.startup_fuel, cost.row_fuel), True
             options = JobOptions(limits, replication, entry=entry, nan_canonical=nan_canonical, label=label,
                                  rows_per_subtask=rows_per_subtask or 0)  # fmt: skip
+        if script and not options.rows_per_subtask:  # grouped by what the script and its first row cost
+            # read in a worker thread: the rows may come from an API request's body (api.frame_stream)
+            rows: list[bytes] = await trio.to_thread.run_sync(list, inputs)
+            cost = await self._check_script(module, options.limits, rows[0] if rows else None)
+            per = default_rows_per_subtask(len(rows), cost.startup_fuel, cost.row_fuel)
+            inputs = rows
+            options, checked = dataclasses.replace(options, rows_per_subtask=per), True
         if bool(options.rows_per_subtask) != script:
             raise ValueError(ROWS_ARE_FOR_SCRIPTS)
         if script:
