@@ -41,8 +41,8 @@
  *   truncated terms are below 1e-17 relative; rounding leaves both functions within a few
  *   ulp of the true value (1e-15 relative). The constants are given as hex floats below.
  *
- * Errors (JSON): bad magic, a length that does not match rows and features, a non-finite
- * learning rate, weight or x, or a y other than 0 or 1.
+ * Errors (the subtask fails with task_error): bad magic, a length that does not match rows and
+ * features, a non-finite learning rate, weight or x, or a y other than 0 or 1.
  */
 #include "meshnode_task.h"
 
@@ -118,8 +118,7 @@ MESHNODE_EXPORT(run) int64_t run(const uint8_t *in, uint32_t len) {
         out_str(" rows of ");
         out_u64(features);
         out_str(" features");
-        out_error_end();
-        return mn_return();
+        return out_error_end();
     }
 
     double lr = f64_at(in + 12);

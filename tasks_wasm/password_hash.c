@@ -10,8 +10,8 @@
  * The output JSON is compact, with non-ASCII text written as UTF-8 and only '"', '\\' and
  * control characters escaped (\b \f \n \r \t, else \u00xx).
  *
- * Errors: a missing or malformed target, candidates that are not an array of strings, or a
- * string holding an unpaired surrogate (it has no UTF-8 form).
+ * Errors (the subtask fails with task_error): a missing or malformed target, candidates that
+ * are not an array of strings, or a string holding an unpaired surrogate (it has no UTF-8 form).
  */
 #include "meshnode_task.h"
 
@@ -123,8 +123,7 @@ MESHNODE_EXPORT(run) int64_t run(const uint8_t *in, uint32_t len) {
             out_str("candidates[");
             out_u64(index);
             out_str(mn_json_is_string(item) ? "] contains an unpaired surrogate" : "] is not a string");
-            out_error_end();
-            return mn_return();
+            return out_error_end();
         }
         sha256(text, n, got);
         if (!mn_memeq(got, want, 32))

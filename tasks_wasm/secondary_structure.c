@@ -8,9 +8,9 @@
  * Output: {"length":N,"prediction":"..."} with one letter per residue: H (helix), E (strand),
  * C (coil; turns are reported as C).
  *
- * Errors: any other character ({"error":"unknown residue 'X' at position P"}, P counting
- * residues from 1; a byte outside printable ASCII is named as 0xNN), a sequence longer than
- * 1,000,000 residues, or a malformed JSON string.
+ * Errors (the subtask fails with task_error): any other character ("unknown residue 'X' at
+ * position P", P counting residues from 1; a byte outside printable ASCII is named as 0xNN),
+ * a sequence longer than 1,000,000 residues, or a malformed JSON string.
  *
  * THE RULES. Pa, Pb, Pt and f0..f3 are the classic Chou-Fasman (1978) parameters, scaled
  * by 100 (P) and 1000 (f) to integers (table below); all arithmetic is on integers, and
@@ -204,15 +204,14 @@ MESHNODE_EXPORT(run) int64_t run(const uint8_t *in, uint32_t len) {
             out_str("unknown residue ");
             if (c > 0x20 && c < 0x7F) {
                 uint8_t quoted[3] = {'\'', c, '\''};
-                out_json_chars(quoted, 3);
+                out_bytes(quoted, 3);
             } else {
                 uint8_t byte[4] = {'0', 'x', (uint8_t)hex[c >> 4], (uint8_t)hex[c & 15]};
                 out_bytes(byte, 4);
             }
             out_str(" at position ");
             out_u64((uint64_t)n + 1);
-            out_error_end();
-            return mn_return();
+            return out_error_end();
         }
         if (n == MAX_RESIDUES)
             return mn_error("sequence longer than 1000000 residues");

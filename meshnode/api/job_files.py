@@ -5,7 +5,9 @@ Inputs (one subtask each):
 * ``--input-jsonl FILE``: every non-blank line; the input is the line's bytes
   without its line ending.
 * ``--input-csv FILE``: every data row under a header row; the input is the
-  compact JSON object header -> value, in header order (values stay text). A
+  compact JSON object header -> value, in header order, with values typed per
+  column as for a script's rows (``read_rows``): numbers where the whole column
+  parses, an empty field null there; ``csv_strings`` keeps every value text. A
   field may be as large as an input can be (``CSV_FIELD_MAX`` characters).
 * ``--input-dir DIR``: every regular file, sorted by name; the input is its bytes.
   A symlink is followed when it leads to a regular file inside the directory;
@@ -65,14 +67,20 @@ class InputSpec:
         return f"--range {self.source}" if self.kind == "range" else f"--input-{self.kind} {self.source}"
 
 
-def read_inputs(spec: InputSpec) -> Iterator[bytes]:
-    """Yield the inputs of ``spec`` in order.
+def read_inputs(spec: InputSpec, *, csv_strings: bool = False) -> Iterator[bytes]:
+    """Yield the inputs of ``spec`` in order, as a module's subtasks take them (see the module docstring).
+
+    A CSV row's values are typed as ``read_rows`` types them unless ``csv_strings``.
 
     Raises:
         InputError: the file or directory cannot be read or is malformed (the
             message names it, with the line or row).
     """
-    readers = {"jsonl": _jsonl, "csv": _csv, "dir": _directory, "range": _range}
+    if spec.kind == "csv":
+        for row in _csv_rows(spec, csv_strings):
+            yield json.dumps(row, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        return
+    readers = {"jsonl": _jsonl, "dir": _directory, "range": _range}
     try:
         yield from readers[spec.kind](spec.source)
     except OSError as exc:
@@ -100,7 +108,8 @@ def read_rows(spec: InputSpec, *, csv_strings: bool = False) -> Iterator[bytes]:
     elif spec.kind == "jsonl":
         yield from _json_rows(spec.source)
     else:
-        yield from _typed_csv_rows(spec, csv_strings)
+        for row in _csv_rows(spec, csv_strings):
+            yield encode_row(row)
 
 
 def _json_rows(path: str) -> Iterator[bytes]:
@@ -116,19 +125,32 @@ def _json_rows(path: str) -> Iterator[bytes]:
         raise InputError(f"{path}, line {line_number}: not JSON ({exc})") from None
 
 
-def _typed_csv_rows(spec: InputSpec, csv_strings: bool) -> Iterator[bytes]:
-    types: dict[str, type] = {}
-    if not csv_strings:  # a first pass decides each column's type from all of its fields
-        for data in read_inputs(spec):
-            for column, text in json.loads(data).items():
+def _csv_rows(spec: InputSpec, csv_strings: bool) -> Iterator[dict[str, Any]]:
+    """The CSV rows of ``spec``, each a dict in header order, typed per column unless ``csv_strings``.
+
+    Raises:
+        InputError: as ``read_inputs``.
+    """
+    try:
+        if csv_strings:
+            yield from _csv(spec.source)
+            return
+        types: dict[str, type] = {}
+        for row in _csv(spec.source):  # a first pass decides each column's type from all of its fields
+            for column, text in row.items():
                 if text != "":
                     types[column] = _widest(types.get(column, int), text)
-    for data in read_inputs(spec):
-        row = json.loads(data)
-        if not csv_strings:
-            row = {c: (None if t == "" else types.get(c, str)(t)) if types.get(c, str) is not str else t
-                   for c, t in row.items()}  # fmt: skip
-        yield encode_row(row)
+        for row in _csv(spec.source):
+            yield {column: _typed(types.get(column, str), text) for column, text in row.items()}
+    except OSError as exc:
+        raise InputError(f"cannot read {spec.describe()}: {exc.strerror or exc}") from exc
+
+
+def _typed(kind: type, text: str) -> Any:
+    """A field of a column of type ``kind``: text stays text in a text column; elsewhere empty is None."""
+    if kind is str:
+        return text
+    return None if text == "" else kind(text)
 
 
 def _widest(current: type, text: str) -> type:
@@ -152,7 +174,7 @@ def _jsonl(path: str) -> Iterator[bytes]:
                 yield line
 
 
-def _csv(path: str) -> Iterator[bytes]:
+def _csv(path: str) -> Iterator[dict[str, str]]:
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = csv.reader(f, strict=True)
         try:
@@ -168,8 +190,7 @@ def _csv(path: str) -> Iterator[bytes]:
                     raise InputError(
                         f"{path}, line {rows.line_num}: {len(row)} fields where the header has {len(header)}"
                     )
-                obj = dict(zip(header, row, strict=True))
-                yield json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+                yield dict(zip(header, row, strict=True))
         except csv.Error as exc:
             raise InputError(f"{path}, line {rows.line_num}: {_csv_problem(exc)}") from exc
         except UnicodeDecodeError as exc:

@@ -60,7 +60,7 @@ def _add_task_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", metavar="FILE", help="write the JSON Lines results here (default: stdout)")
     p.add_argument(
         "--csv-strings", action="store_true",
-        help="script.py: keep CSV values as text (default: numbers become numbers where a whole column parses)",
+        help="keep CSV values as text (default: numbers become numbers where a whole column parses)",
     )  # fmt: skip
     p.add_argument(
         "--rows-per-subtask", type=_positive, metavar="N",
@@ -215,8 +215,8 @@ def limits_from_args(args: argparse.Namespace) -> TaskLimits:
     """The per-subtask limits the flags ask for, checked against what the wire allows (and the flags
     that only one kind of task takes)."""
     python = args.module.endswith(".py")
-    if not python and (args.csv_strings or args.rows_per_subtask):
-        raise ConfigError("--csv-strings and --rows-per-subtask are for a script.py's main(row), not a module")
+    if not python and args.rows_per_subtask:
+        raise ConfigError("--rows-per-subtask is for a script.py's main(row), not a module")
     if python and (args.entry != "run" or args.nan_canonical):
         raise ConfigError("--entry and --nan-canonical are for a WebAssembly module; a script runs main(row)")
     fuel = parse_count(args.fuel)

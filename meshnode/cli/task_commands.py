@@ -186,7 +186,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if is_python(args.module):
         return _exec_python(args, limits, slots, resolve_data_dir(args.data_dir))
     wasm = read_module(args.module)
-    inputs = list(read_inputs(input_spec(args)))
+    inputs = list(read_inputs(input_spec(args), csv_strings=args.csv_strings))
     data_dir = resolve_data_dir(args.data_dir)
     executors = [str(load_or_create_identity(data_dir).peer_id)]
     out = _open_output(args.output)

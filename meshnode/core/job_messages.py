@@ -23,6 +23,7 @@ signature: these messages only carry the signed pieces.
 from __future__ import annotations
 
 from .manifest import INLINE_INPUT_MAX
+from .result import CLAIM_MAX_SIZE
 from .wire import Bool, Bytes, Int, ListOf, Nested, Optional, Str, message, struct, wire
 
 __all__ = [
@@ -45,7 +46,7 @@ MAX_BATCH = 256
 MAX_OUTPUT_BYTES = 64 << 20
 _MANIFEST_ENVELOPE = Bytes(1, 4096 + 256)
 _SUBTASK = Bytes(1, INLINE_INPUT_MAX + 4096)
-_CLAIM_ENVELOPE = Bytes(1, 2048 + 256)
+_CLAIM_ENVELOPE = Bytes(1, CLAIM_MAX_SIZE + 256)
 _ACK_STATUSES = ("accepted", "duplicate", "late", "rejected")
 
 

@@ -4,21 +4,26 @@ An executor signs (job, index, replica, output hash, fuel used, engine) after
 running a replica. The owner accepts a subtask when enough distinct executors
 sign the same ``status`` and ``output_sha256`` (and, between executors on the
 same engine, the same ``fuel_used``: fuel is deterministic, so a peer that skips
-the work cannot match it).
+the work cannot match it). A ``task_error`` is the task's own answer, so its
+message counts too: replicas must agree on it as they agree on an output.
 """
 
 from __future__ import annotations
 
-from .outcome import ERROR_CODES, TaskOutcome
+from typing import Final
+
+from .outcome import ERROR_CODES, MESSAGE_MAX, TASK_ERROR, TaskOutcome
 from .peer_id import PeerId
 from .wire import Bytes, Int, Optional, Peer, Str, message, wire
 
-__all__ = ["ResultClaim"]
+__all__ = ["CLAIM_MAX_SIZE", "ResultClaim"]
 
 _STATUSES = ("ok", *ERROR_CODES)
+# Room for every field at its largest, a message of MESSAGE_MAX four-byte characters included.
+CLAIM_MAX_SIZE: Final = 4096
 
 
-@message("result", version=1, max_size=2048)
+@message("result", version=1, max_size=CLAIM_MAX_SIZE)
 class ResultClaim:
     """One executor's signed statement of what one replica produced."""
 
@@ -31,16 +36,18 @@ class ResultClaim:
     output_size: int = wire(Int(0, 1 << 30))
     fuel_used: int = wire(Int(0, 2**62))
     engine: str = wire(Str(64))  # e.g. "wasmtime-50.0.1/x86_64": fuel compares only within one engine
-    message: str = wire(Str(500))  # the failure's message, for people; not compared
+    message: str = wire(Str(MESSAGE_MAX))  # the failure's message: compared for task_error only
 
     def check(self) -> str | None:
         if (self.status == "ok") != (self.output_sha256 is not None):
             return "output_sha256 is required with status ok, and only then"
         return None
 
-    def agreement_key(self) -> tuple[str, bytes | None]:
-        """What replicas must agree on (fuel is compared separately, within one engine)."""
-        return self.status, self.output_sha256
+    def agreement_key(self) -> tuple[str, bytes | None, str]:
+        """What replicas must agree on (fuel is compared separately, within one engine): the status,
+        the output's hash, and for a ``task_error`` the task's message. Any other failure's message
+        is the host's wording (wasmtime's, say), which may differ between honest executors."""
+        return self.status, self.output_sha256, self.message if self.status == TASK_ERROR else ""
 
     @classmethod
     def of(
@@ -57,5 +64,5 @@ class ResultClaim:
             output_size=len(outcome.output) if outcome.output is not None else 0,
             fuel_used=outcome.fuel_used,
             engine=engine,
-            message=outcome.error.message[:500] if outcome.error else "",
+            message=outcome.error.message[:MESSAGE_MAX] if outcome.error else "",
         )

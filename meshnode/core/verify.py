@@ -3,11 +3,12 @@
 Theory of operation:
 
 Every executor that runs a replica signs a ``ResultClaim``. Two claims *agree*
-when their ``status`` and ``output_sha256`` are equal (the agreement key) and,
-if both executors ran the same ``engine``, their ``fuel_used`` too. Fuel is
-deterministic for one module, input and engine, so a peer that skips the work
-and copies or guesses an output cannot also match the fuel count; across engines
-fuel accounting may legitimately differ, so there only the key is compared.
+when their ``status`` and ``output_sha256`` (and, for a ``task_error``, the
+task's message) are equal (the agreement key) and, if both executors ran the
+same ``engine``, their ``fuel_used`` too. Fuel is deterministic for one module,
+input and engine, so a peer that skips the work and copies or guesses an output
+cannot also match the fuel count; across engines fuel accounting may
+legitimately differ, so there only the key is compared.
 Timeouts are the exception: a run cut short by the wall clock stops at an
 arbitrary fuel count, so fuel is never compared for ``timeout`` claims.
 
@@ -47,6 +48,7 @@ from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
 
 from .manifest import Replication
+from .outcome import TASK_ERROR
 from .peer_id import PeerId
 from .result import ResultClaim
 
@@ -54,8 +56,11 @@ __all__ = ["Candidate", "Disputed", "Duplicate", "Pending", "Tally", "Verdict", 
 
 # Statuses whose fuel count says nothing: the run stopped on the wall clock, not in the program.
 _FUEL_NOT_DETERMINISTIC = frozenset({"timeout"})
+# Statuses that assert an answer of the task's own (an output, or its message refusing the input): a
+# claim of one that a quorum contradicts is a disagreement; any other failure is only a failure.
+_ASSERTS_ANSWER = frozenset({"ok", TASK_ERROR})
 
-_Key = tuple[str, bytes | None]
+_Key = tuple[str, bytes | None, str]  # status, output hash, task_error message (ResultClaim.agreement_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,7 @@ class Candidate:
     status: str
     output_sha256: bytes | None
     executors: tuple[PeerId, ...]
+    message: str = ""  # the task's message, for a task_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +82,16 @@ class Verified:
         output_sha256: the accepted output's hash; None for a failure.
         counted: the trusted executors whose agreement made the quorum (fetch the output from them).
         agreeing: everyone whose claim matches the verdict, ``counted`` included.
-        disagreeing: claimed another output, or the same one with another fuel count on
-            the same engine. Reputation bars these from quorums.
-        failed: reported a failure code the quorum did not; they forged nothing, they failed.
+        disagreeing: claimed another output (or task_error message), or the same one with another
+            fuel count on the same engine. Reputation bars these from quorums.
+        failed: reported a failure code (other than task_error) the quorum did not; they forged
+            nothing, they failed.
         unresolved: neither credited nor blamed: on an engine where equally many executors
             backed two fuel counts (one side is wrong, nothing says which), or anyone who
             differed from a quorum of timeouts (a timeout is not deterministic).
         fuel: the agreed fuel count per engine, a cost estimate for the job's other subtasks.
+        message: for a ``task_error``, the task's message, which the quorum agreed on; else empty
+            (other failures' messages are the host's wording, never compared).
     """
 
     status: str
@@ -93,6 +102,7 @@ class Verified:
     failed: tuple[PeerId, ...]
     unresolved: tuple[PeerId, ...]
     fuel: tuple[tuple[str, int], ...]
+    message: str = ""
 
     @property
     def ok(self) -> bool:
@@ -212,8 +222,8 @@ def _verified(
             if key[0] in _FUEL_NOT_DETERMINISTIC:
                 unresolved.append(c.executor)  # others timing out says nothing about a run that finished
             else:
-                # Claiming an output is the positive assertion a forger makes; a failure gives nothing to accept.
-                (disagreeing if c.status == "ok" else failed).append(c.executor)
+                # Claiming an answer is the positive assertion a forger makes; a failure gives nothing to accept.
+                (disagreeing if c.status in _ASSERTS_ANSWER else failed).append(c.executor)
             continue
         if not _compares_fuel(c) or c.engine not in fuel:
             matches: bool | None = True  # compared by key only
@@ -237,6 +247,7 @@ def _verified(
         failed=tuple(failed),
         unresolved=tuple(unresolved),
         fuel=tuple(sorted((e, f) for e, f in fuel.items() if f is not None)),
+        message=key[2],
     )
 
 
@@ -244,7 +255,7 @@ def _candidates(claims: Iterable[ResultClaim]) -> tuple[Candidate, ...]:
     by_key: dict[_Key, list[PeerId]] = {}
     for c in claims:
         by_key.setdefault(c.agreement_key(), []).append(c.executor)
-    return tuple(Candidate(status, sha, tuple(peers)) for (status, sha), peers in by_key.items())
+    return tuple(Candidate(status, sha, tuple(peers), message) for (status, sha, message), peers in by_key.items())
 
 
 class Tally:

@@ -8,7 +8,11 @@ row it asks the host to re-seed randomness and restart the clocks for that row,
 and re-seeds ``random`` (and numpy's legacy global generator, when loaded) from
 that stream, so a row's result never depends on the rows before it. ``print``
 goes to the row's log, bounded. It answers with a JSON array of one record per
-row. Its text is part of the runtime's identity: changing it changes fuel counts.
+row. An exception raised by ``main(row)`` is that row's failure, ``task_error``
+(the task refusing its row); a script that cannot load at all (a syntax error,
+an exception at its top level, no ``main``) fails every row with
+``python_error``, which ``exec`` and ``submit`` find before a job starts. Its
+text is part of the runtime's identity: changing it changes fuel counts.
 
 Door frames, host-bound: ``I`` (the work), ``R`` + u32 position (a row starts),
 ``O`` + output (the answer, once).
@@ -60,7 +64,7 @@ def _plain(value):
 _SCRIPT = []  # the script's name and source, for tracebacks
 
 
-def _error(exc):
+def _error(exc, code):
     import linecache  # only when something failed: importing these costs every subtask otherwise
     import traceback
 
@@ -72,8 +76,7 @@ def _error(exc):
     lines = "".join(traceback.format_exception(type(exc), exc, tb)).splitlines()
     message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     message = message.split(". Site initialization is disabled")[0]  # a hint about venvs, meaningless here
-    return {"code": "python_error", "message": message[:MESSAGE_MAX],
-            "traceback": "\n".join(lines[-TRACEBACK_LINES:])}
+    return {"code": code, "message": message[:MESSAGE_MAX], "traceback": "\n".join(lines[-TRACEBACK_LINES:])}
 
 
 def _load(name, source):
@@ -90,7 +93,7 @@ def _load(name, source):
     try:
         exec(code, namespace)
     except BaseException as exc:  # the script's top level failed: every row fails with it
-        error = _error(exc)
+        error = _error(exc, "python_error")
         import traceback
 
         line = next((f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == name), None)
@@ -142,12 +145,12 @@ def _run_row(main, row, position, max_output):
                      f"over the {max_output}-byte limit"}
             record = '{"status":"error","error":' + _dumps(error)
     except ValueError as exc:
-        error = _error(exc)
+        error = _error(exc, "task_error")
         if "Out of range float values" in str(exc):
             error["message"] = "main returned NaN or infinity, which JSON cannot hold (return None or text)"
         record = '{"status":"error","error":' + _dumps(error)
     except BaseException as exc:  # the row's error; the other rows go on
-        record = '{"status":"error","error":' + _dumps(_error(exc))
+        record = '{"status":"error","error":' + _dumps(_error(exc, "task_error"))
     finally:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     text = log.text()

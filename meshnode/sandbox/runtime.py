@@ -23,10 +23,16 @@ ticker lags still gets its whole timeout. The ticker sleeps while no wasm runs. 
 limit is reported as ``memory_limit``.
 
 Every failure comes back as a ``TaskOutcome`` with a stable code, never as an
-exception. Runs happen in worker threads (wasmtime releases the GIL while wasm
-runs), at most ``slots`` at a time. A trio cancellation cannot stop wasm that is
-running: the epoch deadline is the real kill switch, and ``close`` uses it to
-interrupt every run still in flight.
+exception. A task fails a subtask itself by setting ``FAILED_FLAG`` in the
+length ``run`` returns (docs/task_abi.md): the bytes it points at are then a
+message, and the subtask fails with ``task_error``. The ABI stays import-free:
+the flag is bit 31 of the length, which no output can reach (``max_output`` is
+at most 1 GiB).
+
+Runs happen in worker threads (wasmtime releases the GIL while wasm runs), at
+most ``slots`` at a time. A trio cancellation cannot stop wasm that is running:
+the epoch deadline is the real kill switch, and ``close`` uses it to interrupt
+every run still in flight.
 
 Compiled modules are cached by SHA-256 in memory and, when a cache directory is
 given, on disk with ``Module.serialize`` so a restart does not recompile. Only
@@ -54,14 +60,14 @@ import trio
 import wasmtime
 
 from ..core.manifest import TaskLimits
-from ..core.outcome import TaskError, TaskOutcome
+from ..core.outcome import MESSAGE_READ_MAX, TASK_ERROR, TaskError, TaskOutcome, failure_message
 from ..core.python_rows import decode_script, encode_batch
 from ..errors import SandboxError, WireError
 from ..storage.private_files import private_dir
 from .processes import Batch, SandboxProcesses
 from .python_runtime import PythonRuntime, PythonScript, ScriptCheck, python_engine
 
-__all__ = ["ENGINE_ID", "EpochClock", "Sandbox", "TaskModule"]
+__all__ = ["ENGINE_ID", "FAILED_FLAG", "EpochClock", "Sandbox", "TaskModule"]
 
 WASMTIME_VERSION: Final = importlib.metadata.version("wasmtime")
 # Fuel counts and NaN bits are comparable only between executors with the same engine.
@@ -78,6 +84,8 @@ SHORT_RUN_SECONDS: Final = 0.002
 
 _MASK32: Final = 0xFFFF_FFFF
 _MASK64: Final = 0xFFFF_FFFF_FFFF_FFFF
+# Set in the low word run returns: the out_len & ~FAILED_FLAG bytes at out_ptr are a failure message.
+FAILED_FLAG: Final = 0x8000_0000
 
 _TRAP_CODES: Final = {
     wasmtime.TrapCode.OUT_OF_FUEL: "fuel_exhausted",
@@ -587,12 +595,23 @@ class Sandbox:
             return None, self._instantiation_error(exc), self._fuel_used(store, limits)
         fuel_used = self._fuel_used(store, limits)
         out_ptr, out_len = packed >> 32, packed & _MASK32
+        if out_len & FAILED_FLAG:
+            return None, self._task_failure(store, memory, out_ptr, out_len & ~FAILED_FLAG), fuel_used
         if out_len > limits.max_output:
             return None, TaskError("output_too_large", f"output of {out_len} bytes is over the {limits.max_output}-byte limit"), fuel_used
         if out_ptr + out_len > memory.data_len(store):
             return None, TaskError("abi_error", f"output [{out_ptr}, +{out_len}) lies outside linear memory"), fuel_used
         base = ctypes.cast(memory.data_ptr(store), ctypes.c_void_p).value or 0
         return ctypes.string_at(base + out_ptr, out_len), None, fuel_used
+
+    @staticmethod
+    def _task_failure(store: wasmtime.Store, memory: Any, ptr: int, length: int) -> TaskError:
+        """The subtask's failure as the task put it: its message, read from linear memory (only as much of it
+        as ``failure_message`` keeps)."""
+        if ptr + length > memory.data_len(store):
+            return TaskError("abi_error", f"failure message [{ptr}, +{length}) lies outside linear memory")
+        base = ctypes.cast(memory.data_ptr(store), ctypes.c_void_p).value or 0
+        return TaskError(TASK_ERROR, failure_message(ctypes.string_at(base + ptr, min(length, MESSAGE_READ_MAX))))
 
     @staticmethod
     def _fuel_used(store: wasmtime.Store, limits: TaskLimits) -> int:

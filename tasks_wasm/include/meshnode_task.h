@@ -8,7 +8,9 @@
  *   memory                           its linear memory
  *   alloc(len: i32) -> i32           a pointer to `len` writable bytes, or 0 when memory
  *                                    cannot grow (the host caps memory, so memory.grow can fail)
- *   run(ptr: i32, len: i32) -> i64   the entry point; returns ((i64)out_ptr << 32) | out_len
+ *   run(ptr: i32, len: i32) -> i64   the entry point; returns ((i64)out_ptr << 32) | out_len,
+ *                                    or, to fail the subtask, ((i64)msg_ptr << 32) |
+ *                                    0x80000000 | msg_len (see Errors)
  *
  * For every subtask the host makes a fresh instance, calls alloc(len), writes the input
  * bytes there, calls run(ptr, len) and reads out_len bytes at out_ptr. An instance lives for
@@ -20,9 +22,13 @@
  * fused multiply-add, this header turns contraction off, and tasks are never built with
  * -ffast-math, so `a * b + c` always rounds twice and sums keep the order they are written in.
  *
- * Errors: given bad input, a task returns a short JSON object, {"error":"..."}, as its output
- * instead of trapping. It traps (__builtin_trap) only when an allocation fails; the host sees
- * the trap, notices that memory is at its limit and reports a memory-limit failure.
+ * Errors: given input it cannot use, a task fails the subtask with a message, mn_fail("..."):
+ * run returns the message's pointer and length with bit 31 of the length set (MN_FAILED; no
+ * output can be that long, since a job's max_output is at most 1 GiB). The subtask then has
+ * no output: it fails with the code task_error and that message (UTF-8; the host keeps the
+ * first 500 characters, on one line), and exec and submit count it as failed. A task traps
+ * (__builtin_trap) only when an allocation fails; the host sees the trap, notices that memory
+ * is at its limit and reports a memory-limit failure.
  *
  * USING THIS HEADER
  *
@@ -34,7 +40,7 @@
  *         mn_span obj;
  *         uint64_t n;
  *         if (!mn_input_object(in, len, &obj) || !mn_get_u64(obj, "n", 0, 1000, &n))
- *             return mn_return();             // the output already holds the JSON error
+ *             return mn_return();             // fails the subtask with the helper's message
  *         out_str("{\"square\":");
  *         out_u64(n * n);
  *         out_str("}");
@@ -43,9 +49,9 @@
  *
  * Build it with `python -m meshnode build task.c -o task.wasm`.
  *
- * The helpers come in three groups: memory (mn_alloc), output (out_*, mn_return, mn_error)
- * and JSON input (mn_json_*, mn_input_object, mn_get_*). Everything except `alloc` is static,
- * so what a task does not use costs nothing.
+ * The helpers come in three groups: memory (mn_alloc), output (out_*, mn_return, and mn_fail
+ * to fail the subtask) and JSON input (mn_json_*, mn_input_object, mn_get_*). Everything
+ * except `alloc` is static, so what a task does not use costs nothing.
  */
 #ifndef MESHNODE_TASK_H
 #define MESHNODE_TASK_H
@@ -243,30 +249,48 @@ static inline void out_json_string(const void *s, uint32_t n) {
     out_byte('"');
 }
 
-/* The value `run` returns: where the output is and how long. */
+/*
+ * Failing a subtask. mn_fail("bad x") discards the output, makes "bad x" the subtask's failure
+ * message and returns what `run` should return: the subtask fails with task_error, "bad x".
+ * To build a message from parts, call out_error_begin(), write the parts with the out_*
+ * functions (plain text, nothing is escaped; out_u64 for numbers) and `return out_error_end();`.
+ * mn_error is mn_fail under its older name.
+ */
+
+/* Bit 31 of the length `run` returns: the bytes it points at are a failure message. */
+#define MN_FAILED 0x80000000u
+
+/* Set by out_error_begin: the output buffer now holds a failure message, not output. */
+static bool mn__failing;
+
+static inline int64_t mn_fail(const char *msg);
+
+/* The value `run` returns: where the output (or the failure message) is and how long. */
 static inline int64_t mn_return(void) {
-    return (int64_t)(((uint64_t)(uintptr_t)mn__out.data << 32) | mn__out.len);
+    uint64_t len = mn__out.len;
+    if (mn__failing)
+        len = (len < MN_FAILED ? len : MN_FAILED - 1) | MN_FAILED; /* the host keeps 500 characters */
+    else if (len >= MN_FAILED) /* its length would read as a failure: no job takes that much anyway */
+        return mn_fail("the output is 2 GiB or more, over any job's max_output");
+    return (int64_t)(((uint64_t)(uintptr_t)mn__out.data << 32) | len);
 }
 
-/*
- * Error output. mn_error("bad x") replaces the output with {"error":"bad x"} and returns
- * what `run` should return. To build a message from parts, call out_error_begin(), write the
- * parts (out_str for plain text, out_json_chars for anything that may need escaping, out_u64
- * for numbers) and finish with out_error_end().
- */
+/* Discards the output written so far: what follows is the failure message. */
 static inline void out_error_begin(void) {
     out_reset();
-    out_str("{\"error\":\"");
+    mn__failing = true;
 }
 
-static inline void out_error_end(void) { out_str("\"}"); }
+/* Ends a message built from parts; returns what `run` should return. */
+static inline int64_t out_error_end(void) { return mn_return(); }
 
-static inline int64_t mn_error(const char *msg) {
+static inline int64_t mn_fail(const char *msg) {
     out_error_begin();
-    out_json_chars(msg, mn_strlen(msg));
-    out_error_end();
-    return mn_return();
+    out_str(msg);
+    return out_error_end();
 }
+
+static inline int64_t mn_error(const char *msg) { return mn_fail(msg); }
 
 /* ------------------------------------------------------------------------------------------ */
 /* JSON input                                                                                 */
@@ -647,22 +671,21 @@ static inline bool mn_json_str(mn_span v, uint8_t *dst, uint32_t *out_len) {
 
 /*
  * The usual first steps of a JSON task. Each returns true on success; on failure it has
- * already replaced the output with a JSON error, and the task should `return mn_return();`.
+ * already made its message the failure message, and the task should `return mn_return();`.
  */
 
 /* The whole input must be one JSON object. */
 static inline bool mn_input_object(const uint8_t *in, uint32_t len, mn_span *obj) {
     if (mn_json_parse(in, len, obj) && mn_json_is_object(*obj))
         return true;
-    mn_error("input must be a JSON object");
+    mn_fail("input must be a JSON object");
     return false;
 }
 
 static inline void mn__error_missing(const char *key) {
     out_error_begin();
     out_str("missing key ");
-    out_json_chars(key, mn_strlen(key));
-    out_error_end();
+    out_str(key);
 }
 
 /* Member `key` must be an integer in lo..hi. Errors: "missing key K",
@@ -676,12 +699,11 @@ static inline bool mn_get_u64(mn_span obj, const char *key, uint64_t lo, uint64_
     if (mn_json_u64(s, v) && *v >= lo && *v <= hi)
         return true;
     out_error_begin();
-    out_json_chars(key, mn_strlen(key));
+    out_str(key);
     out_str(" must be an integer in ");
     out_u64(lo);
     out_str("..");
     out_u64(hi);
-    out_error_end();
     return false;
 }
 
@@ -694,12 +716,11 @@ static inline bool mn_get_i64(mn_span obj, const char *key, int64_t lo, int64_t 
     if (mn_json_i64(s, v) && *v >= lo && *v <= hi)
         return true;
     out_error_begin();
-    out_json_chars(key, mn_strlen(key));
+    out_str(key);
     out_str(" must be an integer in ");
     out_i64(lo);
     out_str("..");
     out_i64(hi);
-    out_error_end();
     return false;
 }
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from meshnode.api import job_files as jobio
-from meshnode.api.job_files import InputSpec, output_value, read_inputs, result_record
+from meshnode.api.job_files import InputSpec, output_value, read_inputs, read_rows, result_record
 from meshnode.core.outcome import TaskOutcome
 from meshnode.errors import InputError
 
 
-def read(kind: str, source: object) -> list[bytes]:
-    return list(read_inputs(InputSpec(kind, str(source))))  # type: ignore[arg-type]
+def read(kind: str, source: object, *, csv_strings: bool = False) -> list[bytes]:
+    return list(read_inputs(InputSpec(kind, str(source)), csv_strings=csv_strings))  # type: ignore[arg-type]
 
 
 def test_jsonl_lines_without_endings_skipping_blank_lines(tmp_path: Path) -> None:
@@ -31,8 +31,34 @@ def test_csv_rows_become_compact_json_in_header_order(tmp_path: Path) -> None:
     f = tmp_path / "in.csv"
     f.write_text('z,a,text\n1,2,"hello, world"\n\n3,4,"caf\u00e9 ""quoted"""\n', encoding="utf-8")
     rows = read("csv", f)
-    assert rows == [b'{"z":"1","a":"2","text":"hello, world"}', '{"z":"3","a":"4","text":"caf\u00e9 \\"quoted\\""}'.encode()]
+    assert rows == [b'{"z":1,"a":2,"text":"hello, world"}', '{"z":3,"a":4,"text":"caf\u00e9 \\"quoted\\""}'.encode()]
     assert list(json.loads(rows[0])) == ["z", "a", "text"]
+    text = read("csv", f, csv_strings=True)
+    assert text == [b'{"z":"1","a":"2","text":"hello, world"}', '{"z":"3","a":"4","text":"caf\u00e9 \\"quoted\\""}'.encode()]
+
+
+def test_csv_values_are_typed_per_column_for_a_module_as_for_a_script(tmp_path: Path) -> None:
+    f = tmp_path / "in.csv"
+    f.write_text("seed,samples,ratio,name,some,blank,odd\n"
+                 "7,1000,0.5,a,1,,1\n"
+                 "18446744073709551615,2,1e3,007,,,nan\n")  # fmt: skip
+    spec = InputSpec("csv", str(f))
+    rows = read("csv", f)
+    assert rows == [
+        b'{"seed":7,"samples":1000,"ratio":0.5,"name":"a","some":1,"blank":"","odd":"1"}',
+        b'{"seed":18446744073709551615,"samples":2,"ratio":1000.0,"name":"007","some":null,"blank":"","odd":"nan"}',
+    ]  # a column is a number only if every field parses: "nan" is no JSON number, so "odd" stays text
+    assert [json.loads(row[1:]) for row in read_rows(spec)] == [json.loads(row) for row in rows]  # one typing for both
+    text = [json.loads(row) for row in read("csv", f, csv_strings=True)]
+    assert [json.loads(row[1:]) for row in read_rows(spec, csv_strings=True)] == text
+    assert text[1] == {"seed": "18446744073709551615", "samples": "2", "ratio": "1e3", "name": "007", "some": "",
+                       "blank": "", "odd": "nan"}  # fmt: skip
+
+
+def test_an_unreadable_csv_file_names_it_when_typed_or_not(tmp_path: Path) -> None:
+    for csv_strings in (False, True):
+        with pytest.raises(InputError, match=f"cannot read --input-csv {tmp_path}/missing.csv"):
+            read("csv", tmp_path / "missing.csv", csv_strings=csv_strings)
 
 
 @pytest.mark.parametrize(
@@ -57,10 +83,11 @@ def test_reading_csv_leaves_the_process_wide_field_limit_alone(tmp_path: Path) -
     f = tmp_path / "in.csv"
     f.write_text("a\n1\n2\n", encoding="utf-8")
     before = csv.field_size_limit()
-    rows = read_inputs(InputSpec("csv", str(f)))
+    rows = read_inputs(InputSpec("csv", str(f)), csv_strings=True)
     assert next(rows) == b'{"a":"1"}'
     assert csv.field_size_limit() == before  # not even between two rows
     assert list(rows) == [b'{"a":"2"}']
+    assert read("csv", f) == [b'{"a":1}', b'{"a":2}'] and csv.field_size_limit() == before  # typed: read twice
     assert csv.field_size_limit() == before
 
 

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.sandbox import modules as m
+from tests.tasks import reference
+
+MONTE_CARLO_PI = Path(__file__).resolve().parents[2] / "tasks_wasm" / "monte_carlo_pi.wasm"
 
 
 def meshnode(*args: str, data_dir: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
@@ -69,7 +72,8 @@ def test_exec_input_forms_and_output_file(tmp_path: Path, echo: Path) -> None:
     out = tmp_path / "out.jsonl"
     cases = {
         ("--input-jsonl", str(tmp_path / "in.jsonl")): [{"x": 1}, "two"],
-        ("--input-csv", str(tmp_path / "in.csv")): [{"a": "1", "b": "hello"}],
+        ("--input-csv", str(tmp_path / "in.csv")): [{"a": 1, "b": "hello"}],
+        ("--input-csv", str(tmp_path / "in.csv"), "--csv-strings"): [{"a": "1", "b": "hello"}],
         ("--input-dir", str(tmp_path / "files")): [[1, 2], {"base64": "//4="}],
     }
     for flags, outputs in cases.items():
@@ -88,10 +92,43 @@ def test_exec_failures_are_written_and_exit_1(tmp_path: Path) -> None:
     assert [r["error"]["code"] for r in records] == ["fuel_exhausted", "fuel_exhausted"]  # type: ignore[index]
 
 
+def test_a_csv_of_numbers_feeds_a_bundled_task_its_integers(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds.csv"
+    seeds.write_text("seed,samples\n7,1000000\n18446744073709551615,1000\n")
+    result = meshnode("exec", str(MONTE_CARLO_PI), "--input-csv", str(seeds), data_dir=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    outputs = [json.dumps(r["output"], separators=(",", ":")).encode() for r in lines(result.stdout)]
+    inputs = [b'{"seed":7,"samples":1000000}', b'{"seed":18446744073709551615,"samples":1000}']
+    assert outputs == [reference.monte_carlo_pi(data) for data in inputs]
+    assert json.loads(outputs[0]) == {"samples": 1000000, "hits": 785871}  # as tasks_wasm/README.md says
+    # kept as text, the seeds are no integers to the task: every subtask fails, and says why
+    text = meshnode("exec", str(MONTE_CARLO_PI), "--input-csv", str(seeds), "--csv-strings", data_dir=tmp_path)
+    assert text.returncode == 1
+    assert [r["error"]["message"] for r in lines(text.stdout)] == ["seed must be an integer in 0..18446744073709551615"] * 2  # type: ignore[index]
+
+
+def test_a_task_that_refuses_its_input_fails_those_subtasks_and_exits_1(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"seed":7,"samples":1000000}\n{"seed":"seven","samples":10}\n{"seed":3,"samples":-1}\n[]\n')
+    result = meshnode("exec", str(MONTE_CARLO_PI), "--input-jsonl", str(jobs), data_dir=tmp_path)
+    assert result.returncode == 1
+    records = lines(result.stdout)
+    assert [r["status"] for r in records] == ["ok", "error", "error", "error"]
+    assert records[0]["output"] == {"samples": 1000000, "hits": 785871}
+    assert [r["error"] for r in records[1:]] == [
+        {"code": "task_error", "message": "seed must be an integer in 0..18446744073709551615"},
+        {"code": "task_error", "message": "samples must be an integer in 0..1000000000000"},
+        {"code": "task_error", "message": "input must be a JSON object"},
+    ]
+    assert all(r["output"] is None and r["sha256"] is None for r in records[1:])
+    assert "4 subtasks, 1 ok, 3 failed" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["exec", "{tmp}/missing.wasm", "--range", "1"], "cannot read the module"),
+        (["exec", "{echo}", "--range", "4", "--rows-per-subtask", "2"], "--rows-per-subtask is for a script.py"),
         (["exec", "{echo}", "--input-jsonl", "{tmp}/missing.jsonl"], "cannot read --input-jsonl"),
         (["exec", "{junk}", "--range", "1"], "cannot run: not a valid module"),
         (["exec", "{wasi}", "--range", "1"], "imports wasi_snapshot_preview1.fd_write"),

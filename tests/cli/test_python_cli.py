@@ -77,9 +77,27 @@ def test_a_raising_row_is_its_error_and_the_others_go_on(python_runtime: Prepare
     assert done.returncode == 1  # a row failed
     got = lines(done.stdout)
     assert [line["status"] for line in got] == ["ok", "ok", "error", "ok"]
-    assert got[2]["error"]["code"] == "python_error" and got[2]["error"]["message"] == "ZeroDivisionError: division by zero"
+    assert got[2]["error"]["code"] == "task_error" and got[2]["error"]["message"] == "ZeroDivisionError: division by zero"
     assert "line 3, in main" in got[2]["error"]["traceback"] and got[2]["log"] == "row 2\n"
     assert got[3]["output"] == 1.0 and "log" in got[3]
+
+
+def test_a_row_main_refuses_is_counted_failed_with_its_message_and_exit_1(
+    python_runtime: PreparedPython, tmp_path: Path
+) -> None:
+    script = tmp_path / "checks.py"
+    script.write_text("def main(row):\n    if row['seed'] < 0:\n        raise ValueError(f\"seed must not be negative, got {row['seed']}\")\n"
+                      "    return row['seed'] * 2\n")  # fmt: skip
+    seeds = tmp_path / "seeds.csv"
+    seeds.write_text("seed\n3\n-1\n5\n")
+    done = meshnode("exec", str(script), "--input-csv", str(seeds), "--data-dir", str(tmp_path / "d"))
+    assert done.returncode == 1
+    got = lines(done.stdout)
+    assert [line["status"] for line in got] == ["ok", "error", "ok"] and got[0]["output"] == 6
+    assert got[1]["output"] is None
+    assert got[1]["error"]["code"] == "task_error" and got[1]["error"]["message"] == "ValueError: seed must not be negative, got -1"
+    assert "line 3, in main" in got[1]["error"]["traceback"]
+    assert "3 rows, 2 ok, 1 failed" in done.stderr
 
 
 def test_a_syntax_error_stops_exec_before_any_row_with_its_line(python_runtime: PreparedPython, tmp_path: Path) -> None:

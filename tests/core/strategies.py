@@ -10,7 +10,7 @@ from meshnode.core.job_messages import (
     Revocation, TransferAsk, TransferReply, WorkRefused,
 )
 from meshnode.core.manifest import JobManifest, Replication, Subtask, TaskLimits
-from meshnode.core.outcome import ERROR_CODES
+from meshnode.core.outcome import ERROR_CODES, MESSAGE_MAX
 from meshnode.core.peer_id import PeerId
 from meshnode.core.presence import Goodbye, Gpu, Presence
 from meshnode.core.result import ResultClaim
@@ -87,7 +87,7 @@ def result_claims(draw: st.DrawFn, executor: PeerId | None = None) -> ResultClai
         output_size=draw(st.integers(0, 1 << 30)),
         fuel_used=draw(st.integers(0, 2**62)),
         engine=draw(st.text(max_size=64)),
-        message=draw(st.text(max_size=100)),
+        message=draw(st.text(max_size=MESSAGE_MAX)),
     )
 
 

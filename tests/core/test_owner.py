@@ -619,7 +619,7 @@ class JobMachine(RuleBasedStateMachine):
         assert len(set(v.counted)) == len(v.counted) >= self.policy.quorum, "accepted without quorum"
         assert not set(v.counted) & untrusted, "an untrusted executor counted"
         for p in v.counted:
-            assert self.sent[(p, index)].agreement_key() == (v.status, v.output_sha256)
+            assert self.sent[(p, index)].agreement_key() == (v.status, v.output_sha256, v.message)
         if self.policy.quorum >= 2:  # one byzantine peer cannot make a quorum alone
             assert (v.status, v.output_sha256) in (truth(index), ("timeout", None)), "the forgery was accepted"
 
@@ -668,7 +668,7 @@ class JobMachine(RuleBasedStateMachine):
             for ref in refs:
                 self.send(honest(peer, ref, timeout=flaky == 0))
 
-    @rule(n=st.integers(1, 4), mode=st.sampled_from(["hash", "fuel", "status"]))
+    @rule(n=st.integers(1, 4), mode=st.sampled_from(["hash", "fuel", "status", "refuse"]))
     def byzantine_steals_and_reports(self, n: int, mode: str) -> None:
         self.apply(StealRequest(BAD, n, self.next_id(BAD), self.now))
         for ref in sorted(self.held[BAD]):
@@ -678,6 +678,8 @@ class JobMachine(RuleBasedStateMachine):
                 status, sha = "ok", EVIL
             elif mode == "fuel":  # the right output, without having done the work
                 f += 1
+            elif mode == "refuse":  # the task's own failure, claimed for input it accepts
+                status, sha = "task_error", None
             else:
                 status, sha = ("trap", None) if status == "ok" else ("ok", EVIL)
             self.send(make_claim(BAD, ref, status, sha, f))

@@ -77,11 +77,11 @@ def extra() -> dict[str, Any]:
 
 def test_a_subtasks_output_becomes_one_line_per_row() -> None:
     output = json.dumps([{"status": "ok", "output": 4, "log": "hi\n"},
-                         {"status": "error", "error": {"code": "python_error", "message": "E: x"}}]).encode()  # fmt: skip
+                         {"status": "error", "error": {"code": "task_error", "message": "E: x"}}]).encode()  # fmt: skip
     lines = row_records(1, 4, 2, output, None, extra())
     assert lines == [
         {"index": 2, "status": "ok", "output": 4, "log": "hi\n", "sha256": "ab", "executors": ["p1", "p2"]},
-        {"index": 3, "status": "error", "output": None, "error": {"code": "python_error", "message": "E: x"},
+        {"index": 3, "status": "error", "output": None, "error": {"code": "task_error", "message": "E: x"},
          "sha256": "ab", "executors": ["p1", "p2"]},
     ]  # fmt: skip
 

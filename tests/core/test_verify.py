@@ -22,11 +22,12 @@ EVIL = hashlib.sha256(b"evil").digest()
 
 
 def claim(
-    executor: PeerId, status: str = "ok", sha: bytes | None = GOOD, fuel: int = 100, engine: str = "e1", index: int = 0
+    executor: PeerId, status: str = "ok", sha: bytes | None = GOOD, fuel: int = 100, engine: str = "e1", index: int = 0,
+    message: str = "",
 ) -> ResultClaim:
     return ResultClaim(
         job_id=JOB, index=index, replica=0, executor=executor, status=status,
-        output_sha256=sha if status == "ok" else None, output_size=4, fuel_used=fuel, engine=engine, message="",
+        output_sha256=sha if status == "ok" else None, output_size=4, fuel_used=fuel, engine=engine, message=message,
     )  # fmt: skip
 
 
@@ -62,6 +63,36 @@ def test_quorum_agreeing_on_a_failure_code_is_a_verified_failure() -> None:
     v = judge([claim(A, "trap", fuel=7), claim(B, "trap", fuel=7)], rep())
     assert isinstance(v, Verified) and not v.ok
     assert v.status == "trap" and v.output_sha256 is None and v.counted == (A, B)
+
+
+def test_a_task_error_is_verified_with_the_message_its_replicas_agree_on() -> None:
+    bad_seed = "seed must be an integer"
+    v = judge([claim(A, "task_error", fuel=9, message=bad_seed), claim(B, "task_error", fuel=9, message=bad_seed)], rep())
+    assert isinstance(v, Verified) and not v.ok
+    assert v.status == "task_error" and v.message == bad_seed and v.counted == (A, B) and v.fuel == (("e1", 9),)
+
+
+def test_a_task_error_message_is_compared_like_an_output() -> None:
+    # The message is the task's answer: another message is another answer, and its executor disagrees.
+    first = [claim(A, "task_error", message="x must be positive"), claim(B, "task_error", message="x is fine")]
+    assert judge(first, rep()) == Pending(1)
+    v = judge([*first, claim(C, "task_error", message="x must be positive")], rep())
+    assert isinstance(v, Verified) and v.message == "x must be positive"
+    assert v.counted == (A, C) and v.disagreeing == (B,) and v.failed == ()
+    disputed = judge(first, rep(2, 2, 2))
+    assert isinstance(disputed, Disputed)
+    assert [c.message for c in disputed.candidates] == ["x must be positive", "x is fine"]
+
+
+def test_a_task_error_against_a_verified_output_is_a_disagreement_not_a_failure() -> None:
+    v = judge([claim(A), claim(B, "task_error", message="bad input"), claim(C, "trap", message="unreachable"), claim(D)], rep())
+    assert isinstance(v, Verified) and v.ok and v.message == ""
+    assert v.disagreeing == (B,) and v.failed == (C,)
+
+
+def test_other_failures_agree_whatever_their_messages_say() -> None:
+    v = judge([claim(A, "trap", message="wasm trap: unreachable"), claim(B, "trap", message="unreachable")], rep())
+    assert isinstance(v, Verified) and v.status == "trap" and v.message == "" and v.counted == (A, B)
 
 
 def test_different_failure_codes_do_not_agree() -> None:
@@ -188,10 +219,11 @@ claims_st = st.lists(
     st.builds(
         claim,
         executor=st.sampled_from(PEERS),
-        status=st.sampled_from(["ok", "ok", "trap", "timeout"]),
+        status=st.sampled_from(["ok", "ok", "trap", "timeout", "task_error"]),
         sha=st.sampled_from([GOOD, EVIL]),
         fuel=st.sampled_from([100, 101]),
         engine=st.sampled_from(["e1", "e2"]),
+        message=st.sampled_from(["", "bad x"]),
     ),
     max_size=8,
     unique_by=lambda c: c.executor,
@@ -209,7 +241,8 @@ def test_verdicts_follow_the_rules(claims: list[ResultClaim], policy: Replicatio
         assert len(set(v.counted)) == len(v.counted) >= policy.quorum
         assert not set(v.counted) & untrusted
         by_peer = {c.executor: c for c in claims}
-        assert all(by_peer[p].agreement_key() == (v.status, v.output_sha256) for p in v.agreeing)
+        assert all(by_peer[p].agreement_key() == (v.status, v.output_sha256, v.message) for p in v.agreeing)
+        assert v.message == "" or v.status == "task_error"
         assert set(v.counted) <= set(v.agreeing)
         groups = [set(v.agreeing), set(v.disagreeing), set(v.failed), set(v.unresolved)]
         assert sum(map(len, groups)) == len(claims) and set().union(*groups) == set(by_peer)
@@ -218,7 +251,7 @@ def test_verdicts_follow_the_rules(claims: list[ResultClaim], policy: Replicatio
             assert c.status == "timeout" or (c.engine, c.fuel_used) in v.fuel
     elif isinstance(v, Disputed):
         assert v.candidates and sum(len(c.executors) for c in v.candidates) == len(claims)
-        assert len({(c.status, c.output_sha256) for c in v.candidates}) == len(v.candidates)
+        assert len({(c.status, c.output_sha256, c.message) for c in v.candidates}) == len(v.candidates)
     else:
         assert 1 <= v.more <= policy.quorum
         assert v.more <= policy.max_replicas - len(claims)

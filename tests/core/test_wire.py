@@ -9,7 +9,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from meshnode.core import wire
+from meshnode.core.job_messages import PushedResult, ResultPush
 from meshnode.core.manifest import JobManifest, Subtask
+from meshnode.core.outcome import MESSAGE_MAX
 from meshnode.core.peer_id import PeerId
 from meshnode.errors import WireError
 
@@ -158,3 +160,18 @@ def test_result_status_and_hash_go_together() -> None:
     claim = ResultClaim(b"j" * 16, 0, 0, PeerId.from_public_key(b"k" * 32), "ok", None, 0, 0, "e", "")
     with pytest.raises(WireError, match="output_sha256"):
         wire.encode(claim)
+
+
+def test_a_claim_carries_the_longest_failure_message_in_any_script() -> None:
+    # A task_error's message is compared between replicas: every executor's claim must hold all of it,
+    # however many bytes its characters take, and so must the push that carries the signed claim.
+    key = nacl.signing.SigningKey(b"k" * 32)
+    me = PeerId.from_public_key(bytes(key.verify_key))
+    longest = "\U0001f600" * MESSAGE_MAX
+    claim = ResultClaim(b"j" * 16, 2**31 - 1, 31, me, "task_error", None, 1 << 30, 2**62, "\U0001f600" * 64, longest)
+    envelope = wire.sign(claim, key)
+    assert wire.open_self_signed(envelope, ResultClaim, "executor").message == longest
+    push = ResultPush(results=(PushedResult(claim=envelope, output=b"", zlib=False),))
+    assert wire.decode(wire.encode(push), ResultPush) == push
+    with pytest.raises(WireError, match="longer than 500"):
+        wire.encode(ResultClaim(b"j" * 16, 0, 0, me, "task_error", None, 0, 0, "e", "x" * (MESSAGE_MAX + 1)))

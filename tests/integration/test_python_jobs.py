@@ -74,7 +74,7 @@ async def test_a_hostile_script_ends_with_its_code_and_the_node_runs_on(python_r
         await wait_until(lambda: bad.done, JOB, "the hostile job to end")
         lines = [line for result in await bad.wait() for line in bad.rows_of(result)]
         assert lines[0]["error"]["code"] == "fuel_exhausted"
-        assert lines[1]["error"]["code"] == "python_error" and lines[1]["error"]["message"].startswith("MemoryError")
+        assert lines[1]["error"]["code"] == "task_error" and lines[1]["error"]["message"].startswith("MemoryError")
         good = await owner.submit_python("def main(row):\n    return row + 1\n", [1, 2], replicas=1, quorum=1)
         await wait_until(lambda: good.done, JOB, "the next job to finish")
         assert [line["output"] for r in await good.wait() for line in good.rows_of(r)] == [2, 3]

@@ -117,3 +117,23 @@ async def test_a_disputed_subtask_lists_each_candidate_and_who_reported_it(tmp_p
         record = _record(saved)
         assert record["status"] == "disputed" and record["error"]["code"] == "disputed"
         assert {c["sha256"]: c["executors"] for c in record["candidates"]} == {k: list(v) for k, v in result.candidates}
+
+
+async def test_a_task_error_its_peers_agree_on_is_failed_with_the_tasks_own_message(tmp_path: Path, sandbox: Sandbox) -> None:
+    # The owner runs no replica here: the message shown is the one in the claims, which the quorum compared.
+    with Store.open(tmp_path / "node.db") as store:
+        m = manager(tmp_path, sandbox, store)
+        options = JobOptions(limits=ALONE.limits, replication=Replication(2, 2, 2))
+        job = m.submit(TASK, INPUTS[:1], options, now_ms=int(time.time() * 1000))
+        refused = TaskOutcome.failed("task_error", "seed must be an integer", fuel_used=42)
+        for name in ("a", "b"):
+            peer = load_or_create_identity(tmp_path / name).peer_id
+            (grant,) = job.owner.handle(StealRequest(peer, 1, 1, time.monotonic()))
+            assert isinstance(grant, Grant)
+            (ref,) = grant.replicas
+            await m.receive_claims(job, [(ResultClaim.of(job.job_id, 0, ref.replica, peer, refused, ENGINE_ID), None)])
+        (saved,) = store.outputs(job.job_id)
+        assert saved.status == "task_error" and saved.output is None
+        assert JobResult.of(saved).message == "seed must be an integer"
+        assert job.owner.finished and job.progress().failed == 1 and job.progress().verified == 0
+        assert _record(saved)["error"] == {"code": "task_error", "message": "seed must be an integer"}

@@ -70,3 +70,10 @@ TWO_ENTRIES = module(
     '(func (export "first_byte") (param i32 i32) (result i64)'
     "  (i64.or (i64.shl (i64.extend_i32_u (local.get 0)) (i64.const 32)) (i64.const 1)))"
 )
+# fails the subtask (bit 31 of the returned length) with the input as its message
+FAIL_WITH_INPUT = module(
+    f'(func (export "run") (param i32 i32) (result i64) (i64.or {RETURN_INPUT} (i64.const 0x80000000)))'
+)
+# fails with a message that would run past the end of linear memory, or start beyond it
+FAIL_PAST_MEMORY = module('(func (export "run") (param i32 i32) (result i64) (i64.const 0x0000FFF0_80000020))')
+FAIL_OUTSIDE_MEMORY = module('(func (export "run") (param i32 i32) (result i64) (i64.const 0xFFFFFFFF_FFFFFFFF))')

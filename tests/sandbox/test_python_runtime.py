@@ -63,7 +63,7 @@ def test_main_runs_on_each_row_and_a_raising_row_is_that_rows_error(sandbox: San
     assert got[0] == {"status": "ok", "output": 10, "log": "seen 1\n"}
     assert got[2] == {"status": "ok", "output": 2, "log": "seen 5\n"}
     error = got[1]["error"]
-    assert got[1]["status"] == "error" and error["code"] == "python_error"
+    assert got[1]["status"] == "error" and error["code"] == "task_error"
     assert error["message"] == "ZeroDivisionError: division by zero"
     assert 'File "task.py", line 3, in main' in error["traceback"] and "return 10 // row" in error["traceback"]
 
@@ -126,7 +126,7 @@ def test_the_host_is_out_of_reach_with_clear_python_errors(sandbox: Sandbox) -> 
     )
     got = records(run(sandbox, source, ["passwd", "write", "socket", "system", "subprocess"]))
     messages = [r["error"]["message"] for r in got]
-    assert all(r["status"] == "error" and r["error"]["code"] == "python_error" for r in got)
+    assert all(r["status"] == "error" and r["error"]["code"] == "task_error" for r in got)
     assert messages[0].startswith(("FileNotFoundError", "PermissionError")) and "/etc/passwd" in messages[0]
     assert messages[1].startswith(("PermissionError", "OSError", "FileNotFoundError"))
     assert messages[2].split(":")[0] in ("OSError", "PermissionError", "ConnectionRefusedError", "AttributeError")
@@ -197,8 +197,11 @@ def test_what_json_cannot_hold_is_the_rows_error(sandbox: Sandbox) -> None:
 )
 def test_a_script_that_cannot_run_is_found_before_any_row(sandbox: Sandbox, source: str, message: str) -> None:
     problem = sandbox.check_python(sandbox.load_python(encode_script("task.py", source)), SMALL).problem
-    assert problem is not None and problem["message"] == message
+    assert problem is not None and problem["message"] == message and problem["code"] == "python_error"
     assert sandbox.check_python(sandbox.load_python(encode_script("task.py", "def main(row): pass\n")), SMALL).problem is None
+    # run anyway (a job submitted without the check), every row fails with it: python_error, not a row's task_error
+    got = records(run(sandbox, source, [1, 2]))
+    assert [(r["status"], r["error"]["code"], r["error"]["message"]) for r in got] == [("error", "python_error", message)] * 2
 
 
 def test_a_check_measures_start_up_and_the_first_row_in_fuel_the_same_every_time(sandbox: Sandbox) -> None:

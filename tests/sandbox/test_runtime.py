@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from meshnode.core.manifest import TaskLimits
+from meshnode.core.outcome import TaskError
 from meshnode.errors import SandboxError
 from meshnode.sandbox.runtime import TICK_NS, EpochClock, Sandbox
 
@@ -67,6 +68,42 @@ def test_each_failure_is_a_result_and_the_sandbox_carries_on(sandbox: Sandbox, w
     assert outcome.error.code == code
     assert message in outcome.error.message
     assert_still_works(sandbox)
+
+
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [
+        (b"seed must be an integer", "seed must be an integer"),
+        (b"", "the task failed the subtask without a message"),
+        (b"bad \xff\xfe input \xe2\x82", "bad \ufffd\ufffd input \ufffd"),  # not UTF-8, and cut inside a character
+        ("é".encode() * 600, "é" * 500),  # cut to 500 characters, not bytes
+        (b"x" * 60_000, "x" * 500),  # only the start is read
+        (b"one\ntwo\tthree\r\x1b[2J\x00\x7f\xc2\x9b", "one two three \ufffd[2J\ufffd\ufffd\ufffd"),  # one line, no controls
+    ],
+)
+def test_a_task_fails_its_subtask_with_a_message_of_its_own(sandbox: Sandbox, message: bytes, shown: str) -> None:
+    outcome = sandbox.run_sync(m.FAIL_WITH_INPUT, message, LIMITS)
+    assert outcome.output is None and outcome.error == TaskError("task_error", shown)
+    again = sandbox.run_sync(m.FAIL_WITH_INPUT, message, LIMITS)
+    assert again.error == outcome.error and again.fuel_used == outcome.fuel_used > 0  # deterministic, as replicas need
+
+
+@pytest.mark.parametrize(
+    ("wasm", "where"),
+    [(m.FAIL_PAST_MEMORY, "[65520, +32)"), (m.FAIL_OUTSIDE_MEMORY, "[4294967295, +2147483647)")],
+)
+def test_a_failure_message_outside_memory_is_an_abi_error(sandbox: Sandbox, wasm: bytes, where: str) -> None:
+    outcome = sandbox.run_sync(wasm, b"input", LIMITS)
+    assert outcome.output is None and outcome.error is not None
+    assert outcome.error == TaskError("abi_error", f"failure message {where} lies outside linear memory")
+    assert_still_works(sandbox)
+
+
+def test_a_task_error_in_a_sandbox_process_is_the_same_failure(sandbox: Sandbox) -> None:
+    with Sandbox(slots=1, processes=True) as in_processes:
+        [outcome] = in_processes.run_many_sync(m.FAIL_WITH_INPUT, [b"no good"], LIMITS)
+    assert outcome.error == TaskError("task_error", "no good")
+    assert outcome.fuel_used == sandbox.run_sync(m.FAIL_WITH_INPUT, b"no good", LIMITS).fuel_used
 
 
 def test_a_loop_under_its_fuel_cap_stops_at_the_wall_timeout(sandbox: Sandbox) -> None:

@@ -16,7 +16,11 @@ LIMITS = TaskLimits(fuel=1 << 40, memory=256 << 20, timeout_ms=120_000, max_outp
 
 
 class TaskFailed(Exception):
-    """The sandbox reported a failure (trap, fuel, ...) instead of an output."""
+    """The sandbox reported a failure (the task's own task_error, a trap, fuel, ...) instead of an output."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
 
 
 @pytest.fixture(scope="session")
@@ -37,10 +41,10 @@ def run_task(sandbox: Sandbox) -> Callable[[str, bytes], bytes]:
         try:
             module = sandbox.load((TASKS_DIR / f"{name}.wasm").read_bytes())
         except SandboxError as exc:
-            raise TaskFailed(str(exc)) from None
+            raise TaskFailed(exc.error.code, exc.error.message) from None
         outcome = sandbox.run_sync(module, data, LIMITS)
         if outcome.error is not None:
-            raise TaskFailed(f"{outcome.error.code}: {outcome.error.message}")
+            raise TaskFailed(outcome.error.code, outcome.error.message)
         assert outcome.output is not None
         return outcome.output
 

@@ -1,8 +1,8 @@
-"""The bundled tasks agree bit for bit with the Python references, and reject bad input with JSON errors.
+"""The bundled tasks agree bit for bit with the Python references, and fail bad input with task_error.
 
 Every input goes through both the committed .wasm (via the ``run_task`` fixture) and
-``reference``. Valid inputs must give identical bytes; inputs the reference rejects must give
-an ``{"error": ...}`` object, never a trap.
+``reference``. Valid inputs must give identical bytes; inputs the reference rejects must fail
+the subtask with ``task_error`` and a message, never trap or give output.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from . import reference
+from .conftest import TaskFailed
 
 RunTask = Callable[[str, bytes], bytes]
 
@@ -45,12 +46,13 @@ def expect_same(run_task: RunTask, name: str, data: bytes) -> bytes:
 
 
 def expect_error(run_task: RunTask, name: str, data: bytes) -> str:
-    """The input is invalid: the reference rejects it and the task answers {"error": "..."}."""
+    """The input is invalid: the reference rejects it and the task fails the subtask with task_error; its message."""
     with pytest.raises(reference.InvalidInput):
         getattr(reference, name)(data)
-    out = json.loads(run_task(name, data))
-    assert list(out) == ["error"] and isinstance(out["error"], str) and out["error"]
-    return str(out["error"])
+    with pytest.raises(TaskFailed) as failed:
+        run_task(name, data)
+    assert failed.value.code == "task_error" and failed.value.message, failed.value
+    return failed.value.message
 
 
 def expect_agreement(run_task: RunTask, name: str, data: bytes) -> None:
@@ -68,7 +70,7 @@ def expect_agreement(run_task: RunTask, name: str, data: bytes) -> None:
 
 @pytest.mark.parametrize("name", TASKS)
 @pytest.mark.parametrize("data", [b"", b" ", b"\x00" * 7, b"null", b"[]", b"{", b'{"a":1}'])
-def test_rubbish_gives_a_json_error(run_task: RunTask, name: str, data: bytes) -> None:
+def test_rubbish_fails_with_task_error(run_task: RunTask, name: str, data: bytes) -> None:
     if name == "secondary_structure" and not data.strip():  # blank text is an empty sequence
         assert json.loads(expect_same(run_task, name, data)) == {"length": 0, "prediction": ""}
     else:
@@ -580,3 +582,14 @@ def test_logreg_step_rejects(run_task: RunTask, data: bytes) -> None:
 def test_logreg_step_rejects_truncated_input(run_task: RunTask, data: bytes, cut: int) -> None:
     assume(cut < len(data))
     expect_error(run_task, "logreg_step", data[:-cut])
+
+
+# --- failure messages built from parts ----------------------------------------------------
+
+
+def test_a_message_built_from_parts_replaces_the_output_written_so_far(run_task: RunTask) -> None:
+    # The first candidate matches, so its match is already written when the second turns out bad.
+    data = dumps({"target": hashlib.sha256(b"a").hexdigest(), "candidates": ["a", 7]})
+    assert expect_error(run_task, "password_hash", data) == "candidates[1] is not a string"
+    header_only = b"LRS1" + struct.pack("<IId", 2, 1, 0.5)
+    assert expect_error(run_task, "logreg_step", header_only) == "bad length: 20 bytes do not hold 2 rows of 1 features"
