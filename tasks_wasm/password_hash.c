@@ -329,7 +329,7 @@ static bool same_digest(const uint32_t a[8], const uint32_t b[8]) {
     return diff == 0;
 }
 
-/* The parsed targets; `text` is scratch room for one decoded string. */
+/* The parsed targets: the sha256 ones sorted by digest, the pbkdf2 ones in input order. */
 typedef struct {
     sha_target *sha;
     pbkdf2_target *pbkdf2;
