@@ -86,18 +86,6 @@ static double log_1_2(double v) {
 
 static double pos(double a) { return a > 0.0 ? a : 0.0; }
 
-static double f64_at(const uint8_t *p) {
-    double v;
-    __builtin_memcpy(&v, p, 8);
-    return v;
-}
-
-static uint32_t u32_at(const uint8_t *p) {
-    uint32_t v;
-    __builtin_memcpy(&v, p, 4);
-    return v;
-}
-
 static bool finite(double v) { return v - v == 0.0; } /* inf - inf and NaN - NaN are NaN */
 
 MESHNODE_EXPORT(run) int64_t run(const uint8_t *in, uint32_t len) {
@@ -105,7 +93,7 @@ MESHNODE_EXPORT(run) int64_t run(const uint8_t *in, uint32_t len) {
         return mn_error("bad magic: input must start with LRS1");
     if (len < HEADER_LEN)
         return mn_error("input shorter than the 20-byte header");
-    uint32_t rows = u32_at(in + 4), features = u32_at(in + 8);
+    uint32_t rows = mn_u32le(in + 4), features = mn_u32le(in + 8);
     uint64_t nw = (uint64_t)features + 1, record = 8 * nw;
     /* Compare by division: rows * record can overflow 64 bits. */
     uint64_t body = len - HEADER_LEN;
@@ -121,12 +109,12 @@ MESHNODE_EXPORT(run) int64_t run(const uint8_t *in, uint32_t len) {
         return out_error_end();
     }
 
-    double lr = f64_at(in + 12);
+    double lr = mn_f64le(in + 12);
     const uint8_t *weights = in + HEADER_LEN, *data = weights + record;
     double *w = mn_alloc((uint32_t)record), *g = mn_alloc((uint32_t)record);
     bool ok = finite(lr);
     for (uint64_t j = 0; j < nw; j++) {
-        w[j] = f64_at(weights + 8 * j);
+        w[j] = mn_f64le(weights + 8 * j);
         g[j] = 0.0;
         ok = ok && finite(w[j]);
     }
@@ -136,12 +124,12 @@ MESHNODE_EXPORT(run) int64_t run(const uint8_t *in, uint32_t len) {
     double total = 0.0;
     for (uint32_t i = 0; i < rows; i++) {
         const uint8_t *x = data + (uint64_t)i * record;
-        double y = f64_at(x + 8 * features);
+        double y = mn_f64le(x + 8 * features);
         if (!(y == 0.0 || y == 1.0))
             return mn_error("y must be 0 or 1");
         double z = 0.0;
         for (uint32_t j = 0; j < features; j++) {
-            double xj = f64_at(x + 8 * j);
+            double xj = mn_f64le(x + 8 * j);
             if (!finite(xj))
                 return mn_error("x must be finite");
             z = z + w[j] * xj;
@@ -153,7 +141,7 @@ MESHNODE_EXPORT(run) int64_t run(const uint8_t *in, uint32_t len) {
         total = total + (pos(y == 1.0 ? -z : z) + log_1_2(1.0 + e));
         double err = p - y;
         for (uint32_t j = 0; j < features; j++)
-            g[j] = g[j] + err * f64_at(x + 8 * j);
+            g[j] = g[j] + err * mn_f64le(x + 8 * j);
         g[features] = g[features] + err;
     }
 

@@ -25,23 +25,11 @@
 #define HEADER 16u
 #define MAX_ELEMS 4194304u
 
-static uint32_t load_u32(const uint8_t *p) {
-    uint32_t v;
-    __builtin_memcpy(&v, p, 4);
-    return v;
-}
-
-/* memcpy rather than a cast: the input need not be 8-byte aligned. */
-static double load_f64(const uint8_t *p) {
-    double v;
-    __builtin_memcpy(&v, p, 8);
-    return v;
-}
 
 MESHNODE_EXPORT(run) int64_t run(const uint8_t *in, uint32_t len) {
     if (len < HEADER || !mn_memeq(in, "MMT1", 4))
         return mn_error("input must start with the magic MMT1 and the u32 rows, k, cols");
-    uint64_t rows = load_u32(in + 4), k = load_u32(in + 8), cols = load_u32(in + 12);
+    uint64_t rows = mn_u32le(in + 4), k = mn_u32le(in + 8), cols = mn_u32le(in + 12);
     if (!rows || !k || !cols)
         return mn_error("rows, k and cols must each be at least 1");
     /* Each product of two u32 fits in 64 bits; checking them one by one keeps the sum below from overflowing. */
@@ -56,13 +44,13 @@ MESHNODE_EXPORT(run) int64_t run(const uint8_t *in, uint32_t len) {
     double *bt = mn_alloc((uint32_t)(cols * k * sizeof(double)));
     for (uint64_t p = 0; p < k; p++)
         for (uint64_t j = 0; j < cols; j++)
-            bt[j * k + p] = load_f64(b + 8 * (p * cols + j));
+            bt[j * k + p] = mn_f64le(b + 8 * (p * cols + j));
     double *ai = mn_alloc((uint32_t)(k * sizeof(double)));
 
     uint8_t *dst = out_extend((uint32_t)(rows * cols * sizeof(double)));
     for (uint64_t i = 0; i < rows; i++) {
         for (uint64_t p = 0; p < k; p++)
-            ai[p] = load_f64(a + 8 * (i * k + p));
+            ai[p] = mn_f64le(a + 8 * (i * k + p));
         for (uint64_t j = 0; j < cols; j++) {
             const double *bj = bt + j * k;
             double acc = 0.0;

@@ -49,8 +49,9 @@
  *
  * Build it with `python -m meshnode build task.c -o task.wasm`.
  *
- * The helpers come in three groups: memory (mn_alloc), output (out_*, mn_return, and mn_fail
- * to fail the subtask) and JSON input (mn_json_*, mn_input_object, mn_get_*). Everything
+ * The helpers come in four groups: memory (mn_alloc), output (out_*, mn_return, and mn_fail
+ * to fail the subtask), binary input (mn_u32le, mn_f64le) and JSON input (mn_json_*,
+ * mn_input_object, mn_get_*). Everything
  * except `alloc` is static, so what a task does not use costs nothing.
  */
 #ifndef MESHNODE_TASK_H
@@ -291,6 +292,24 @@ static inline int64_t mn_fail(const char *msg) {
 }
 
 static inline int64_t mn_error(const char *msg) { return mn_fail(msg); }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Binary input                                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Little-endian values at any address (memcpy: the input need not be aligned), the mirror of
+ * out_u32le and out_f64le: a binary input carries every double exactly. */
+static inline uint32_t mn_u32le(const uint8_t *p) {
+    uint32_t v;
+    __builtin_memcpy(&v, p, 4);
+    return v;
+}
+
+static inline double mn_f64le(const uint8_t *p) {
+    double v;
+    __builtin_memcpy(&v, p, 8);
+    return v;
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* JSON input                                                                                 */
