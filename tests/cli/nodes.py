@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import pytest
 
 from ..waiting import STEP, poll
 
-__all__ = ["NodeProcess", "api_get", "free_tcp_port", "meshnode", "nodes", "peers_json", "poll"]
+__all__ = ["NodeProcess", "api_get", "free_tcp_port", "lone_node", "meshnode", "nodes", "peers_json", "poll"]
 
 
 class NodeProcess:
@@ -87,6 +88,19 @@ class NodeProcess:
             self.proc.kill()
         self.proc.wait()
         self._stderr.close()
+
+
+@contextlib.contextmanager
+def lone_node(data_dir: Path, *args: str) -> Iterator[NodeProcess]:
+    """A node alone on loopback (no mDNS, no bootstrap: jobs run with replicas 1), killed on exit."""
+    from .test_node_cli import LOOPBACK
+
+    started = NodeProcess(data_dir, [*LOOPBACK, *args])
+    try:
+        started.wait_ready()
+        yield started
+    finally:
+        started.kill()
 
 
 @pytest.fixture

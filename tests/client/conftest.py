@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.nodes import NodeProcess
-from tests.cli.test_node_cli import LOOPBACK
+from tests.cli.nodes import NodeProcess, lone_node
 from tests.sandbox import modules as m
 
 
@@ -25,12 +24,8 @@ def busy_echo(iterations: int) -> bytes:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     """A node alone on loopback (jobs run with replicas 1), shared by a module's tests."""
-    started = NodeProcess(tmp_path_factory.mktemp("client") / "node", [*LOOPBACK, "--slots", "2"])
-    try:
-        started.wait_ready()
+    with lone_node(tmp_path_factory.mktemp("client") / "node", "--slots", "2") as started:
         yield started
-    finally:
-        started.kill()
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.nodes import NodeProcess
-from tests.cli.test_node_cli import LOOPBACK
+from tests.cli.nodes import NodeProcess, lone_node
 
 from ..waiting import JOB
 
@@ -20,12 +19,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     """A node alone on loopback (the examples then run each subtask once), shared by a module's tests."""
-    started = NodeProcess(tmp_path_factory.mktemp("examples") / "node", [*LOOPBACK, "--slots", "2"])
-    try:
-        started.wait_ready()
+    with lone_node(tmp_path_factory.mktemp("examples") / "node", "--slots", "2") as started:
         yield started
-    finally:
-        started.kill()
 
 
 def run_example(name: str, *args: str, node: NodeProcess, cwd: Path) -> subprocess.CompletedProcess[str]:
