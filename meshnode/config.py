@@ -126,6 +126,7 @@ class NodeConfig:
     log_level: str = "info"
     log_json: bool = False
     trust: TrustPolicy = TrustPolicy()  # whose jobs this node runs: any owner by default
+    metrics_public: bool = False  # /metrics answers without the API token (every other path still needs it)
 
 
 def _words(value: str) -> tuple[str, ...]:
@@ -200,6 +201,7 @@ _PARSERS: Final[dict[str, Callable[[str, Any], Any]]] = {
     "log_level": _level,
     "log_json": _bool,
     "trust": lambda name, v: TrustPolicy.from_flag(str(v)),
+    "metrics_public": _bool,
 }
 
 

@@ -19,7 +19,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import trio
@@ -30,7 +30,7 @@ from hypercorn.trio import serve
 from hypercorn.trio.tcp_server import TCPServer
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import ConfigError
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     # for mypy and have no trio.TaskStatus.
     from trio_typing import TaskStatus
 
-__all__ = ["NodeView", "make_app", "new_token", "serve_api"]
+__all__ = ["Metrics", "NodeView", "make_app", "new_token", "serve_api"]
 
 # How long in-flight requests may finish once the server is told to stop. The
 # API only serves small JSON snapshots, so a second is plenty.
@@ -53,6 +53,9 @@ GRACEFUL_TIMEOUT_S: Final = 1.0
 # hypercorn's own messages (startup, and errors in handlers) go here rather than
 # straight to stderr, so the node's logging config decides what is shown.
 _log = logging.getLogger("meshnode.api")
+
+# The node's Prometheus metrics: the scrape's Accept header -> (body, content type).
+Metrics = Callable[[str], tuple[bytes, str]]
 
 
 class NodeView(Protocol):
@@ -114,15 +117,17 @@ class _BearerAuth:
     """ASGI middleware: refuse any request whose ``Authorization`` is not ``Bearer <token>``.
 
     It wraps the whole app, routing included, so a caller without the token
-    cannot even tell which paths exist.
+    cannot even tell which paths exist; only the paths in ``open_paths`` (exactly
+    those) are served to anyone.
     """
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, open_paths: frozenset[str] = frozenset()) -> None:
         self._app = app
         self._expected = token.encode()
+        self._open = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
+        if scope["type"] in ("http", "websocket") and scope["path"] not in self._open:
             problem = self._problem(scope["headers"])
             if problem is not None:
                 await problem(scope, receive, send)
@@ -159,20 +164,26 @@ async def _server_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(500, f"internal error in the node: {type(exc).__name__}: {exc}")
 
 
-def make_app(view: NodeView, token: str, extra_routes: Sequence[Route] = ()) -> Starlette:
+def make_app(
+    view: NodeView, token: str, extra_routes: Sequence[Route] = (), *, metrics: Metrics | None = None,
+    metrics_public: bool = False,
+) -> Starlette:  # fmt: skip
     """The API as an ASGI app.
 
     Routes:
         ``GET /v1/node``: ``view.info()``.
         ``GET /v1/peers``: ``{"peers": view.peers()}``.
+        ``GET /metrics``: the node's Prometheus metrics (when ``metrics`` is given).
 
-    Every request needs ``Authorization: Bearer <token>``; without it, or with a
-    wrong token, the answer is 401 with ``WWW-Authenticate: Bearer``. Every error
-    body is ``{"error": "<message>"}``.
+    Every request needs ``Authorization: Bearer <token>`` (but ``/metrics`` with
+    ``metrics_public``); without it, or with a wrong token, the answer is 401 with
+    ``WWW-Authenticate: Bearer``. Every error body is ``{"error": "<message>"}``.
 
     Args:
         view: the running node.
         token: the bearer token clients must present.
+        metrics: the metrics in the format a scrape's ``Accept`` header asks for.
+        metrics_public: serve ``/metrics`` without the token (a Prometheus on the machine scrapes it as is).
 
     Returns:
         The Starlette app, ready for ``serve_api`` (or any ASGI server).
@@ -184,11 +195,18 @@ def make_app(view: NodeView, token: str, extra_routes: Sequence[Route] = ()) -> 
     async def peer_list(request: Request) -> JSONResponse:
         return JSONResponse({"peers": view.peers()})
 
-    app = Starlette(
-        routes=[Route("/v1/node", node_info), Route("/v1/peers", peer_list), *extra_routes],
-        exception_handlers={HTTPException: _http_error, Exception: _server_error},
-    )
-    app.add_middleware(_BearerAuth, token=token)
+    routes = [Route("/v1/node", node_info), Route("/v1/peers", peer_list), *extra_routes]
+    if metrics is not None:
+        scrape = metrics
+
+        async def metrics_page(request: Request) -> Response:
+            body, content_type = scrape(request.headers.get("accept", ""))
+            return Response(body, media_type=content_type)
+
+        routes.append(Route("/metrics", metrics_page))
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _server_error})
+    public = frozenset({"/metrics"} if metrics is not None and metrics_public else ())
+    app.add_middleware(_BearerAuth, token=token, open_paths=public)
     return app
 
 
@@ -296,6 +314,8 @@ async def serve_api(
     *,
     allow_remote: bool = False,
     extra_routes: Sequence[Route] = (),
+    metrics: Metrics | None = None,
+    metrics_public: bool = False,
     task_status: TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the API on ``bind`` until cancelled.
@@ -310,6 +330,8 @@ async def serve_api(
         token: the bearer token clients must present (see ``new_token``).
         allow_remote: listen on a non-loopback address too. Off by default: the
             API is a local control channel, and the token travels in clear text.
+        extra_routes: more endpoints (the node's job routes), behind the token too.
+        metrics, metrics_public: ``GET /metrics`` and whether it needs the token (``make_app``).
         task_status: receives the URL actually served, e.g. ``"http://127.0.0.1:54321"``.
 
     Raises:
@@ -324,6 +346,6 @@ async def serve_api(
     sock.detach()
     async with trio.open_nursery() as nursery:
         # Starlette is a plain ASGI 3 app; its scope types are just looser than hypercorn's TypedDicts.
-        app = cast("ASGIFramework", make_app(view, token, extra_routes))
+        app = cast("ASGIFramework", make_app(view, token, extra_routes, metrics=metrics, metrics_public=metrics_public))
         urls: list[str] = await nursery.start(functools.partial(serve, app, config))
         task_status.started(urls[0])

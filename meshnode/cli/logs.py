@@ -8,6 +8,12 @@ during shutdown), often with multi-line tracebacks, and meshnode reports the
 ones that matter in its own words; so they are shown only at
 ``--log-level debug`` (CRITICAL ones always). Python warnings go through
 logging too, so that under ``--log-json`` every line on stderr is JSON.
+
+A JSON line carries the sentence (``msg``) and, for the records that matter to
+a program reading the log, the fields its call site gave with ``extra=``: a
+stable ``event`` name (``peer_joined``, ``job_finished``, ``message_dropped``,
+...) and ``job``, ``peer``, ``subtask``, ``reason`` and figures where they apply.
+The text format shows the sentence only.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from typing import Any
 from ..net.libp2p_adapter import LibP2PNoiseFilter, route_libp2p_logging
 
 __all__ = ["configure_logging"]
+
+# What every LogRecord has: anything else on a record is a field its call site gave (``extra=``).
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 # Loggers of the libraries under the node; shown only at debug level.
 _NOISY = ("libp2p", "zeroconf", "multiaddr", "async_service", "hypercorn")
@@ -46,9 +55,10 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        entry.update((k, v) for k, v in vars(record).items() if k not in _RECORD_ATTRIBUTES)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 def configure_logging(level: str = "info", json_lines: bool = False) -> None:

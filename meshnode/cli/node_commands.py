@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     flags = {
         "listen": args.listen, "bootstrap": args.bootstrap, "mdns": args.mdns, "slots": args.slots,
         "api": args.api, "swarm_key": args.swarm_key, "log_level": args.log_level, "log_json": args.log_json,
-        "presence_interval": args.presence_interval, "trust": args.trust,
+        "presence_interval": args.presence_interval, "trust": args.trust, "metrics_public": args.metrics_public,
     }  # fmt: skip
     config = load_node_config(args.data_dir, flags)
     configure_logging(config.log_level, config.log_json)

@@ -114,7 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="whose jobs this node runs: any owner (the default), or the owner peer IDs in FILE, one a line",
     )  # fmt: skip
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default: info")
-    p.add_argument("--log-json", action="store_const", const=True, help="log JSON lines instead of text")
+    p.add_argument(
+        "--log-json", action="store_const", const=True,
+        help="log JSON lines (with an event name and fields: job, peer, subtask, reason, ...) instead of text",
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics-public", action="store_const", const=True,
+        help="serve /metrics (Prometheus) on the local API without the API token; every other path still needs it",
+    )  # fmt: skip
     p.add_argument("--presence-interval", type=float, metavar="SECONDS", help="seconds between presence heartbeats when nothing changes (default: 30; longer past 5 peers)")
 
     p = sub.add_parser(

@@ -42,6 +42,8 @@ class PresenceGossip:
         self.dropped = dropped
         self._verified: dict[tuple[bytes, bytes], Presence | Goodbye] = {}
         self._subscription: Any = None
+        self.received = 0  # peers' messages that reached the validator, valid or not
+        self._own_id = identity.peer_id.to_bytes()
 
     async def start(self) -> None:
         refusals = Refusals(self.dropped, "gossip", what="a gossip frame")
@@ -66,6 +68,9 @@ class PresenceGossip:
         return body
 
     def _validate(self, forwarder: Any, msg: Any) -> bool:
+        if bytes(msg.from_id) != self._own_id:  # libp2p validates what we publish too
+            self.received += 1
+            self._host.traffic["gossip", "received"] += len(msg.data)
         try:
             body = self._check(msg)
         except WireError as exc:
@@ -82,6 +87,7 @@ class PresenceGossip:
         """Publish a message, or one already signed by this node (a signed envelope)."""
         signed = message if isinstance(message, bytes) else wire.sign(message, self._identity.signing_key)
         await self._host.pubsub.publish(PRESENCE_TOPIC, signed)
+        self._host.traffic["gossip", "sent"] += len(signed)
 
     async def messages(self) -> AsyncIterator[Presence | Goodbye]:
         """Every valid presence or goodbye, ours included (the caller ignores its own)."""

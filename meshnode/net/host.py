@@ -4,7 +4,8 @@ The rest of meshnode speaks ``PeerId`` and text multiaddrs; conversion to
 libp2p's types happens here. Connection changes come out of ``events`` as one
 ``(peer, connected)`` pair per change of "this peer has at least one
 connection" (libp2p can hold two connections to one peer and fires its
-notifications per connection).
+notifications per connection). Every stream it opens or serves counts the bytes
+it carries in ``traffic``, by protocol (read by the node's metrics).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -77,6 +79,7 @@ class MeshHost:
         self._ping_locks: dict[PeerId, trio.Lock] = {}
         self._dialed: list[Any] = []  # raw connections of successful dials
         self.discoveries: trio.MemoryReceiveChannel[Any] | None = None  # mDNS finds (libp2p PeerInfo)
+        self.traffic: Counter[tuple[str, str]] = Counter()  # bytes by (protocol's short name, "sent" or "received")
 
     @property
     def advertised_addrs(self) -> list[str]:
@@ -202,7 +205,7 @@ class MeshHost:
 
         async def serve(stream: Any) -> None:
             try:
-                await handler(from_libp2p_id(stream.muxed_conn.peer_id), stream)
+                await handler(from_libp2p_id(stream.muxed_conn.peer_id), _Counted(stream, self.traffic, protocol))
             except Exception as exc:
                 log.debug("%s handler: %s", protocol, _describe(exc))
             finally:
@@ -224,9 +227,10 @@ class MeshHost:
 
         try:
             with trio.fail_after(timeout):
-                return await self._host.new_stream(to_libp2p_id(peer), [TProtocol(protocol)])
+                stream = await self._host.new_stream(to_libp2p_id(peer), [TProtocol(protocol)])
         except Exception as exc:
             raise PeerUnavailableError(f"cannot open {protocol} to {peer}: {_describe(exc)}") from exc
+        return _Counted(stream, self.traffic, protocol)
 
     def watch_oversize_gossip(self, callback: Callable[[PeerId], None]) -> None:
         """Call ``callback(peer)`` for each gossip frame over libp2p's 1 MiB limit that ``peer`` sends.
@@ -245,6 +249,29 @@ class MeshHost:
             self._events_send.send_nowait(ConnectionEvent(peer, now_connected))
         except trio.WouldBlock:
             log.warning("connection events are backing up; one was dropped")
+
+
+class _Counted:
+    """A libp2p stream that adds the bytes it reads and writes to its host's ``traffic``; the rest is the stream's."""
+
+    __slots__ = ("_stream", "_traffic", "_sent", "_received")
+
+    def __init__(self, stream: Any, traffic: Counter[tuple[str, str]], protocol: str) -> None:
+        name = protocol.split("/")[2] if protocol.startswith("/meshnode/") else protocol  # "/meshnode/jobs/1.0.0": jobs
+        self._stream, self._traffic = stream, traffic
+        self._sent, self._received = (name, "sent"), (name, "received")
+
+    async def read(self, n: int | None = None) -> bytes:
+        data: bytes = await self._stream.read(n)
+        self._traffic[self._received] += len(data)
+        return data
+
+    async def write(self, data: bytes) -> None:
+        await self._stream.write(data)
+        self._traffic[self._sent] += len(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _describe(exc: BaseException) -> str:

@@ -51,9 +51,10 @@ class Refusals:
         self.dropped[key] += 1
         text = detail.strip().splitlines()[0][:300] if detail.strip() else reason.replace("_", " ")
         now = self._clock()
+        fields = {"event": "message_dropped", "peer": str(peer), "protocol": self.protocol, "reason": key}
         if self._last_warning is None or now - self._last_warning >= WARN_EVERY:
             self._last_warning = now
             log.warning("refused %s from %s: %s (%s; any more within %.0f s are logged at debug level only)",
-                        self.what, peer, text, key, WARN_EVERY)  # fmt: skip
+                        self.what, peer, text, key, WARN_EVERY, extra=fields)  # fmt: skip
         else:
-            log.debug("refused %s from %s: %s (%s)", self.what, peer, text, key)
+            log.debug("refused %s from %s: %s (%s)", self.what, peer, text, key, extra=fields)

@@ -37,6 +37,7 @@ from ..sandbox.runtime import ENGINE_ID, Sandbox, TaskModule
 from ..storage.blobs import BlobStore
 from ..storage.identity import Identity
 from ..storage.journal import RESULT_CACHE_BYTES, CachedResult, OutboxEntry, Store
+from .metrics import NodeMetrics
 
 __all__ = ["CheckedBatch", "Executor", "JobActivity", "RefusedWork", "SignedResult"]
 
@@ -92,8 +93,12 @@ class SignedResult:
 class Executor:
     """Runs subtasks of any job this node trusts, on its sandbox."""
 
-    def __init__(self, identity: Identity, sandbox: Sandbox, blobs: BlobStore, store: Store, trust: TrustPolicy) -> None:
+    def __init__(
+        self, identity: Identity, sandbox: Sandbox, blobs: BlobStore, store: Store, trust: TrustPolicy,
+        metrics: NodeMetrics | None = None,
+    ) -> None:  # fmt: skip
         self.identity = identity
+        self.metrics = NodeMetrics() if metrics is None else metrics  # the node's, shared by its jobs and thief
         self.sandbox = sandbox
         self.blobs = blobs
         self.store = store
@@ -239,6 +244,7 @@ class Executor:
         hits = sum(r.cached for r in results)
         self.cache_hits += hits
         self.runs += len(results) - hits
+        self.metrics.ran((r.claim.status, r.claim.fuel_used, r.seconds) for r in results if not r.cached)
         if records is not None:
             self._unkept.append(records)
         return results
@@ -276,7 +282,7 @@ class Executor:
             # The results are pushed all the same; without the outbox, one the owner
             # never acknowledges is lost, its lease lapses and the owner hands it out again.
             self.journal_problem = str(exc)
-            log.warning("results kept in memory only: %s", exc)
+            log.warning("results kept in memory only: %s", exc, extra={"event": "journal_error", "reason": exc.kind})
             return
         self.journal_problem = ""
         self._cached_since_trim += sum(len(c[3].output or b"") for c in records.cached)

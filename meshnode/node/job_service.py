@@ -67,11 +67,13 @@ class MeshJobService:
     async def steal(self, remote: PeerId, ask: StealAsk) -> StealReply:
         allowed = self.policy(remote, ask.n)
         if allowed <= 0:
+            self.manager.metrics.stole("owner", 0)
             return StealReply(request_id=ask.request_id, grants=(), lease_ms=0,
                               refused="peers with a better record are waiting for work", surplus=0)  # fmt: skip
         reply = await self._grant(remote, ask, min(ask.n, allowed))
         if not reply.grants:
             reply = await self.workers.resteal(remote, ask) or reply
+        self.manager.metrics.stole("owner", sum(len(g.subtasks) for g in reply.grants))
         return reply
 
     async def _grant(self, thief: PeerId, ask: StealAsk, wanted: int) -> StealReply:
@@ -145,7 +147,10 @@ class MeshJobService:
             return
         refs = _refs(refusal.replicas)
         if refusal.reason:  # an empty reason hands them back: this node has idle slots
-            log.warning("peer %s refused %d replicas of job %s: %s", remote, len(refs), job.job_id.hex()[:12], refusal.reason)
+            fields = {"event": "subtasks_refused_by_peer", "job": job.job_id.hex(), "peer": str(remote),
+                      "replicas": len(refs), "reason": refusal.reason}  # fmt: skip
+            log.warning("peer %s refused %d replicas of job %s: %s", remote, len(refs), job.job_id.hex()[:12],
+                        refusal.reason, extra=fields)  # fmt: skip
             job.refusals[str(remote)] = refusal.reason
         await self._drive(job, ReleaseReplicas(remote, refs, time.monotonic()))
         self.on_release()

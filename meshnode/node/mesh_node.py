@@ -69,6 +69,7 @@ from .executing import Executor
 from .job_service import MeshJobService
 from .job_summary import job_summary, row_layout
 from .memory import TRIM_EVERY, trim_free_memory
+from .metrics import NodeMetrics, NodeReadings
 from .owning import ROWS_ARE_FOR_SCRIPTS, JobManager, RunningJob
 from .plain_errors import raise_mesh_error_plainly
 from .stealing import Workers
@@ -125,6 +126,7 @@ class MeshNode:
         self.jobs: JobManager  # set when the node starts
         self._advertised_surplus = 0
         self._workers: Workers | None = None  # set when the node starts
+        self.metrics = NodeMetrics(self._readings)
 
     # --- public state --------------------------------------------------------------------
 
@@ -141,8 +143,6 @@ class MeshNode:
     def info(self) -> dict[str, Any]:
         """The node's own state, as the local API serves it."""
         load = machine_load()
-        dropped = Counter(self.dropped)
-        dropped.update(self.table.dropped)
         return {
             "peer_id": str(self.peer_id),
             "version": __version__,
@@ -158,11 +158,26 @@ class MeshNode:
             "mem_total": load.mem_total,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "peers": {state: sum(1 for r in self.table if r.state == state) for state in ("alive", "stale", "gone")},
-            "dropped_messages": dict(dropped),
+            "dropped_messages": dict(self._dropped()),
             "journal": self._journal_state(),
             "jobs_run": self._jobs_run(),
             "pid": os.getpid(),
         }
+
+    def _dropped(self) -> Counter[str]:
+        """Messages dropped as invalid, by reason: the node's receivers' and the peer table's."""
+        dropped = Counter(self.dropped)
+        dropped.update(self.table.dropped)
+        return dropped
+
+    def _readings(self) -> NodeReadings:
+        """What the metrics read at each scrape (``node/metrics.py``)."""
+        return NodeReadings(
+            peers=Counter(r.state for r in self.table), dropped=self._dropped(),
+            traffic=self._host.traffic if self._host is not None else {},
+            gossip_received=self._gossip.received if self._gossip is not None else 0, slots=self.config.slots,
+            idle=self._idle, identity={"peer_id": str(self.peer_id), "version": __version__, "engine": ENGINE_ID},
+        )  # fmt: skip
 
     def _jobs_run(self) -> dict[str, Any]:
         """What this node ran of each recent job (its own and other owners'): chunks, replicas, when."""
@@ -221,10 +236,13 @@ class MeshNode:
             blobs = BlobStore(self.config.data_dir / "blobs")
             try:
                 with Sandbox(slots=self.config.slots, cache_dir=self.config.data_dir / "modules", processes=True) as sandbox:
-                    executor = Executor(self.identity, sandbox, blobs, store, self.config.trust)
+                    executor = Executor(self.identity, sandbox, blobs, store, self.config.trust, self.metrics)
                     self.jobs = JobManager(self.identity, blobs, store, executor, self.reputation)
                     for job in self.jobs.resume():
-                        log.info("resumed job    %s  (%d of %d subtasks decided)", job.job_id.hex(), *_decided(job))
+                        decided, total = _decided(job)
+                        log.info("resumed job    %s  (%d of %d subtasks decided)", job.job_id.hex(), decided, total,
+                                 extra={"event": "job_resumed", "job": job.job_id.hex(), "decided": decided,
+                                        "subtasks": total})  # fmt: skip
                     try:
                         async with open_host(self.identity, self.config.listen, psk=psk, mdns=self.config.mdns) as host:
                             await self._run_on(host, task_status)
@@ -234,7 +252,8 @@ class MeshNode:
                 try:
                     store.save_state("reputation", self.reputation.to_dict())
                 except JournalError as exc:
-                    log.warning("peer reputations not saved: %s", exc)
+                    log.warning("peer reputations not saved: %s", exc,
+                                extra={"event": "journal_error", "reason": exc.kind})
 
     async def _run_on(self, host: MeshHost, task_status: Any) -> None:
         self._host = host
@@ -511,7 +530,8 @@ class MeshNode:
                     await trio.to_thread.run_sync(self.jobs.store.probe)
                 except JournalError:
                     continue
-                log.info("the journal takes writes again: this node takes work from its peers again")
+                log.info("the journal takes writes again: this node takes work from its peers again",
+                         extra={"event": "journal_recovered"})
                 executor.journal_problem = ""
 
     async def _trim_memory(self) -> None:
@@ -622,7 +642,10 @@ class MeshNode:
         await trio.to_thread.run_sync(trim_free_memory)  # what taking the job in needed, and no longer does
         self.jobs.start(job)
         log.info("job %s  %d subtasks, replicas %d, quorum %d", job.job_id.hex(), job.manifest.subtask_count,
-                 options.replication.replicas, options.replication.quorum)  # fmt: skip
+                 options.replication.replicas, options.replication.quorum,
+                 extra={"event": "job_submitted", "job": job.job_id.hex(), "subtasks": job.manifest.subtask_count,
+                        "replicas": options.replication.replicas, "quorum": options.replication.quorum,
+                        "label": options.label})  # fmt: skip
         if self._workers is not None:
             self._workers.wake()
         self._new_work = True
@@ -683,11 +706,15 @@ class MeshNode:
         for i in instructions:
             if isinstance(i, PeerJoined):
                 addr = i.presence.addrs[0] if i.presence.addrs else "no address"
-                log.info("peer joined  %s  %s  %d slots", i.peer, addr, i.presence.slots)
+                log.info("peer joined  %s  %s  %d slots", i.peer, addr, i.presence.slots,
+                         extra={"event": "peer_joined", "peer": str(i.peer), "addr": addr, "slots": i.presence.slots})
             elif isinstance(i, PeerStale):
-                log.info("peer stale   %s  (no presence for a while)", i.peer)
+                log.info("peer stale   %s  (no presence for a while)", i.peer,
+                         extra={"event": "peer_stale", "peer": str(i.peer)})
             elif isinstance(i, PeerGone):
-                log.info("peer left    %s  (%s)", i.peer, "goodbye" if i.reason == "goodbye" else "timed out")
+                reason = "goodbye" if i.reason == "goodbye" else "timed out"
+                log.info("peer left    %s  (%s)", i.peer, reason,
+                         extra={"event": "peer_left", "peer": str(i.peer), "reason": reason.replace(" ", "_")})
                 for job in list(self.jobs.jobs.values()):
                     assert self._nursery is not None
                     self._nursery.start_soon(self._drive, job, JobPeerLeft(i.peer, time.monotonic()))
@@ -700,9 +727,11 @@ class MeshNode:
                 self._nursery.start_soon(self.host.disconnect, i.peer)
             elif isinstance(i, PeerUnreachable):
                 log.info("peer unreachable  %s  (%s); trying again in %.0f s, then less and less often, "
-                         "up to every %.0f s", i.peer, i.reason, i.retry_in, REDIAL_MAX)  # fmt: skip
+                         "up to every %.0f s", i.peer, i.reason, i.retry_in, REDIAL_MAX,
+                         extra={"event": "peer_unreachable", "peer": str(i.peer), "reason": i.reason,
+                                "retry_in_s": round(i.retry_in, 3)})  # fmt: skip
             elif isinstance(i, PeerReachable):
-                log.info("peer reachable again  %s", i.peer)
+                log.info("peer reachable again  %s", i.peer, extra={"event": "peer_reachable", "peer": str(i.peer)})
             else:
                 assert_never(i)
 
@@ -759,13 +788,16 @@ class MeshNode:
                 log.debug("bootstrap %s: %s", addr, exc)
                 if not unreachable:
                     log.info("bootstrap peer unreachable  %s  (%s); trying again less and less often, up to every "
-                             "%.0f s", addr, _reason(exc, peer), REDIAL_MAX)  # fmt: skip
+                             "%.0f s", addr, _reason(exc, peer), REDIAL_MAX,
+                             extra={"event": "peer_unreachable", "peer": str(peer), "addr": addr,
+                                    "reason": _reason(exc, peer)})  # fmt: skip
                     unreachable = True
                 await trio.sleep(delay * random.uniform(1 - REDIAL_JITTER, 1 + REDIAL_JITTER))
                 delay = min(delay * 2, REDIAL_MAX)
                 continue
             if unreachable:
-                log.info("bootstrap peer reachable again  %s", addr)
+                log.info("bootstrap peer reachable again  %s", addr,
+                         extra={"event": "peer_reachable", "peer": str(peer), "addr": addr})
                 unreachable = False
             delay = REDIAL_FIRST
             while self.host.is_connected(peer):
@@ -810,7 +842,8 @@ class MeshNode:
         assert self._nursery is not None
         from ..api.job_routes import job_routes
 
-        serve = functools.partial(serve_api, extra_routes=job_routes(self))
+        serve = functools.partial(serve_api, extra_routes=job_routes(self), metrics=self.metrics.exposition,
+                                  metrics_public=self.config.metrics_public)  # fmt: skip
         url: str = await self._nursery.start(serve, self, self.config.api, token)
         self.api_url = url
         write_api_file(self.config.data_dir, url=url, token=token, peer_id=str(self.peer_id), pid=os.getpid())
@@ -821,11 +854,13 @@ class MeshNode:
             remove_api_file(self.config.data_dir, os.getpid())
 
     def _announce_start(self) -> None:
-        log.info("meshnode %s  peer %s", __version__, self.peer_id)
+        log.info("meshnode %s  peer %s", __version__, self.peer_id,
+                 extra={"event": "node_started", "peer": str(self.peer_id), "version": __version__})
         for addr in self.dial_addrs:
-            log.info("listening    %s", addr)
+            log.info("listening    %s", addr, extra={"event": "listening", "addr": addr})
         if self.api_url:
-            log.info("local API    %s  (token in %s)", self.api_url, Path(self.config.data_dir) / "api.json")
+            log.info("local API    %s  (token in %s)", self.api_url, Path(self.config.data_dir) / "api.json",
+                     extra={"event": "api_ready", "url": self.api_url, "metrics_public": self.config.metrics_public})
 
 
 def _reason(exc: PeerUnavailableError, peer: PeerId) -> str:
@@ -855,7 +890,8 @@ def _load_reputation(store: Store) -> Reputation:
         saved = store.load_state("reputation")
         return Reputation() if saved is None else Reputation.from_dict(saved)
     except (JournalError, ValueError) as exc:  # an unreadable record costs the history, never the node
-        log.warning("starting with empty peer reputations: %s", exc)
+        log.warning("starting with empty peer reputations: %s", exc,
+                    extra={"event": "journal_error", "reason": getattr(exc, "kind", "unreadable")})
         return Reputation()
 
 

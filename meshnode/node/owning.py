@@ -233,6 +233,7 @@ class JobManager:
         self.blobs = blobs
         self.store = store
         self.executor = executor
+        self.metrics = executor.metrics
         self.reputation = reputation
         self.jobs: dict[bytes, RunningJob] = {}
         self.damaged: dict[bytes, str] = {}  # jobs whose journal entry cannot be used: why
@@ -346,7 +347,8 @@ class JobManager:
     def resume(self) -> list[RunningJob]:
         """Rebuild every unfinished job from the journal; a job whose entry cannot be used is set aside."""
         for job_id in self.store.drop_ingesting():
-            log.warning("dropped job %s: the node stopped while it was being submitted", job_id.hex())
+            log.warning("dropped job %s: the node stopped while it was being submitted", job_id.hex(),
+                        extra={"event": "job_dropped", "job": job_id.hex(), "reason": "ingesting"})  # fmt: skip
         resumed = []
         for row in self.store.jobs("running"):
             try:
@@ -357,7 +359,8 @@ class JobManager:
                 reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
                 self.damaged[row.job_id] = reason
                 log.error("job %s is damaged and left alone: %s (its journalled results can still be read: "
-                          "meshnode results %s)", row.job_id.hex(), reason, row.job_id.hex())  # fmt: skip
+                          "meshnode results %s)", row.job_id.hex(), reason, row.job_id.hex(),
+                          extra={"event": "job_damaged", "job": row.job_id.hex(), "reason": reason})  # fmt: skip
                 continue
             self.jobs[job.job_id] = job
             resumed.append(job)
@@ -512,7 +515,7 @@ class JobManager:
         if job.owner.finished:
             return
         await self.drive(job, Cancel(time.monotonic()))
-        job.stats.end()
+        self._ended(job, "cancelled", job.progress())
         await trio.to_thread.run_sync(self.store.save_snapshot, job.job_id, None, "cancelled")
         job.cancelled = True
         job.notify()
@@ -554,7 +557,7 @@ class JobManager:
                     case SubtaskDecided():
                         decided.append(self._journal_entry(job, i))
                     case JobFinished():
-                        job.stats.end()
+                        self._ended(job, "finished", i.progress)
                         finished = True
                     case _:
                         assert_never(i)
@@ -570,6 +573,16 @@ class JobManager:
             self._written(job, decided)
         return carried
 
+    def _ended(self, job: RunningJob, outcome: str, p: Progress) -> None:
+        """The job finished or was cancelled: its duration, and a line in the log."""
+        job.stats.end()
+        seconds = (job.stats.ended or job.stats.started) - job.stats.started
+        self.metrics.job_seconds.labels(outcome).observe(seconds)
+        log.info("job %s %s  %d verified, %d failed, %d disputed of %d subtasks in %.1f s", job.job_id.hex(), outcome,
+                 p.verified, p.failed, p.disputed, p.total, seconds,
+                 extra={"event": f"job_{outcome}", "job": job.job_id.hex(), "subtasks": p.total, "verified": p.verified,
+                        "failed": p.failed, "disputed": p.disputed, "seconds": round(seconds, 3)})  # fmt: skip
+
     def _revoke(self, job: RunningJob, revoke: Revoke) -> None:
         if revoke.holder == self.identity.peer_id:
             return  # our own slots run chunks of a few milliseconds: their claims come back "late"
@@ -577,7 +590,9 @@ class JobManager:
 
     def _lost(self, job: RunningJob, lost: ReplicaLost) -> None:
         ref, why = lost.replica, lost.reason.replace("_", " ")
-        log.info("job %s: %s lost replica %d.%d (%s)", job.job_id.hex()[:12], lost.holder, ref.index, ref.replica, why)
+        log.info("job %s: %s lost replica %d.%d (%s)", job.job_id.hex()[:12], lost.holder, ref.index, ref.replica, why,
+                 extra={"event": "replica_lost", "job": job.job_id.hex(), "peer": str(lost.holder),
+                        "subtask": ref.index, "replica": ref.replica, "reason": lost.reason})  # fmt: skip
         if lost.credible and lost.holder != self.identity.peer_id:
             self.reputation.record_failure(lost.holder)
 
@@ -605,7 +620,8 @@ class JobManager:
             try:
                 self.store.save_snapshot(job_id, *snapshot)
             except JournalError as exc:  # the verdicts are in: the next snapshot will do
-                log.warning("job %s: its state was not saved: %s", job_id.hex()[:12], exc)
+                log.warning("job %s: its state was not saved: %s", job_id.hex()[:12], exc,
+                            extra={"event": "journal_error", "job": job_id.hex(), "reason": exc.kind})  # fmt: skip
 
     def _hold(self, job: RunningJob, decided: list[VerifiedOutput], exc: JournalError | None) -> None:
         """Keep verdicts the journal has not taken, and pause the job until it does (``retry_journal``).
@@ -618,7 +634,8 @@ class JobManager:
             self.trouble = exc
         if exc is not None and not job.paused:
             log.error("job %s paused: %s; it resumes by itself once the journal takes writes again",
-                      job.job_id.hex()[:12], exc)  # fmt: skip
+                      job.job_id.hex()[:12], exc, extra={"event": "job_paused", "job": job.job_id.hex(),
+                                                         "reason": exc.kind})  # fmt: skip
             job.paused = str(exc)
         raise exc or JournalError(job.paused, "io")
 
@@ -626,7 +643,9 @@ class JobManager:
         """The verdicts are in the journal: count them as decided, and tell whoever waits."""
         for d in decided:
             job.decided.append(d.index)
-            job.journalled[_KIND_NAMES[status_kind(d.status)]] += 1
+            kind = _KIND_NAMES[status_kind(d.status)]
+            job.journalled[kind] += 1
+            self.metrics.verdicts[kind].inc()
         job.notify()
 
     async def retry_journal(self) -> list[RunningJob]:
@@ -649,7 +668,8 @@ class JobManager:
                 if not job.unjournalled:  # more may have come in while this one was written
                     job.paused = ""
                     self.trouble = None
-                    log.info("job %s resumed: the journal takes writes again", job.job_id.hex()[:12])
+                    log.info("job %s resumed: the journal takes writes again", job.job_id.hex()[:12],
+                             extra={"event": "job_unpaused", "job": job.job_id.hex()})  # fmt: skip
                     resumed.append(job)
         return resumed
 
@@ -670,7 +690,8 @@ class JobManager:
                 if not job.owner.finished:
                     self.store.save_snapshot(job.job_id, job.owner.snapshot())
             except JournalError as exc:
-                log.warning("job %s: its last state was not saved: %s", job.job_id.hex()[:12], exc)
+                log.warning("job %s: its last state was not saved: %s", job.job_id.hex()[:12], exc,
+                            extra={"event": "journal_error", "job": job.job_id.hex(), "reason": exc.kind})  # fmt: skip
 
     def _journal_entry(self, job: RunningJob, decided: SubtaskDecided) -> VerifiedOutput:
         outcome = decided.outcome

@@ -219,7 +219,11 @@ class Workers:
 
     async def _tell(self, i: TellOwner) -> None:
         if i.reason:
-            log.warning("refused %d replicas of job %s from %s: %s", len(i.replicas), i.job_id.hex()[:12], i.owner, i.reason)
+            fields = {"event": "subtasks_refused", "job": i.job_id.hex(), "peer": str(i.owner),
+                      "replicas": len(i.replicas), "reason": i.reason}  # fmt: skip
+            log.warning("refused %d replicas of job %s from %s: %s", len(i.replicas), i.job_id.hex()[:12], i.owner,
+                        i.reason, extra=fields)  # fmt: skip
+            self.executor.metrics.subtasks_refused.inc(len(i.replicas))
         try:
             await self.client.refuse(i.owner, i.job_id, list(i.replicas), i.reason)
         except (PeerUnavailableError, WireError) as exc:  # the leases lapse and the owner gets them back anyway
@@ -437,9 +441,11 @@ class Workers:
                                             runtimes=self.executor.runtimes())  # fmt: skip
         except (PeerUnavailableError, WireError) as exc:
             log.debug("steal from %s: %s", steal.victim, exc)
+            self.executor.metrics.stole("thief", 0)
             self._carry(self.thief.handle(StealFailed(steal.victim, time.monotonic())))
             return
         granted = sum(len(g.subtasks) for g in reply.grants)
+        self.executor.metrics.stole("thief", granted)
         answered = StealAnswered(steal.victim, reply.surplus, bool(reply.refused), granted, time.monotonic())
         self._carry(self.thief.handle(answered))
         for grant in reply.grants:
@@ -451,7 +457,8 @@ class Workers:
             manifest = self.executor.verified_manifest(grant.manifest)
             subtasks = tuple(wire.decode(data, Subtask) for data in grant.subtasks)  # checked against it when run
         except (RefusedWork, WireError) as exc:  # the leases lapse at the owner, if there is one
-            log.warning("dropped a malformed grant from %s: %s", victim, exc)
+            log.warning("dropped a malformed grant from %s: %s", victim, exc,
+                        extra={"event": "message_dropped", "peer": str(victim), "reason": "bad_grant"})  # fmt: skip
             self.dropped["bad_grant"] += 1
             self._carry(self.thief.handle(StealFailed(victim, time.monotonic(), malformed=True)))
             return

@@ -1,4 +1,5 @@
-"""A node's stderr, with a peer that vanished: libp2p's records go through meshnode's logging, in its format."""
+"""A node's stderr, with a peer that vanished: libp2p's records go through meshnode's logging, in its format;
+under ``--log-json`` the records that matter carry fields (``event``, ``peer``, ``job``, figures)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from .nodes import NodeProcess, api_get, nodes, poll  # noqa: F401  (nodes is a fixture)
+from tests.sandbox.modules import ECHO
+
+from .nodes import NodeProcess, api_get, meshnode, nodes, poll  # noqa: F401  (nodes is a fixture)
 from .test_node_cli import LOOPBACK
 
 HUMAN_LINE = re.compile(r"\d\d:\d\d:\d\d  \S")
@@ -33,6 +36,12 @@ def test_libp2p_records_go_through_meshnode_logging(tmp_path: Path, nodes: list[
     nodes.extend(watchers)
     for node in watchers:
         node.wait_ready()
+    echo = tmp_path / "echo.wasm"
+    echo.write_bytes(ECHO)
+    done = meshnode("submit", str(echo), "--range", "3", "--replicas", "1", "--quorum", "1",
+                    "--data-dir", str(as_json.data_dir))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    job_id = done.stderr.split()[1].rstrip(":")
     boot = [arg for node in watchers for arg in ("--bootstrap", api_get(node.data_dir, "/v1/node")["addrs"][0])]
     doomed = NodeProcess(tmp_path / "doomed", [*LOOPBACK, *boot])
     nodes.append(doomed)
@@ -52,6 +61,16 @@ def test_libp2p_records_go_through_meshnode_logging(tmp_path: Path, nodes: list[
     records = json_records(as_json)
     assert not [r for r in records if r["logger"].startswith("libp2p")]  # shown at debug level only
     assert sum("peer unreachable" in r["msg"] and doomed_id in r["msg"] for r in records) == 1
+    # the fields a program reads, beside the sentence
+    events = {(r["event"], r.get("peer")): r for r in records if "event" in r}
+    joined, unreachable = events["peer_joined", doomed_id], events["peer_unreachable", doomed_id]
+    assert doomed_id in joined["msg"] and doomed_id in unreachable["msg"]
+    assert joined["slots"] >= 1 and joined["addr"].startswith("/ip4/127.0.0.1/") and unreachable["reason"]
+    submitted, finished = events["job_submitted", None], events["job_finished", None]
+    assert submitted["job"] == finished["job"] == job_id
+    assert (submitted["subtasks"], submitted["replicas"], submitted["quorum"]) == (3, 1, 1)
+    assert (finished["subtasks"], finished["verified"], finished["failed"], finished["disputed"]) == (3, 3, 0, 0)
+    assert finished["seconds"] >= 0 and finished["level"] == "info" and job_id in finished["msg"]
     records = json_records(debug)
     libp2p = [r for r in records if r["logger"].startswith("libp2p")]
     assert {"debug", "error"} <= {r["level"] for r in libp2p}
