@@ -114,3 +114,17 @@ def test_metrics_follow_a_two_node_job_and_pass_promtool(
                                  timeout=STEP)  # fmt: skip
         assert checked.returncode == 0, checked.stdout + checked.stderr + text
         assert "meshnode_node_info{" in text and "process_cpu_seconds_total" in text
+
+
+def test_metrics_public_is_a_flag_an_environment_variable_and_a_setting(tmp_path: Path) -> None:
+    from meshnode.cli.parser import build_parser
+    from meshnode.config import load_node_config
+
+    assert build_parser().parse_args(["run", "--metrics-public"]).metrics_public is True
+    assert build_parser().parse_args(["run"]).metrics_public is None  # not given: the environment or file decides
+    assert not load_node_config(str(tmp_path), {}, env={}).metrics_public
+    assert load_node_config(str(tmp_path), {"metrics_public": True}, env={}).metrics_public
+    assert load_node_config(str(tmp_path), {}, env={"MESHNODE_METRICS_PUBLIC": "yes"}).metrics_public
+    (tmp_path / "meshnode.toml").write_text("metrics_public = true\n")
+    assert load_node_config(str(tmp_path), {}, env={}).metrics_public
+    assert not load_node_config(str(tmp_path), {}, env={"MESHNODE_METRICS_PUBLIC": "0"}).metrics_public
