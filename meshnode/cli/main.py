@@ -11,6 +11,8 @@ node), ``task_commands.py`` (tasks on this machine) and ``job_commands.py``
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Final
@@ -54,3 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"meshnode {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BaseException as exc:
+        if not _broken_pipe(exc):
+            raise
+        # the reader went away (`meshnode exec ... | head`): stop quietly, as a pipeline expects;
+        # stdout goes to /dev/null so that the interpreter's last flush cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _broken_pipe(exc: BaseException) -> bool:
+    """A BrokenPipeError, also as the only kind in an exception group (trio wraps what a task raised)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_broken_pipe(e) for e in exc.exceptions)
+    return isinstance(exc, BrokenPipeError)

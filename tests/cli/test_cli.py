@@ -63,6 +63,18 @@ def test_exec_range_in_order_with_executor(tmp_path: Path, echo: Path) -> None:
     assert "50 subtasks, 50 ok, 0 failed" in result.stderr
 
 
+def test_exec_into_a_pipe_closed_early_stops_quietly(tmp_path: Path, echo: Path) -> None:
+    """``meshnode exec ... | head -1``: the reader leaves, exec stops with SIGPIPE's status and no traceback."""
+    command = [sys.executable, "-m", "meshnode", "exec", str(echo), "--range", "20000", "--data-dir", str(tmp_path)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert json.loads(proc.stdout.readline())["index"] == 0
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+
+
 def test_exec_input_forms_and_output_file(tmp_path: Path, echo: Path) -> None:
     (tmp_path / "in.jsonl").write_text('{"x": 1}\n\n"two"\n')
     (tmp_path / "in.csv").write_text("a,b\n1,hello\n")
