@@ -58,7 +58,7 @@ from ..errors import JournalError, WireError
 
 __all__ = ["CachedResult", "InputRow", "JobRow", "OutboxEntry", "Store", "VerifiedOutput"]
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 PAGE_SIZE: Final = 16384  # bytes, for new journals (see _check_and_migrate)
 WAL_CHECKPOINT_BYTES: Final = 4 << 20
 RESULT_CACHE_BYTES: Final = 1 << 30  # the result cache's outputs, as stored (``cache_trim``) ...
@@ -125,6 +125,25 @@ CREATE TABLE IF NOT EXISTS result_cache (
     packed      INTEGER NOT NULL DEFAULT 0,  -- 1: output is zlib-compressed
     PRIMARY KEY (module, input, engine)
 );
+CREATE TABLE IF NOT EXISTS credit_grants (   -- owner: credit granted for each verified run, with its verdict
+    job_id      BLOB NOT NULL,
+    idx         INTEGER NOT NULL,
+    executor    TEXT NOT NULL,            -- peer ID
+    fuel        INTEGER NOT NULL,
+    receipt     INTEGER,                  -- the seq of the receipt that covers it (NULL until one is signed)
+    PRIMARY KEY (job_id, idx, executor)
+);
+CREATE INDEX IF NOT EXISTS credit_unreceipted ON credit_grants (executor, receipt);
+CREATE TABLE IF NOT EXISTS credit_receipts (  -- signed receipts: those this node issued and those it received
+    owner       TEXT NOT NULL,            -- peer IDs
+    executor    TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    job_id      BLOB NOT NULL,
+    results     INTEGER NOT NULL,
+    fuel        INTEGER NOT NULL,
+    receipt     BLOB NOT NULL,            -- the signed CreditReceipt envelope
+    PRIMARY KEY (owner, executor, seq)
+);
 CREATE TABLE IF NOT EXISTS node_state (name TEXT PRIMARY KEY, value BLOB NOT NULL);  -- e.g. reputation
 """
 
@@ -154,6 +173,7 @@ class VerifiedOutput:
     output: bytes | None  # plain bytes, unless ``packed`` (only ever set on the way in)
     detail: dict[str, Any]
     packed: bool = False
+    credit: tuple[tuple[str, int], ...] = ()  # (executor, fuel) granted for this verdict, journalled with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,11 +353,18 @@ class Store:
                 )
 
     def record_outputs(self, job_id: bytes, outputs: Sequence[VerifiedOutput]) -> None:
-        """Journal verdicts as they are reached (one transaction for the batch)."""
+        """Journal verdicts as they are reached, and the credit they grant (one transaction for the batch).
+
+        A grant is keyed by (job, subtask, executor): a verdict written again grants nothing twice.
+        """
         with self._tx() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?)",
                 [(job_id, o.index, o.status, o.output, cbor2.dumps(o.detail), o.packed) for o in outputs],
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO credit_grants VALUES (?, ?, ?, ?, NULL)",
+                [(job_id, o.index, executor, fuel) for o in outputs for executor, fuel in o.credit],
             )
 
     def jobs(self, state: str | None = None) -> list[JobRow]:
@@ -633,6 +660,7 @@ def _check_and_migrate(db: sqlite3.Connection, path: Path) -> None:
             _migrate_from_2(db)
         if version <= 3:
             _migrate_from_3(db)
+        # schema 5 added the credit tables, which _create_tables makes: nothing to convert
         _create_tables(db)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         db.execute("COMMIT")
