@@ -6,6 +6,7 @@
     GET  /v1/jobs/{id}             summary: state and progress
     GET  /v1/jobs/{id}/results     one page of results: ?after=INDEX&limit=N -> {"results", "next"}
     GET  /v1/jobs/{id}/decided     results as decided: ?from=K&limit=N&wait=S -> {"results", "next", "ended"}
+    GET  /v1/credit                credit received and granted (credit_routes.py)
 
 Submitting streams: the body is read as the node hashes and journals the inputs,
 never held whole, and is refused (413) as soon as more than ``MAX_JOB_BYTES``
@@ -47,6 +48,7 @@ from starlette.routing import Route
 from ..core.manifest import JobManifest, JobOptions
 from ..core.python_rows import row_records
 from ..errors import BodyTooLarge, FrameError, JournalError, SandboxError, WireError
+from .credit_routes import CreditBook, credit_routes
 from .frame_stream import FrameReader, ThreadFrames
 from .job_body import JOB_CONTENT_TYPE, MAX_JOB_BYTES, decode_header, job_decoder
 from .job_files import output_value
@@ -79,7 +81,7 @@ class SubmittedJob(Protocol):
     def manifest(self) -> JobManifest: ...
 
 
-class JobDesk(Protocol):
+class JobDesk(CreditBook, Protocol):
     """What the job endpoints need from the node that owns the jobs: all of it, and nothing more.
 
     Called on the node's trio loop, except ``results_page``, which reads the
@@ -188,6 +190,7 @@ def job_routes(node: JobDesk, *, max_job_bytes: int = MAX_JOB_BYTES) -> list[Rou
         Route("/v1/jobs/{job_id}/results", results),
         Route("/v1/jobs/{job_id}/decided", decided),
         Route("/v1/jobs/{job_id}/cancel", cancel, methods=["POST"]),
+        *credit_routes(node),
     ]
 
 

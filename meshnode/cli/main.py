@@ -19,7 +19,7 @@ from typing import Final
 
 from ..errors import MeshError
 from ..node.plain_errors import raise_mesh_error_plainly
-from . import job_commands, node_commands, task_commands
+from . import credit_command, job_commands, node_commands, task_commands
 from .parser import build_parser
 
 __all__ = ["COMMANDS", "main"]
@@ -37,6 +37,7 @@ COMMANDS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
     "results": job_commands.cmd_results,
     "jobs": job_commands.cmd_jobs,
     "cancel": job_commands.cmd_cancel,
+    "credit": credit_command.cmd_credit,
 }
 
 

@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", metavar="JOB")
     _add_data_dir(p)
 
+    p = sub.add_parser("credit", help="credit earned from each owner (receipts checked) and granted to each executor")
+    p.add_argument("--json", action="store_true")
+    _add_data_dir(p)
+
     p = sub.add_parser("swarm-key", help="print a new private swarm key (swarm.key format)")
     p.add_argument("-o", "--output", metavar="FILE", help="write it to FILE (mode 0600) instead of stdout")
 

@@ -52,8 +52,9 @@ __all__ = [
     "open_receipt",
 ]
 
-# 10^9 fuel = 1 credit: about a second of one core running wasm under fuel metering here
-# (docs/decisions.md), the same order as BOINC's cobblestone of 1/200 day at 1 GFLOPS.
+# 10^9 fuel = 1 credit: about 0.12 s of one core running mandelbrot here (docs/benchmarks.md:
+# 4.65 G fuel in 0.56 s). Fuel does not depend on the machine, so the unit never needs the
+# recalibration a benchmark-based one does (docs/decisions.md).
 FUEL_PER_CREDIT: Final = 10**9
 MAX_RECEIPTS: Final = 64  # per CreditReply; the executor asks again from its new highest
 RECEIPT_MAX_SIZE: Final = 512

@@ -31,6 +31,7 @@ from typing import Any, Final, Protocol
 import trio
 
 from ..core import wire
+from ..core.credit import CreditAsk, CreditReply
 from ..core.job import ReplicaRef
 from ..core.job_messages import (
     LeaseRenew, ReplicaId, ResultAck, ResultPush, Revocation, StealAsk, StealReply, TransferAsk, TransferReply,
@@ -53,7 +54,7 @@ IDLE_STREAM_SECONDS: Final = 120.0  # a server drops a stream idle this long
 MAX_IDLE_STREAMS: Final = 4  # per peer, kept by a client
 
 NOTHING: Final = StealReply(request_id=0, grants=(), lease_ms=0, refused="", surplus=0)
-REQUESTS: Final = (StealAsk, ResultPush, LeaseRenew, WorkRefused, TransferAsk, Revocation)
+REQUESTS: Final = (StealAsk, ResultPush, LeaseRenew, WorkRefused, TransferAsk, Revocation, CreditAsk)
 
 
 class JobService(Protocol):
@@ -80,6 +81,9 @@ class JobService(Protocol):
     async def revoked(self, remote: PeerId, revocation: Revocation) -> None:
         """An owner tells this node to stop replicas it took."""
 
+    async def credit(self, remote: PeerId, ask: CreditAsk) -> CreditReply:
+        """An executor asks for the credit receipts this node signed for it after ``ask.after``."""
+
 
 def serve_jobs(host: MeshHost, service: JobService, *, dropped: Counter[str] | None = None) -> None:
     """Answer the job protocol with ``service``; refused streams are counted in ``dropped`` (the node's counters)."""
@@ -99,6 +103,8 @@ def serve_jobs(host: MeshHost, service: JobService, *, dropped: Counter[str] | N
                 return await service.transfer(remote, request)
             case Revocation():
                 await service.revoked(remote, request)
+            case CreditAsk():
+                return await service.credit(remote, request)
             case _:
                 raise WireError(f"a {type(request).__name__} is not a job protocol request")  # _next_request checks first
         return NOTHING
@@ -198,6 +204,11 @@ class JobClient:
         """Tell ``holder`` to stop these replicas of a job this node owns, and not to push their results."""
         revocation = Revocation(job_id=job_id, replicas=_ids(list(replicas)), reason=reason[:300])
         await self._exchange(holder, revocation, StealReply)
+
+    async def credit(self, owner: PeerId, ask: CreditAsk) -> CreditReply:
+        """Ask ``owner`` for the credit receipts it signed for this node after ``ask.after``."""
+        reply: CreditReply = await self._exchange(owner, ask, CreditReply)
+        return reply
 
     def forget(self, peer: PeerId) -> None:
         """Drop the idle streams to a peer that went away."""

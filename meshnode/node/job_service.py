@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from ..core import wire
+from ..core.credit import CreditAsk, CreditReply
 from ..core.job import ReleaseReplicas, RenewLeases, ReplicaRef, StealRequest, TransferReplicas
 from ..core.job_messages import (
     JobGrant, LeaseRenew, ReplicaId, ResultAck, ResultAckItem, ResultPush, Revocation, StealAsk, StealReply,
@@ -33,6 +34,7 @@ from ..core.output_codec import Packed, plain_output
 from ..core.peer_id import PeerId
 from ..core.result import ResultClaim
 from ..errors import JournalError, WireError
+from .crediting import Crediting
 from .owning import JobManager, RunningJob
 
 if TYPE_CHECKING:
@@ -54,11 +56,14 @@ class MeshJobService:
         workers: the node's slots and the work it stole.
         policy: how many replicas a thief may have.
         on_release: called when replicas come back to a job unrun (to wake idle slots).
+        crediting: signs and hands out credit receipts (none: nothing is ever granted here).
     """
 
     def __init__(
-        self, manager: JobManager, workers: Workers, policy: GrantPolicy, on_release: Callable[[], None]
-    ) -> None:
+        self, manager: JobManager, workers: Workers, policy: GrantPolicy, on_release: Callable[[], None],
+        crediting: Crediting | None = None,
+    ) -> None:  # fmt: skip
+        self.crediting = crediting
         self.manager = manager
         self.workers = workers
         self.policy = policy
@@ -172,6 +177,11 @@ class MeshJobService:
 
     async def revoked(self, remote: PeerId, revocation: Revocation) -> None:
         await self.workers.revoked(remote, revocation.job_id, _refs(revocation.replicas), revocation.reason)
+
+    async def credit(self, remote: PeerId, ask: CreditAsk) -> CreditReply:
+        if self.crediting is None:
+            return CreditReply(receipts=())
+        return await self.crediting.answer(remote, ask)
 
     async def _drive(self, job: RunningJob, event: RenewLeases | ReleaseReplicas) -> None:
         try:

@@ -65,6 +65,7 @@ from ..storage.blobs import BlobStore
 from ..storage.identity import Identity, load_or_create_identity
 from ..storage.journal import Store, VerifiedOutput
 from ..storage.lock import DataDirLock
+from .crediting import Crediting
 from .executing import Executor
 from .job_service import MeshJobService
 from .job_summary import job_summary, row_layout
@@ -264,7 +265,10 @@ class MeshNode:
         serve_blobs(host, self.jobs.blobs, dropped=self.dropped)
         self._workers = Workers(host, self.jobs, self.config.slots, self._victims, self.set_idle, self.dropped)
         workers = self._workers
-        service = MeshJobService(self.jobs, workers, self._grant_policy, on_release=workers.wake)
+        self.credit = Crediting(self.jobs.store, self.identity)
+        self.credit.ask, self.credit.reachable = workers.client.credit, host.is_connected
+        workers.on_accepted = self.credit.owed
+        service = MeshJobService(self.jobs, workers, self._grant_policy, on_release=workers.wake, crediting=self.credit)
         serve_jobs(host, service, dropped=self.dropped)
         try:
             async with trio.open_nursery() as nursery:
@@ -279,6 +283,7 @@ class MeshNode:
                 nursery.start_soon(self._workers.run)
                 nursery.start_soon(self._watch_journal)
                 nursery.start_soon(self._trim_memory)
+                nursery.start_soon(self.credit.run)
                 for addr in self.config.bootstrap:
                     nursery.start_soon(self._keep_bootstrap, addr)
                 if self.config.mdns:
@@ -514,6 +519,10 @@ class MeshNode:
         if self._workers is not None:
             self._workers.wake()
         self._presence_changed.set()
+
+    async def credit_report(self) -> dict[str, Any]:
+        """The credit ledger (api.credit_routes.CreditBook)."""
+        return await self.credit.credit_report()
 
     async def _watch_journal(self) -> None:
         """While the journal refuses writes, try again every few seconds; carry on by itself once it takes them."""

@@ -47,6 +47,7 @@ from typing import Any, Final, assert_never
 import trio
 
 from ..core import wire
+from ..core.credit import grants
 from ..core.job import (
     Ack, Cancel, ClaimReceived, Event, Failed, Grant, JobFinished, Progress, ReleaseReplicas, RenewLeases, Renewed,
     ReplicaLost, ReplicaRef, ReplicasAdded, Revoke, StealRequest, SubtaskDecided, Transferred,
@@ -704,7 +705,9 @@ class JobManager:
                 assert outcome.output_sha256 is not None
                 packed = candidates.get(outcome.output_sha256)
                 data, zlib = (None, False) if packed is None else (packed.data, packed.zlib)
-                return VerifiedOutput(decided.index, "ok", data, {"executors": executors}, packed=zlib)
+                # credit is journalled with its verdict: granted once, never lost (core/credit.py)
+                credit = tuple((str(g.executor), g.fuel) for g in grants(job.job_id, decided.index, outcome, self.identity.peer_id))
+                return VerifiedOutput(decided.index, "ok", data, {"executors": executors}, packed=zlib, credit=credit)
             own = job.messages.pop(decided.index, "")
             # A task_error's message is the task's answer, which the quorum agreed on: shown even when we ran no replica.
             message = outcome.message or own or f"{len(executors)} executors agree it fails this way"

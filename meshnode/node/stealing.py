@@ -114,6 +114,7 @@ class Workers:
         self._hungry = trio.Event()  # a slot found nothing to run, or the stock ran low
         self._granted = trio.Event()  # work came in: the next renewal may be due sooner
         self._nursery: trio.Nursery | None = None
+        self.on_accepted: Callable[[PeerId], None] = lambda owner: None  # an owner accepted results of ours
 
     # --- wiring ---------------------------------------------------------------------------------
 
@@ -371,6 +372,8 @@ class Workers:
             keys = [(a.job_id, a.index, a.replica) for a in ack.acks]
             await trio.to_thread.run_sync(self.manager.store.outbox_ack_many, keys)
             acked += keys
+            if any(a.status == "accepted" for a in ack.acks):
+                self.on_accepted(owner)
         by_job: dict[bytes, list[ReplicaRef]] = {}
         for job_id, index, replica in acked:
             by_job.setdefault(job_id, []).append(ReplicaRef(index, replica))
