@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import ConfigError
+from .dashboard import PAGE_PATHS, Sessions
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIFramework
@@ -118,21 +119,29 @@ class _BearerAuth:
 
     It wraps the whole app, routing included, so a caller without the token
     cannot even tell which paths exist; only the paths in ``open_paths`` (exactly
-    those) are served to anyone.
+    those) are served to anyone, and a request that ``session_ok`` accepts (the
+    dashboard's cookie, ``dashboard.Sessions.knows``) needs no token.
     """
 
-    def __init__(self, app: ASGIApp, token: str, open_paths: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, app: ASGIApp, token: str, open_paths: frozenset[str] = frozenset(),
+        session_ok: Callable[[Scope], bool] | None = None,
+    ) -> None:  # fmt: skip
         self._app = app
         self._expected = token.encode()
         self._open = open_paths
+        self._session_ok = session_ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and scope["path"] not in self._open:
+        if scope["type"] in ("http", "websocket") and scope["path"] not in self._open and not self._has_session(scope):
             problem = self._problem(scope["headers"])
             if problem is not None:
                 await problem(scope, receive, send)
                 return
         await self._app(scope, receive, send)
+
+    def _has_session(self, scope: Scope) -> bool:
+        return self._session_ok is not None and scope["type"] == "http" and self._session_ok(scope)
 
     def _problem(self, headers: list[tuple[bytes, bytes]]) -> JSONResponse | None:
         """The 401 response for these request headers, or None when the token is right."""
@@ -166,7 +175,7 @@ async def _server_error(request: Request, exc: Exception) -> JSONResponse:
 
 def make_app(
     view: NodeView, token: str, extra_routes: Sequence[Route] = (), *, metrics: Metrics | None = None,
-    metrics_public: bool = False,
+    metrics_public: bool = False, sessions: Sessions | None = None,
 ) -> Starlette:  # fmt: skip
     """The API as an ASGI app.
 
@@ -184,6 +193,8 @@ def make_app(
         token: the bearer token clients must present.
         metrics: the metrics in the format a scrape's ``Accept`` header asks for.
         metrics_public: serve ``/metrics`` without the token (a Prometheus on the machine scrapes it as is).
+        sessions: the dashboard's logins (``dashboard_routes``): its page is served to anyone, and its
+            session cookie reads what the token does.
 
     Returns:
         The Starlette app, ready for ``serve_api`` (or any ASGI server).
@@ -206,7 +217,10 @@ def make_app(
         routes.append(Route("/metrics", metrics_page))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _server_error})
     public = frozenset({"/metrics"} if metrics is not None and metrics_public else ())
-    app.add_middleware(_BearerAuth, token=token, open_paths=public)
+    if sessions is not None:
+        public |= PAGE_PATHS
+    session_ok = None if sessions is None else sessions.knows
+    app.add_middleware(_BearerAuth, token=token, open_paths=public, session_ok=session_ok)
     return app
 
 
@@ -316,6 +330,7 @@ async def serve_api(
     extra_routes: Sequence[Route] = (),
     metrics: Metrics | None = None,
     metrics_public: bool = False,
+    sessions: Sessions | None = None,
     task_status: TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the API on ``bind`` until cancelled.
@@ -332,6 +347,7 @@ async def serve_api(
             API is a local control channel, and the token travels in clear text.
         extra_routes: more endpoints (the node's job routes), behind the token too.
         metrics, metrics_public: ``GET /metrics`` and whether it needs the token (``make_app``).
+        sessions: the dashboard's logins (``make_app``).
         task_status: receives the URL actually served, e.g. ``"http://127.0.0.1:54321"``.
 
     Raises:
@@ -346,6 +362,7 @@ async def serve_api(
     sock.detach()
     async with trio.open_nursery() as nursery:
         # Starlette is a plain ASGI 3 app; its scope types are just looser than hypercorn's TypedDicts.
-        app = cast("ASGIFramework", make_app(view, token, extra_routes, metrics=metrics, metrics_public=metrics_public))
+        app = cast("ASGIFramework", make_app(view, token, extra_routes, metrics=metrics, metrics_public=metrics_public,
+                                                   sessions=sessions))
         urls: list[str] = await nursery.start(functools.partial(serve, app, config))
         task_status.started(urls[0])

@@ -19,7 +19,7 @@ from typing import Final
 
 from ..errors import MeshError
 from ..node.plain_errors import raise_mesh_error_plainly
-from . import credit_command, job_commands, node_commands, task_commands
+from . import credit_command, dashboard_command, job_commands, node_commands, task_commands
 from .parser import build_parser
 
 __all__ = ["COMMANDS", "main"]
@@ -38,6 +38,7 @@ COMMANDS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
     "jobs": job_commands.cmd_jobs,
     "cancel": job_commands.cmd_cancel,
     "credit": credit_command.cmd_credit,
+    "dashboard": dashboard_command.cmd_dashboard,
 }
 
 

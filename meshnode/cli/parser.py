@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", metavar="JOB")
     _add_data_dir(p)
 
+    p = sub.add_parser("dashboard", help="open the running node's dashboard in the browser (a one-time login link)")
+    p.add_argument("--no-browser", action="store_true", help="only print the login link")
+    _add_data_dir(p)
+
     p = sub.add_parser("credit", help="credit earned from each owner (receipts checked) and granted to each executor")
     p.add_argument("--json", action="store_true")
     _add_data_dir(p)

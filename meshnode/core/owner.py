@@ -128,6 +128,7 @@ VERIFIED: Final = 1  # verified with an output
 FAILED: Final = 2  # a verified failure code, or out of attempts
 DISPUTED: Final = 3
 _KINDS: Final = {VERIFIED: "verified", FAILED: "failed", DISPUTED: "disputed"}
+_LETTERS: Final = bytes.maketrans(bytes([UNDECIDED, VERIFIED, FAILED, DISPUTED]), b"qvfd")
 
 
 def _another_is_free(sub: _Subtask, replica: int) -> bool:
@@ -285,6 +286,18 @@ class JobOwner:
     def status(self, index: int) -> str | None:
         """"verified", "failed" or "disputed" once the subtask is decided; None before."""
         return _KINDS.get(self._status[index])
+
+    def state_letters(self) -> str:
+        """One letter per subtask, in index order: ``v`` verified, ``f`` failed, ``d`` disputed,
+        ``r`` running (a replica is leased), ``q`` queued (waiting, or between replicas).
+
+        O(subtasks) and a byte each, for the dashboard's grid of a 10,000-subtask job.
+        """
+        letters = bytearray(self._status.translate(_LETTERS))
+        for index, sub in self._open.items():
+            if any(slot.state == "leased" for slot in sub.slots):
+                letters[index] = ord("r")
+        return letters.decode("ascii")
 
     def is_open(self, index: int) -> bool:
         """Granted at least once and not decided: its claims are being gathered."""

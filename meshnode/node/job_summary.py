@@ -13,7 +13,7 @@ from ..core.manifest import JobManifest
 from ..errors import WireError
 from .owning import JobManager
 
-__all__ = ["job_summary", "row_layout"]
+__all__ = ["job_summary", "journal_states", "row_layout"]
 
 
 def job_summary(jobs: JobManager, job_id: bytes, peers_alive: int) -> dict[str, Any] | None:
@@ -58,6 +58,19 @@ def job_summary(jobs: JobManager, job_id: bytes, peers_alive: int) -> dict[str, 
         "peers_working": 0, "refusals": {}, "problem": problem, "waiting_for_peers": None,
         "cost": None,  # counted in memory, by the run of the node that ran the job
     }  # fmt: skip
+
+
+def journal_states(jobs: JobManager, job_id: bytes) -> str | None:
+    """One letter per subtask (as ``JobOwner.state_letters``) of a job no longer running, from the
+    journal; None when this node owns no such job. Reads the journal: call it in a worker thread."""
+    saved = jobs.store.job(job_id)
+    if saved is None:
+        return None
+    verdicts = list(jobs.store.verdicts(job_id))
+    letters = bytearray(b"q" * max(saved.subtasks, verdicts[-1][0] + 1 if verdicts else 0))
+    for index, status in verdicts:
+        letters[index] = ord("v" if status == "ok" else "d" if status == "disputed" else "f")
+    return letters.decode("ascii")
 
 
 def row_layout(jobs: JobManager, job_id: bytes) -> tuple[int, int]:

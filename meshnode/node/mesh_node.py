@@ -68,7 +68,7 @@ from ..storage.lock import DataDirLock
 from .crediting import Crediting
 from .executing import Executor
 from .job_service import MeshJobService
-from .job_summary import job_summary, row_layout
+from .job_summary import job_summary, journal_states, row_layout
 from .memory import TRIM_EVERY, trim_free_memory
 from .metrics import NodeMetrics, NodeReadings
 from .owning import ROWS_ARE_FOR_SCRIPTS, JobManager, RunningJob
@@ -562,6 +562,12 @@ class MeshNode:
     def job_summary(self, job_id: bytes) -> dict[str, Any] | None:
         return job_summary(self.jobs, job_id, len(self.table.alive()))
 
+    async def subtask_states(self, job_id: bytes) -> str | None:
+        job = self.jobs.jobs.get(job_id)
+        if job is not None:
+            return job.owner.state_letters()
+        return await trio.to_thread.run_sync(journal_states, self.jobs, job_id)
+
     def results_page(self, job_id: bytes, after: int, limit: int) -> list[VerifiedOutput]:
         return self.jobs.store.outputs_page(job_id, after, limit)
 
@@ -849,10 +855,13 @@ class MeshNode:
         assert self.config.api is not None
         token = new_token()
         assert self._nursery is not None
+        from ..api.dashboard import Sessions, dashboard_routes
         from ..api.job_routes import job_routes
 
-        serve = functools.partial(serve_api, extra_routes=job_routes(self), metrics=self.metrics.exposition,
-                                  metrics_public=self.config.metrics_public)  # fmt: skip
+        sessions = Sessions()
+        serve = functools.partial(serve_api, extra_routes=[*job_routes(self), *dashboard_routes(self, sessions)],
+                                  metrics=self.metrics.exposition, metrics_public=self.config.metrics_public,
+                                  sessions=sessions)  # fmt: skip
         url: str = await self._nursery.start(serve, self, self.config.api, token)
         self.api_url = url
         write_api_file(self.config.data_dir, url=url, token=token, peer_id=str(self.peer_id), pid=os.getpid())
