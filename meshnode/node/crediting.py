@@ -9,7 +9,8 @@ numbered above the highest it holds (``CreditAsk``). The owner first signs one
 receipt per job for the grants to that executor that no receipt covers yet,
 journals them, then answers with every receipt above that number. A lost answer
 is asked for again; the owner keeps every receipt it signed, so an executor that
-lost its own can ask for them all (``after`` = 0).
+lost its own can ask for them all (``after`` = 0). A restarted executor asks every owner it holds
+receipts from once more.
 """
 
 from __future__ import annotations
@@ -89,7 +90,17 @@ class Crediting:
             self._owed[owner] = time.monotonic()
 
     async def run(self) -> None:
-        """Ask owners that owe receipts, every ``ASK_EVERY`` seconds, for ``ASK_FOR`` seconds after their last acceptance."""
+        """Ask owners that owe receipts, every ``ASK_EVERY`` seconds, for ``ASK_FOR`` seconds after their last acceptance.
+
+        At start, every owner this node holds receipts from is asked too: verdicts reached while
+        this node was down are owed, and nothing else would remind it.
+        """
+        try:
+            known = await trio.to_thread.run_sync(self.ledger.owners, str(self.identity.peer_id))
+        except JournalError:
+            known = []
+        for name in known:
+            self.owed(PeerId.from_base58(name))
         while True:
             await trio.sleep(ASK_EVERY)
             now = time.monotonic()

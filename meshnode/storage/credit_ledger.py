@@ -108,6 +108,11 @@ class CreditLedger:
             )
             return int(db.total_changes - before)
 
+    def owners(self, executor: str) -> list[str]:
+        """The owners ``executor`` (this node) holds receipts from."""
+        with self.store._read() as db:
+            return [r[0] for r in db.execute("SELECT DISTINCT owner FROM credit_receipts WHERE executor = ?", (executor,))]
+
     def received(self, executor: str) -> list[StoredReceipt]:
         """Every receipt kept for ``executor`` (this node), by owner and number."""
         with self.store._read() as db:

@@ -51,6 +51,7 @@ def test_received_receipts_are_kept_once(tmp_path: Path) -> None:
     with Store.open(tmp_path / "node.db") as store:
         assert CreditLedger(store).received("A") == [r]
         assert CreditLedger(store).received("B") == []
+        assert CreditLedger(store).owners("A") == ["O"]
 
 
 def test_a_schema_4_journal_is_migrated_and_keeps_its_verdicts(tmp_path: Path) -> None:
