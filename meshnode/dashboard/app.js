@@ -50,7 +50,7 @@ function drawNode(node) {
 function drawJobs(jobs) {
   $("#no-jobs").hidden = jobs.length > 0;
   $("#jobs tbody").innerHTML = jobs.map((job) => {
-    const rate = rateOf(job);
+    const rate = job.state === "running" ? rateOf(job) : null;
     const wall = job.cost ? `${fixed(job.cost.wall_s, 1)} s` : "";
     return `<tr data-job="${job.job_id}">
       <td><a href="#job=${job.job_id}">${escape(job.label || short(job.job_id))}</a></td>
@@ -83,8 +83,9 @@ function drawThroughput() {
     return;
   }
   const now = throughput[throughput.length - 1][0];
+  const span = Math.min(HISTORY_S, Math.max(60, now - throughput[0][0])); // a fresh page's minute grows to five
   const top = Math.max(1, ...throughput.map((p) => p[1]));
-  const points = throughput.map(([t, r]) => `${(600 * (1 - (now - t) / HISTORY_S)).toFixed(1)},${(88 - (80 * r) / top).toFixed(1)}`);
+  const points = throughput.map(([t, r]) => `${(600 * (1 - (now - t) / span)).toFixed(1)},${(88 - (80 * r) / top).toFixed(1)}`);
   svg.innerHTML = `<polyline points="${points.join(" ")}"/>`;
   $("#throughput-top").textContent = `peak ${top.toFixed(1)}/s, now ${throughput[throughput.length - 1][1].toFixed(1)}/s`;
 }
