@@ -66,8 +66,8 @@ def _problem(r: dict[str, Any], owner: str, me: PeerId) -> str | None:
 
 def _print(checked: dict[str, Any]) -> None:
     received = checked["received"]
-    print(f"credit received: {received['credit']:.6g}  ({received['fuel']} fuel; 1 credit = "
-          f"{checked['fuel_per_credit']:.0e} fuel)")  # fmt: skip
+    print(f"credit received: {received['credit']:.6g}  ({received['fuel']:,} fuel; 1 credit = "
+          f"{checked['fuel_per_credit']:,} fuel)")  # fmt: skip
     if not received["owners"]:
         print("  none yet")
     for o in received["owners"]:
