@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from meshnode.core.credit import CreditAsk, CreditReply, open_receipt
 from meshnode.core.peer_id import PeerId
 from meshnode.errors import PeerUnavailableError
 from meshnode.node.crediting import Crediting
+from meshnode.storage.credit_ledger import CreditLedger
 from meshnode.storage.identity import load_or_create_identity
 from meshnode.storage.journal import Store, VerifiedOutput
 
@@ -76,3 +82,57 @@ async def test_receipts_for_another_executor_are_refused(tmp_path: Path) -> None
         assert await executor.collect(owner_key.peer_id) == 0
         assert (await executor.credit_report())["received"]["owners"] == []
 
+
+
+# A run of the pull under random events: verdicts granting credit, asks whose answers may be lost, and
+# either side restarting (its journal reopened). However they interleave, each grant ends up in exactly
+# one receipt, the executor never holds one twice, and one last ask brings it everything granted.
+EVENTS = st.lists(st.one_of(
+    st.tuples(st.just("verdict"), st.integers(0, 1), st.integers(1, 10**12)),
+    st.tuples(st.just("ask"), st.booleans()),
+    st.tuples(st.just("restart"), st.sampled_from(["owner", "executor"])),
+), max_size=12)  # fmt: skip
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(EVENTS)
+def test_any_interleaving_grants_once_and_loses_nothing(tmp_path: Path, events: list[tuple[object, ...]]) -> None:
+    root = Path(tempfile.mkdtemp(dir=tmp_path))
+    owner_key, executor_key = load_or_create_identity(root / "o"), load_or_create_identity(root / "e")
+    stores = {"owner": Store.open(root / "o.db"), "executor": Store.open(root / "e.db")}
+    granted, index = 0, 0
+
+    def sides() -> tuple[Crediting, Crediting, Link]:
+        owner, executor = Crediting(stores["owner"], owner_key), Crediting(stores["executor"], executor_key)
+        link = Link(owner, executor_key.peer_id)
+        executor.ask = link
+        return owner, executor, link
+
+    async def run() -> None:
+        nonlocal granted, index
+        owner, executor, link = sides()
+        for event in events:
+            match event:
+                case ("verdict", job, fuel):
+                    grant(stores["owner"], JOBS[int(job)], index, executor_key.peer_id, int(fuel))  # type: ignore[call-overload]
+                    granted, index = granted + int(fuel), index + 1  # type: ignore[call-overload]
+                case ("ask", lost):
+                    link.lose = int(bool(lost))
+                    await executor.collect(owner_key.peer_id)
+                case ("restart", side):
+                    stores[str(side)].close()
+                    stores[str(side)] = Store.open(root / ("o.db" if side == "owner" else "e.db"))
+                    owner, executor, link = sides()
+        await executor.collect(owner_key.peer_id)
+        report = await executor.credit_report()
+        assert report["received"]["fuel"] == granted
+        seqs = [r["seq"] for o in report["received"]["owners"] for r in o["receipts"]]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert sum(r["results"] for o in report["received"]["owners"] for r in o["receipts"]) == index
+        assert CreditLedger(stores["owner"]).unreceipted(str(executor_key.peer_id)) == []
+
+    try:
+        trio.run(run)
+    finally:
+        for store in stores.values():
+            store.close()
