@@ -2,6 +2,7 @@
 
     GET  /  and  /dashboard         the page (meshnode/dashboard/index.html); ?token=T logs in
     GET  /dashboard/{asset}         its script and style sheet
+    GET  /dashboard/job/{id}        the page, showing a job (as ``/dashboard#job=<id>`` does)
     POST /v1/dashboard/login-token  (API token only) a one-time login token -> {"token", "expires_s"}
     GET  /v1/events                 server-sent events: a snapshot of the node every second
     GET  /v1/jobs/{id}/states       one letter per subtask (``JobOwner.state_letters``), as text
@@ -12,8 +13,8 @@ SameSite=Strict) and redirects to ``/dashboard``, so the token never stays in th
 history; it is good once, for ``LOGIN_TOKEN_TTL_S``. The cookie authenticates reads only (GET): a
 page elsewhere can neither read the dashboard nor make the node do anything with it.
 
-The page and its assets are no secret and are served to anyone; everything they show comes through
-``/v1/...``, behind the token or the cookie.
+The page and its assets are no secret and are served to anyone (but a job's own address, which names
+the job); everything they show comes through ``/v1/...``, behind the token or the cookie.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ def dashboard_routes(view: DashboardView, sessions: Sessions) -> list[Route]:
 
     return [
         Route("/", page), Route("/dashboard", page), Route("/dashboard/{name}", asset),
+        Route("/dashboard/job/{job_id}", page),
         Route("/v1/dashboard/login-token", login_token, methods=["POST"]), Route("/v1/events", events),
         Route("/v1/jobs/{job_id}/states", states),
     ]  # fmt: skip

@@ -123,7 +123,7 @@ async function showJob(jobId) {
 }
 
 function jobShown() {
-  const match = location.hash.match(/^#job=([0-9a-f]+)$/);
+  const match = location.hash.match(/^#job=([0-9a-f]+)$/) || location.pathname.match(/^\/dashboard\/job\/([0-9a-f]+)$/);
   return match ? match[1] : null;
 }
 

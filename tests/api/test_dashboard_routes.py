@@ -70,7 +70,7 @@ async def test_a_login_opens_a_session_that_reads_the_states_and_the_event_strea
         snapshot = await trio.to_thread.run_sync(first_event, url, page.cookies)
         assert len(snapshot["peers"]) == 50 and snapshot["jobs"][0]["verified"] == 9_000
         assert snapshot["node"]["peer_id"]
-        for asset in ("/", "/dashboard/app.js", "/dashboard/style.css"):
+        for asset in ("/", "/dashboard/app.js", "/dashboard/style.css", f"/dashboard/job/{JOB.hex()}"):
             assert (await page.get(asset)).status_code == 200
         assert (await page.get("/dashboard/secret.txt")).status_code == 404
 

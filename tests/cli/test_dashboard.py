@@ -50,7 +50,7 @@ def test_the_dashboard_shows_peers_a_job_advancing_and_its_grid_with_nothing_lea
     poll(lambda: sum(p["state"] == "alive" for p in api_get(owner.data_dir, "/v1/peers")["peers"]) == 2, MEET,
          "the owner hears both peers")  # fmt: skip
     task = tmp_path / "slow.wasm"
-    task.write_bytes(busy_echo(40_000_000))  # a few seconds on three slots
+    task.write_bytes(busy_echo(60_000_000))  # a few seconds on three slots
     url = login_url(owner.data_dir)
     base = "{0.scheme}://{0.netloc}".format(urlsplit(url))
 
@@ -84,16 +84,19 @@ def test_the_dashboard_shows_peers_a_job_advancing_and_its_grid_with_nothing_lea
             poll(lambda: job_progress(page, job.id)[0] > first, JOB, "the progress bar advances")
             page.screenshot(path=str(tmp_path / "dashboard.png"))
 
-            page.goto(f"{base}/dashboard#job={job.id}")
+            page.click(f'tr[data-job="{job.id}"] a')  # the job's page
             page.wait_for_function(f"document.querySelector('#grid').dataset.subtasks === '{SUBTASKS}'",
                                    timeout=STEP * 1000)  # fmt: skip
             job.wait()
-            page.wait_for_function(f"document.querySelector('#legend [data-state=v] b').textContent === '{SUBTASKS}'",
+            page.wait_for_function(f"document.querySelector('#legend [data-state=v] b')?.textContent === '{SUBTASKS}'",
                                    timeout=STEP * 1000)  # fmt: skip
             page.wait_for_function(  # runs per peer: every subtask ran once at least, on more than one node
                 f"""(() => {{ const runs = [...document.querySelectorAll('#contributions td.num')].map(e => +e.textContent);
                     return runs.length > 1 && runs.reduce((a, b) => a + b, 0) >= {SUBTASKS}; }})()""",
                 timeout=STEP * 1000)  # fmt: skip
+            page.goto(f"{base}/dashboard/job/{job.id}")  # the job page's own address, for a bookmark
+            page.wait_for_function(f"document.querySelector('#legend [data-state=v] b')?.textContent === '{SUBTASKS}'",
+                                   timeout=STEP * 1000)  # fmt: skip
         finally:
             browser.close()
     assert requested and all(u.startswith(base + "/") for u in requested), requested
