@@ -103,6 +103,23 @@ function drawHealth(node, jobs) {
       ["peers alive / stale / gone", `${node.peers.alive} / ${node.peers.stale} / ${node.peers.gone}`]])}</table></div></div>`;
 }
 
+// Credit changes slowly and its report reads the journal: asked for every 10 s, not with each snapshot.
+async function drawCredit() {
+  const response = await fetch("/v1/credit");
+  if (response.ok) {
+    const report = await response.json();
+    const granted = [...report.granted].sort((a, b) => b.fuel - a.fuel);
+    const owners = [...report.received.owners].sort((a, b) => b.fuel - a.fuel);
+    const table = (rows, who) => rows.length
+      ? `<table><tr><th>peer</th><th>results</th><th>credit</th></tr>${rows.map((r) =>
+        `<tr><td title="${r[who]}">${short(r[who])}</td><td class="num">${r.results}</td><td class="num">${fixed(r.credit, 2)}</td></tr>`).join("")}</table>`
+      : `<p class="muted">none yet</p>`;
+    $("#credit").innerHTML = `<div><h2>Granted to executors of this node's jobs</h2>${table(granted, "executor")}</div>
+      <div><h2>Received from owners: ${fixed(report.received.credit, 2)} in all</h2>${table(owners, "owner")}</div>`;
+  }
+  setTimeout(drawCredit, 10000);
+}
+
 // --- the job page -------------------------------------------------------------------------
 
 let gridTimer = null;
@@ -224,6 +241,7 @@ async function start() {
   };
   window.addEventListener("hashchange", route);
   route();
+  drawCredit();
 }
 
 start();

@@ -97,6 +97,8 @@ def test_the_dashboard_shows_peers_a_job_advancing_and_its_grid_with_nothing_lea
             page.goto(f"{base}/dashboard/job/{job.id}")  # the job page's own address, for a bookmark
             page.wait_for_function(f"document.querySelector('#legend [data-state=v] b')?.textContent === '{SUBTASKS}'",
                                    timeout=STEP * 1000)  # fmt: skip
+            page.goto(f"{base}/dashboard")  # the credit this node granted, per executor
+            page.wait_for_function("document.querySelectorAll('#credit tr td.num').length >= 4", timeout=STEP * 1000)
         finally:
             browser.close()
     assert requested and all(u.startswith(base + "/") for u in requested), requested
