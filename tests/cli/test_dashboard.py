@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from typing import TYPE_CHECKING
+
 import httpx
-from playwright.sync_api import Page, Route, sync_playwright
+import pytest
 
 from meshnode import Client
 from tests.client.conftest import busy_echo
@@ -19,6 +21,9 @@ from ..waiting import JOB, MEET, STEP, poll
 from .chromium import chromium  # noqa: F401  (a fixture)
 from .nodes import NodeProcess, api_get, nodes  # noqa: F401  (a fixture)
 from .test_node_cli import LOOPBACK
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page, Route
 
 SUBTASKS = 60
 
@@ -40,6 +45,8 @@ def job_progress(page: Page, job_id: str) -> tuple[float, float]:
 def test_the_dashboard_shows_peers_a_job_advancing_and_its_grid_with_nothing_leaving_the_machine(
     tmp_path: Path, nodes: list[NodeProcess], chromium: Path  # noqa: F811
 ) -> None:
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra: "
+                                         "pip install -e '.[test]'")  # fmt: skip
     owner = NodeProcess(tmp_path / "a", [*LOOPBACK, "--slots", "1"])
     nodes.append(owner)
     owner.wait_ready()
@@ -63,7 +70,7 @@ def test_the_dashboard_shows_peers_a_job_advancing_and_its_grid_with_nothing_lea
         else:  # a CDN, a font, anything: blocked, and the assertion below names it
             route.abort()
 
-    with sync_playwright() as playwright:
+    with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
         try:
             context = browser.new_context(viewport={"width": 1200, "height": 900})
