@@ -3,6 +3,7 @@ that ``meshnode dashboard`` logs in to; and its login rules, over plain HTTP."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -128,3 +129,10 @@ def test_a_login_token_works_once_and_the_cookie_only_reads(tmp_path: Path, node
     with httpx.Client(base_url=base, trust_env=False) as stranger:
         assert stranger.get(url).status_code == 403, "a token logs in once"
         assert stranger.get("/v1/events").status_code == 401
+    opened = tmp_path / "opened.txt"
+    done = subprocess.run([sys.executable, "-m", "meshnode", "dashboard", "--data-dir", str(node.data_dir)],
+                          env={**os.environ, "BROWSER": f"sh -c 'echo %s > {opened}'"}, capture_output=True,
+                          text=True, timeout=STEP)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    poll(lambda: opened.exists() and "?token=" in opened.read_text(), STEP, "the browser opens the login link")
+    assert opened.read_text().strip() in done.stdout
