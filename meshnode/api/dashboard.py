@@ -23,7 +23,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -45,6 +45,7 @@ LOGIN_TOKEN_TTL_S: Final = 120.0
 SNAPSHOT_EVERY_S: Final = 1.0
 RECENT_JOBS: Final = 20  # the jobs a snapshot describes, newest first
 MAX_SESSIONS: Final = 64  # the oldest is forgotten past this (each login makes one)
+HISTORY_S: Final = 300  # the throughput a page is given when it opens
 _ASSETS: Final = {"app.js": "text/javascript", "style.css": "text/css"}
 _FOLDER: Final = Path(__file__).resolve().parent.parent / "dashboard"
 PAGE_PATHS: Final = frozenset({"/", "/dashboard", *(f"/dashboard/{name}" for name in _ASSETS)})
@@ -120,6 +121,8 @@ def dashboard_routes(view: DashboardView, sessions: Sessions) -> list[Route]:
     """The dashboard's endpoints, for ``serve_api(..., extra_routes=...)``; pass the same ``sessions``
     to ``serve_api`` so that its cookie opens the ``/v1/...`` reads."""
 
+    history: deque[tuple[float, int]] = deque(maxlen=int(HISTORY_S / SNAPSHOT_EVERY_S))
+
     async def page(request: Request) -> Response:
         token = request.query_params.get("token")
         if token is None:
@@ -143,7 +146,7 @@ def dashboard_routes(view: DashboardView, sessions: Sessions) -> list[Route]:
 
     async def events(request: Request) -> StreamingResponse:
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-        return StreamingResponse(_snapshots(view), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(_snapshots(view, history), media_type="text/event-stream", headers=headers)
 
     async def states(request: Request) -> PlainTextResponse:
         try:
@@ -170,10 +173,20 @@ def snapshot(view: DashboardView) -> dict[str, Any]:
     return {"time": time.time(), "node": view.info(), "peers": view.peers(), "jobs": jobs}
 
 
-async def _snapshots(view: DashboardView) -> AsyncIterator[str]:
-    """A snapshot a second for as long as the page listens: an idle node with no page open does nothing."""
+async def _snapshots(view: DashboardView, history: deque[tuple[float, int]]) -> AsyncIterator[str]:
+    """A snapshot a second for as long as the page listens: an idle node with no page open does nothing.
+
+    ``history`` keeps (time, subtasks decided) from every snapshot sent, so the first one a page gets
+    carries the throughput of the last minutes that any page watched, as ``"history"``.
+    """
+    first = True
     while True:
-        yield f"data: {json.dumps(snapshot(view), separators=(',', ':'))}\n\n"
+        now = snapshot(view)
+        if not history or now["time"] - history[-1][0] >= SNAPSHOT_EVERY_S * 0.9:  # two pages: one sample
+            history.append((now["time"], sum(j["verified"] + j["failed"] + j["disputed"] for j in now["jobs"])))
+        if first:
+            now["history"], first = list(history), False
+        yield f"data: {json.dumps(now, separators=(',', ':'))}\n\n"
         await trio.sleep(SNAPSHOT_EVERY_S)
 
 

@@ -22,6 +22,10 @@ let lastTotal = null;
 
 function record(snapshot) {
   const t = snapshot.time;
+  for (const [time, total] of snapshot.history || []) { // the minutes before this page opened
+    if (lastTotal !== null && time > lastTotal[0]) throughput.push([time, Math.max(0, total - lastTotal[1]) / (time - lastTotal[0])]);
+    lastTotal = [time, total];
+  }
   let total = 0;
   for (const job of snapshot.jobs) {
     const points = seen.get(job.job_id) || [];

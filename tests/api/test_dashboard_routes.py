@@ -31,7 +31,8 @@ class FakeNode(FakeView):
     def job_summary(self, job_id: bytes) -> dict[str, Any] | None:
         if job_id != JOB:
             return None
-        return {"job_id": job_id.hex(), "state": "running", "total": 10_000, "verified": 9_000}
+        return {"job_id": job_id.hex(), "state": "running", "total": 10_000, "verified": 9_000, "failed": 2,
+                "disputed": 1}  # fmt: skip
 
     async def subtask_states(self, job_id: bytes) -> str | None:
         return "v" * 9_000 + "r" * 10 + "q" * 990 if job_id == JOB else None
@@ -70,6 +71,7 @@ async def test_a_login_opens_a_session_that_reads_the_states_and_the_event_strea
         snapshot = await trio.to_thread.run_sync(first_event, url, page.cookies)
         assert len(snapshot["peers"]) == 50 and snapshot["jobs"][0]["verified"] == 9_000
         assert snapshot["node"]["peer_id"]
+        assert [total for _, total in snapshot["history"]] == [9_003], "the throughput so far, for a page that opens"
         for asset in ("/", "/dashboard/app.js", "/dashboard/style.css", f"/dashboard/job/{JOB.hex()}"):
             assert (await page.get(asset)).status_code == 200
         assert (await page.get("/dashboard/secret.txt")).status_code == 404
