@@ -77,6 +77,8 @@ def test_the_dashboard_shows_peers_a_job_advancing_and_its_grid_with_nothing_lea
             context = browser.new_context(viewport={"width": 1200, "height": 900})
             context.route("**/*", only_the_node)
             page = context.new_page()
+            script_errors: list[str] = []
+            page.on("pageerror", lambda error: script_errors.append(str(error)))
             page.goto(url)
             assert page.url == f"{base}/dashboard", "the login token stays out of the address bar"
             (cookie,) = context.cookies()
@@ -110,6 +112,7 @@ def test_the_dashboard_shows_peers_a_job_advancing_and_its_grid_with_nothing_lea
         finally:
             browser.close()
     assert requested and all(u.startswith(base + "/") for u in requested), requested
+    assert not script_errors
 
 
 def test_a_login_token_works_once_and_the_cookie_only_reads(tmp_path: Path, nodes: list[NodeProcess]) -> None:
