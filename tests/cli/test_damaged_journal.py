@@ -71,10 +71,13 @@ def test_a_truncated_journal_stops_the_node_with_one_line(tmp_path: Path) -> Non
 def test_a_garbage_page_stops_the_node_with_one_line(tmp_path: Path) -> None:
     journal_with_jobs(tmp_path / "n")
     path = tmp_path / "n" / "node.db"
-    size = os.path.getsize(path)
+    with sqlite3.connect(path) as db:  # a page of the inputs, which a restarted node reads (dbstat: where each table lies)
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        pages = [n for (n,) in db.execute("SELECT pageno FROM dbstat WHERE name = 'inputs' ORDER BY pageno")]
+    db.close()
     with open(path, "r+b") as f:
-        f.seek((size // 4096 // 2) * 4096)  # a page in the middle, where the inputs are
-        f.write(os.urandom(4096))
+        f.seek((pages[len(pages) // 2] - 1) * page_size)
+        f.write(os.urandom(page_size))
     line = start_fails(tmp_path / "n")
     assert "damaged" in line
 
