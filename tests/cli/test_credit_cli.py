@@ -49,7 +49,8 @@ def test_the_executor_holds_signed_credit_for_its_verified_runs(tmp_path: Path, 
     assert got["invalid"] == 0 and got["credit"] == earned / FUEL_PER_CREDIT
     (owner,) = got["owners"]  # type: ignore[attr-defined]
     assert owner["owner"] == a_info["peer_id"] and owner["results"] == 6
-    assert [r["job_id"] for r in owner["receipts"]] == [job_id] and owner["receipts"][0]["valid"]
+    # one receipt per batch: a busy owner may sign the job's grants in more than one
+    assert {r["job_id"] for r in owner["receipts"]} == {job_id} and all(r["valid"] for r in owner["receipts"])
     shown = meshnode("credit", "--data-dir", str(b.data_dir))
     assert shown.returncode == 0 and f"from {a_info['peer_id']}" in shown.stdout and "for 6 results" in shown.stdout
 
