@@ -225,6 +225,10 @@ class MeshHost:
         """
         from libp2p.custom_types import TProtocol
 
+        if not self.is_connected(peer):
+            # libp2p's new_stream would dial every address its peerstore remembers, a stale one
+            # first (seen when a stream opened just as the peer vanished); dialling is dial()'s job
+            raise PeerUnavailableError(f"cannot open {protocol} to {peer}: not connected")
         try:
             with trio.fail_after(timeout):
                 stream = await self._host.new_stream(to_libp2p_id(peer), [TProtocol(protocol)])
