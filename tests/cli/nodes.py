@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from ..waiting import STEP, poll
+from ..waiting import MEET, STEP, poll
 
-__all__ = ["NodeProcess", "api_get", "free_tcp_port", "lone_node", "meshnode", "nodes", "peers_json", "poll"]
+__all__ = ["NodeProcess", "api_get", "free_tcp_port", "lone_node", "meshnode", "nodes", "pair", "peers_json", "poll"]
 
 
 class NodeProcess:
@@ -101,6 +101,20 @@ def lone_node(data_dir: Path, *args: str) -> Iterator[NodeProcess]:
         yield started
     finally:
         started.kill()
+
+
+def pair(tmp_path: Path, nodes: list[NodeProcess]) -> tuple[NodeProcess, dict[str, Any], NodeProcess, dict[str, Any]]:
+    """Nodes ``a`` and ``b`` (b bootstrapped to a) on loopback, once a lists b as alive; with their api.json."""
+    from .test_node_cli import LOOPBACK
+
+    a = NodeProcess(tmp_path / "a", LOOPBACK)
+    nodes.append(a)
+    a_info = a.wait_ready()
+    b = NodeProcess(tmp_path / "b", [*LOOPBACK, "--bootstrap", a.dial_addr()])
+    nodes.append(b)
+    b_info = b.wait_ready()
+    poll(lambda: any(p["state"] == "alive" for p in api_get(a.data_dir, "/v1/peers")["peers"]), MEET, "the two nodes to meet")
+    return a, a_info, b, b_info
 
 
 @pytest.fixture

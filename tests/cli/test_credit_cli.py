@@ -9,9 +9,8 @@ from pathlib import Path
 
 from meshnode.core.credit import FUEL_PER_CREDIT
 
-from ..waiting import JOB, MEET
-from .nodes import NodeProcess, api_get, meshnode, nodes, poll  # noqa: F401  (nodes is a fixture)
-from .test_node_cli import LOOPBACK
+from ..waiting import JOB
+from .nodes import NodeProcess, api_get, meshnode, nodes, pair, poll  # noqa: F401  (nodes is a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = str(ROOT / "tasks_wasm" / "mandelbrot.wasm")
@@ -26,13 +25,7 @@ def credit(node: NodeProcess) -> dict[str, object]:
 
 
 def test_the_executor_holds_signed_credit_for_its_verified_runs(tmp_path: Path, nodes: list[NodeProcess]) -> None:
-    a = NodeProcess(tmp_path / "a", LOOPBACK)
-    nodes.append(a)
-    a_info = a.wait_ready()
-    b = NodeProcess(tmp_path / "b", [*LOOPBACK, "--bootstrap", a.dial_addr()])
-    nodes.append(b)
-    b_info = b.wait_ready()
-    poll(lambda: any(p["state"] == "alive" for p in api_get(a.data_dir, "/v1/peers")["peers"]), MEET, "the two nodes to meet")
+    a, a_info, b, b_info = pair(tmp_path, nodes)
     tiles = tmp_path / "tiles.jsonl"
     tiles.write_text("".join(TILES.read_text().splitlines(keepends=True)[:6]))
 

@@ -9,8 +9,8 @@ import pytest
 
 from tests.sandbox import modules as m
 
-from ..waiting import JOB, MEET
-from .nodes import NodeProcess, meshnode, nodes, poll  # noqa: F401  (nodes is a fixture)
+from ..waiting import JOB
+from .nodes import NodeProcess, meshnode, nodes, pair  # noqa: F401  (nodes is a fixture)
 from .test_node_cli import LOOPBACK
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,13 +23,7 @@ def without_executors(text: str) -> list[dict[str, object]]:
 
 
 def test_submit_is_verified_by_two_nodes_and_matches_exec(tmp_path: Path, nodes: list[NodeProcess]) -> None:
-    a = NodeProcess(tmp_path / "a", LOOPBACK)
-    nodes.append(a)
-    a_info = a.wait_ready()
-    b = NodeProcess(tmp_path / "b", [*LOOPBACK, "--bootstrap", a.dial_addr()])
-    nodes.append(b)
-    b_info = b.wait_ready()
-    poll(lambda: "alive" in meshnode("peers", "--data-dir", str(a.data_dir)).stdout, MEET, "the two nodes to meet")
+    a, a_info, b, b_info = pair(tmp_path, nodes)
 
     out = tmp_path / "results.jsonl"
     submitted = meshnode("submit", MODULE, "--input-jsonl", TILES, "--output", str(out), "--data-dir", str(a.data_dir), timeout=JOB)
