@@ -51,6 +51,10 @@ too: gossip state can go stale on a connection that stays up (seen when a node
 restarted within milliseconds under the same identity), and a fresh connection
 starts it afresh.
 
+The table also says whose round-trip time to measure (``rtt_due``): a connected
+peer as soon as it is alive, then every ``RTT_EVERY`` seconds, and a peer that
+did not answer a ping only ``RTT_EVERY`` seconds later.
+
 Time is an argument (seconds on a monotonic clock); nothing here reads a clock.
 """
 
@@ -78,6 +82,7 @@ __all__ = [
     "PeerTable",
     "PeerUnreachable",
     "PresenceHeard",
+    "RTT_EVERY",
     "RttMeasured",
     "Tick",
     "redial_delay",
@@ -94,6 +99,7 @@ REDIAL_JITTER: Final = 0.2  # each delay is stretched or shrunk by up to this fr
 # retries take on a busy machine (50 nodes starting on 2 cores timed hellos out at 15 s)
 SILENT_CONNECTION_LIMIT: Final = 30.0
 LOST_UNIT: Final = 1.0  # at most this many seconds per unit of silence once a peer's connection closed
+RTT_EVERY: Final = 30.0  # seconds between two round-trip measurements of a connected peer
 
 State = Literal["alive", "stale", "gone"]
 
@@ -121,7 +127,7 @@ class Tick:
 @dataclass(frozen=True, slots=True)
 class RttMeasured:
     peer: PeerId
-    rtt_ms: float
+    rtt_ms: float | None  # None: no answer in time (the last figure stays)
     now: float
 
 
@@ -219,6 +225,7 @@ class PeerRecord:
     state_since: float
     connected: bool = False
     rtt_ms: float | None = None
+    rtt_at: float | None = None  # when the round-trip time was last measured (or a ping went unanswered)
     unconnected_since: float | None = None
     dials: int = 0  # dials since the peer was last connected (or changed its addresses)
     next_dial: float | None = None  # no dial before this time
@@ -252,7 +259,9 @@ class PeerTable:
         if isinstance(event, RttMeasured):
             record = self.peers.get(event.peer)
             if record is not None:
-                record.rtt_ms = event.rtt_ms
+                record.rtt_at = event.now
+                if event.rtt_ms is not None:
+                    record.rtt_ms = event.rtt_ms
             return []
         if isinstance(event, DialFailed):
             return self._dial_failed(event.peer, event.reason, event.now)
@@ -390,3 +399,10 @@ class PeerTable:
 
     def alive(self) -> list[PeerRecord]:
         return [r for r in self.peers.values() if r.state == "alive"]
+
+    def rtt_due(self, now: float) -> list[PeerId]:
+        """The connected, alive peers whose round-trip time is unmeasured or ``RTT_EVERY`` seconds old."""
+        return [
+            r.peer for r in self.peers.values()
+            if r.state == "alive" and r.connected and (r.rtt_at is None or now - r.rtt_at >= RTT_EVERY)
+        ]  # fmt: skip

@@ -82,7 +82,7 @@ log = logging.getLogger("meshnode")
 
 GOODBYE_PROTOCOL = "/meshnode/goodbye/1.0.0"
 STORE_FILE_NAME = "node.db"
-PING_EVERY = 30.0  # seconds between two RTT measurements of a connected peer (liveness is the transport's)
+RTT_LOOK_EVERY = 1.0  # seconds between two looks for peers whose round-trip time is due (PeerTable.rtt_due)
 CHANGE_GAP = 0.5  # seconds: presence changes closer together than this go out in one message
 MDNS_SWEEP_FAST, MDNS_SWEEP = 2.0, 30.0  # seconds between two reads of the mDNS cache: the first minute, then
 MDNS_ANNOUNCE = 10.0  # seconds between two mDNS announcements of a node that knows no peer
@@ -279,7 +279,7 @@ class MeshNode:
                 nursery.start_soon(self._publish_presence)
                 nursery.start_soon(self._watch_connections)
                 nursery.start_soon(self._tick)
-                nursery.start_soon(self._ping_peers)
+                nursery.start_soon(self._measure_rtts)
                 nursery.start_soon(self._workers.run)
                 nursery.start_soon(self._watch_journal)
                 nursery.start_soon(self._trim_memory)
@@ -476,17 +476,17 @@ class MeshNode:
             if new and self._nursery is not None:
                 self._nursery.start_soon(self._send_hello, event.peer)
 
-    async def _ping_peers(self) -> None:
+    async def _measure_rtts(self) -> None:
+        """Ping the peers the table says are due: a new peer within a second, then every ``RTT_EVERY`` s."""
         while True:
-            for record in self.table.alive():
-                if record.connected:
-                    try:
-                        rtt = await self.host.ping(record.peer)
-                    except PeerUnavailableError as exc:
-                        log.debug("%s", exc)
-                        continue
-                    self._apply(self.table.handle(RttMeasured(record.peer, rtt, time.monotonic())))
-            await trio.sleep(PING_EVERY)
+            for peer in self.table.rtt_due(time.monotonic()):
+                rtt: float | None = None
+                try:
+                    rtt = await self.host.ping(peer)
+                except PeerUnavailableError as exc:
+                    log.debug("%s", exc)
+                self._apply(self.table.handle(RttMeasured(peer, rtt, time.monotonic())))
+            await trio.sleep(RTT_LOOK_EVERY)
 
     # --- work ----------------------------------------------------------------------------------
 

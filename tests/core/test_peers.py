@@ -15,6 +15,7 @@ from meshnode.core.peers import (
     REDIAL_FIRST,
     REDIAL_JITTER,
     REDIAL_MAX,
+    RTT_EVERY,
     STALE_INTERVALS,
     ConnectionChanged,
     DialFailed,
@@ -114,6 +115,23 @@ def test_forgotten_after_a_while() -> None:
     assert OTHERS[0] not in t.peers
 
 
+def test_a_peer_is_pinged_once_it_is_alive_and_connected_then_every_rtt_every_seconds() -> None:
+    t = PeerTable(ME)
+    peer, heard_only = OTHERS[0], OTHERS[1]
+    t.handle(PresenceHeard(presence(heard_only, 1), 0.0))
+    t.handle(ConnectionChanged(peer, True, 0.0))
+    assert t.rtt_due(0.0) == [], "a connection with no presence yet is not in the table"
+    t.handle(PresenceHeard(presence(peer, 1), 0.5))
+    assert t.rtt_due(0.5) == [peer], "due at once; a peer heard only through gossip has no connection to ping"
+    t.handle(RttMeasured(peer, 0.7, 0.6))
+    assert t.rtt_due(0.6 + RTT_EVERY - 0.01) == []
+    assert t.rtt_due(0.6 + RTT_EVERY) == [peer]
+    t.handle(RttMeasured(peer, None, 0.6 + RTT_EVERY))  # no answer: the last figure stays, and no ping for a while
+    assert t.peers[peer].rtt_ms == 0.7 and t.rtt_due(1.0 + RTT_EVERY) == []
+    t.handle(ConnectionChanged(peer, False, 100.0))
+    assert t.rtt_due(100.0) == []
+
+
 def test_own_presence_is_ignored() -> None:
     t = PeerTable(ME)
     assert t.handle(PresenceHeard(presence(ME, 1), 0.0)) == []
@@ -193,8 +211,8 @@ class PeerTableMachine(RuleBasedStateMachine):
     def dial_fails(self, peer: PeerId) -> None:
         self.apply(DialFailed(peer, "connection refused", self.now))
 
-    @rule(peer=st.sampled_from(OTHERS), rtt=st.floats(0, 1000, allow_nan=False))
-    def rtt(self, peer: PeerId, rtt: float) -> None:
+    @rule(peer=st.sampled_from(OTHERS), rtt=st.none() | st.floats(0, 1000, allow_nan=False))
+    def rtt(self, peer: PeerId, rtt: float | None) -> None:
         self.apply(RttMeasured(peer, rtt, self.now))
 
     @invariant()
