@@ -16,6 +16,7 @@ const bytes = (n) => (n == null ? "" : n >= 1 << 30 ? `${(n / (1 << 30)).toFixed
 const fixed = (n, digits) => (n == null ? "" : Number(n).toFixed(digits));
 
 let latest = null;
+const creditWith = new Map(); // peer id -> {granted, received}: credit this node granted it and received from it
 const seen = new Map(); // job id -> [[time, decided], ...] over RATE_WINDOW_S
 const throughput = []; // [time, subtasks decided per second]
 let lastTotal = null;
@@ -74,10 +75,13 @@ function drawPeers(peers) {
       <td class="state-${p.state}">${p.state}</td><td>${escape(p.addrs[0] || "")}</td>
       <td class="num">${p.slots}</td><td class="num">${p.idle}</td><td class="num">${fixed(p.load1, 2)}</td>
       <td class="num">${bytes(p.mem_free)} / ${bytes(p.mem_total)}</td>
-      <td class="num">${p.rtt_ms == null ? "" : `${fixed(p.rtt_ms, 1)} ms`}</td><td>${escape(p.engine)}</td>
-      <td>${fixed(rep.score, 2)} (${rep.agreements}✓ ${rep.disagreements}✗ ${rep.failures}!)${rep.barred ? " barred" : ""}</td></tr>`;
+      <td class="num rtt">${p.rtt_ms == null ? "" : `${fixed(p.rtt_ms, 1)} ms`}</td><td>${escape(p.engine)}</td>
+      <td>${fixed(rep.score, 2)} (${rep.agreements}✓ ${rep.disagreements}✗ ${rep.failures}!)${rep.barred ? " barred" : ""}</td>
+      <td class="num credit">${creditCell(creditWith.get(p.peer_id))}</td></tr>`;
   }).join("");
 }
+
+const creditCell = (c) => (c ? `${fixed(c.granted, 2)} / ${fixed(c.received, 2)}` : "");
 
 function drawThroughput() {
   const svg = $("#throughput");
@@ -114,6 +118,11 @@ async function drawCredit() {
     const report = await response.json();
     const granted = [...report.granted].sort((a, b) => b.fuel - a.fuel);
     const owners = [...report.received.owners].sort((a, b) => b.fuel - a.fuel);
+    creditWith.clear();
+    const credit = (peer) => creditWith.get(peer) || creditWith.set(peer, { granted: 0, received: 0 }).get(peer);
+    for (const r of granted) credit(r.executor).granted += r.credit;
+    for (const r of owners) credit(r.owner).received += r.credit;
+    if (latest) drawPeers(latest.peers);
     const table = (rows, who) => rows.length
       ? `<table><tr><th>peer</th><th>results</th><th>credit</th></tr>${rows.map((r) =>
         `<tr><td title="${r[who]}">${short(r[who])}</td><td class="num">${r.results}</td><td class="num">${fixed(r.credit, 2)}</td></tr>`).join("")}</table>`
@@ -138,7 +147,11 @@ async function showJob(jobId) {
   const letters = await response.text();
   drawGrid(letters);
   drawDisputes(jobId, letters);
-  const job = latest && latest.jobs.find((j) => j.job_id === jobId);
+  let job = latest && latest.jobs.find((j) => j.job_id === jobId);
+  if (!job) { // not among the snapshot's recent jobs: asked for on its own
+    const status = await fetch(`/v1/jobs/${jobId}`);
+    if (status.ok) job = await status.json();
+  }
   if (job) drawJobSummary(job);
   if (!job || job.state === "running" || /[qr]/.test(letters)) gridTimer = setTimeout(() => showJob(jobId), 1000);
 }
@@ -195,10 +208,10 @@ function drawJobSummary(job) {
 async function drawDisputes(jobId, letters) {
   const indices = [];
   for (let i = letters.indexOf("d"); i >= 0 && indices.length < 20; i = letters.indexOf("d", i + 1)) indices.push(i);
-  for (const index of indices.filter((i) => !disputes.has(i))) {
+  await Promise.all(indices.filter((i) => !disputes.has(i)).map(async (index) => {
     const response = await fetch(`/v1/jobs/${jobId}/results?after=${index - 1}&limit=1`);
     if (response.ok) disputes.set(index, (await response.json()).results[0]);
-  }
+  }));
   const total = letters.split("d").length - 1;
   $("#disputes").innerHTML = !total ? `<p class="muted">none</p>` : indices.map((i) => {
     const r = disputes.get(i);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections.abc import Iterator
@@ -79,8 +80,9 @@ async def server(nursery: trio.Nursery) -> RunningServer:
 
 
 @contextmanager
-def server_thread(view: FakeView, token: str | None = None) -> Iterator[RunningServer]:
-    """A server in a background thread with its own trio loop, for blocking clients and subprocesses."""
+def server_thread(view: FakeView, token: str | None = None, **serve: Any) -> Iterator[RunningServer]:
+    """A server in a background thread with its own trio loop, for blocking clients and subprocesses;
+    ``serve``: more of ``serve_api``'s arguments (``extra_routes``, ``sessions``)."""
     token = token or new_token()
     # the server thread reports (url, its loop's token, the scope that stops it), or why it failed
     started: queue.Queue[tuple[str, trio.lowlevel.TrioToken, trio.CancelScope] | BaseException] = queue.Queue()
@@ -88,7 +90,7 @@ def server_thread(view: FakeView, token: str | None = None) -> Iterator[RunningS
     async def main() -> None:
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
-                url = await nursery.start(serve_api, view, "127.0.0.1:0", token)
+                url = await nursery.start(functools.partial(serve_api, view, "127.0.0.1:0", token, **serve))
                 started.put((url, trio.lowlevel.current_trio_token(), scope))
 
     def run() -> None:

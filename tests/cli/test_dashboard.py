@@ -86,6 +86,9 @@ def test_the_dashboard_shows_peers_a_job_advancing_and_its_grid_with_nothing_lea
 
             page.wait_for_function("document.querySelectorAll('#peers tbody td.state-alive').length === 2",
                                    timeout=STEP * 1000)  # fmt: skip
+            page.wait_for_function(  # each peer's round-trip time, measured once it joined
+                "[...document.querySelectorAll('#peers tbody td.rtt')].filter(e => / ms$/.test(e.textContent)).length === 2",
+                timeout=STEP * 1000)  # fmt: skip
             with Client(owner.data_dir) as client:
                 job = client.submit(task, [f"row {i}" for i in range(SUBTASKS)], replicas=1, quorum=1)
             page.wait_for_selector(f'tr[data-job="{job.id}"] progress', timeout=STEP * 1000)
@@ -107,8 +110,13 @@ def test_the_dashboard_shows_peers_a_job_advancing_and_its_grid_with_nothing_lea
             page.goto(f"{base}/dashboard/job/{job.id}")  # the job page's own address, for a bookmark
             page.wait_for_function(f"document.querySelector('#legend [data-state=v] b')?.textContent === '{SUBTASKS}'",
                                    timeout=STEP * 1000)  # fmt: skip
-            page.goto(f"{base}/dashboard")  # the credit this node granted, per executor
+            page.goto(f"{base}/dashboard")  # the credit this node granted, per executor, also in the peer table
             page.wait_for_function("document.querySelectorAll('#credit tr td.num').length >= 4", timeout=STEP * 1000)
+            granted = {g["executor"]: g["credit"] for g in api_get(owner.data_dir, "/v1/credit")["granted"]}
+            assert granted and set(granted) <= {p["peer_id"] for p in api_get(owner.data_dir, "/v1/peers")["peers"]}
+            for peer, credit in granted.items():  # granted to it / received from it
+                page.wait_for_function(f"""document.querySelector('#peers tr[data-peer="{peer}"] td.credit')
+                                           ?.textContent === '{credit:.2f} / 0.00'""", timeout=STEP * 1000)  # fmt: skip
         finally:
             browser.close()
     assert requested and all(u.startswith(base + "/") for u in requested), requested
