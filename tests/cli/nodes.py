@@ -18,7 +18,7 @@ import pytest
 
 from ..waiting import MEET, STEP, poll
 
-__all__ = ["NodeProcess", "api_get", "free_tcp_port", "lone_node", "meshnode", "nodes", "pair", "peers_json", "poll"]
+__all__ = ["NodeProcess", "api_get", "free_tcp_port", "lone_node", "mesh_of", "meshnode", "nodes", "pair", "peers_json", "poll"]
 
 
 class NodeProcess:
@@ -115,6 +115,25 @@ def pair(tmp_path: Path, nodes: list[NodeProcess]) -> tuple[NodeProcess, dict[st
     b_info = b.wait_ready()
     poll(lambda: any(p["state"] == "alive" for p in api_get(a.data_dir, "/v1/peers")["peers"]), MEET, "the two nodes to meet")
     return a, a_info, b, b_info
+
+
+def mesh_of(
+    tmp_path: Path, nodes: list[NodeProcess], count: int, *args: str
+) -> list[tuple[NodeProcess, dict[str, Any]]]:  # fmt: skip
+    """``count`` nodes ``a``, ``b``, ... on loopback, every other one bootstrapped to ``a`` and started at
+    once, returned once ``a`` lists them all as alive; each with its api.json. ``args``: more flags for each."""
+    from .test_node_cli import LOOPBACK
+
+    a = NodeProcess(tmp_path / "a", [*LOOPBACK, *args])
+    nodes.append(a)
+    started = [(a, a.wait_ready())]
+    others = [NodeProcess(tmp_path / chr(ord("a") + i), [*LOOPBACK, *args, "--bootstrap", a.dial_addr()])
+              for i in range(1, count)]  # fmt: skip
+    nodes.extend(others)
+    started += [(node, node.wait_ready()) for node in others]
+    poll(lambda: sum(p["state"] == "alive" for p in api_get(a.data_dir, "/v1/peers")["peers"]) == count - 1, MEET,
+         f"the {count} nodes to meet")  # fmt: skip
+    return started
 
 
 @pytest.fixture

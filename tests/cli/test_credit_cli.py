@@ -1,19 +1,23 @@
-"""``meshnode credit`` as a volunteer runs it: two node processes, a job verified by both, the executor's
-credit from the owner equal to the fuel of its verified runs, receipts that verify, and a tampered one caught."""
+"""``meshnode credit`` as volunteers run it: three node processes, a job owned by one and verified by
+pairs of them, each executor's credit from the owner equal to the fuel of its verified runs (each run's
+fuel measured here, in the sandbox), receipts that verify, and a tampered one caught."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from pathlib import Path
 
+from meshnode import DEFAULT_LIMITS
 from meshnode.core.credit import FUEL_PER_CREDIT
+from meshnode.sandbox.runtime import Sandbox
 
 from ..waiting import JOB
-from .nodes import NodeProcess, api_get, meshnode, nodes, pair, poll  # noqa: F401  (nodes is a fixture)
+from .nodes import NodeProcess, api_get, mesh_of, meshnode, nodes, poll  # noqa: F401  (nodes is a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULE = str(ROOT / "tasks_wasm" / "mandelbrot.wasm")
+MODULE = ROOT / "tasks_wasm" / "mandelbrot.wasm"
 TILES = ROOT / "examples" / "mandelbrot_tiles.jsonl"
 
 
@@ -24,39 +28,62 @@ def credit(node: NodeProcess) -> dict[str, object]:
     return report
 
 
-def test_the_executor_holds_signed_credit_for_its_verified_runs(tmp_path: Path, nodes: list[NodeProcess]) -> None:
-    a, a_info, b, b_info = pair(tmp_path, nodes)
-    tiles = tmp_path / "tiles.jsonl"
-    tiles.write_text("".join(TILES.read_text().splitlines(keepends=True)[:6]))
+def fuel_of_each(tiles: list[bytes]) -> list[int]:
+    """The fuel of each tile's run, measured in this process: what a quorum must agree on."""
+    with Sandbox() as sandbox:
+        module = sandbox.load(MODULE.read_bytes())
+        return [sandbox.run_sync(module, tile, DEFAULT_LIMITS).fuel_used for tile in tiles]
 
-    submitted = meshnode("submit", MODULE, "--input-jsonl", str(tiles), "--data-dir", str(a.data_dir), timeout=JOB)
-    assert submitted.returncode == 0, submitted.stderr + a.stderr + b.stderr
+
+def test_a_3_node_job_grants_each_executor_the_fuel_of_its_verified_runs(tmp_path: Path, nodes: list[NodeProcess]) -> None:
+    (a, a_info), (b, b_info), (c, c_info) = mesh_of(tmp_path, nodes, 3)
+    owner, executors = a_info["peer_id"], {b_info["peer_id"]: b, c_info["peer_id"]: c}
+    results = tmp_path / "results.jsonl"
+    submitted = meshnode("submit", str(MODULE), "--input-jsonl", str(TILES), "--output", str(results),
+                         "--data-dir", str(a.data_dir), timeout=JOB)  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr + a.stderr + b.stderr + c.stderr
     job_id = submitted.stderr.split()[1].rstrip(":")
+
+    # who ran each subtask (its agreeing executors, two by default) and the fuel of that run
+    ran = [line["executors"] for line in map(json.loads, results.read_text().splitlines())]
+    fuel = fuel_of_each(TILES.read_bytes().splitlines())
     cost = api_get(a.data_dir, f"/v1/jobs/{job_id}")["cost"]
-    # replicas 2 on two nodes: both ran and agreed on every subtask, so each did half the accepted fuel
-    assert cost["runs_per_peer"] == {a_info["peer_id"]: 6, b_info["peer_id"]: 6}
-    earned = cost["fuel"] // 2
+    assert cost["runs_per_peer"] == Counter(peer for pair in ran for peer in pair)
+    assert cost["fuel"] == sum(f * len(pair) for f, pair in zip(fuel, ran, strict=True))
+    earned = {peer: sum(f for f, pair in zip(fuel, ran) if peer in pair) for peer in executors}
+    assert sum(earned.values()) > 0, "the executors ran none of the job"
 
-    poll(lambda: api_get(b.data_dir, "/v1/credit")["received"]["fuel"] == earned, JOB, "the executor to hold its receipts")
-    got = credit(b)["received"]  # every receipt checked by the command
-    assert got["invalid"] == 0 and got["credit"] == earned / FUEL_PER_CREDIT
-    (owner,) = got["owners"]  # type: ignore[attr-defined]
-    assert owner["owner"] == a_info["peer_id"] and owner["results"] == 6
+    # the owner's ledger: each executor granted the fuel of its verified runs, the owner nothing
+    granted = {g["executor"]: g for g in api_get(a.data_dir, "/v1/credit")["granted"]}
+    assert owner not in granted
+    assert granted == {
+        peer: {"executor": peer, "results": cost["runs_per_peer"][peer], "fuel": f, "credit": f / FUEL_PER_CREDIT}
+        for peer, f in earned.items() if f
+    }  # fmt: skip
+
+    # each executor's: receipts for exactly that, signed by the owner and checked by `meshnode credit`
+    checked = {}
+    for peer, node in executors.items():
+        poll(lambda: api_get(node.data_dir, "/v1/credit")["received"]["fuel"] == earned[peer], JOB,
+             f"{node.data_dir.name} to hold its receipts")  # fmt: skip
+        checked[peer] = credit(node)["received"]
+        assert checked[peer]["invalid"] == 0 and checked[peer]["credit"] == earned[peer] / FUEL_PER_CREDIT  # type: ignore[index]
+    peer, executor = max(executors.items(), key=lambda item: earned[item[0]])
+    (from_owner,) = checked[peer]["owners"]  # type: ignore[index]
+    assert from_owner["owner"] == owner and from_owner["results"] == cost["runs_per_peer"][peer]
     # one receipt per batch: a busy owner may sign the job's grants in more than one
-    assert {r["job_id"] for r in owner["receipts"]} == {job_id} and all(r["valid"] for r in owner["receipts"])
-    shown = meshnode("credit", "--data-dir", str(b.data_dir))
-    assert shown.returncode == 0 and f"from {a_info['peer_id']}" in shown.stdout and "for 6 results" in shown.stdout
+    assert {r["job_id"] for r in from_owner["receipts"]} == {job_id} and all(r["valid"] for r in from_owner["receipts"])
+    shown = meshnode("credit", "--data-dir", str(executor.data_dir))
+    assert shown.returncode == 0 and f"from {owner}" in shown.stdout
+    assert f"for {cost['runs_per_peer'][peer]} results" in shown.stdout
 
-    # the owner's side: granted to the executor, nothing to itself
-    granted = api_get(a.data_dir, "/v1/credit")["granted"]
-    assert granted == [{"executor": b_info["peer_id"], "results": 6, "fuel": earned, "credit": earned / FUEL_PER_CREDIT}]
-
-    # a receipt changed in the executor's journal no longer verifies, and is not counted
-    with sqlite3.connect(b.data_dir / "node.db") as db:
-        (envelope,) = db.execute("SELECT receipt FROM credit_receipts").fetchone()
+    # a receipt changed in the executor's journal no longer verifies, and is not counted (the others are)
+    with sqlite3.connect(executor.data_dir / "node.db") as db:
+        envelope, seq = db.execute("SELECT receipt, seq FROM credit_receipts ORDER BY seq").fetchone()
         forged = bytearray(envelope)
         forged[-70] ^= 0x01  # a byte of the signed body
-        db.execute("UPDATE credit_receipts SET receipt = ?", (bytes(forged),))
-    tampered = meshnode("credit", "--data-dir", str(b.data_dir))
-    assert tampered.returncode == 1 and "INVALID receipt 1" in tampered.stdout
-    assert tampered.stdout.startswith("credit received: 0  (0 fuel")  # not counted
+        db.execute("UPDATE credit_receipts SET receipt = ? WHERE seq = ?", (bytes(forged), seq))
+    tampered = meshnode("credit", "--data-dir", str(executor.data_dir))
+    assert tampered.returncode == 1 and f"INVALID receipt {seq}" in tampered.stdout
+    counted = earned[peer] - from_owner["receipts"][0]["fuel"]
+    assert tampered.stdout.startswith(f"credit received: {counted / FUEL_PER_CREDIT:.6g}  ({counted:,} fuel;")
