@@ -33,6 +33,7 @@ _OPTIONAL: Final[dict[str, tuple[Spec, Any]]] = {
     "nan_canonical": (Bool(), False),
     "label": (Str(200), ""),
     "rows_per_subtask": (Int(0, MAX_ROWS_PER_SUBTASK), 0),  # a Python script's job: rows per subtask
+    "verify": (Str(8, pattern="fixed|adaptive"), "fixed"),  # adaptive replication (core/adaptive.py)
 }
 # A bigger integer is out of every range above; refusing it by size keeps the
 # message short (a bignum can have millions of digits, too many even to print).
@@ -65,12 +66,15 @@ def job_options(raw: dict[Any, Any]) -> JobOptions:
         values[name] = _checked(spec, raw[name], name) if name in raw else default
     replication = Replication(values["replicas"], values["quorum"], values["max_replicas"])
     problem = replication.check()
+    if not problem and values["verify"] == "adaptive" and replication.quorum < 2:
+        problem = "adaptive replication needs a quorum of 2 or more, for the subtasks it checks"
     if problem:
         raise WireError(f"options: {problem}")
     limits = TaskLimits(values["fuel"], values["memory"], values["timeout_ms"], values["max_output"])
     return JobOptions(
         limits=limits, replication=replication, entry=values["entry"],
         nan_canonical=values["nan_canonical"], label=values["label"], rows_per_subtask=values["rows_per_subtask"],
+        verify=values["verify"],
     )  # fmt: skip
 
 

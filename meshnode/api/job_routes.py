@@ -1,6 +1,7 @@
 """The job endpoints of the local API: submit, list, status, results.
 
     POST /v1/jobs/{id}/cancel      stop the job across the mesh -> its summary
+    POST /v1/jobs/{id}/recheck     decide again its suspect lone results (adaptive replication) -> {"rechecked": N}
     POST /v1/jobs                  a framed job body (job_body.py) -> {"job_id", "subtasks"}
     GET  /v1/jobs                  {"jobs": [summary, ...]}
     GET  /v1/jobs/{id}             summary: state and progress
@@ -123,6 +124,11 @@ class JobDesk(CreditBook, Protocol):
         """Stop the job across the mesh; False when there is no such job (raises JournalError)."""
         ...
 
+    async def recheck_job(self, job_id: bytes) -> int | None:
+        """Decide again the job's results accepted on the word of an executor since caught lying; how
+        many, or None when there is no such job (raises JournalError)."""
+        ...
+
 
 def job_routes(node: JobDesk, *, max_job_bytes: int = MAX_JOB_BYTES) -> list[Route]:
     """The job endpoints of ``node``, for ``serve_api(..., extra_routes=...)``.
@@ -183,6 +189,16 @@ def job_routes(node: JobDesk, *, max_job_bytes: int = MAX_JOB_BYTES) -> list[Rou
             raise HTTPException(404, f"no job {job_id.hex()} on this node")
         return JSONResponse(_summary(node, job_id))
 
+    async def recheck(request: Request) -> JSONResponse:
+        job_id = _job_id(request)
+        try:
+            count = await node.recheck_job(job_id)
+        except JournalError as exc:
+            raise HTTPException(507, _one_line(f"the recheck was not journalled: {exc}")) from None
+        if count is None:
+            raise HTTPException(404, f"no job {job_id.hex()} on this node")
+        return JSONResponse({"rechecked": count})
+
     return [
         Route("/v1/jobs", submit, methods=["POST"]),
         Route("/v1/jobs", list_jobs, methods=["GET"]),
@@ -190,6 +206,7 @@ def job_routes(node: JobDesk, *, max_job_bytes: int = MAX_JOB_BYTES) -> list[Rou
         Route("/v1/jobs/{job_id}/results", results),
         Route("/v1/jobs/{job_id}/decided", decided),
         Route("/v1/jobs/{job_id}/cancel", cancel, methods=["POST"]),
+        Route("/v1/jobs/{job_id}/recheck", recheck, methods=["POST"]),
         *credit_routes(node),
     ]
 
@@ -290,7 +307,8 @@ def _records(outputs: list[VerifiedOutput], layout: tuple[int, int]) -> list[dic
     for output in outputs:
         record = _record(output)
         error = record.get("error")
-        extra: dict[str, Any] = {k: record[k] for k in ("sha256", "candidates", "executors") if k in record}
+        extra: dict[str, Any] = {k: record[k] for k in ("sha256", "candidates", "executors", "verified_by", "revised")
+                                 if k in record}  # fmt: skip
         raw = output.output if output.status == "ok" else None
         records.extend(row_records(output.index, layout[0], layout[1], raw, error, extra))
     return records
@@ -317,6 +335,15 @@ def _job_id(request: Request) -> bytes:
 
 
 def _record(o: VerifiedOutput) -> dict[str, Any]:
+    record = _outcome(o)
+    if "verified_by" in o.detail:  # how far to trust it: "quorum", "single+spotcheck" or "single"
+        record["verified_by"] = o.detail["verified_by"]
+    if o.detail.get("revised"):  # it replaces a result accepted on the word of an executor since caught lying
+        record["revised"] = True
+    return record
+
+
+def _outcome(o: VerifiedOutput) -> dict[str, Any]:
     executors = list(o.detail.get("executors", []))
     if o.status == "ok" and o.output is not None:
         return {"index": o.index, "status": "ok", "output": output_value(o.output),

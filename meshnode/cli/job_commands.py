@@ -58,7 +58,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         "replicas": args.replicas, "quorum": args.quorum, "max_replicas": args.max_replicas,
         "fuel": limits.fuel, "memory": limits.memory, "timeout_ms": limits.timeout_ms,
         "max_output": limits.max_output, "entry": args.entry, "nan_canonical": args.nan_canonical,
-        "label": (args.label or Path(args.module).name)[:200],
+        "label": (args.label or Path(args.module).name)[:200], "verify": args.verify,
     }  # fmt: skip
     if python:
         options["rows_per_subtask"] = per
@@ -76,8 +76,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(job_id)
         return 0
     rows_note = f" of {per} rows ({sent.count} rows)" if python else ""
-    print(f"job {job_id}: {subtasks} subtasks{rows_note}, {args.replicas} replicas, quorum {args.quorum}",
-          file=sys.stderr)  # fmt: skip
+    policy = (f"adaptive replication (quorum {args.quorum} where checked)" if args.verify == "adaptive"
+              else f"{args.replicas} replicas, quorum {args.quorum}")  # fmt: skip
+    print(f"job {job_id}: {subtasks} subtasks{rows_note}, {policy}", file=sys.stderr)
     try:
         status = _follow(client, job_id)
     except KeyboardInterrupt:  # the job is this terminal's: stop it across the mesh, as the user means
@@ -236,6 +237,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"  refused by {peer}: {reason}")
             if s.get("problem"):
                 print(f"  {s['problem']}")
+            if s.get("suspect"):
+                print(f"  {s['suspect']} results rest on the word of an executor caught lying since: "
+                      f"meshnode results --recheck {s['job_id']}")  # fmt: skip
             if args.job:
                 for text in cost_lines(s.get("cost")):
                     print(f"  {text}")
@@ -262,7 +266,14 @@ def cost_lines(cost: dict[str, Any] | None) -> list[str]:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    return 0 if _write_results(_results(_client(args), args.job), args.output) else 1
+    client = _client(args)
+    if args.recheck:
+        count = client.post_json(f"/v1/jobs/{args.job}/recheck")["rechecked"]
+        if count:
+            print(f"job {args.job}: {count} results that rested on one executor's word run again on others",
+                  file=sys.stderr)  # fmt: skip
+            _follow(client, args.job)
+    return 0 if _write_results(_results(client, args.job), args.output) else 1
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:

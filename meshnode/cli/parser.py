@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicas", type=int, default=2, help="distinct executors per subtask (default 2)")
     p.add_argument("--quorum", type=int, default=2, help="executors that must agree (default 2)")
     p.add_argument("--max-replicas", type=int, default=5, help="executors to try on disagreement (default 5)")
+    p.add_argument("--verify", choices=("fixed", "adaptive"), default="fixed",
+                   help="fixed: every subtask on --replicas executors (default); adaptive: on one executor that has "
+                        "earned this node's trust, spot-checked at random, and on a --quorum of executors otherwise")  # fmt: skip
     p.add_argument("--label", default="", help="a name for the job, shown by jobs")
     p.add_argument("--detach", action="store_true", help="print the job ID and return at once")
     _add_data_dir(p)
@@ -162,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("results", help="a job's results, as JSON Lines")
     p.add_argument("job", metavar="JOB")
     p.add_argument("--output", metavar="FILE", help="write them here (default: stdout)")
+    p.add_argument("--recheck", action="store_true",
+                   help="first run again, on others, the results that rest on the word of an executor since caught "
+                        "lying (meshnode status lists them), and wait for their new verdicts")  # fmt: skip
     _add_data_dir(p)
 
     p = sub.add_parser("jobs", help="list the jobs this node owns")

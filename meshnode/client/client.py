@@ -70,7 +70,7 @@ class Client:
         replicas: int = 2, quorum: int = 2, max_replicas: int = 5,
         fuel: int | str | None = None, memory: int | str | None = None, timeout: float | str | None = None,
         max_output: int | str | None = None, label: str | None = None, entry: str = "run",
-        nan_canonical: bool = False, rows_per_subtask: int | None = None,
+        nan_canonical: bool = False, rows_per_subtask: int | None = None, verify: str = "fixed",
     ) -> Job:  # fmt: skip
         """Start a job on the node: each input one subtask (one row, for a script), run on ``replicas``
         distinct peers and accepted when ``quorum`` of them agree, as ``meshnode submit`` does.
@@ -82,6 +82,8 @@ class Client:
                 the rows ``main`` receives. Read as they are sent: a generator is fine.
             replicas, quorum, max_replicas: the verification policy. On one machine alone, use
                 ``replicas=1, quorum=1`` (unverified); otherwise the job waits for peers.
+            verify: "fixed" (``replicas`` executors per subtask) or "adaptive": one executor that has
+                earned the node's trust, spot-checked at random, and a ``quorum`` otherwise.
             fuel, memory, timeout, max_output: limits per subtask (``"256MiB"``, ``"30s"`` and
                 ``"5G"`` are understood; defaults as the command line's).
             label: a name for the job (default: the task's file name).
@@ -102,7 +104,7 @@ class Client:
             "memory": _count(memory, limits.memory, parse_size, "memory"),
             "timeout_ms": max(1, round(1000 * _seconds(timeout, limits.timeout_ms / 1000))),
             "max_output": _count(max_output, limits.max_output, parse_size, "max_output"),
-            "label": (label if label is not None else loaded.name)[:200],
+            "label": (label if label is not None else loaded.name)[:200], "verify": verify,
         }  # fmt: skip
         if loaded.python:
             if entry != "run" or nan_canonical:

@@ -28,7 +28,9 @@ class Result:
 
     ``output`` is the task's output parsed as JSON when it is JSON text, else its bytes (None
     unless ``ok``); ``executors`` are the peer IDs that ran it and agreed; ``log`` is what a
-    Python row printed.
+    Python row printed; ``verified_by`` says how it was verified: "quorum", "single+spotcheck"
+    (one trusted executor, checked by a second) or "single" (one trusted executor alone); ``revised``
+    marks a result that replaces one accepted on the word of an executor since caught lying.
     """
 
     index: int
@@ -37,6 +39,8 @@ class Result:
     error: Failure | None
     executors: tuple[str, ...]
     log: str = ""
+    verified_by: str = ""
+    revised: bool = False
 
     @property
     def ok(self) -> bool:
@@ -63,6 +67,8 @@ class Result:
             error=Failure(error["code"], error["message"]) if error else None,
             executors=tuple(record.get("executors", ())),
             log=record.get("log", ""),
+            verified_by=str(record.get("verified_by", "")),
+            revised=bool(record.get("revised", False)),
         )
 
 

@@ -17,10 +17,14 @@ from .verify import Disputed, Verified
 
 __all__ = [
     "LEASE_LAPSED", "PEER_GONE", "Ack", "Cancel", "ClaimReceived", "Event", "Failed", "Grant", "Instruction",
-    "JobFinished", "Outcome", "PeerLeft", "Progress", "ReleaseReplicas", "RenewLeases", "Renewed",
-    "ReplicaLost", "ReplicaRef", "ReplicasAdded", "Revoke", "StealRequest", "SubtaskDecided", "Tick",
-    "TransferReplicas", "Transferred",
+    "JobFinished", "Outcome", "PeerLeft", "Progress", "ReleaseReplicas", "RenewLeases", "Renewed", "Reopen",
+    "Reopened", "ReplicaLost", "ReplicaRef", "ReplicasAdded", "Revoke", "StealRequest", "SubtaskDecided", "Tick",
+    "TransferReplicas", "Transferred", "VerifiedBy",
 ]  # fmt: skip
+
+# How a subtask's output was verified (output lines say it): by a quorum of distinct executors; by one
+# trusted executor whose result a random spot check confirmed; by one trusted executor alone.
+VerifiedBy = Literal["quorum", "single+spotcheck", "single"]
 
 LEASE_LAPSED: Final = "lease_lapsed"  # error codes of a subtask that ran out of attempts
 PEER_GONE: Final = "peer_gone"
@@ -109,7 +113,21 @@ class Cancel:
     now: float
 
 
-Event = StealRequest | RenewLeases | ClaimReceived | ReleaseReplicas | TransferReplicas | PeerLeft | Tick | Cancel
+@dataclass(frozen=True, slots=True)
+class Reopen:
+    """Decide these subtasks again without ``distrusted``: it alone vouched for them and was since caught lying.
+
+    The driver names the subtasks (it journalled who vouched for what); the owner
+    reopens those that are decided, bars ``distrusted`` from them, and wants a
+    quorum of others. Their new verdicts replace the old ones.
+    """
+
+    distrusted: PeerId
+    indices: tuple[int, ...]
+    now: float
+
+
+Event = StealRequest | RenewLeases | ClaimReceived | ReleaseReplicas | TransferReplicas | PeerLeft | Tick | Cancel | Reopen
 
 
 # --- instructions (out) -----------------------------------------------------------------------
@@ -178,17 +196,36 @@ class ReplicaLost:
 
 @dataclass(frozen=True, slots=True)
 class ReplicasAdded:
-    """Replicas added to the deque because the claims so far disagree (the surplus grew)."""
+    """Replicas added to the deque (the surplus grew).
+
+    ``why``: "disagreement" (the claims so far do not reach quorum), "untrusted" (an
+    adaptive job's subtask went to an executor that may not decide it alone), or
+    "spot_check" (a trusted executor's result drew a check).
+    """
 
     replicas: tuple[ReplicaRef, ...]
+    why: Literal["disagreement", "untrusted", "spot_check"] = "disagreement"
+
+
+@dataclass(frozen=True, slots=True)
+class Reopened:
+    """These decided subtasks are undecided again (``Reopen``): their old verdicts stand until new ones replace them."""
+
+    indices: tuple[int, ...]
+    distrusted: PeerId
 
 
 @dataclass(frozen=True, slots=True)
 class SubtaskDecided:
-    """A final outcome: journal it before acting on it. ``Verified`` feeds reputation."""
+    """A final outcome: journal it before acting on it. ``Verified`` feeds reputation and trust.
+
+    ``revised``: the subtask had been decided before and was reopened; this verdict replaces that one.
+    """
 
     index: int
     outcome: Outcome
+    verified_by: VerifiedBy = "quorum"
+    revised: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,4 +244,6 @@ class JobFinished:
     progress: Progress
 
 
-Instruction = Grant | Transferred | Renewed | Revoke | Ack | ReplicaLost | ReplicasAdded | SubtaskDecided | JobFinished
+Instruction = (
+    Grant | Transferred | Renewed | Revoke | Ack | ReplicaLost | ReplicasAdded | Reopened | SubtaskDecided | JobFinished
+)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 from ..errors import WireError
 from .merkle import MerkleTree, leaf_hash, verify_proof
@@ -75,6 +75,9 @@ class JobOptions:
 
     limits: TaskLimits
     replication: Replication = Replication(replicas=2, quorum=2, max_replicas=5)
+    # "fixed": every subtask runs on ``replication.replicas`` executors; "adaptive": on one trusted executor,
+    # spot-checked, and on a quorum of ``replication.quorum`` otherwise (core/adaptive.py)
+    verify: Literal["fixed", "adaptive"] = "fixed"
     entry: str = "run"
     nan_canonical: bool = False
     label: str = ""

@@ -72,6 +72,18 @@ a moved replica, a lapse of its lease is the old holder's attempt, and nobody's
 failure: either thief could be framing the other. Nothing is ever in two
 hands, and a claim is still accepted only from the node bound to its replica.
 
+*Adaptive replication* (``adaptive.py``; a job given a ``TrustBook``): a
+subtask opens with one replica. Granted to an executor the book does not trust,
+it gets a second replica at once and waits for a quorum. Granted to a trusted
+one, it stays single: when that executor's result is in, the owner draws, and
+either accepts it alone (``verified_by`` "single") or adds a replica as a spot
+check ("single+spotcheck" once the check agrees). A result is accepted alone only
+if its executor is still trusted when it arrives and its status is "ok";
+anything else is judged by a quorum. ``Reopen`` undoes verdicts that an executor
+since caught lying vouched for alone: the subtasks open again, that executor may
+never take them, a quorum of others decides them, and the new verdicts replace
+the old (``SubtaskDecided.revised``).
+
 *Cancel*: a ``Cancel`` event closes every open subtask (queued replicas dropped, leases
 revoked); the undecided subtasks stay undecided and the job counts as finished.
 
@@ -92,16 +104,17 @@ Time is an argument (seconds on a monotonic clock); nothing here reads a clock.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from ..errors import WireError
 from .job import (
     LEASE_LAPSED, PEER_GONE, Ack, Cancel, ClaimReceived, Event, Failed, Grant, Instruction, JobFinished, Outcome,
-    PeerLeft, Progress, ReleaseReplicas, RenewLeases, Renewed, ReplicaLost, ReplicaRef, ReplicasAdded,
-    Revoke, StealRequest, SubtaskDecided, Tick, TransferReplicas, Transferred,
+    PeerLeft, Progress, ReleaseReplicas, RenewLeases, Renewed, Reopen, Reopened, ReplicaLost, ReplicaRef,
+    ReplicasAdded, Revoke, StealRequest, SubtaskDecided, Tick, TransferReplicas, Transferred, VerifiedBy,
 )  # fmt: skip
+from .adaptive import TrustBook
 from .manifest import Replication
 from .peer_id import PeerId
 from .result import ResultClaim
@@ -110,7 +123,10 @@ from .wire import decode, encode
 
 __all__ = ["DEFAULT_MAX_OPEN", "DEFAULT_MAX_PENDING_BYTES", "MAX_AHEAD", "JobOwner", "status_kind"]
 
-_FORMAT: Final = 2
+_FORMAT: Final = 3
+_READS: Final = (2, 3)  # format 2 is format 3 without adaptive replication
+# A replica number no slot has: binding a node to it bars the node from the subtask (``Reopen``).
+_BARRED: Final = -1
 
 # Open subtasks at most: far more than every node's stock of stolen work on a large
 # mesh, and about 20 MB of state at worst.
@@ -167,6 +183,9 @@ class _Subtask:
     bound: dict[PeerId, int] = field(default_factory=dict)  # node -> the one replica it may run
     lost: dict[PeerId, str] = field(default_factory=dict)  # nodes that took it and never answered, latest last
     pending_bytes: int = 0  # the sizes of the distinct outputs claimed so far
+    alone: PeerId | None = None  # adaptive: the trusted executor that may decide it alone
+    checked: bool = False  # adaptive: its single result drew a spot check
+    revising: bool = False  # reopened: decided before, to be decided again by a quorum
 
 
 class JobOwner:
@@ -181,6 +200,9 @@ class JobOwner:
         max_attempts: how many distinct nodes may take a subtask and never answer before it fails.
         max_open: how many subtasks may be in flight (granted, not decided) at once.
         max_pending_bytes: no subtask is opened while the outputs claimed for open ones exceed this.
+        trust: adaptive replication: the owner's book of trusted executors (``replication`` then says what a
+            quorum is, when one is needed); None for fixed replication.
+        draw: adaptive replication: a random number in [0, 1) per draw, unknown to every executor.
 
     Raises:
         ValueError: an inconsistent policy or a non-positive count, time or limit.
@@ -189,15 +211,20 @@ class JobOwner:
     def __init__(
         self, job_id: bytes, owner: PeerId, replication: Replication, subtask_count: int,
         *, lease_seconds: float = 30.0, max_attempts: int = 3, max_open: int = DEFAULT_MAX_OPEN,
-        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES, trust: TrustBook | None = None,
+        draw: Callable[[], float] | None = None,
     ) -> None:  # fmt: skip
         problem = replication.check()
+        if trust is not None and (draw is None or replication.quorum < 2):
+            problem = problem or "adaptive replication needs a random source and a quorum of 2 or more"
         if problem or min(subtask_count, max_attempts, max_open, max_pending_bytes) < 1 or lease_seconds <= 0:
             raise ValueError(problem or "subtask_count, lease_seconds, max_attempts and the limits must be positive")
         self.job_id, self.owner, self.replication = job_id, owner, replication
         self.lease_seconds, self.max_attempts = lease_seconds, max_attempts
         self.max_open, self.max_pending_bytes = max_open, max_pending_bytes
-        self._first = max(replication.replicas, replication.quorum)
+        self._trust, self._draw = trust, draw
+        self._first = 1 if trust is not None else max(replication.replicas, replication.quorum)
+        self._fuel = [0, 0]  # adaptive: the agreed fuel of verified subtasks, and how many
         self._n = subtask_count
         self._status = bytearray(subtask_count)  # UNDECIDED, VERIFIED, FAILED or DISPUTED
         self._cursor = 0  # every subtask from here on is untouched (or decided, after a restore)
@@ -222,7 +249,7 @@ class JobOwner:
             case StealRequest():
                 return self._steal(event)
             case ClaimReceived():
-                return self._claim(event.claim, event.untrusted)
+                return self._claim(event.claim, event.untrusted, event.now)
             case RenewLeases():
                 return self._renew(event.holder, event.replicas, event.now)
             case TransferReplicas():
@@ -238,6 +265,8 @@ class JobOwner:
                 return self._tick(event.now)
             case Cancel():
                 return self._cancel()
+            case Reopen():
+                return self._reopen(event)
         raise TypeError(f"a job owner does not handle {type(event).__name__}")
 
     def _cancel(self) -> list[Instruction]:
@@ -257,6 +286,10 @@ class JobOwner:
     @property
     def subtask_count(self) -> int:
         return self._n
+
+    @property
+    def adaptive(self) -> bool:
+        return self._trust is not None
 
     def surplus(self) -> int:
         """Replicas that could be granted now (for the presence message)."""
@@ -388,10 +421,38 @@ class JobOwner:
             self._open[index].bound[e.thief] = 0
             picked.append(ReplicaRef(index, 0))
             room -= 1
+        added: list[ReplicaRef] = []
         for ref in picked:
             self._lease(ref, e.thief, expires)
+            added += self._adapt(ref, e.thief, e.now)
         self._requests[e.thief] = (e.request_id, tuple(picked))
-        return [Grant(e.thief, e.request_id, tuple(picked), expires)]
+        out: list[Instruction] = [Grant(e.thief, e.request_id, tuple(picked), expires)]
+        return out + ([ReplicasAdded(tuple(added), "untrusted")] if added else [])
+
+    def _adapt(self, ref: ReplicaRef, holder: PeerId, now: float) -> list[ReplicaRef]:
+        """Adaptive: the lone replica of a subtask goes to ``holder``; a second one if ``holder`` is not trusted."""
+        sub = self._open[ref.index]
+        if self._trust is None or len(sub.slots) > 1 or sub.revising:
+            return []
+        if self._trusts(holder, now):
+            sub.alone = holder
+            return []
+        sub.alone = None
+        return self._add_replicas(ref.index, 1)
+
+    def _trusts(self, peer: PeerId, now: float) -> bool:
+        assert self._trust is not None
+        total, count = self._fuel
+        return self._trust.trusted(peer, total / count if count else 0.0, now)
+
+    def _add_replicas(self, index: int, n: int) -> list[ReplicaRef]:
+        sub = self._open[index]
+        added = []
+        for _ in range(min(n, self.replication.max_replicas - len(sub.slots))):
+            added.append(ReplicaRef(index, len(sub.slots)))
+            sub.slots.append(_Slot())
+            bisect.insort(self._queue, added[-1])
+        return added
 
     def _transfer(self, e: TransferReplicas) -> list[Instruction]:
         expires, moved = e.now + self.lease_seconds, []
@@ -404,7 +465,9 @@ class JobOwner:
             sub.slots[ref.replica] = _Slot("leased", e.to, expires, via=e.holder)
             self._next_expiry = min(self._next_expiry, expires)
             moved.append(ref)
-        return [Transferred(e.holder, e.to, tuple(moved), expires)]
+        added = [a for ref in moved for a in self._adapt(ref, e.to, e.now)]
+        out: list[Instruction] = [Transferred(e.holder, e.to, tuple(moved), expires)]
+        return out + ([ReplicasAdded(tuple(added), "untrusted")] if added else [])
 
     def _renew(self, holder: PeerId, refs: tuple[ReplicaRef, ...], now: float) -> list[Instruction]:
         expires, renewed, lost = now + self.lease_seconds, [], []
@@ -424,7 +487,7 @@ class JobOwner:
         out: list[Instruction] = [Renewed(holder, tuple(renewed), expires)] if renewed else []
         return out + ([Revoke(holder, tuple(lost), "lease lost")] if lost else [])
 
-    def _claim(self, c: ResultClaim, untrusted: Set[PeerId]) -> list[Instruction]:
+    def _claim(self, c: ResultClaim, untrusted: Set[PeerId], now: float) -> list[Instruction]:
         ref = ReplicaRef(c.index, c.replica)
         if c.job_id == self.job_id and 0 <= c.index < self._n and self._status[c.index] != UNDECIDED:
             return [Ack(c.executor, ref, "late", "the subtask is already decided")]
@@ -451,7 +514,21 @@ class JobOwner:
         assert not isinstance(verdict, Duplicate)  # has_reported() ruled that out
         if not isinstance(verdict, Pending):
             return out + self._decide(c.index, verdict)
+        if sub.alone is not None and len(sub.slots) == 1:
+            return out + self._single(c, untrusted, now)
         return out + self._setback(c.index, verdict.more)
+
+    def _single(self, c: ResultClaim, untrusted: Set[PeerId], now: float) -> list[Instruction]:
+        """Adaptive: the lone replica's result is in. Accept it alone, or draw a spot check."""
+        assert self._trust is not None and self._draw is not None
+        sub = self._open[c.index]
+        trusted = c.executor == sub.alone and c.status == "ok" and c.executor not in untrusted
+        trusted = trusted and self._trusts(c.executor, now)  # it may have been caught elsewhere since the grant
+        if trusted and self._draw() >= self._trust.check_probability(c.executor, now):
+            return self._decide(c.index, sub.tally.accept_alone())
+        sub.checked = trusted
+        added = self._add_replicas(c.index, 1)
+        return [ReplicasAdded(tuple(added), "spot_check" if trusted else "untrusted")] if added else []
 
     def _setback(self, index: int, more: int) -> list[Instruction]:
         """No verdict yet: give up after too many lost attempts, or make sure ``more`` replicas are coming."""
@@ -462,11 +539,7 @@ class JobOwner:
             message = f"{len(sub.lost)} nodes took it and never answered; the last, {holder}: {why}"
             return self._decide(index, Failed(reason, message))
         outstanding = sum(slot.state in ("queued", "leased") for slot in sub.slots)
-        added = []
-        for _ in range(min(more - outstanding, self.replication.max_replicas - len(sub.slots))):
-            added.append(ReplicaRef(index, len(sub.slots)))
-            sub.slots.append(_Slot())
-            bisect.insort(self._queue, added[-1])
+        added = self._add_replicas(index, more - outstanding)
         return [ReplicasAdded(tuple(added))] if added else []
 
     def _tick(self, now: float) -> list[Instruction]:
@@ -508,11 +581,47 @@ class JobOwner:
         ok = isinstance(outcome, Verified) and outcome.ok
         self._mark(index, DISPUTED if isinstance(outcome, Disputed) else VERIFIED if ok else FAILED)
         out: list[Instruction] = [Revoke(p, tuple(refs), "the subtask is decided") for p, refs in revoked.items()]
-        out.append(SubtaskDecided(index, outcome))
+        how: VerifiedBy = "quorum"
+        if isinstance(outcome, Verified):
+            if len(outcome.counted) == 1:
+                how = "single"
+            elif sub.checked and sub.alone in outcome.counted:
+                how = "single+spotcheck"
+            if ok and outcome.fuel:
+                self._fuel[0] += max(f for _, f in outcome.fuel)
+                self._fuel[1] += 1
+        out.append(SubtaskDecided(index, outcome, how, revised=sub.revising))
         if not self.finished and self._decided() == self._n:
             self.finished = True
             out.append(JobFinished(self.progress()))
         return out
+
+    def _reopen(self, e: Reopen) -> list[Instruction]:
+        """Undo the verdicts of ``e.indices`` that are decided: a quorum without ``e.distrusted`` decides them again.
+
+        Only subtasks before the cursor are reopened (``Reopened`` names them).
+        """
+        if self.cancelled:
+            return []
+        reopened = []
+        slots = max(2, self.replication.quorum) if self._trust is not None else self._first
+        for index in sorted(set(e.indices)):
+            # past the cursor, a verdict came from the journal of a restarted owner that has not opened the
+            # subtask yet; such a rare one stays as it is and the driver lists it for a recheck
+            if not 0 <= index < self._cursor or self._status[index] == UNDECIDED:
+                continue
+            self._counts[_KINDS[self._status[index]]] -= 1
+            self._status[index] = UNDECIDED
+            sub = _Subtask(Tally(self.job_id, index, self.replication), [_Slot() for _ in range(slots)], revising=True)
+            sub.bound[e.distrusted] = _BARRED
+            self._open[index] = sub
+            for r in range(slots):
+                bisect.insort(self._queue, ReplicaRef(index, r))
+            reopened.append(index)
+        if not reopened:
+            return []
+        self.finished = False
+        return [Reopened(tuple(reopened), e.distrusted)]
 
     def _mark(self, index: int, kind: int) -> None:
         self._status[index] = kind
@@ -533,38 +642,50 @@ class JobOwner:
             "max_open": self.max_open, "max_pending_bytes": self.max_pending_bytes, "cursor": self._cursor,
             "requests": {str(p): last[0] for p, last in self._requests.items()},
             "open": [[index, _snapshot_subtask(sub)] for index, sub in self._open.items()],
+            "adaptive": self._trust is not None, "fuel": list(self._fuel),
         }  # fmt: skip
 
     @classmethod
-    def restore(cls, snapshot: Mapping[str, Any], journalled: Iterable[tuple[int, str]] = ()) -> JobOwner:
+    def restore(
+        cls, snapshot: Mapping[str, Any], journalled: Iterable[tuple[int, str]] = (),
+        *, trust: TrustBook | None = None, draw: Callable[[], float] | None = None,
+    ) -> JobOwner:  # fmt: skip
         """Rebuild a job from ``snapshot``'s output and the verdicts its journal holds.
 
         Args:
             snapshot: any snapshot this job wrote, however old.
             journalled: every verdict the journal holds, as (index, status): "ok",
-                "disputed" or a failure code.
+                "disputed" or a failure code (a verdict being decided again, after ``Reopen``, is not one).
+            trust, draw: the owner's trust book and random source, for a job with adaptive replication
+                (a job with fixed replication ignores them).
 
         Raises:
             ValueError: the snapshot is not one this version can read, or is inconsistent,
                 or a verdict names no subtask of the job.
         """
         try:
-            job = cls._restore(snapshot)
+            job = cls._restore(snapshot, trust, draw)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, WireError) as exc:
             raise ValueError(f"not a usable job snapshot: {exc}") from exc
         job._settle(journalled)
         return job
 
     @classmethod
-    def _restore(cls, d: Mapping[str, Any]) -> JobOwner:
-        if d["format"] != _FORMAT:
+    def _restore(cls, d: Mapping[str, Any], trust: TrustBook | None, draw: Callable[[], float] | None) -> JobOwner:
+        if d["format"] not in _READS:
             raise ValueError(f"unknown format {d['format']!r}")
+        adaptive = bool(d.get("adaptive", False))
+        if adaptive and trust is None:
+            raise ValueError("an adaptive job needs the owner's trust book")
         policy = Replication(*(int(n) for n in d["replication"]))
         job = cls(
             bytes.fromhex(d["job_id"]), PeerId.from_base58(d["owner"]), policy, int(d["subtask_count"]),
             lease_seconds=float(d["lease_seconds"]), max_attempts=int(d["max_attempts"]),
             max_open=int(d["max_open"]), max_pending_bytes=int(d["max_pending_bytes"]),
+            trust=trust if adaptive else None, draw=draw if adaptive else None,
         )  # fmt: skip
+        total, count = (int(n) for n in d.get("fuel", (0, 0)))
+        job._fuel = [total, count]
         job._cursor = int(d["cursor"])
         if not 0 <= job._cursor <= job._n:
             raise ValueError("the cursor lies outside the job")
@@ -579,6 +700,8 @@ class JobOwner:
             sub.bound = {PeerId.from_base58(p): int(r) for p, r in s["bound"].items()}
             sub.lost = {PeerId.from_base58(p): str(reason) for p, reason in s["lost"]}
             sub.pending_bytes = int(s["pending_bytes"])
+            sub.alone = PeerId.from_base58(s["alone"]) if s.get("alone") else None
+            sub.checked, sub.revising = bool(s.get("checked", False)), bool(s.get("revising", False))
             job._open[index] = sub
             job._pending_bytes += sub.pending_bytes
             job._queue.extend(ReplicaRef(index, r) for r, slot in enumerate(sub.slots) if slot.state == "queued")
@@ -626,4 +749,5 @@ def _snapshot_subtask(sub: _Subtask) -> dict[str, Any]:
         "lost": [[str(p), reason] for p, reason in sub.lost.items()],  # a list: its order says which was last
         "claims": [encode(c).hex() for c in sub.tally.claims],
         "pending_bytes": sub.pending_bytes,
-    }
+        "alone": None if sub.alone is None else str(sub.alone), "checked": sub.checked, "revising": sub.revising,
+    }  # fmt: skip

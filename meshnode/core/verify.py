@@ -307,6 +307,19 @@ class Tally:
             self._untrusted_at_verdict = frozenset(untrusted)
         return verdict
 
+    def accept_alone(self) -> Verified:
+        """Accept the one recorded claim on its executor's word (adaptive replication trusts it; ``adaptive.py``).
+
+        Raises:
+            ValueError: the verdict is already final, or the tally does not hold exactly one claim.
+        """
+        if self._final is not None or len(self._claims) != 1:
+            raise ValueError(f"subtask {self.index}: only a single pending claim can be accepted alone")
+        verdict = judge(self.claims, Replication(1, 1, 1))
+        assert isinstance(verdict, Verified)  # one claim is a quorum of one
+        self._final = verdict
+        return verdict
+
     @property
     def claims(self) -> list[ResultClaim]:
         """The recorded claims, in arrival order."""

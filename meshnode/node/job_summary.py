@@ -39,7 +39,8 @@ def job_summary(jobs: JobManager, job_id: bytes, peers_alive: int) -> dict[str, 
             "waiting_for_peers": (
                 None if peers_alive >= needed or job.owner.finished else {"have": peers_alive, "need": needed}
             ),
-            "cost": job.stats.summary(),
+            "cost": job.stats.summary(), "verify": "adaptive" if job.owner.adaptive else "fixed",
+            "suspect": _suspect(jobs, job_id),
         }  # fmt: skip
     saved = jobs.store.job(job_id)
     if saved is None:
@@ -57,7 +58,13 @@ def job_summary(jobs: JobManager, job_id: bytes, peers_alive: int) -> dict[str, 
         "failed": sum(counts.values()) - ok - disputed, "running": 0, "queued": 0,
         "peers_working": 0, "refusals": {}, "problem": problem, "waiting_for_peers": None,
         "cost": None,  # counted in memory, by the run of the node that ran the job
+        "verify": None, "suspect": _suspect(jobs, job_id),
     }  # fmt: skip
+
+
+def _suspect(jobs: JobManager, job_id: bytes) -> int:
+    """Results accepted on the word of one executor that was caught lying since (``meshnode results --recheck``)."""
+    return sum(len(indices) for indices in jobs.store.suspects(job_id).values())
 
 
 def journal_states(jobs: JobManager, job_id: bytes) -> str | None:

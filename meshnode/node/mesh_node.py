@@ -33,6 +33,7 @@ import trio
 
 from .._version import __version__
 from ..config import DEFAULT_LIMITS, NodeConfig
+from ..core.adaptive import TrustBook
 from ..core import wire
 from ..core.job import PeerLeft as JobPeerLeft
 from ..core.job import ReplicaRef
@@ -234,11 +235,12 @@ class MeshNode:
         psk = load_swarm_key(self.config.swarm_key) if self.config.swarm_key else None
         with DataDirLock(self.config.data_dir), _open_journal(self.config.data_dir) as store:
             self.reputation = _load_reputation(store)
+            trust = _load_trust(store)
             blobs = BlobStore(self.config.data_dir / "blobs")
             try:
                 with Sandbox(slots=self.config.slots, cache_dir=self.config.data_dir / "modules", processes=True) as sandbox:
                     executor = Executor(self.identity, sandbox, blobs, store, self.config.trust, self.metrics)
-                    self.jobs = JobManager(self.identity, blobs, store, executor, self.reputation)
+                    self.jobs = JobManager(self.identity, blobs, store, executor, self.reputation, trust)
                     for job in self.jobs.resume():
                         decided, total = _decided(job)
                         log.info("resumed job    %s  (%d of %d subtasks decided)", job.job_id.hex(), decided, total,
@@ -252,6 +254,8 @@ class MeshNode:
             finally:
                 try:
                     store.save_state("reputation", self.reputation.to_dict())
+                    # ages on the monotonic clock, and the wall-clock time they were taken at: see _load_trust
+                    store.save_state("trust", {"book": trust.to_dict(time.monotonic()), "saved": time.time()})
                 except JournalError as exc:
                     log.warning("peer reputations not saved: %s", exc,
                                 extra={"event": "journal_error", "reason": exc.kind})
@@ -591,6 +595,12 @@ class MeshNode:
     def outputs_of(self, job_id: bytes, indices: list[int], max_bytes: int) -> list[VerifiedOutput | None]:
         return self.jobs.store.outputs_of(job_id, indices, max_bytes)
 
+    async def recheck_job(self, job_id: bytes) -> int | None:
+        try:
+            return await self.jobs.recheck(job_id)
+        except KeyError:
+            return None
+
     async def cancel_job(self, job_id: bytes) -> bool:
         job = self.jobs.jobs.get(job_id)
         if job is None:
@@ -911,6 +921,20 @@ def _load_reputation(store: Store) -> Reputation:
         log.warning("starting with empty peer reputations: %s", exc,
                     extra={"event": "journal_error", "reason": getattr(exc, "kind", "unreadable")})
         return Reputation()
+
+
+def _load_trust(store: Store) -> TrustBook:
+    """The adaptive replication's trust book; streaks went on decaying while the node was off."""
+    try:
+        saved = store.load_state("trust")
+        if saved is None:
+            return TrustBook()
+        away = time.time() - float(saved["saved"])
+        return TrustBook.from_dict(saved["book"], time.monotonic(), away=away)
+    except (JournalError, ValueError, KeyError, TypeError) as exc:  # no trust is safe: every subtask gets a quorum
+        log.warning("starting with no trusted executors: %s", exc,
+                    extra={"event": "journal_error", "reason": getattr(exc, "kind", "unreadable")})  # fmt: skip
+        return TrustBook()
 
 
 def _unix_ms() -> int:

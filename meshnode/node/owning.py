@@ -37,6 +37,7 @@ import errno
 import hashlib
 import logging
 import os
+import random
 import time
 from array import array
 from collections import Counter
@@ -47,10 +48,11 @@ from typing import Any, Final, assert_never
 import trio
 
 from ..core import wire
+from ..core.adaptive import TrustBook
 from ..core.credit import grants
 from ..core.job import (
     Ack, Cancel, ClaimReceived, Event, Failed, Grant, JobFinished, Progress, ReleaseReplicas, RenewLeases, Renewed,
-    ReplicaLost, ReplicaRef, ReplicasAdded, Revoke, StealRequest, SubtaskDecided, Transferred,
+    Reopen, Reopened, ReplicaLost, ReplicaRef, ReplicasAdded, Revoke, StealRequest, SubtaskDecided, Transferred,
 )  # fmt: skip
 from ..core.manifest import INLINE_INPUT_MAX, WASM_RUNTIME, JobManifest, JobOptions, Replication, Subtask, TaskLimits
 from ..core.merkle import MerkleTree, leaf_hash, tree_levels
@@ -103,6 +105,9 @@ class JobResult:
         executors: the peer IDs whose agreeing results were accepted.
         message: what went wrong, for any status but "ok".
         candidates: for "disputed": each output hash (hex, or the failure code) and who reported it.
+        verified_by: "quorum", "single+spotcheck" or "single" (``core/job.py``); "" when nothing was verified.
+        revised: it replaces an earlier result of the subtask, accepted on the word of an executor since
+            caught lying (adaptive replication).
     """
 
     index: int
@@ -111,12 +116,15 @@ class JobResult:
     executors: tuple[str, ...] = ()
     message: str = ""
     candidates: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    verified_by: str = ""
+    revised: bool = False
 
     @classmethod
     def of(cls, saved: VerifiedOutput) -> JobResult:
         d = saved.detail
         candidates = tuple((str(c["sha256"] or c["status"]), tuple(c["executors"])) for c in d.get("candidates", ()))
-        return cls(saved.index, saved.status, saved.output, tuple(d.get("executors", ())), str(d.get("message", "")), candidates)
+        return cls(saved.index, saved.status, saved.output, tuple(d.get("executors", ())), str(d.get("message", "")),
+                   candidates, str(d.get("verified_by", "")), bool(d.get("revised", False)))  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -156,6 +164,7 @@ class RunningJob:
     changed: trio.Event = field(default_factory=trio.Event)  # set (and replaced) on every decision
     cancelled: bool = False  # cancelled, and that journalled
     stats: JobStats = field(default_factory=JobStats)  # what it cost and who ran it, for its summary
+    revised: int = 0  # verdicts in ``decided`` that replace an earlier one of their subtask
 
     @property
     def job_id(self) -> bytes:
@@ -170,7 +179,7 @@ class RunningJob:
     @property
     def done(self) -> bool:
         """Finished (every verdict journalled, not only reached) or cancelled."""
-        return self.cancelled or (self.owner.finished and len(self.decided) == self.owner.subtask_count)
+        return self.cancelled or (self.owner.finished and len(self.decided) - self.revised == self.owner.subtask_count)
 
     def notify(self) -> None:
         self.changed.set()
@@ -229,13 +238,20 @@ ROWS_ARE_FOR_SCRIPTS: Final = "rows_per_subtask is for a Python script's job, an
 class JobManager:
     """Owns jobs: see the module docstring."""
 
-    def __init__(self, identity: Identity, blobs: BlobStore, store: Store, executor: Executor, reputation: Reputation) -> None:
+    def __init__(
+        self, identity: Identity, blobs: BlobStore, store: Store, executor: Executor, reputation: Reputation,
+        trust: TrustBook | None = None,
+    ) -> None:  # fmt: skip
         self.identity = identity
         self.blobs = blobs
         self.store = store
         self.executor = executor
         self.metrics = executor.metrics
         self.reputation = reputation
+        # adaptive replication: who may run a subtask alone (fed every verdict, on the monotonic clock), and
+        # the draws of spot checks, which no executor may predict
+        self.trust = trust if trust is not None else TrustBook()
+        self.draw = random.SystemRandom().random
         self.jobs: dict[bytes, RunningJob] = {}
         self.damaged: dict[bytes, str] = {}  # jobs whose journal entry cannot be used: why
         self.trouble: JournalError | None = None  # the write that paused a job, until the journal takes writes again
@@ -289,9 +305,11 @@ class JobManager:
                 inputs_root=tree.root, created_ms=now_ms, expires_ms=now_ms + options.expires_in_ms,
             )  # fmt: skip
             envelope = wire.sign(manifest, self.identity.signing_key)
+            adaptive = options.verify == "adaptive"
             owner = JobOwner(
                 job_id, self.identity.peer_id, options.replication, count,
                 lease_seconds=options.lease_seconds, max_attempts=options.max_attempts,
+                trust=self.trust if adaptive else None, draw=self.draw if adaptive else None,
             )  # fmt: skip
             self.store.finish_job(job_id, envelope, count, levels, owner.snapshot())
             del levels  # the leaves stay in the journal only
@@ -390,7 +408,7 @@ class JobManager:
                 journalled[_KIND_NAMES[status_kind(status)]] += 1
                 yield index, status
 
-        owner = JobOwner.restore(snapshot, verdicts())
+        owner = JobOwner.restore(snapshot, verdicts(), trust=self.trust, draw=self.draw)
         if owner.job_id != job_id or owner.subtask_count != manifest.subtask_count:
             raise ValueError("its saved state is for another job")
         job = RunningJob(manifest, envelope, tree, owner, self, decided=decided, journalled=journalled)
@@ -535,6 +553,8 @@ class JobManager:
         """
         carried = Carried()
         decided: list[VerifiedOutput] = []
+        rechecked: list[int] = []
+        caught: list[PeerId] = []
         finished = False
         for event in events:
             for i in job.owner.handle(event):
@@ -553,26 +573,84 @@ class JobManager:
                         job.stats.lost += 1
                         self._lost(job, i)
                     case ReplicasAdded():
-                        job.stats.added += len(i.replicas)
+                        if i.why == "disagreement":  # the others are the adaptive policy's plan, not a retry
+                            job.stats.added += len(i.replicas)
                         self.work_added()
+                    case Reopened():
+                        rechecked += i.indices
+                        job.journalled["verified"] -= len(i.indices)  # only verified outputs are ever accepted alone
+                        self._reopened(job, i)
                     case SubtaskDecided():
-                        decided.append(self._journal_entry(job, i))
+                        decided.append(self._journal_entry(job, i, caught))
                     case JobFinished():
                         self._ended(job, "finished", i.progress)
                         finished = True
                     case _:
                         assert_never(i)
-        snapshot = self._snapshot_due(job, bool(decided), finished)
+        snapshot = self._snapshot_due(job, bool(decided or rechecked), finished)
         if job.paused:
             if decided:
                 self._hold(job, decided, None)
-        elif decided or snapshot is not None:
+        elif decided or snapshot is not None or rechecked:
             try:  # outputs can be megabytes and a commit may checkpoint the WAL: not on the event loop
-                await trio.to_thread.run_sync(self._journal, job.job_id, decided, snapshot)
+                await trio.to_thread.run_sync(self._journal, job.job_id, decided, snapshot, rechecked)
             except JournalError as exc:
                 self._hold(job, decided, exc)
             self._written(job, decided)
+        for peer in caught:
+            await self._distrust(peer)
         return carried
+
+    def _reopened(self, job: RunningJob, reopened: Reopened) -> None:
+        log.warning("job %s: %d results that %s alone vouched for are being checked again by others",
+                    job.job_id.hex()[:12], len(reopened.indices), reopened.distrusted,
+                    extra={"event": "results_rechecked", "job": job.job_id.hex(), "peer": str(reopened.distrusted),
+                           "subtasks": len(reopened.indices)})  # fmt: skip
+        job.notify()
+        self.work_added()
+
+    async def _distrust(self, peer: PeerId) -> None:
+        """``peer`` disagreed with a verified quorum: what it alone vouched for in running jobs is decided again
+        by others; in finished jobs it is listed as suspect (``meshnode results --recheck``)."""
+        suspect = await trio.to_thread.run_sync(self.store.distrust, str(peer))
+        for job_id, indices in suspect.items():
+            job = self.jobs.get(job_id)
+            if job is not None and not job.done and not job.paused and job.owner.adaptive:
+                await self.drive(job, Reopen(peer, tuple(indices), time.monotonic()))
+        left = sum(len(v) for k, v in suspect.items() if k not in self.jobs or self.jobs[k].done)
+        if left:
+            log.warning("%s disagreed with a verified quorum: %d results of finished jobs rest on its word alone "
+                        "(meshnode status lists them; meshnode results --recheck JOB runs them again)", peer, left,
+                        extra={"event": "results_suspect", "peer": str(peer), "subtasks": left})  # fmt: skip
+
+    async def recheck(self, job_id: bytes) -> int:
+        """Decide again every suspect lone result of a job: those of executors caught lying since. How many.
+
+        A finished job runs again until they are decided; a running one reopens them.
+
+        Raises:
+            KeyError: no such job on this node.
+        """
+        suspect = await trio.to_thread.run_sync(self.store.suspects, job_id)
+        count = sum(len(v) for v in suspect.values())
+        job = self.jobs.get(job_id)
+        if job is None and self.store.job(job_id) is None:
+            raise KeyError(job_id)
+        if not count:
+            return 0
+        if job is not None and not job.done and job.owner.adaptive:
+            for executor, indices in suspect.items():
+                await self.drive(job, Reopen(PeerId.from_base58(executor), tuple(indices), time.monotonic()))
+            return count
+        indices = [i for v in suspect.values() for i in v]
+        await trio.to_thread.run_sync(self.store.recheck, job_id, indices)
+        if await trio.to_thread.run_sync(self.store.reopen_job, job_id):
+            row = self.store.job(job_id)
+            assert row is not None
+            resumed = self._resume(job_id, row.manifest)  # the rechecked results are not verdicts: they run again
+            self.jobs[job_id] = resumed
+            self.work_added()
+        return count
 
     def _ended(self, job: RunningJob, outcome: str, p: Progress) -> None:
         """The job finished or was cancelled: its duration, and a line in the log."""
@@ -609,12 +687,16 @@ class JobManager:
             return snapshot, "running"
         return None
 
-    def _journal(self, job_id: bytes, decided: list[VerifiedOutput], snapshot: Snapshot | None) -> None:
-        """Write verdicts, then the snapshot (safe in a worker thread: it touches no job state).
+    def _journal(
+        self, job_id: bytes, decided: list[VerifiedOutput], snapshot: Snapshot | None, rechecked: Sequence[int] = ()
+    ) -> None:
+        """Write verdicts and lone results reopened, then the snapshot (safe in a worker thread: it touches no job state).
 
         Raises:
             JournalError: the verdicts were not written.
         """
+        if rechecked:
+            self.store.recheck(job_id, rechecked)
         if decided:
             self.store.record_outputs(job_id, decided)
         if snapshot is not None:
@@ -644,6 +726,7 @@ class JobManager:
         """The verdicts are in the journal: count them as decided, and tell whoever waits."""
         for d in decided:
             job.decided.append(d.index)
+            job.revised += bool(d.detail.get("revised"))
             kind = _KIND_NAMES[status_kind(d.status)]
             job.journalled[kind] += 1
             self.metrics.verdicts[kind].inc()
@@ -694,12 +777,17 @@ class JobManager:
                 log.warning("job %s: its last state was not saved: %s", job.job_id.hex()[:12], exc,
                             extra={"event": "journal_error", "job": job.job_id.hex(), "reason": exc.kind})  # fmt: skip
 
-    def _journal_entry(self, job: RunningJob, decided: SubtaskDecided) -> VerifiedOutput:
+    def _journal_entry(self, job: RunningJob, decided: SubtaskDecided, caught: list[PeerId]) -> VerifiedOutput:
+        """What to journal of a verdict; its verdict feeds reputation and trust (``caught``: those it caught lying)."""
         outcome = decided.outcome
         if isinstance(outcome, Verified):
             self.reputation.record_verdict(outcome)
+            caught += self.trust.record_verdict(outcome, time.monotonic())
             job.stats.accepted(tuple(str(p) for p in outcome.agreeing), max((f for _, f in outcome.fuel), default=0))
             executors = [str(p) for p in outcome.counted]
+            how = {"verified_by": decided.verified_by, **({"revised": True} if decided.revised else {})}
+            adaptive = job.owner.adaptive
+            alone = executors[0] if adaptive and decided.verified_by == "single" else None
             candidates = job.outputs.pop(decided.index, {})
             if outcome.status == "ok":
                 assert outcome.output_sha256 is not None
@@ -707,11 +795,13 @@ class JobManager:
                 data, zlib = (None, False) if packed is None else (packed.data, packed.zlib)
                 # credit is journalled with its verdict: granted once, never lost (core/credit.py)
                 credit = tuple((str(g.executor), g.fuel) for g in grants(job.job_id, decided.index, outcome, self.identity.peer_id))
-                return VerifiedOutput(decided.index, "ok", data, {"executors": executors}, packed=zlib, credit=credit)
+                return VerifiedOutput(decided.index, "ok", data, {"executors": executors, **how}, packed=zlib,
+                                      credit=credit, alone=alone, adaptive=adaptive)  # fmt: skip
             own = job.messages.pop(decided.index, "")
             # A task_error's message is the task's answer, which the quorum agreed on: shown even when we ran no replica.
             message = outcome.message or own or f"{len(executors)} executors agree it fails this way"
-            return VerifiedOutput(decided.index, outcome.status, None, {"executors": executors, "message": message})
+            return VerifiedOutput(decided.index, outcome.status, None, {"executors": executors, "message": message, **how},
+                                  adaptive=adaptive)  # fmt: skip
         job.outputs.pop(decided.index, None)
         job.messages.pop(decided.index, None)
         if isinstance(outcome, Disputed):

@@ -58,7 +58,7 @@ from ..errors import JournalError, WireError
 
 __all__ = ["CachedResult", "InputRow", "JobRow", "OutboxEntry", "Store", "VerifiedOutput"]
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 PAGE_SIZE: Final = 16384  # bytes, for new journals (see _check_and_migrate)
 WAL_CHECKPOINT_BYTES: Final = 4 << 20
 RESULT_CACHE_BYTES: Final = 1 << 30  # the result cache's outputs, as stored (``cache_trim``) ...
@@ -144,6 +144,15 @@ CREATE TABLE IF NOT EXISTS credit_receipts (  -- signed receipts: those this nod
     receipt     BLOB NOT NULL,            -- the signed CreditReceipt envelope
     PRIMARY KEY (owner, executor, seq)
 );
+CREATE TABLE IF NOT EXISTS lone_results (   -- owner: outputs accepted on one trusted executor's word (adaptive)
+    job_id      BLOB NOT NULL,
+    idx         INTEGER NOT NULL,
+    executor    TEXT NOT NULL,            -- peer ID
+    state       TEXT NOT NULL,            -- accepted | suspect (its executor was caught lying since) | rechecking
+    PRIMARY KEY (job_id, idx)
+);
+CREATE INDEX IF NOT EXISTS lone_by_executor ON lone_results (executor, state);
+CREATE INDEX IF NOT EXISTS lone_by_state ON lone_results (job_id, state);
 CREATE TABLE IF NOT EXISTS node_state (name TEXT PRIMARY KEY, value BLOB NOT NULL);  -- e.g. reputation
 """
 
@@ -174,6 +183,8 @@ class VerifiedOutput:
     detail: dict[str, Any]
     packed: bool = False
     credit: tuple[tuple[str, int], ...] = ()  # (executor, fuel) granted for this verdict, journalled with it
+    alone: str | None = None  # adaptive replication: the one executor whose word it was accepted on
+    adaptive: bool = False  # a verdict of an adaptive job: it replaces any lone result of that subtask
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +377,50 @@ class Store:
                 "INSERT OR IGNORE INTO credit_grants VALUES (?, ?, ?, ?, NULL)",
                 [(job_id, o.index, executor, fuel) for o in outputs for executor, fuel in o.credit],
             )
+            if any(o.adaptive for o in outputs):
+                db.executemany("INSERT OR REPLACE INTO lone_results VALUES (?, ?, ?, 'accepted')",
+                               [(job_id, o.index, o.alone) for o in outputs if o.alone])  # fmt: skip
+                db.executemany("DELETE FROM lone_results WHERE job_id = ? AND idx = ?",
+                               [(job_id, o.index) for o in outputs if o.adaptive and not o.alone])  # fmt: skip
+
+    # --- lone results (adaptive replication) ------------------------------------------------------
+
+    def distrust(self, executor: str) -> dict[bytes, list[int]]:
+        """``executor`` was caught lying: every result accepted on its word alone is suspect. Those, by job."""
+        with self._tx() as db:
+            db.execute("UPDATE lone_results SET state = 'suspect' WHERE executor = ? AND state = 'accepted'", (executor,))
+            rows = db.execute(
+                "SELECT job_id, idx FROM lone_results WHERE executor = ? AND state = 'suspect' ORDER BY job_id, idx",
+                (executor,),
+            ).fetchall()
+        found: dict[bytes, list[int]] = {}
+        for job_id, index in rows:
+            found.setdefault(bytes(job_id), []).append(index)
+        return found
+
+    def suspects(self, job_id: bytes) -> dict[str, list[int]]:
+        """A job's suspect lone results (their executors were caught lying since), by executor."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT executor, idx FROM lone_results WHERE job_id = ? AND state = 'suspect' ORDER BY idx", (job_id,)
+            ).fetchall()
+        found: dict[str, list[int]] = {}
+        for executor, index in rows:
+            found.setdefault(executor, []).append(index)
+        return found
+
+    def recheck(self, job_id: bytes, indices: Sequence[int]) -> None:
+        """These lone results are being decided again: until then, a restarted owner treats them as undecided."""
+        with self._tx() as db:
+            db.executemany("UPDATE lone_results SET state = 'rechecking' WHERE job_id = ? AND idx = ?",
+                           [(job_id, i) for i in indices])  # fmt: skip
+
+    def reopen_job(self, job_id: bytes) -> bool:
+        """Make a finished job running again, to decide its rechecked results; False if it is not finished."""
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE jobs SET state = 'running', updated = ? WHERE job_id = ? AND state = 'finished'", (time.time(), job_id)
+            ).rowcount == 1
 
     def jobs(self, state: str | None = None) -> list[JobRow]:
         """The jobs (all, or those in ``state``), oldest first; those still ingesting are left out."""
@@ -420,13 +475,16 @@ class Store:
         """Every journalled verdict of a job, as (index, status), in index order.
 
         Read a page at a time (the lock is not held between pages): a million
-        verdicts never sit in memory as a list.
+        verdicts never sit in memory as a list. A lone result being rechecked is not a verdict.
         """
         after = -1
         while True:
             with self._read() as db:
                 rows = db.execute(
-                    "SELECT idx, status FROM outputs WHERE job_id = ? AND idx > ? ORDER BY idx LIMIT ?", (job_id, after, page)
+                    "SELECT idx, status FROM outputs o WHERE job_id = ? AND idx > ? AND NOT EXISTS (SELECT 1 FROM "
+                    "lone_results l WHERE l.job_id = o.job_id AND l.idx = o.idx AND l.state = 'rechecking') "
+                    "ORDER BY idx LIMIT ?",
+                    (job_id, after, page),
                 ).fetchall()
             yield from rows
             if len(rows) < page:
@@ -660,7 +718,7 @@ def _check_and_migrate(db: sqlite3.Connection, path: Path) -> None:
             _migrate_from_2(db)
         if version <= 3:
             _migrate_from_3(db)
-        # schema 5 added the credit tables, which _create_tables makes: nothing to convert
+        # schema 5 added the credit tables and 6 lone_results, which _create_tables makes: nothing to convert
         _create_tables(db)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         db.execute("COMMIT")

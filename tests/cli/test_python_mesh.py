@@ -20,7 +20,7 @@ STARS = str(ROOT / "examples" / "stars.csv")
 
 
 def without_executors(text: str) -> list[dict[str, Any]]:
-    return [{k: v for k, v in json.loads(line).items() if k != "executors"} for line in text.splitlines()]
+    return [{k: v for k, v in json.loads(line).items() if k not in ("executors", "verified_by")} for line in text.splitlines()]
 
 
 def mesh(tmp_path: Path, nodes: list[NodeProcess], count: int, env: dict[str, str] | None = None) -> list[NodeProcess]:

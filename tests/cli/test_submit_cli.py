@@ -19,7 +19,7 @@ TILES = str(ROOT / "examples" / "mandelbrot_tiles.jsonl")
 
 
 def without_executors(text: str) -> list[dict[str, object]]:
-    return [{k: v for k, v in json.loads(line).items() if k != "executors"} for line in text.splitlines()]
+    return [{k: v for k, v in json.loads(line).items() if k not in ("executors", "verified_by")} for line in text.splitlines()]
 
 
 def test_submit_is_verified_by_two_nodes_and_matches_exec(tmp_path: Path, nodes: list[NodeProcess]) -> None:
@@ -31,7 +31,9 @@ def test_submit_is_verified_by_two_nodes_and_matches_exec(tmp_path: Path, nodes:
     local = meshnode("exec", MODULE, "--input-jsonl", TILES, "--data-dir", str(tmp_path / "x"))
     assert without_executors(out.read_text()) == without_executors(local.stdout)
     for line in out.read_text().splitlines():
-        assert sorted(json.loads(line)["executors"]) == sorted([a_info["peer_id"], b_info["peer_id"]])
+        record = json.loads(line)
+        assert sorted(record["executors"]) == sorted([a_info["peer_id"], b_info["peer_id"]])
+        assert record["verified_by"] == "quorum"
 
     job_id = json.loads(meshnode("jobs", "--json", "--data-dir", str(a.data_dir)).stdout)[0]["job_id"]
     again = meshnode("results", job_id, "--data-dir", str(a.data_dir))

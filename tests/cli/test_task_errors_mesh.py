@@ -22,7 +22,7 @@ def records(text: str) -> list[dict[str, Any]]:
 
 
 def without_executors(text: str) -> list[dict[str, Any]]:
-    return [{k: v for k, v in record.items() if k != "executors"} for record in records(text)]
+    return [{k: v for k, v in record.items() if k not in ("executors", "verified_by")} for record in records(text)]
 
 
 def peer_id(node: NodeProcess) -> str:

@@ -1,0 +1,101 @@
+"""Adaptive replication on real nodes: a trusted peer turns bad, is caught by a spot check, and its lone results are
+run again by others and replaced."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AsyncExitStack, closing
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from meshnode.core import wire
+from meshnode.core.manifest import JobOptions, Replication
+from meshnode.core.output_codec import pack
+from meshnode.node.executing import SignedResult
+from meshnode.node.mesh_node import MeshNode
+from meshnode.storage.journal import OutboxEntry
+
+from ..waiting import JOB
+from .test_mesh_jobs import mandelbrot_job, start_mesh
+
+ADAPTIVE = Replication(replicas=1, quorum=2, max_replicas=3)
+
+
+def turn_bad(node: MeshNode) -> list[int]:
+    """From now on ``node`` flips a byte of every output it computes, and signs the lie; the subtasks it lied on."""
+    executor = node.jobs.executor
+    honest_run_batch = executor.run_batch
+    lied: list[int] = []
+
+    async def run_batch(manifest: Any, subtasks: Any, **kwargs: Any) -> list[SignedResult]:
+        out = []
+        for r in await honest_run_batch(manifest, subtasks, **kwargs):
+            if r.output:
+                output = r.output[:-1] + bytes([r.output[-1] ^ 1])
+                claim = dataclasses.replace(r.claim, output_sha256=hashlib.sha256(output).digest())
+                envelope = wire.sign(claim, node.identity.signing_key)
+                entry = OutboxEntry(claim.job_id, claim.index, claim.replica, str(manifest.owner), envelope, output, 0, 0.0)
+                node.jobs.store.record_runs([], [entry])
+                r = dataclasses.replace(r, claim=claim, envelope=envelope, output=output, packed=pack(output))
+                lied.append(claim.index)
+            out.append(r)
+        return out
+
+    executor.run_batch = run_batch  # type: ignore[method-assign]
+    return lied
+
+
+def draws_checking_once_accepted(journal: sqlite3.Connection, liar: MeshNode) -> Callable[[], float]:
+    """The owner's spot-check draws: none checks until its ``journal`` holds a result accepted on ``liar``'s
+    word alone (its whole first batch of results is drawn for before that), every later one does."""
+    query = "SELECT COUNT(*) FROM lone_results WHERE executor = ?"
+    return lambda: 0.0 if journal.execute(query, (str(liar.peer_id),)).fetchone()[0] else 0.999999
+
+
+async def test_a_trusted_peer_that_turns_bad_is_caught_by_a_spot_check_and_its_lone_results_are_replaced(
+    tmp_path: Path,
+) -> None:
+    module, tiles, limits, expected = await mandelbrot_job(768, 36, 200)
+    async with AsyncExitStack() as stack:
+        owner, honest, turncoat = await start_mesh(stack, tmp_path, 3)
+        options = JobOptions(limits=limits, replication=ADAPTIVE, verify="adaptive")
+
+        # A long clean record: every node runs every subtask of a job, and all agree.
+        everyone = JobOptions(limits=limits, replication=Replication(3, 3, 3))
+        with trio.fail_after(JOB):
+            assert [r.output for r in await (await owner.submit(module, tiles, everyone)).wait()] == expected
+        assert owner.jobs.trust.streak(turncoat.peer_id, time.monotonic()) >= len(tiles) - 1
+
+        # Trusted now: it runs subtasks alone. It starts lying; the draws let its first lies through unchecked.
+        lied = turn_bad(turncoat)
+        journal = stack.enter_context(closing(sqlite3.connect(f"file:{owner.config.data_dir}/node.db?mode=ro", uri=True)))
+        owner.jobs.draw = draws_checking_once_accepted(journal, turncoat)
+        second = await owner.submit(module, tiles, options)
+        seen: list[tuple[int, str, bool, tuple[str, ...]]] = []
+        with trio.fail_after(JOB):
+            async for r in second.results():
+                seen.append((r.index, r.verified_by, r.revised, r.executors))
+        final = await second.wait()
+
+        bad = str(turncoat.peer_id)
+        accepted_lies = [i for i, how, revised, ex in seen if how == "single" and ex == (bad,) and not revised]
+        assert lied and accepted_lies, f"the turncoat's lies should have been accepted alone first: {seen}"
+        replaced = {i for i, _, revised, _ in seen if revised}
+        assert set(accepted_lies) <= replaced  # every lie it got through was run again by others ...
+        assert [r.output for r in final] == expected  # ... and replaced: the job's outputs are exec's
+        assert all(bad not in r.executors for r in final)
+        assert all(r.revised for r in final if r.index in set(accepted_lies))
+        assert owner.jobs.trust.streak(turncoat.peer_id, time.monotonic()) == 0
+        assert owner.reputation.barred_from_quorum(turncoat.peer_id)
+        assert honest.jobs.executor.runs > 0
+        ways = Counter(r.verified_by for r in final)
+        assert ways["single"] > 0 and set(ways) <= {"single", "single+spotcheck", "quorum"}, ways
+        status = owner.job_summary(second.job_id)
+        assert status is not None and status["state"] == "finished" and status["suspect"] == 0
