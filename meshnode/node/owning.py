@@ -164,7 +164,8 @@ class RunningJob:
     changed: trio.Event = field(default_factory=trio.Event)  # set (and replaced) on every decision
     cancelled: bool = False  # cancelled, and that journalled
     stats: JobStats = field(default_factory=JobStats)  # what it cost and who ran it, for its summary
-    revised: int = 0  # verdicts in ``decided`` that replace an earlier one of their subtask
+    revised: int = 0  # subtasks reopened: each has an old verdict in ``decided`` and a new one to come
+    rechecking: set[int] = field(default_factory=set)  # subtasks of a finished job run again (``recheck``)
 
     @property
     def job_id(self) -> bytes:
@@ -579,6 +580,7 @@ class JobManager:
                     case Reopened():
                         rechecked += i.indices
                         job.journalled["verified"] -= len(i.indices)  # only verified outputs are ever accepted alone
+                        job.revised += len(i.indices)  # their old verdicts stay in ``decided``; the new ones follow
                         self._reopened(job, i)
                     case SubtaskDecided():
                         decided.append(self._journal_entry(job, i, caught))
@@ -648,6 +650,7 @@ class JobManager:
             row = self.store.job(job_id)
             assert row is not None
             resumed = self._resume(job_id, row.manifest)  # the rechecked results are not verdicts: they run again
+            resumed.rechecking.update(indices)
             self.jobs[job_id] = resumed
             self.work_added()
         return count
@@ -726,7 +729,6 @@ class JobManager:
         """The verdicts are in the journal: count them as decided, and tell whoever waits."""
         for d in decided:
             job.decided.append(d.index)
-            job.revised += bool(d.detail.get("revised"))
             kind = _KIND_NAMES[status_kind(d.status)]
             job.journalled[kind] += 1
             self.metrics.verdicts[kind].inc()
@@ -785,7 +787,9 @@ class JobManager:
             caught += self.trust.record_verdict(outcome, time.monotonic())
             job.stats.accepted(tuple(str(p) for p in outcome.agreeing), max((f for _, f in outcome.fuel), default=0))
             executors = [str(p) for p in outcome.counted]
-            how = {"verified_by": decided.verified_by, **({"revised": True} if decided.revised else {})}
+            revised = decided.revised or decided.index in job.rechecking
+            job.rechecking.discard(decided.index)
+            how = {"verified_by": decided.verified_by, **({"revised": True} if revised else {})}
             adaptive = job.owner.adaptive
             alone = executors[0] if adaptive and decided.verified_by == "single" else None
             candidates = job.outputs.pop(decided.index, {})

@@ -366,9 +366,14 @@ class Store:
     def record_outputs(self, job_id: bytes, outputs: Sequence[VerifiedOutput]) -> None:
         """Journal verdicts as they are reached, and the credit they grant (one transaction for the batch).
 
-        A grant is keyed by (job, subtask, executor): a verdict written again grants nothing twice.
+        A grant is keyed by (job, subtask, executor): a verdict written again grants nothing twice. A revised
+        verdict (adaptive replication: the lone executor of the old one was caught lying) withdraws the old
+        verdict's grants that no receipt covers yet.
         """
         with self._tx() as db:
+            # a verdict that replaces a lone result: credit not yet signed for the old one is withdrawn
+            db.executemany("DELETE FROM credit_grants WHERE job_id = ? AND idx = ? AND receipt IS NULL",
+                           [(job_id, o.index) for o in outputs if o.detail.get("revised")])  # fmt: skip
             db.executemany(
                 "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?)",
                 [(job_id, o.index, o.status, o.output, cbor2.dumps(o.detail), o.packed) for o in outputs],

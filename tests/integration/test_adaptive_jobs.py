@@ -52,14 +52,19 @@ def turn_bad(node: MeshNode) -> list[int]:
     return lied
 
 
+def never_checking() -> float:
+    return 0.999999
+
+
 def draws_checking_once_accepted(journal: sqlite3.Connection, liar: MeshNode) -> Callable[[], float]:
-    """The owner's spot-check draws: none checks until its ``journal`` holds a result accepted on ``liar``'s
-    word alone (its whole first batch of results is drawn for before that), every later one does."""
+    """The owner's spot-check draws: none checks until its ``journal`` holds one more result accepted on
+    ``liar``'s word alone than now (its whole batch of results is drawn for before that), every later one does."""
     query = "SELECT COUNT(*) FROM lone_results WHERE executor = ?"
-    return lambda: 0.0 if journal.execute(query, (str(liar.peer_id),)).fetchone()[0] else 0.999999
+    before = journal.execute(query, (str(liar.peer_id),)).fetchone()[0]
+    return lambda: 0.0 if journal.execute(query, (str(liar.peer_id),)).fetchone()[0] > before else 0.999999
 
 
-async def test_a_trusted_peer_that_turns_bad_is_caught_by_a_spot_check_and_its_lone_results_are_replaced(
+async def test_a_trusted_peer_that_turns_bad_is_caught_by_a_spot_check_and_its_lone_results_are_rechecked(
     tmp_path: Path,
 ) -> None:
     module, tiles, limits, expected = await mandelbrot_job(768, 36, 200)
@@ -73,8 +78,19 @@ async def test_a_trusted_peer_that_turns_bad_is_caught_by_a_spot_check_and_its_l
             assert [r.output for r in await (await owner.submit(module, tiles, everyone)).wait()] == expected
         assert owner.jobs.trust.streak(turncoat.peer_id, time.monotonic()) >= len(tiles) - 1
 
-        # Trusted now: it runs subtasks alone. It starts lying; the draws let its first lies through unchecked.
+        # Trusted now: it runs subtasks alone. It starts lying, and a job with no spot check at all finishes
+        # with its lies in it.
         lied = turn_bad(turncoat)
+        bad = str(turncoat.peer_id)
+        owner.jobs.draw = never_checking
+        unchecked = await owner.submit(module, tiles, options)
+        with trio.fail_after(JOB):
+            fooled = await unchecked.wait()
+        wrong = {r.index for r in fooled if r.output != expected[r.index]}
+        assert wrong and wrong == {r.index for r in fooled if r.executors == (bad,)}
+        assert owner.job_summary(unchecked.job_id)["suspect"] == 0  # type: ignore[index]  # not caught yet
+
+        # The next job's draws let its first lies through unchecked, then check everything.
         journal = stack.enter_context(closing(sqlite3.connect(f"file:{owner.config.data_dir}/node.db?mode=ro", uri=True)))
         owner.jobs.draw = draws_checking_once_accepted(journal, turncoat)
         second = await owner.submit(module, tiles, options)
@@ -84,7 +100,6 @@ async def test_a_trusted_peer_that_turns_bad_is_caught_by_a_spot_check_and_its_l
                 seen.append((r.index, r.verified_by, r.revised, r.executors))
         final = await second.wait()
 
-        bad = str(turncoat.peer_id)
         accepted_lies = [i for i, how, revised, ex in seen if how == "single" and ex == (bad,) and not revised]
         assert lied and accepted_lies, f"the turncoat's lies should have been accepted alone first: {seen}"
         replaced = {i for i, _, revised, _ in seen if revised}
@@ -99,3 +114,12 @@ async def test_a_trusted_peer_that_turns_bad_is_caught_by_a_spot_check_and_its_l
         assert ways["single"] > 0 and set(ways) <= {"single", "single+spotcheck", "quorum"}, ways
         status = owner.job_summary(second.job_id)
         assert status is not None and status["state"] == "finished" and status["suspect"] == 0
+
+        # The job that finished before the catch: its lies are listed, and a recheck replaces them.
+        assert owner.job_summary(unchecked.job_id)["suspect"] == len(wrong)  # type: ignore[index]
+        assert await owner.recheck_job(unchecked.job_id) == len(wrong)
+        with trio.fail_after(JOB):
+            rechecked = await owner.jobs.jobs[unchecked.job_id].wait()
+        assert [r.output for r in rechecked] == expected
+        assert {r.index for r in rechecked if r.revised} == wrong and all(bad not in r.executors for r in rechecked)
+        assert owner.job_summary(unchecked.job_id)["suspect"] == 0  # type: ignore[index]
