@@ -38,7 +38,7 @@ from typing import Protocol
 
 from .clock import Clock
 
-__all__ = ["Call", "Endpoint", "Network"]
+__all__ = ["Call", "Endpoint", "Handler", "Network"]
 
 Handler = Callable[..., None]
 

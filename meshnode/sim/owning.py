@@ -28,8 +28,8 @@ them - loses those verdicts and everything the drive would have sent; the
 restored owner reaches them again from the claims its executors push again.
 
 Snapshots cost a walk over the open subtasks and an encoding of their claims,
-so they are taken only in runs where an owner can crash: in any other run
-nobody ever reads one.
+so they are taken only while a crash of their owner is still to come (the plan
+says when): after its last one, nobody ever reads one.
 """
 
 from __future__ import annotations
@@ -126,13 +126,12 @@ class Carried:
 class OwnedJob:
     """One job of a simulated owner, while that owner runs (a crash throws it away; the journal stays)."""
 
-    __slots__ = ("journal", "machine", "node", "request_id", "snapshot_at", "snapshots", "world")
+    __slots__ = ("journal", "machine", "node", "request_id", "snapshot_at", "world")
 
     def __init__(self, world: World, node: OwnerNode, journal: JobJournal, machine: JobOwner) -> None:
         self.world, self.node, self.journal, self.machine = world, node, journal, machine
         self.request_id = 0  # the owner's own steal requests (grows across restarts: unix ms)
         self.snapshot_at = world.clock.now
-        self.snapshots = world.scenario.owner_crashes > 0
 
     @property
     def job_id(self) -> bytes:
@@ -258,7 +257,7 @@ class OwnedJob:
         if finished:
             journal.finished = True
             w.job_ended(self.job_id)
-        elif (decided or rechecked) and self.snapshots and w.clock.now - self.snapshot_at >= SNAPSHOT_EVERY:
+        elif (decided or rechecked) and w.clock.now - self.snapshot_at >= SNAPSHOT_EVERY and w.may_crash(self.node.index):
             journal.snapshot = self.machine.snapshot()
             self.snapshot_at = w.clock.now
             w.counters.snapshots += 1

@@ -16,9 +16,10 @@ carries on when the answer (or its failure) arrives:
     a slot runs its own job's chunk, then the  ``_fill``: the same order; a chunk's run is an
     thief's (``Workers._slot``)                event its run time later
     the stealer asks ``LookForWork`` and       ``_look``, when a slot finds nothing, a steal
-    steals (``Workers._stealer``)              ends, or every ``IDLE_WAIT`` while it starves
-    results go to the outbox and are pushed,   ``_push``/``_sweep``: the outbox survives a
-    again with backoff until acknowledged      crash, as the journal does
+    steals (``Workers._stealer``), and looks   ends, a backoff ends, or gossip brings news of
+    again every half second while it starves   work (looking in between would find the same)
+    results go to the outbox and are pushed,   ``outbox.py``: the outbox survives a crash, as
+    again with backoff until acknowledged      the journal does
     the renewer ticks the thief when due       ``_renew``
     the owner side serves steals, pushes,      ``on_steal_ask``, ``on_push``, ``on_renew``,
     renewals, refusals, transfers              ``on_tell``, ``on_transfer_ask``
@@ -56,24 +57,23 @@ from ..core.reputation import Reputation
 from ..core.result import ResultClaim
 from ..core.steal import POOR_SCORE, PeerView, grant_for
 from ..core.thief import (
-    CHUNK_SECONDS, MAX_CHUNK, MAX_STEAL, Acknowledged, AskTransfer, ChunkDone, ChunkFailed, DropResults, Granted,
-    HandOver, Instruction, LookForWork, OwnerLeft, PresenceHeard, PushResults, RenewLeases, RestealAsked, Revoked,
-    RunChunk, StealAnswered, StealFailed, StealFrom, TakeChunk, TellOwner, Thief, Tick, TransferAnswered, refs_of,
+    CHUNK_SECONDS, FAILURE_BACKOFF, MAX_CHUNK, Acknowledged, AskTransfer, ChunkDone, ChunkFailed, DropResults,
+    Granted, HandOver, Instruction, LookForWork, OwnerLeft, PresenceHeard, PushResults, RenewLeases, RestealAsked,
+    Revoked, RunChunk, StealAnswered, StealFailed, StealFrom, TakeChunk, TellOwner, Thief, Tick, TransferAnswered,
+    refs_of,
 )  # fmt: skip
 from .behaviour import ENGINE, Behaviour, claim_of
 from .liveness import OwnerTable
 from .network import Call
+from .outbox import Outbox
 from .owning import JobJournal, OwnedJob
 from .presence import Publisher
 from .scenario import PeerProfile
 from .world import World, unknown
 
-__all__ = ["IDLE_WAIT", "SimPeer", "StealAnswer", "WorkGrant"]
+__all__ = ["SimPeer", "StealAnswer", "WorkGrant"]
 
-# As the real node's (node/stealing.py, node/executing.py, node/mesh_node.py):
-IDLE_WAIT: Final = 0.5  # a starving stealer looks again this often
-FIRST_RETRY: Final = 10.0  # seconds before the outbox pushes a result again ...
-RETRY_MAX: Final = 60.0  # ... then 2 * 2^attempts, up to this
+# As the real node's (node/mesh_node.py):
 TICK_BUSY: Final = 0.25  # the owner's tick while a job runs ...
 TICK_IDLE: Final = 1.0  # ... and otherwise
 
@@ -99,16 +99,6 @@ class StealAnswer:
     surplus: int
 
 
-@dataclass(slots=True)
-class _Unacked:
-    """A result in the outbox: pushed, not yet acknowledged."""
-
-    owner: int
-    claim: ResultClaim
-    attempts: int
-    next_try: float
-
-
 Ack = tuple[bytes, int, int, str]  # job ID, index, replica, status
 
 
@@ -127,7 +117,7 @@ class SimPeer:
         self.tear_armed = False
         # What survives a crash: the journal's.
         self.journals: dict[bytes, JobJournal] = {}
-        self.outbox: dict[tuple[bytes, int, int], _Unacked] = {}
+        self.outbox = Outbox(world, index, SimPeer.on_push, self._acknowledged)
         self._fresh()
 
     def _fresh(self) -> None:
@@ -144,14 +134,12 @@ class SimPeer:
         self.stealing = False
         self.look_at, self.look_token = math.inf, 0
         self.renew_at, self.renew_token = math.inf, 0
-        self.sweep_at, self.sweep_token = math.inf, 0
         self.waking = False
-        self.results: dict[tuple[bytes, ReplicaRef], ResultClaim] = {}  # ran, not yet pushed
-        self.outgoing: dict[int, list[ResultClaim]] = {}  # to push, by owner, once the push under way ends
-        self.pushing: set[int] = set()
         self.answered_at: dict[int, float] = {}  # victims, when they last answered a steal
+        self.backoff_until: dict[int, float] = {}  # victims the thief leaves alone until then (as it was told)
         self.deferred: list[Call] = []  # steals waiting for an owner's transfer answer
         self.presence: Publisher | None = None
+        self.tick_surplus = 0  # the surplus the last tick saw
         self.seconds_per_run: float | None = None
         self.reputation_version = 0  # grows whenever the reputation records something
         self._views_key: tuple[int, int, int] = (-1, -1, -1)
@@ -174,7 +162,7 @@ class SimPeer:
         self.presence.publish()
         self._look_soon(w.clock.now)
         self._fill()
-        self._sweep_soon()
+        self.outbox.restart(self.epoch)
 
     def crash(self) -> None:
         """The process dies: nothing in memory survives, nothing meant for this incarnation arrives."""
@@ -225,7 +213,10 @@ class SimPeer:
             if job.drive(JobTick(w.clock.now)) is None:
                 return
         self._after()
-        self._fill()
+        surplus = self._surplus()
+        if surplus > self.tick_surplus:
+            self._fill()  # replicas came back (a lease lapsed): idle slots look again
+        self.tick_surplus = surplus
         busy = any(not j.journal.ended for j in self.jobs.values())
         w.clock.after(TICK_BUSY if busy else TICK_IDLE, self._tick, epoch)
 
@@ -420,7 +411,7 @@ class SimPeer:
             self._carry_all(self.thief.handle(ChunkFailed(job_id, refs)))
         else:
             for r in refs:
-                self.results[(job_id, r)] = self._claim(behaviour, job_id, r)
+                self.outbox.keep(job_id, r, self._claim(behaviour, job_id, r))
             self._carry_all(self.thief.handle(ChunkDone(job_id, refs, seconds, self.world.clock.now)))
         self._fill()
         self._after()
@@ -436,9 +427,9 @@ class SimPeer:
                 case RunChunk() | StealFrom() | AskTransfer() | HandOver():
                     answers.append(i)
                 case PushResults():
-                    self._push(i)
+                    self.outbox.push(w.index_of[i.owner], i.job_id, i.replicas)
                 case DropResults():
-                    self._drop(i)
+                    self.outbox.drop(i.job_id, i.replicas)
                 case RenewLeases():
                     w.net.send(self.index, w.index_of[i.owner], "renew", SimPeer.on_renew, self.index, i.job_id,
                                i.replicas)  # fmt: skip
@@ -455,86 +446,9 @@ class SimPeer:
         if answers:
             raise TypeError(f"the thief asked the wrong caller for {answers!r}")
 
-    def _drop(self, i: DropResults) -> None:
-        for ref in i.replicas:
-            self.results.pop((i.job_id, ref), None)
-            self.outbox.pop((i.job_id, ref.index, ref.replica), None)
-
-    # --- results ----------------------------------------------------------------------------
-
-    def _push(self, i: PushResults) -> None:
-        """Into the outbox, and to the owner; one push per owner under way, the rest go with the next."""
-        w = self.world
-        owner = w.index_of[i.owner]
-        retry = w.clock.now + FIRST_RETRY
-        claims = self.outgoing.setdefault(owner, [])
-        for ref in i.replicas:
-            claim = self.results.pop((i.job_id, ref), None)
-            if claim is not None:
-                claims.append(claim)
-                self.outbox[(i.job_id, ref.index, ref.replica)] = _Unacked(owner, claim, 0, retry)
-        if len(self.outbox) > w.counters.max_outbox:
-            w.counters.max_outbox = len(self.outbox)
-        if owner not in self.pushing:
-            self._push_next(owner)
-        self._sweep_soon()
-
-    def _push_next(self, owner: int) -> None:
-        batch = self.outgoing.pop(owner, None)
-        if not batch:
-            self.pushing.discard(owner)
-            return
-        self.pushing.add(owner)
-        if len(batch) > MAX_STEAL:
-            batch, self.outgoing[owner] = batch[:MAX_STEAL], batch[MAX_STEAL:]
-        self._deliver(owner, tuple(batch), chained=True)
-
-    def _deliver(self, owner: int, claims: tuple[ResultClaim, ...], chained: bool) -> None:
-        self.world.net.call(self.index, owner, "push", SimPeer.on_push, (self.index, claims),
-                            partial(self._pushed, owner, chained), partial(self._push_failed, owner, chained))  # fmt: skip
-
-    def _pushed(self, owner: int, chained: bool, answer: object) -> None:
-        assert isinstance(answer, tuple)
-        by_job: dict[bytes, list[ReplicaRef]] = {}
-        for job_id, index, replica, _status in answer:
-            self.outbox.pop((job_id, index, replica), None)  # any answer ends the retries
-            by_job.setdefault(job_id, []).append(ReplicaRef(index, replica))
-        for job_id, refs in by_job.items():
-            self._carry_all(self.thief.handle(Acknowledged(job_id, tuple(refs))))
-        if chained:
-            self._push_next(owner)
+    def _acknowledged(self, job_id: bytes, refs: tuple[ReplicaRef, ...]) -> None:
+        self._carry_all(self.thief.handle(Acknowledged(job_id, refs)))
         self._after()
-
-    def _push_failed(self, owner: int, chained: bool) -> None:
-        if chained:  # they wait in the outbox
-            self._push_next(owner)
-
-    def _sweep_soon(self) -> None:
-        if not self.outbox:
-            return
-        due = min(u.next_try for u in self.outbox.values())
-        if due < self.sweep_at:
-            self.sweep_at, self.sweep_token = due, self.sweep_token + 1
-            self.world.clock.at(due, self._sweep, self.epoch, self.sweep_token)
-
-    def _sweep(self, epoch: int, token: int) -> None:
-        """Push again what no owner acknowledged, with backoff, to owners it can reach (``_retry_outbox``)."""
-        if epoch != self.epoch or token != self.sweep_token:
-            return
-        w = self.world
-        now = w.clock.now
-        self.sweep_at = math.inf
-        by_owner: dict[int, list[ResultClaim]] = {}
-        for u in self.outbox.values():
-            if u.next_try <= now:
-                u.attempts += 1
-                u.next_try = now + min(RETRY_MAX, 2.0 * 2**u.attempts)
-                by_owner.setdefault(u.owner, []).append(u.claim)
-        for owner, claims in by_owner.items():
-            if owner != self.index and w.net.reachable(self.index, owner):
-                for k in range(0, len(claims), MAX_STEAL):
-                    self._deliver(owner, tuple(claims[k : k + MAX_STEAL]), chained=False)
-        self._sweep_soon()
 
     def _renew_soon(self) -> None:
         due = self.thief.next_renewal()
@@ -576,10 +490,14 @@ class SimPeer:
                     raise TypeError(f"LookForWork answered {i!r}")
         if own or self.thief.queued() > self.thief.stock() // 2:
             return  # not starving: a slot that runs short says so
-        if victims:
-            self._look_soon(w.clock.now + IDLE_WAIT)  # starving: look again soon
-        else:  # nobody offers anything: wait for news of work (directory.py)
-            w.directory.wait(self.index, partial(self._look_soon_from, self.epoch))
+        # Starving, and every peer offering work is one the thief backs off from or whose last answer
+        # said it has nothing left for it. A real stealer looks again every half second; the answer is
+        # the same until a backoff ends or gossip brings news of work (directory.py), so wait for those.
+        now = w.clock.now
+        ends = [t for v in victims if (t := self.backoff_until.get(w.index_of[v.peer], 0.0)) > now]
+        if ends:
+            self._look_soon(min(ends))
+        w.directory.wait(self.index, partial(self._look_soon_from, self.epoch))
 
     def _look_soon_from(self, epoch: int) -> None:
         if epoch == self.epoch:
@@ -634,6 +552,8 @@ class SimPeer:
         granted = sum(len(g.subtasks) for g in answer.grants)
         self._carry_all(self.thief.handle(StealAnswered(w.ids[victim], answer.surplus, bool(answer.refused), granted, now)))
         self.answered_at[victim] = now
+        if answer.refused:
+            self.backoff_until[victim] = now + FAILURE_BACKOFF
         for g in answer.grants:
             owner = w.ids[w.job_owner[g.job_id]]
             self._carry_all(self.thief.handle(Granted(w.ids[victim], owner, g.job_id, g.job_id, answer.lease, g.subtasks, now)))
@@ -644,6 +564,7 @@ class SimPeer:
 
     def _steal_failed(self, victim: int) -> None:
         self.stealing = False
+        self.backoff_until[victim] = self.world.clock.now + FAILURE_BACKOFF
         self._carry_all(self.thief.handle(StealFailed(self.world.ids[victim], self.world.clock.now)))
         self._look_soon(self.world.clock.now)
 
@@ -726,7 +647,7 @@ class SimPeer:
                 case _:
                     raise TypeError(f"TransferAnswered answered {i!r}")
         call.answer(reply)
-        self._fill()  # what the owner did not move is back in the stock (a real slot finds it within IDLE_WAIT)
+        self._fill()  # what the owner did not move is back in the stock (a real idle slot finds it within half a second)
         self._after()
 
     def on_push(self, call: Call, sender: int, claims: tuple[ResultClaim, ...]) -> None:

@@ -228,7 +228,7 @@ def mixed(seed: int) -> Scenario:
         spot_floor=rng.choice((0.05, 0.2)),
         peers=peers,
         slots=rng.choice((1, 2, 2, 4)),
-        subtasks=rng.randint(100, 300) // jobs,  # per job
+        subtasks=rng.randint(100, 250) // jobs,  # per job
         jobs=jobs,
         replicas=replicas,
         quorum=quorum,

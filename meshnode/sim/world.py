@@ -56,12 +56,18 @@ class World:
     seqs: list[int] = field(default_factory=list)  # each peer's last presence sequence number
     job_ended: Callable[[bytes], None] = lambda job_id: None  # a job finished or was cancelled
     id_rank: dict[int, int] = field(default_factory=dict)  # each peer's place in the order of peer IDs
+    last_crash: dict[int, float] = field(default_factory=dict)  # when the plan crashes each peer the last time
     _truths: dict[tuple[bytes, int], Truth] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.index_of = {p: i for i, p in enumerate(self.ids)}
+        self.last_crash = {c.peer: c.at for c in self.plan.crashes}  # crashes are sorted by time
         self.id_rank = {self.index_of[p]: k for k, p in enumerate(sorted(self.ids, key=PeerId.to_bytes))}
         self.seqs = [0] * len(self.ids)
+
+    def may_crash(self, peer: int) -> bool:
+        """Whether the plan crashes ``peer`` from now on."""
+        return self.last_crash.get(peer, -1.0) >= self.clock.now
 
     def unix_ms(self) -> int:
         return UNIX_EPOCH_MS + int(self.clock.now * 1000)
