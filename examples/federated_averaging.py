@@ -314,7 +314,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"federated averaging: {len(shards)} clients ({pooled:,} rows, {features} features, {source}), "
           f"{args.rounds} rounds of {args.local_steps} local steps, lr {args.lr}; "
           f"held-out set {test.rows:,} rows")  # fmt: skip
-    if policy["replicas"] > 1:
+    if not policy:
+        print("verified: adaptive replication (two peers agree on each step until a peer has earned trust)")
+    elif policy["replicas"] > 1:
         print(f"verified: each client's step runs on {policy['replicas']} peers that must agree")
     else:
         print("unverified: each client's step runs once (--replicas 1, the default when this node hears no peer)")

@@ -3,9 +3,10 @@
     python examples/<example>.py ... [--data-dir DIR] [--replicas N]
 
 Each example hands its subtasks to the node running on this machine (start one with
-``python -m meshnode``; on a LAN, start one on every machine). By default a subtask
-runs on two distinct peers that must agree when the node hears any peer, and on this
-node alone (unverified) when it hears none.
+``python -m meshnode``; on a LAN, start one on every machine). By default a subtask is
+verified by adaptive replication when the node hears any peer (two distinct peers must
+agree, until a peer has earned the node's trust and runs subtasks alone, spot-checked),
+and runs on this node alone (unverified) when it hears none.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ def add_mesh_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="the data dir of the node to use (default: as `python -m meshnode` finds it)")
     parser.add_argument(
         "--replicas", type=int,
-        help="distinct peers per subtask, all of which must agree (default: 2 on a mesh, 1 on a node alone)",
+        help="distinct peers per subtask, all of which must agree (default: adaptive replication on a mesh, "
+             "1 on a node alone)",
     )  # fmt: skip
 
 
@@ -28,6 +30,7 @@ def connect(args: argparse.Namespace) -> tuple[Client, dict[str, Any]]:
     """The client of the chosen node, and the ``submit`` keywords of the verification policy."""
     client = Client(args.data_dir)
     replicas = args.replicas
-    if replicas is None:
-        replicas = 2 if any(peer["state"] == "alive" for peer in client.peers()) else 1
+    if replicas is None and any(peer["state"] == "alive" for peer in client.peers()):
+        return client, {}  # adaptive replication, the default
+    replicas = 1 if replicas is None else replicas
     return client, {"replicas": replicas, "quorum": replicas}

@@ -36,6 +36,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from .task_commands import is_python, measure_script, read_script
 
     limits = limits_from_args(args)
+    # --replicas or --quorum ask for fixed replication; otherwise trust is paid for once (core/adaptive.py)
+    args.verify = args.verify or ("fixed" if args.replicas is not None or args.quorum is not None else "adaptive")
+    args.replicas = 2 if args.replicas is None else args.replicas
+    args.quorum = 2 if args.quorum is None else args.quorum
     if not 1 <= args.quorum <= args.max_replicas or not 1 <= args.replicas <= args.max_replicas:
         raise ConfigError("need 1 <= --quorum <= --max-replicas and 1 <= --replicas <= --max-replicas")
     python = is_python(args.module)

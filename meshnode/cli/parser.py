@@ -143,16 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
         "submit",
         help="run a job across the mesh, each subtask verified by distinct peers",
         description="Hand a job to the running node, which owns it: its subtasks spread over the mesh, "
-        "each runs on --replicas distinct peers, and an output is accepted when --quorum of them agree. "
+        "each runs on one peer that has earned this node's trust, checked at random by a second, and on --quorum "
+        "agreeing peers otherwise (adaptive replication); with --replicas or --quorum, on --replicas distinct peers, "
+        "an output accepted when --quorum of them agree. "
         "Results are JSON Lines as for exec.",
     )
     _add_task_flags(p)
-    p.add_argument("--replicas", type=int, default=2, help="distinct executors per subtask (default 2)")
-    p.add_argument("--quorum", type=int, default=2, help="executors that must agree (default 2)")
+    p.add_argument("--replicas", type=int, help="distinct executors per subtask: fixed replication (2 when only --quorum is given)")
+    p.add_argument("--quorum", type=int, help="executors that must agree (default 2)")
     p.add_argument("--max-replicas", type=int, default=5, help="executors to try on disagreement (default 5)")
-    p.add_argument("--verify", choices=("fixed", "adaptive"), default="fixed",
-                   help="fixed: every subtask on --replicas executors (default); adaptive: on one executor that has "
-                        "earned this node's trust, spot-checked at random, and on a --quorum of executors otherwise")  # fmt: skip
+    p.add_argument("--verify", choices=("fixed", "adaptive"),
+                   help="adaptive (the default): one executor that has earned this node's trust, spot-checked at "
+                        "random, and a --quorum of executors otherwise; fixed (the default with --replicas or "
+                        "--quorum): every subtask on --replicas executors")  # fmt: skip
     p.add_argument("--label", default="", help="a name for the job, shown by jobs")
     p.add_argument("--detach", action="store_true", help="print the job ID and return at once")
     _add_data_dir(p)

@@ -67,10 +67,10 @@ class Client:
 
     def submit(
         self, task: str | os.PathLike[str] | bytes, inputs: Iterable[Any], *,
-        replicas: int = 2, quorum: int = 2, max_replicas: int = 5,
+        replicas: int | None = None, quorum: int | None = None, max_replicas: int = 5,
         fuel: int | str | None = None, memory: int | str | None = None, timeout: float | str | None = None,
         max_output: int | str | None = None, label: str | None = None, entry: str = "run",
-        nan_canonical: bool = False, rows_per_subtask: int | None = None, verify: str = "fixed",
+        nan_canonical: bool = False, rows_per_subtask: int | None = None, verify: str | None = None,
     ) -> Job:  # fmt: skip
         """Start a job on the node: each input one subtask (one row, for a script), run on ``replicas``
         distinct peers and accepted when ``quorum`` of them agree, as ``meshnode submit`` does.
@@ -80,10 +80,11 @@ class Client:
                 module's bytes.
             inputs: for a module, bytes, text or JSON-like values (sent as JSON); for a script,
                 the rows ``main`` receives. Read as they are sent: a generator is fine.
-            replicas, quorum, max_replicas: the verification policy. On one machine alone, use
+            replicas, quorum, max_replicas: fixed replication: each subtask on ``replicas`` distinct
+                peers (default 2), accepted when ``quorum`` (default 2) agree. On one machine alone, use
                 ``replicas=1, quorum=1`` (unverified); otherwise the job waits for peers.
-            verify: "fixed" (``replicas`` executors per subtask) or "adaptive": one executor that has
-                earned the node's trust, spot-checked at random, and a ``quorum`` otherwise.
+            verify: "adaptive" (the default unless ``replicas`` or ``quorum`` is given): one executor that
+                has earned the node's trust, spot-checked at random, and a ``quorum`` otherwise; "fixed".
             fuel, memory, timeout, max_output: limits per subtask (``"256MiB"``, ``"30s"`` and
                 ``"5G"`` are understood; defaults as the command line's).
             label: a name for the job (default: the task's file name).
@@ -99,12 +100,14 @@ class Client:
         loaded = load_task(task)
         limits = DEFAULT_LIMITS
         options: dict[str, Any] = {
-            "replicas": replicas, "quorum": quorum, "max_replicas": max_replicas,
+            "replicas": 2 if replicas is None else replicas, "quorum": 2 if quorum is None else quorum,
+            "max_replicas": max_replicas,
             "fuel": _count(fuel, limits.fuel, parse_count, "fuel"),
             "memory": _count(memory, limits.memory, parse_size, "memory"),
             "timeout_ms": max(1, round(1000 * _seconds(timeout, limits.timeout_ms / 1000))),
             "max_output": _count(max_output, limits.max_output, parse_size, "max_output"),
-            "label": (label if label is not None else loaded.name)[:200], "verify": verify,
+            "label": (label if label is not None else loaded.name)[:200],
+            "verify": verify or ("fixed" if replicas is not None or quorum is not None else "adaptive"),
         }  # fmt: skip
         if loaded.python:
             if entry != "run" or nan_canonical:

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, assert_never
+from typing import Any, Literal, assert_never
 
 import trio
 
@@ -610,15 +610,16 @@ class MeshNode:
 
     async def submit(
         self, module: bytes, inputs: Iterable[bytes], options: JobOptions | None = None, *,
-        replicas: int = 2, quorum: int = 2, max_replicas: int = 5, entry: str = "run",
+        replicas: int | None = None, quorum: int | None = None, max_replicas: int = 5, entry: str = "run",
         fuel: int | None = None, memory: int | None = None, timeout: float | None = None,
         max_output: int | None = None, label: str = "", nan_canonical: bool = False,
-        rows_per_subtask: int | None = None,
+        rows_per_subtask: int | None = None, verify: Literal["fixed", "adaptive"] | None = None,
     ) -> RunningJob:  # fmt: skip
         """Own a new job: its replicas go to this node's slots and to any peer that steals them.
 
         ``inputs`` is any iterable of bytes (one subtask each). The keywords build the
-        job's options (limits default to ``DEFAULT_LIMITS``); pass ``options`` instead
+        job's options (limits default to ``DEFAULT_LIMITS``; adaptive replication unless
+        ``replicas`` or ``quorum`` is given, as ``meshnode submit``); pass ``options`` instead
         for full control. Then ``async for result in job.results()``, ``await job.wait()``,
         ``await job.cancel()``.
 
@@ -637,12 +638,15 @@ class MeshNode:
                 timeout_ms=d.timeout_ms if timeout is None else max(1, round(timeout * 1000)),
                 max_output=d.max_output if max_output is None else max_output,
             )  # fmt: skip
-            replication = Replication(replicas, quorum, max_replicas)
+            verify = verify or ("fixed" if replicas is not None or quorum is not None else "adaptive")
+            replication = Replication(2 if replicas is None else replicas, 2 if quorum is None else quorum, max_replicas)
             problem = replication.check()
+            if not problem and verify == "adaptive" and replication.quorum < 2:
+                problem = "adaptive replication needs a quorum of 2 or more, for the subtasks it checks"
             if problem:
                 raise ValueError(problem)
             options = JobOptions(limits, replication, entry=entry, nan_canonical=nan_canonical, label=label,
-                                 rows_per_subtask=rows_per_subtask or 0)  # fmt: skip
+                                 rows_per_subtask=rows_per_subtask or 0, verify=verify)  # fmt: skip
         if script and not options.rows_per_subtask:  # grouped by what the script and its first row cost
             # read in a worker thread: the rows may come from an API request's body (api.frame_stream)
             rows: list[bytes] = await trio.to_thread.run_sync(list, inputs)

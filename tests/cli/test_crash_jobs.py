@@ -83,8 +83,8 @@ def test_a_worker_killed_mid_job_loses_no_work(tmp_path: Path, nodes: list[NodeP
     out = tmp_path / "results.jsonl"
     with open(tmp_path / "submit.stderr", "wb") as submit_stderr:
         submit = subprocess.Popen(
-            [sys.executable, "-m", "meshnode", "submit", MODULE, "--input-jsonl", tiles, "--output", str(out),
-             "--data-dir", str(a.data_dir)],
+            [sys.executable, "-m", "meshnode", "submit", MODULE, "--input-jsonl", tiles, "--replicas", "2", "--output",
+             str(out), "--data-dir", str(a.data_dir)],
             stdout=subprocess.DEVNULL, stderr=submit_stderr,
         )  # fmt: skip
         try:

@@ -74,7 +74,8 @@ def test_metrics_follow_a_two_node_job_and_pass_promtool(
 
     work = tmp_path / "spin.wasm"
     work.write_bytes(SPIN)
-    submitted = meshnode("submit", str(work), "--range", str(SUBTASKS), "--detach", "--data-dir", str(a.data_dir))
+    submitted = meshnode("submit", str(work), "--range", str(SUBTASKS), "--replicas", "2", "--detach",
+                         "--data-dir", str(a.data_dir))  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr
 
     # while it runs: a's verified count climbs, never falls, and is seen between none and all

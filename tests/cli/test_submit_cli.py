@@ -26,7 +26,8 @@ def test_submit_is_verified_by_two_nodes_and_matches_exec(tmp_path: Path, nodes:
     a, a_info, b, b_info = pair(tmp_path, nodes)
 
     out = tmp_path / "results.jsonl"
-    submitted = meshnode("submit", MODULE, "--input-jsonl", TILES, "--output", str(out), "--data-dir", str(a.data_dir), timeout=JOB)
+    submitted = meshnode("submit", MODULE, "--input-jsonl", TILES, "--replicas", "2", "--output", str(out),
+                         "--data-dir", str(a.data_dir), timeout=JOB)  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr + a.stderr + b.stderr
     local = meshnode("exec", MODULE, "--input-jsonl", TILES, "--data-dir", str(tmp_path / "x"))
     assert without_executors(out.read_text()) == without_executors(local.stdout)
