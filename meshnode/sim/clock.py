@@ -78,15 +78,29 @@ class Clock:
         lines = []
         for when, action, args in self.recent:
             name = getattr(action, "__qualname__", repr(action))
+            owner = getattr(getattr(action, "__self__", None), "label", None)  # whose method: "peer 3"
             text = ", ".join(_short(a) for a in args)
-            lines.append(f"{when:12.6f}  {name}({text})"[:240])
+            lines.append(f"{when:12.6f}  {owner + ': ' if isinstance(owner, str) else ''}{name}({text})"[:240])
         return lines
 
 
 def _short(value: object) -> str:
-    """An argument as the trace shows it: peers by their number, long things cut."""
+    """An argument as the trace shows it: peers by their number, jobs by 8 hex digits, replicas as index.replica."""
     label = getattr(value, "label", None)
     if isinstance(label, str):
         return label
+    if isinstance(value, bytes):
+        return value.hex()[:8]
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, tuple | list):
+        inner = ", ".join(_short(v) for v in value[:3])
+        return f"({inner}{', ...' if len(value) > 3 else ''})"
+    index, replica = getattr(value, "index", None), getattr(value, "replica", None)
+    if isinstance(index, int) and isinstance(replica, int):
+        return f"{type(value).__name__}({index}.{replica})"
+    name = getattr(value, "__qualname__", None)
+    if callable(value) and isinstance(name, str):
+        return name
     text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -47,10 +47,11 @@ class OwnerTable:
         epoch: the owner's incarnation (the table dies with it).
     """
 
-    __slots__ = ("_alive", "epoch", "gone", "me", "table", "world")
+    __slots__ = ("_alive", "epoch", "gone", "label", "me", "table", "world")
 
     def __init__(self, world: World, me: int, gone: Callable[[int], None], epoch: int) -> None:
         self.world, self.me, self.gone, self.epoch = world, me, gone, epoch
+        self.label = f"peer {me}"
         self.table = PeerTable(world.ids[me])
         self._alive: int | None = 0  # alive peers in the table; None: to count again
 

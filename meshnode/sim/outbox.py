@@ -61,6 +61,7 @@ class Outbox:
         self, world: World, peer: int, serve: Handler, acknowledged: Callable[[bytes, tuple[ReplicaRef, ...]], None]
     ) -> None:  # fmt: skip
         self.world, self.peer, self.serve, self.acknowledged = world, peer, serve, acknowledged
+        self.label = f"peer {peer}"
         self.entries: dict[Key, _Unacked] = {}  # pushed, not answered: in the journal
         self._forget(0)
 

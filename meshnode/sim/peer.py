@@ -98,6 +98,11 @@ class StealAnswer:
     refused: str
     surplus: int
 
+    @property
+    def label(self) -> str:
+        granted = sum(len(g.subtasks) for g in self.grants)
+        return f"refused: {self.refused}" if self.refused else f"{granted} granted, surplus {self.surplus}"
+
 
 Ack = tuple[bytes, int, int, str]  # job ID, index, replica, status
 

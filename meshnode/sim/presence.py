@@ -48,12 +48,13 @@ class Publisher:
     """
 
     __slots__ = ("_beat", "_changed", "_gap_due", "_offered", "_published_at", "_sample_due", "_sampled", "epoch",
-                 "idle", "peer", "surplus", "tick", "world")  # fmt: skip
+                 "idle", "label", "peer", "surplus", "tick", "world")  # fmt: skip
 
     def __init__(
         self, world: World, peer: int, surplus: Callable[[], int], idle: Callable[[], int], tick: Callable[[], float]
     ) -> None:  # fmt: skip
         self.world, self.peer = world, peer
+        self.label = f"peer {peer}"
         self.epoch = world.net.nodes[peer].epoch
         self.surplus, self.idle, self.tick = surplus, idle, tick
         self._sampled = 0  # the surplus the last tick saw

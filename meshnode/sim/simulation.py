@@ -72,9 +72,17 @@ class Simulation:
         self.job_ids = [hashlib.sha256(b"meshnode-sim-job %d %d" % (seed, j)).digest()[:16] for j in range(scenario.jobs)]
 
     def run(self) -> Report:
+        """Start the mesh, run it to the end (or the deadline), check the end and report."""
+        started = time.perf_counter()
+        self.start()
+        self.world.clock.run(until=self.world.scenario.deadline)
+        self.world.checker.finish(self._describe)
+        return self._report(time.perf_counter() - started)
+
+    def start(self) -> None:
+        """Start every peer and schedule what the plan injects (``run`` does it; call it to step the clock yourself)."""
         w = self.world
         clock, p = w.clock, w.plan
-        started = time.perf_counter()
         for peer in self.peers:
             peer.start()
         for job, (owner, at) in enumerate(zip(p.owners, p.starts, strict=True)):
@@ -86,9 +94,6 @@ class Simulation:
             clock.at(cut.end, self._heal, cut, k + 1)
         for job, at in p.cancels.items():
             clock.at(at, self._cancel, job)
-        clock.run(until=w.scenario.deadline)
-        w.checker.finish(self._describe)
-        return self._report(time.perf_counter() - started)
 
     # --- what the plan injects -------------------------------------------------------------
 
