@@ -18,6 +18,8 @@ A peer's ``Behaviour`` says how it departs from that:
     colluder  at ``rate``: the output its group agreed on, the same for all of
               them, with the true fuel count (so their claims agree exactly)
     lazy      nothing: it takes work, holds it for the run's time, and drops it
+    staller   nothing, ever: it takes work and keeps it, renewing its leases
+              (its thief does) without running it
 
 Every kind behaves until ``after`` (a peer that earns trust, then turns). Draws
 at ``rate`` come from the simulation's one random source, so they too are fixed
@@ -40,7 +42,7 @@ __all__ = ["ENGINE", "Behaviour", "Truth", "claim_of", "truth"]
 ENGINE: Final = "sim-engine/1"  # every simulated peer runs one engine, so fuel is always compared
 OUTPUT_SIZE: Final = 256
 
-Kind = Literal["honest", "wrong", "forger", "colluder", "lazy"]
+Kind = Literal["honest", "wrong", "forger", "colluder", "lazy", "staller"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +60,8 @@ class Behaviour:
     def label(self) -> str:
         if self.kind == "honest":
             return "honest"
-        if self.kind == "lazy":
-            return "lazy"
+        if self.kind in ("lazy", "staller"):
+            return self.kind
         group = f" group {self.group}" if self.kind == "colluder" else ""
         return f"{self.kind}{group} at {self.rate:g}"
 

@@ -404,6 +404,9 @@ class SimPeer:
             self._carry_all(self.thief.handle(ChunkFailed(run.job_id, refs)))
             return
         self.busy += 1
+        behaviour = self.profile.behaviour
+        if behaviour.kind == "staller" and behaviour.cheats(self.world.clock.now):
+            return  # the chunk never ends: its slot stays busy, and the thief renews its leases
         seconds = sum(self._run_time(run.job_id, r.index) for r in refs)
         self.world.clock.after(seconds, self._stolen_done, self.epoch, run.job_id, refs, seconds)
 

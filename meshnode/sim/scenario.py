@@ -70,6 +70,7 @@ class Scenario:
     wrong_rate: float = 1.0  # ... at this rate
     forger_fraction: float = 0.0  # peers that forge fuel (the right output, another fuel count)
     lazy_fraction: float = 0.0  # peers that take work and never run it
+    staller_fraction: float = 0.0  # peers that take work and keep it, renewing its leases, never running it
     colluder_groups: int = 0  # groups that report the same wrong output ...
     colluder_size: int = 2  # ... of this many peers each ...
     collude_rate: float = 1.0  # ... at this rate
@@ -91,7 +92,7 @@ class Scenario:
             return "need 1 <= quorum <= max-replicas, 1 <= replicas <= max-replicas <= 32"
         fractions = (self.spot_floor, self.slow_fraction, self.loss, self.reorder, self.crash_fraction, self.leave_fraction,
                      self.partition_fraction, self.wrong_fraction, self.wrong_rate, self.forger_fraction,
-                     self.lazy_fraction, self.collude_rate, self.task_errors, self.cancel)  # fmt: skip
+                     self.lazy_fraction, self.staller_fraction, self.collude_rate, self.task_errors, self.cancel)  # fmt: skip
         if any(not 0.0 <= f <= 1.0 for f in fractions):
             return "fractions and rates lie in 0..1"
         if self.loss >= 1.0:
@@ -178,6 +179,8 @@ def plan(s: Scenario, rng: random.Random) -> Plan:
         behaviours[peer] = Behaviour("forger", 1.0, after=after)
     for peer in take(s.lazy_fraction):
         behaviours[peer] = Behaviour("lazy", after=after)
+    for peer in take(s.staller_fraction):
+        behaviours[peer] = Behaviour("staller", after=after)
     profiles = []
     for peer in range(n):
         slow = rng.random() < s.slow_fraction
