@@ -86,6 +86,8 @@ class Checker:
         self.how: dict[tuple[bytes, int], str] = {}  # how each standing Verified verdict was reached
         self.verified_by: Counter[str] = Counter()  # standing Verified verdicts: quorum, single+spotcheck, single
         self.wrong_accepted = 0  # every time a wrong result was accepted, replaced later or not
+        self.first_lie: dict[PeerId, float] = {}  # when each executor first claimed other than the truth
+        self.caught_at: dict[PeerId, float] = {}  # when a committed verdict first found it disagreeing
         self.checks = 0
 
     def fail(self, what: str) -> NoReturn:
@@ -104,6 +106,10 @@ class Checker:
         job_id, index = claim.job_id, claim.index
         if self.journals[job_id][index] == UNDECIDED or index in self.rechecking[job_id]:
             self.claims.setdefault((job_id, index), {}).setdefault(claim.executor, []).append(claim)
+        if claim.executor not in self.first_lie:
+            true = self.truth(job_id, index)
+            if claim.agreement_key() != (true.status, true.output_sha256, true.message) or claim.fuel_used != true.fuel:
+                self.first_lie[claim.executor] = self.clock.now
 
     def reopened(self, job_id: bytes, indices: Sequence[int]) -> None:
         """These verdicts are being decided again (their lone executor was caught lying)."""
@@ -181,6 +187,7 @@ class Checker:
                 streaks[peer] += 1
         for peer in v.disagreeing:
             streaks[peer] = 0
+            self.caught_at.setdefault(peer, self.clock.now)
 
     def _credit(
         self, job_id: bytes, index: int, outcome: Outcome, owner: PeerId, grants: Sequence[Grant], kept: bool

@@ -44,6 +44,9 @@ class Report:
     wrong_standing: int  # of which still standing at the end
     suspect_left: int  # lone results of finished jobs whose executor was caught lying since (listed, not rerun)
     wrong_suspect: int  # of which wrong
+    liars: int  # executors that claimed other than the truth (wrong output or fuel) at least once
+    liars_caught: int  # of which a verdict found disagreeing
+    seconds_to_catch: tuple[float, float]  # from a liar's first lie to its catch: mean, most
     runs: int
     runs_per_verified: float
     credit_fuel: int
@@ -75,6 +78,8 @@ class Report:
             f"  verified by       " + (", ".join(f"{k} {v:,}" for k, v in sorted(self.verified_by.items())) or "-"),
             f"  wrong accepted    {self.wrong_accepted:,} ({self.wrong_standing:,} standing at the end; "
             f"{self.suspect_left:,} suspect lone results left in finished jobs, {self.wrong_suspect:,} of them wrong)",
+            f"  liars             {self.liars} ({self.liars_caught} caught, {self.seconds_to_catch[0]:.1f} s after their "
+            f"first lie on average, {self.seconds_to_catch[1]:.1f} s at most)",
             f"  runs              {self.runs:,} ({self.runs_per_verified:.3f} per verified subtask)",
             f"  simulated time    {self.simulated_seconds:,.1f} s",
             f"  wall time         {self.wall_seconds:,.2f} s ({self.events:,} events)",

@@ -66,6 +66,7 @@ class Simulation:
         self.world = World(seed, scenario, the_plan, clock, rng, net, Directory(clock, scenario.peers), checker,
                            verification, peer_ids(scenario.peers))  # fmt: skip
         self.world.job_ended = self._job_ended
+        checker.truth = self.world.truth  # the same, kept
         self.peers.extend(SimPeer(self.world, i, profile) for i, profile in enumerate(the_plan.profiles))
         for p in self.peers:
             p.die = partial(self._die, p.index)
@@ -212,11 +213,13 @@ class Simulation:
         messages = dict(sorted(w.net.sent.items()))
         suspect = [(j.job_id, i) for p in self.peers for j in p.journals.values() for i, (_, state) in j.lone.items()
                    if state == "suspect"]  # fmt: skip
+        catch = [k.caught_at[p] - t for p, t in k.first_lie.items() if p in k.caught_at]
         return Report(
             seed=w.seed, verify=s.verify, peers=s.peers, jobs=s.jobs, subtasks=total, verdicts=dict(k.kinds),
             undecided=undecided, verified_by={k: v for k, v in sorted(k.verified_by.items()) if v}, wrong_accepted=k.wrong_accepted,
             wrong_standing=len(k.wrong), suspect_left=len(suspect),
-            wrong_suspect=sum(key in k.wrong for key in suspect), runs=c.runs,
+            wrong_suspect=sum(key in k.wrong for key in suspect), liars=len(k.first_lie), liars_caught=len(catch),
+            seconds_to_catch=(sum(catch) / len(catch), max(catch)) if catch else (0.0, 0.0), runs=c.runs,
             runs_per_verified=c.runs / max(1, k.kinds["verified"]), credit_fuel=k.credit,
             simulated_seconds=w.clock.now, wall_seconds=wall, events=w.clock.events, messages=messages,
             messages_per_peer_per_subtask=sum(messages.values()) / s.peers / total, lost_messages=w.net.lost,
