@@ -253,6 +253,7 @@ class JobManager:
         # the draws of spot checks, which no executor may predict
         self.trust = trust if trust is not None else TrustBook()
         self.draw = random.SystemRandom().random
+        self.standing_changed = False  # verdicts changed reputations or trust since they were last saved
         self.jobs: dict[bytes, RunningJob] = {}
         self.damaged: dict[bytes, str] = {}  # jobs whose journal entry cannot be used: why
         self.trouble: JournalError | None = None  # the write that paused a job, until the journal takes writes again
@@ -614,6 +615,7 @@ class JobManager:
     async def _distrust(self, peer: PeerId) -> None:
         """``peer`` disagreed with a verified quorum: what it alone vouched for in running jobs is decided again
         by others; in finished jobs it is listed as suspect (``meshnode results --recheck``)."""
+        await trio.to_thread.run_sync(self.save_standing)  # a crash must not forget whom it caught
         suspect = await trio.to_thread.run_sync(self.store.distrust, str(peer))
         for job_id, indices in suspect.items():
             job = self.jobs.get(job_id)
@@ -624,6 +626,25 @@ class JobManager:
             log.warning("%s disagreed with a verified quorum: %d results of finished jobs rest on its word alone "
                         "(meshnode status lists them; meshnode results --recheck JOB runs them again)", peer, left,
                         extra={"event": "results_suspect", "peer": str(peer), "subtasks": left})  # fmt: skip
+
+    def save_standing(self) -> None:
+        """Save peer reputations and the trust book if verdicts changed them (in a worker thread)."""
+        if self.standing_changed:
+            self.standing_changed = False
+            self.standing_changed = not self.save_standing_of(self.store, self.reputation, self.trust)
+
+    @staticmethod
+    def save_standing_of(store: Store, reputation: Reputation, trust: TrustBook) -> bool:
+        """Save both in the journal's node state; False (logged) if the journal refused the write."""
+        try:
+            store.save_state("reputation", reputation.to_dict())
+            # ages on the monotonic clock, and the wall-clock time they were taken at: see mesh_node._load_trust
+            store.save_state("trust", {"book": trust.to_dict(time.monotonic()), "saved": time.time()})
+        except JournalError as exc:
+            log.warning("peer reputations and trust not saved: %s", exc,
+                        extra={"event": "journal_error", "reason": exc.kind})  # fmt: skip
+            return False
+        return True
 
     async def recheck(self, job_id: bytes) -> int:
         """Decide again every suspect lone result of a job: those of executors caught lying since. How many.
@@ -785,6 +806,7 @@ class JobManager:
         if isinstance(outcome, Verified):
             self.reputation.record_verdict(outcome)
             caught += self.trust.record_verdict(outcome, time.monotonic())
+            self.standing_changed = True
             job.stats.accepted(tuple(str(p) for p in outcome.agreeing), max((f for _, f in outcome.fuel), default=0))
             executors = [str(p) for p in outcome.counted]
             revised = decided.revised or decided.index in job.rechecking

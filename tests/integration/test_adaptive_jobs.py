@@ -18,6 +18,7 @@ import trio
 from meshnode.core import wire
 from meshnode.core.manifest import JobOptions, Replication
 from meshnode.core.output_codec import pack
+from meshnode.core.reputation import Reputation
 from meshnode.node.executing import SignedResult
 from meshnode.node.mesh_node import MeshNode
 from meshnode.storage.journal import OutboxEntry
@@ -109,6 +110,9 @@ async def test_a_trusted_peer_that_turns_bad_is_caught_by_a_spot_check_and_its_l
         assert all(r.revised for r in final if r.index in set(accepted_lies))
         assert owner.jobs.trust.streak(turncoat.peer_id, time.monotonic()) == 0
         assert owner.reputation.barred_from_quorum(turncoat.peer_id)
+        # saved the moment it was caught: a crash now would not forget it
+        saved = owner.jobs.store.load_state("reputation")
+        assert saved is not None and Reputation.from_dict(saved).barred_from_quorum(turncoat.peer_id)
         assert honest.jobs.executor.runs > 0
         ways = Counter(r.verified_by for r in final)
         assert ways["single"] > 0 and set(ways) <= {"single", "single+spotcheck", "quorum"}, ways
