@@ -16,7 +16,7 @@ from .result import ResultClaim
 from .verify import Disputed, Verified
 
 __all__ = [
-    "LEASE_LAPSED", "PEER_GONE", "Ack", "Cancel", "ClaimReceived", "Event", "Failed", "Grant", "Instruction",
+    "HELD_TOO_LONG", "LEASE_LAPSED", "PEER_GONE", "Ack", "Cancel", "ClaimReceived", "Event", "Failed", "Grant", "Instruction",
     "JobFinished", "Outcome", "PeerLeft", "Progress", "ReleaseReplicas", "RenewLeases", "Renewed", "Reopen",
     "Reopened", "ReplicaLost", "ReplicaRef", "ReplicasAdded", "Revoke", "StealRequest", "SubtaskDecided", "Tick",
     "TransferReplicas", "Transferred", "VerifiedBy",
@@ -28,6 +28,7 @@ VerifiedBy = Literal["quorum", "single+spotcheck", "single"]
 
 LEASE_LAPSED: Final = "lease_lapsed"  # error codes of a subtask that ran out of attempts
 PEER_GONE: Final = "peer_gone"
+HELD_TOO_LONG: Final = "held_too_long"  # renewed past the job's bound on one holder keeping one replica
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -190,7 +191,7 @@ class ReplicaLost:
 
     holder: PeerId
     replica: ReplicaRef
-    reason: str  # LEASE_LAPSED or PEER_GONE
+    reason: str  # LEASE_LAPSED, PEER_GONE or HELD_TOO_LONG
     credible: bool = True
 
 

@@ -54,6 +54,14 @@ what stops a subtask that crashes whoever runs it. A failure code in a claim is
 not an attempt but a result: the verifier weighs it like any other, so one
 byzantine "trap" cannot fail a subtask honest peers can run.
 
+*Holding*: a holder renews its leases as long as it works, but no holder keeps one
+replica longer than ``max_hold`` seconds from its grant (the node sets it from the
+job's time limit: longer than an honest node can take to start and finish a run).
+Past it the replica goes back to the queue as if its lease lapsed (``HELD_TOO_LONG``,
+an attempt), another node may take it, and the holder cannot revive the lease: it may
+still report. Without the bound, a peer that takes work and renews it without
+running it held those subtasks for good (found by the simulator, docs/simulator.md).
+
 *Stale requests*: stealing is transactional - the grant is the owner's
 confirmation, and a thief runs nothing before it has one. Each steal request
 carries an id the thief chose, growing per thief, and the grant echoes it. A
@@ -110,7 +118,7 @@ from typing import Any, Final, Literal
 
 from ..errors import WireError
 from .job import (
-    LEASE_LAPSED, PEER_GONE, Ack, Cancel, ClaimReceived, Event, Failed, Grant, Instruction, JobFinished, Outcome,
+    HELD_TOO_LONG, LEASE_LAPSED, PEER_GONE, Ack, Cancel, ClaimReceived, Event, Failed, Grant, Instruction, JobFinished, Outcome,
     PeerLeft, Progress, ReleaseReplicas, RenewLeases, Renewed, Reopen, Reopened, ReplicaLost, ReplicaRef,
     ReplicasAdded, Revoke, StealRequest, SubtaskDecided, Tick, TransferReplicas, Transferred, VerifiedBy,
 )  # fmt: skip
@@ -173,6 +181,7 @@ class _Slot:
     state: Literal["queued", "leased", "reported"] = "queued"
     holder: PeerId | None = None
     expires: float = 0.0
+    deadline: float = float("inf")  # the holder keeps it no longer than this (``max_hold`` from its grant)
     via: PeerId | None = None  # who handed it to the holder, until the holder renews it
 
 
@@ -200,6 +209,7 @@ class JobOwner:
         max_attempts: how many distinct nodes may take a subtask and never answer before it fails.
         max_open: how many subtasks may be in flight (granted, not decided) at once.
         max_pending_bytes: no subtask is opened while the outputs claimed for open ones exceed this.
+        max_hold: how long one holder may keep one replica, renewals included (default: 20 leases).
         trust: adaptive replication: the owner's book of trusted executors (``replication`` then says what a
             quorum is, when one is needed); None for fixed replication.
         draw: adaptive replication: a random number in [0, 1) per draw, unknown to every executor.
@@ -211,8 +221,8 @@ class JobOwner:
     def __init__(
         self, job_id: bytes, owner: PeerId, replication: Replication, subtask_count: int,
         *, lease_seconds: float = 30.0, max_attempts: int = 3, max_open: int = DEFAULT_MAX_OPEN,
-        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES, trust: TrustBook | None = None,
-        draw: Callable[[], float] | None = None,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES, max_hold: float | None = None,
+        trust: TrustBook | None = None, draw: Callable[[], float] | None = None,
     ) -> None:  # fmt: skip
         problem = replication.check()
         if trust is not None and (draw is None or replication.quorum < 2):
@@ -222,6 +232,9 @@ class JobOwner:
         self.job_id, self.owner, self.replication = job_id, owner, replication
         self.lease_seconds, self.max_attempts = lease_seconds, max_attempts
         self.max_open, self.max_pending_bytes = max_open, max_pending_bytes
+        self.max_hold = 20 * lease_seconds if max_hold is None else max_hold
+        if not self.max_hold > 0:
+            raise ValueError("max_hold must be positive")
         self._trust, self._draw = trust, draw
         self._first = 1 if trust is not None else max(replication.replicas, replication.quorum)
         self._fuel = [0, 0]  # adaptive: the agreed fuel of verified subtasks, and how many
@@ -387,9 +400,10 @@ class JobOwner:
     def _lease(self, ref: ReplicaRef, holder: PeerId, expires: float) -> None:
         if self._slot(ref).state == "queued":
             del self._queue[bisect.bisect_left(self._queue, ref)]
-        self._open[ref.index].slots[ref.replica] = _Slot("leased", holder, expires)
+        deadline = expires - self.lease_seconds + self.max_hold
+        self._open[ref.index].slots[ref.replica] = _Slot("leased", holder, min(expires, deadline), deadline=deadline)
         self._leased.add(ref)
-        self._next_expiry = min(self._next_expiry, expires)
+        self._next_expiry = min(self._next_expiry, expires, deadline)
 
     def _requeue(self, ref: ReplicaRef) -> None:
         self._open[ref.index].slots[ref.replica] = _Slot()
@@ -462,8 +476,9 @@ class JobOwner:
                 continue  # not the holder's to give, or the new thief runs another replica of this subtask
             del sub.bound[e.holder]  # it gives the replica up unrun: it may take another of this subtask later
             sub.bound[e.to] = ref.replica
-            sub.slots[ref.replica] = _Slot("leased", e.to, expires, via=e.holder)
-            self._next_expiry = min(self._next_expiry, expires)
+            deadline = e.now + self.max_hold
+            sub.slots[ref.replica] = _Slot("leased", e.to, min(expires, deadline), via=e.holder, deadline=deadline)
+            self._next_expiry = min(self._next_expiry, expires, deadline)
             moved.append(ref)
         added = [a for ref in moved for a in self._adapt(ref, e.to, e.now)]
         out: list[Instruction] = [Transferred(e.holder, e.to, tuple(moved), expires)]
@@ -474,10 +489,13 @@ class JobOwner:
         for ref in refs:
             if self._holder(ref) == holder:
                 slot = self._slot(ref)
-                slot.expires = expires
+                slot.expires = min(expires, slot.deadline)  # renewed, but never past the bound on holding it
                 slot.via = None  # it has the replica: from now on, a lapse is its own
                 renewed.append(ref)
-            elif self._state(ref) == "queued" and self._open[ref.index].bound.get(holder) == ref.replica:
+            elif (
+                self._state(ref) == "queued" and self._open[ref.index].bound.get(holder) == ref.replica
+                and self._open[ref.index].lost.get(holder) != HELD_TOO_LONG
+            ):  # fmt: skip
                 # its lease lapsed but nobody has taken the replica over: it is still working, let it finish
                 self._lease(ref, holder, expires)
                 self._open[ref.index].lost.pop(holder, None)
@@ -546,7 +564,8 @@ class JobOwner:
         if now < self._next_expiry:
             return []  # renewals only push expiries later: nothing can have lapsed yet
         expired = [r for r in self._leased if self._slot(r).expires <= now]
-        out = self._lapse(expired, LEASE_LAPSED)
+        held = {r for r in expired if self._slot(r).expires >= self._slot(r).deadline}
+        out = self._lapse([r for r in expired if r not in held], LEASE_LAPSED) + self._lapse(list(held), HELD_TOO_LONG)
         self._next_expiry = min((self._slot(r).expires for r in self._leased), default=float("inf"))
         return out
 
@@ -639,7 +658,8 @@ class JobOwner:
             "format": _FORMAT, "job_id": self.job_id.hex(), "owner": str(self.owner),
             "replication": [r.replicas, r.quorum, r.max_replicas], "subtask_count": self._n,
             "lease_seconds": self.lease_seconds, "max_attempts": self.max_attempts,
-            "max_open": self.max_open, "max_pending_bytes": self.max_pending_bytes, "cursor": self._cursor,
+            "max_open": self.max_open, "max_pending_bytes": self.max_pending_bytes, "max_hold": self.max_hold,
+            "cursor": self._cursor,
             "requests": {str(p): last[0] for p, last in self._requests.items()},
             "open": [[index, _snapshot_subtask(sub)] for index, sub in self._open.items()],
             "adaptive": self._trust is not None, "fuel": list(self._fuel),
@@ -682,6 +702,7 @@ class JobOwner:
             bytes.fromhex(d["job_id"]), PeerId.from_base58(d["owner"]), policy, int(d["subtask_count"]),
             lease_seconds=float(d["lease_seconds"]), max_attempts=int(d["max_attempts"]),
             max_open=int(d["max_open"]), max_pending_bytes=int(d["max_pending_bytes"]),
+            max_hold=float(d["max_hold"]) if "max_hold" in d else None,
             trust=trust if adaptive else None, draw=draw if adaptive else None,
         )  # fmt: skip
         total, count = (int(n) for n in d.get("fuel", (0, 0)))

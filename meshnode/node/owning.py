@@ -92,6 +92,7 @@ RESULTS_READ: Final = 64  # decided outputs read in one trip to a worker thread 
 RESULTS_READ_BYTES: Final = 16 << 20  # ... or fewer, once they hold this many bytes
 
 _KIND_NAMES: Final = ("", "verified", "failed", "disputed")
+HOLD_RUNS: Final = 4  # runs' time limits one node may keep one replica for (``max_hold``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +312,7 @@ class JobManager:
             owner = JobOwner(
                 job_id, self.identity.peer_id, options.replication, count,
                 lease_seconds=options.lease_seconds, max_attempts=options.max_attempts,
-                trust=self.trust if adaptive else None, draw=self.draw if adaptive else None,
+                max_hold=max_hold(options), trust=self.trust if adaptive else None, draw=self.draw if adaptive else None,
             )  # fmt: skip
             self.store.finish_job(job_id, envelope, count, levels, owner.snapshot())
             del levels  # the leaves stay in the journal only
@@ -842,6 +843,12 @@ class JobManager:
             return VerifiedOutput(decided.index, "disputed", None, {"candidates": reported, "message": message})
         assert isinstance(outcome, Failed)
         return VerifiedOutput(decided.index, outcome.code, None, {"message": outcome.message})
+
+
+def max_hold(options: JobOptions) -> float:
+    """How long one node may keep one replica of a job: a lease, then long enough to wait behind a few runs
+    of its stock and make its own, each at most the job's time limit (``JobOwner``'s "Holding")."""
+    return options.lease_seconds + HOLD_RUNS * options.limits.timeout_ms / 1000
 
 
 def _stop_if_cancelled() -> None:

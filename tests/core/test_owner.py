@@ -802,3 +802,18 @@ class JobMachine(RuleBasedStateMachine):
 
 TestJobMachine = JobMachine.TestCase
 TestJobMachine.settings = settings(max_examples=300, stateful_step_count=50, deadline=None, derandomize=True)
+
+
+def test_a_holder_that_renews_forever_keeps_a_replica_no_longer_than_max_hold() -> None:
+    job = JobOwner(JOB, OWNER, Replication(1, 1, 1), 1, lease_seconds=LEASE, max_hold=100.0)
+    job.handle(StealRequest(H1, 1, 1, 0.0))
+    assert job.handle(RenewLeases(H1, (R(0, 0),), 80.0)) == [Renewed(H1, (R(0, 0),), 80.0 + LEASE)]
+    assert job.handle(Tick(99.0)) == []  # renewed, but the lease ends at the bound all the same
+    assert job.handle(Tick(100.0)) == [ReplicaLost(H1, R(0, 0), "held_too_long")]
+    # it cannot take the lease back, as a holder whose lease merely lapsed could; another node takes it
+    assert job.handle(RenewLeases(H1, (R(0, 0),), 101.0)) == [Revoke(H1, (R(0, 0),), "lease lost")]
+    assert job.handle(StealRequest(H2, 1, 1, 101.0)) == [Grant(H2, 1, (R(0, 0),), 101.0 + LEASE)]
+    # a report that comes after all is still heard
+    assert isinstance(decision(job.handle(ClaimReceived(honest(H1, R(0, 0)), 102.0))), Verified)
+    again = JobOwner.restore(json.loads(json.dumps(job.snapshot())))
+    assert again.max_hold == 100.0
