@@ -1,7 +1,7 @@
 """The dashboard's endpoints: the page, its login, its live feed and a job's subtask grid.
 
-    GET  /  and  /dashboard         the page (meshnode/dashboard/index.html); ?token=T logs in
-    GET  /dashboard/{asset}         its script and style sheet
+    GET  /  and  /dashboard         the page (meshnode/dashboard/index.html, its script and style sheet
+                                    inlined: one request, then its data); ?token=T logs in
     GET  /dashboard/job/{id}        the page, showing a job (as ``/dashboard#job=<id>`` does)
     POST /v1/dashboard/login-token  (API token only) a one-time login token -> {"token", "expires_s"}
     GET  /v1/events                 server-sent events: a snapshot of the node every second
@@ -13,12 +13,13 @@ SameSite=Strict) and redirects to ``/dashboard``, so the token never stays in th
 history; it is good once, for ``LOGIN_TOKEN_TTL_S``. The cookie authenticates reads only (GET): a
 page elsewhere can neither read the dashboard nor make the node do anything with it.
 
-The page and its assets are no secret and are served to anyone (but a job's own address, which names
-the job); everything they show comes through ``/v1/...``, behind the token or the cookie.
+The page is no secret and is served to anyone (but at a job's own address, which names the job);
+everything it shows comes through ``/v1/...``, behind the token or the cookie.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
@@ -46,9 +47,8 @@ SNAPSHOT_EVERY_S: Final = 1.0
 RECENT_JOBS: Final = 20  # the jobs a snapshot describes, newest first
 MAX_SESSIONS: Final = 64  # the oldest is forgotten past this (each login makes one)
 HISTORY_S: Final = 300  # the throughput a page is given when it opens
-_ASSETS: Final = {"app.js": "text/javascript", "style.css": "text/css"}
 _FOLDER: Final = Path(__file__).resolve().parent.parent / "dashboard"
-PAGE_PATHS: Final = frozenset({"/", "/dashboard", *(f"/dashboard/{name}" for name in _ASSETS)})
+PAGE_PATHS: Final = frozenset({"/", "/dashboard"})
 
 
 class DashboardView(Protocol):
@@ -126,7 +126,7 @@ def dashboard_routes(view: DashboardView, sessions: Sessions) -> list[Route]:
     async def page(request: Request) -> Response:
         token = request.query_params.get("token")
         if token is None:
-            return _file("index.html", "text/html")
+            return Response(_page(), media_type="text/html", headers={"Cache-Control": "no-cache"})
         session = sessions.redeem(token)
         if session is None:
             return PlainTextResponse("This login link was used already or has expired: run `meshnode dashboard` "
@@ -134,12 +134,6 @@ def dashboard_routes(view: DashboardView, sessions: Sessions) -> list[Route]:
         answer = RedirectResponse("/dashboard", status_code=303)
         answer.set_cookie(cookie_name(request.scope), session, httponly=True, samesite="strict", path="/")
         return answer
-
-    async def asset(request: Request) -> Response:
-        name = request.path_params["name"]
-        if name not in _ASSETS:
-            raise HTTPException(404, f"no such file: {request.url.path}")
-        return _file(name, _ASSETS[name])
 
     async def login_token(request: Request) -> JSONResponse:
         return JSONResponse({"token": sessions.mint(), "expires_s": LOGIN_TOKEN_TTL_S})
@@ -159,8 +153,7 @@ def dashboard_routes(view: DashboardView, sessions: Sessions) -> list[Route]:
         return PlainTextResponse(letters, headers={"Cache-Control": "no-store"})
 
     return [
-        Route("/", page), Route("/dashboard", page), Route("/dashboard/{name}", asset),
-        Route("/dashboard/job/{job_id}", page),
+        Route("/", page), Route("/dashboard", page), Route("/dashboard/job/{job_id}", page),
         Route("/v1/dashboard/login-token", login_token, methods=["POST"]), Route("/v1/events", events),
         Route("/v1/jobs/{job_id}/states", states),
     ]  # fmt: skip
@@ -190,5 +183,17 @@ async def _snapshots(view: DashboardView, history: deque[tuple[float, int]]) -> 
         await trio.sleep(SNAPSHOT_EVERY_S)
 
 
-def _file(name: str, media_type: str) -> Response:
-    return Response((_FOLDER / name).read_bytes(), media_type=media_type, headers={"Cache-Control": "no-cache"})
+@functools.cache
+def _page() -> str:
+    """index.html with its style sheet and script in it: a page that waits for no other file before it
+    asks for its data (each request to a node busy with a job can wait a while for its turn)."""
+    html = (_FOLDER / "index.html").read_text(encoding="utf-8")
+    inlined = {
+        '<link rel="stylesheet" href="style.css">': f"<style>\n{(_FOLDER / 'style.css').read_text(encoding='utf-8')}</style>",
+        '<script src="app.js" defer></script>':  # a module script waits for the document, as defer does
+            f'<script type="module">\n{(_FOLDER / "app.js").read_text(encoding="utf-8")}</script>',
+    }  # fmt: skip
+    for tag, inline in inlined.items():
+        assert tag in html, f"index.html no longer has {tag}"
+        html = html.replace(tag, inline)
+    return html

@@ -111,7 +111,8 @@ function drawHealth(node, jobs) {
       ["peers alive / stale / gone", `${node.peers.alive} / ${node.peers.stale} / ${node.peers.gone}`]])}</table></div></div>`;
 }
 
-// Credit changes slowly and its report reads the journal: asked for every 10 s, not with each snapshot.
+// Credit changes slowly and its report reads the journal: asked for when the overview is shown and
+// every 10 s while it is, not with each snapshot.
 async function drawCredit() {
   const response = await fetch("/v1/credit");
   if (response.ok) {
@@ -122,7 +123,7 @@ async function drawCredit() {
     const credit = (peer) => creditWith.get(peer) || creditWith.set(peer, { granted: 0, received: 0 }).get(peer);
     for (const r of granted) credit(r.executor).granted += r.credit;
     for (const r of owners) credit(r.owner).received += r.credit;
-    if (latest) drawPeers(latest.peers);
+    if (latest && !jobShown()) drawPeers(latest.peers);
     const table = (rows, who) => rows.length
       ? `<table><tr><th>peer</th><th>results</th><th>credit</th></tr>${rows.map((r) =>
         `<tr><td title="${r[who]}">${short(r[who])}</td><td class="num">${r.results}</td><td class="num">${fixed(r.credit, 2)}</td></tr>`).join("")}</table>`
@@ -130,7 +131,6 @@ async function drawCredit() {
     $("#credit").innerHTML = `<div><h2>Granted to executors of this node's jobs</h2>${table(granted, "executor")}</div>
       <div><h2>Received from owners: ${fixed(report.received.credit, 2)} in all</h2>${table(owners, "owner")}</div>`;
   }
-  setTimeout(drawCredit, 10000);
 }
 
 // --- the job page -------------------------------------------------------------------------
@@ -139,20 +139,19 @@ let gridTimer = null;
 const disputes = new Map(); // index -> its result record
 
 async function showJob(jobId) {
-  const response = await fetch(`/v1/jobs/${jobId}/states`);
+  // the job's summary comes with each snapshot, but not before the first one, nor for a job older than
+  // the snapshot's recent ones: then it is asked for at the same time as the grid
+  const known = latest && latest.jobs.find((j) => j.job_id === jobId);
+  const [response, status] = await Promise.all([fetch(`/v1/jobs/${jobId}/states`), known ? null : fetch(`/v1/jobs/${jobId}`)]);
   if (!response.ok) {
     $("#job-title").textContent = `job ${jobId}: ${response.status === 404 ? "not on this node" : response.statusText}`;
     return;
   }
   const letters = await response.text();
+  const job = known || (status && status.ok ? await status.json() : null);
   drawGrid(letters);
-  drawDisputes(jobId, letters);
-  let job = latest && latest.jobs.find((j) => j.job_id === jobId);
-  if (!job) { // not among the snapshot's recent jobs: asked for on its own
-    const status = await fetch(`/v1/jobs/${jobId}`);
-    if (status.ok) job = await status.json();
-  }
   if (job) drawJobSummary(job);
+  drawDisputes(jobId, letters);
   if (!job || job.state === "running" || /[qr]/.test(letters)) gridTimer = setTimeout(() => showJob(jobId), 1000);
 }
 
@@ -226,39 +225,56 @@ function route() {
   const jobId = jobShown();
   $("#overview").hidden = Boolean(jobId);
   $("#job").hidden = !jobId;
-  if (jobId) showJob(jobId);
+  if (jobId) {
+    showJob(jobId);
+  } else {
+    drawOverview();
+    drawCredit();
+  }
 }
 
 // --- the feed -----------------------------------------------------------------------------
 
-async function start() {
-  const probe = await fetch("/v1/node");
-  if (probe.status === 401) {
-    $("#status").textContent = "not logged in: run `meshnode dashboard` for a login link";
-    $("#status").classList.add("bad");
-    return;
-  }
+function drawOverview() {
+  if (!latest) return;
+  drawJobs(latest.jobs);
+  drawPeers(latest.peers);
+  drawThroughput();
+  drawHealth(latest.node, latest.jobs);
+}
+
+function showStatus(text, bad) {
+  $("#status").textContent = text;
+  $("#status").classList.toggle("bad", bad);
+}
+
+// The feed is opened at once, without asking first whether the page is logged in: each request to a
+// node busy with a job can wait a while for its turn. A refused feed is closed for good, and a plain
+// request then says why.
+function start() {
   const events = new EventSource("/v1/events");
   events.onmessage = (message) => {
     latest = JSON.parse(message.data);
     record(latest);
-    $("#status").textContent = "live";
-    $("#status").classList.remove("bad");
+    showStatus("live", false);
     drawNode(latest.node);
-    drawJobs(latest.jobs);
-    drawPeers(latest.peers);
-    drawThroughput();
-    drawHealth(latest.node, latest.jobs);
-    const shown = latest.jobs.find((job) => job.job_id === jobShown());
-    if (shown) drawJobSummary(shown);
+    const jobId = jobShown();
+    if (!jobId) {
+      drawOverview();
+    } else {
+      const shown = latest.jobs.find((job) => job.job_id === jobId);
+      if (shown) drawJobSummary(shown);
+    }
   };
-  events.onerror = () => {
-    $("#status").textContent = "the node does not answer: retrying";
-    $("#status").classList.add("bad");
+  events.onerror = async () => {
+    if (events.readyState !== EventSource.CLOSED) return showStatus("the node does not answer: retrying", true);
+    const probe = await fetch("/v1/node").catch(() => null);
+    showStatus(probe && probe.status === 401 ? "not logged in: run `meshnode dashboard` for a login link"
+      : "the node refused the live feed: reload the page", true);
   };
   window.addEventListener("hashchange", route);
   route();
-  drawCredit();
+  setInterval(() => jobShown() || drawCredit(), 10000);
 }
 
 start();

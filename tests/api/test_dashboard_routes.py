@@ -72,9 +72,13 @@ async def test_a_login_opens_a_session_that_reads_the_states_and_the_event_strea
         assert len(snapshot["peers"]) == 50 and snapshot["jobs"][0]["verified"] == 9_000
         assert snapshot["node"]["peer_id"]
         assert [total for _, total in snapshot["history"]] == [9_003], "the throughput so far, for a page that opens"
-        for asset in ("/", "/dashboard/app.js", "/dashboard/style.css", f"/dashboard/job/{JOB.hex()}"):
-            assert (await page.get(asset)).status_code == 200
-        assert (await page.get("/dashboard/secret.txt")).status_code == 404
+        for path in ("/", "/dashboard", f"/dashboard/job/{JOB.hex()}"):
+            served = await page.get(path)
+            assert served.status_code == 200 and served.headers["content-type"].startswith("text/html")
+            # one file: its style sheet and script are in it, so nothing else is asked for before the data
+            assert "<style>" in served.text and '<script type="module">' in served.text and ' src=' not in served.text
+            assert "new EventSource(" in served.text and ".state-alive" in served.text
+        assert (await page.get("/dashboard/app.js")).status_code == 404
 
 
 def test_a_login_token_is_good_once_and_not_after_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -113,6 +113,11 @@ def test_the_page_draws_peers_health_and_a_job_with_its_disputes(chromium: Path)
             assert summary["fuel"] == "123456789" and summary["replicas lost / added"] == "3 / 4"
             assert summary["disputed"] == "2" and summary["job ID"] == JOB.hex()
             assert page.locator("#job-title").text_content() == "Job ten-thousand running"
+
+            stranger = browser.new_page()  # no login: the page says how to get one
+            stranger.goto(f"{server.url}/dashboard")
+            stranger.wait_for_function("document.querySelector('#status').textContent.startsWith('not logged in')",
+                                       timeout=wait)  # fmt: skip
         finally:
             browser.close()
     assert not script_errors
