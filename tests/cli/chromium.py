@@ -1,5 +1,5 @@
-"""Chromium for the dashboard test: the one on PATH, or else Debian's ``chromium`` package, installed
-once per machine when the tests run as root.
+"""Chromium for the dashboard tests and benchmarks/dashboard.py: the one on PATH, or else Debian's
+``chromium`` package, installed once per machine when they run as root.
 
 Installing it takes about 12 s here (``apt-get install --no-install-recommends``, 80 MiB of packages);
 the test drives it with the Python ``playwright`` package (from PyPI, no browser download), which
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["chromium"]
+__all__ = ["chromium", "chromium_binary"]
 
 PACKAGE = "chromium"
 INSTALL_TIMEOUT = 600.0  # seconds for each apt-get call: a slow mirror, not a hang
@@ -25,12 +25,24 @@ INSTALL_TIMEOUT = 600.0  # seconds for each apt-get call: a slow mirror, not a h
 @pytest.fixture(scope="session")
 def chromium() -> Path:
     """The path of a Chromium binary."""
+    try:
+        return chromium_binary()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
+def chromium_binary() -> Path:
+    """The path of a Chromium binary, installed first when there is none and this runs as root.
+
+    Raises:
+        RuntimeError: there is none and it cannot be installed (the message says how to).
+    """
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is not None:
         return Path(found)
     if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.fail(f"the dashboard test needs Chromium: install Debian's or Ubuntu's {PACKAGE} package "
-                    "(as root, the tests would install it themselves)")  # fmt: skip
+        raise RuntimeError(f"the dashboard's browser tests and benchmark need Chromium: install Debian's or "
+                           f"Ubuntu's {PACKAGE} package (as root, they would install it themselves)")  # fmt: skip
     start = time.monotonic()
     installed = _apt_get("install", "-y", "--no-install-recommends", PACKAGE)
     if installed.returncode != 0:  # no package lists yet: a fresh machine
@@ -38,7 +50,7 @@ def chromium() -> Path:
         installed = _apt_get("install", "-y", "--no-install-recommends", PACKAGE)
     found = shutil.which("chromium")
     if installed.returncode != 0 or found is None:
-        pytest.fail(f"`apt-get install {PACKAGE}` failed:\n{installed.stderr}")
+        raise RuntimeError(f"`apt-get install {PACKAGE}` failed:\n{installed.stderr}")
     print(f"chromium: installed from Debian's {PACKAGE} package in {time.monotonic() - start:.1f} s")
     return Path(found)
 
