@@ -13,6 +13,8 @@ const decidedOf = (job) => job.verified + job.failed + job.disputed;
 const short = (id) => (id.length > 14 ? `${id.slice(0, 6)}…${id.slice(-6)}` : id);
 const escape = (text) => String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 const bytes = (n) => (n == null ? "" : n >= 1 << 30 ? `${(n / (1 << 30)).toFixed(1)} GiB` : `${Math.round(n / (1 << 20))} MiB`);
+const memory = (free, total) => (free == null || total == null ? "" : total >= 1 << 30
+  ? `${(free / (1 << 30)).toFixed(1)} / ${(total / (1 << 30)).toFixed(1)} GiB` : `${bytes(free)} / ${bytes(total)}`);
 const fixed = (n, digits) => (n == null ? "" : Number(n).toFixed(digits));
 
 let latest = null;
@@ -74,7 +76,7 @@ function drawPeers(peers) {
     return `<tr data-peer="${p.peer_id}"><td title="${p.peer_id}">${short(p.peer_id)}</td>
       <td class="state-${p.state}">${p.state}</td><td>${escape(p.addrs[0] || "")}</td>
       <td class="num">${p.slots}</td><td class="num">${p.idle}</td><td class="num">${fixed(p.load1, 2)}</td>
-      <td class="num">${bytes(p.mem_free)} / ${bytes(p.mem_total)}</td>
+      <td class="num">${memory(p.mem_free, p.mem_total)}</td>
       <td class="num rtt">${p.rtt_ms == null ? "" : `${fixed(p.rtt_ms, 1)} ms`}</td><td>${escape(p.engine)}</td>
       <td>${fixed(rep.score, 2)} (${rep.agreements}✓ ${rep.disagreements}✗ ${rep.failures}!)${rep.barred ? " barred" : ""}</td>
       <td class="num credit">${creditCell(creditWith.get(p.peer_id))}</td></tr>`;
