@@ -50,9 +50,10 @@ from ..core.reputation import Reputation
 from ..core.verify import Verified
 from .world import World, unknown
 
-__all__ = ["SNAPSHOT_EVERY", "Carried", "JobJournal", "OwnedJob", "OwnerNode"]
+__all__ = ["HOLD_RUNS", "SNAPSHOT_EVERY", "Carried", "JobJournal", "OwnedJob", "OwnerNode"]
 
 SNAPSHOT_EVERY: Final = 1.0  # seconds between two snapshots, at most one per commit (node/owning.py)
+HOLD_RUNS: Final = 4  # runs' time limits one node may keep one replica for, after a lease (node/owning.py)
 
 LoneState = Literal["accepted", "suspect", "rechecking"]
 
@@ -72,6 +73,10 @@ class OwnerNode(Protocol):
     def barred_changed(self) -> None: ...
 
     def reputation_changed(self) -> None: ...
+
+    def verdict_recorded(self) -> None:
+        """A verdict changed reputations and trust: they are saved within a minute."""
+        ...
 
     def distrust(self, peer: PeerId) -> bool:
         """``peer`` was caught lying: recheck what it alone vouched for; False if the node died doing so."""
@@ -140,7 +145,8 @@ class OwnedJob:
     @classmethod
     def submit(cls, world: World, node: OwnerNode, job_id: bytes, subtasks: int) -> OwnedJob:
         s, me = world.scenario, world.ids[node.index]
-        machine = world.verification.owner(job_id, me, subtasks, s.lease_seconds, s.max_attempts, node.trust,
+        max_hold = s.lease_seconds + HOLD_RUNS * s.task_timeout  # as node/owning.max_hold sets it
+        machine = world.verification.owner(job_id, me, subtasks, s.lease_seconds, s.max_attempts, max_hold, node.trust,
                                            world.rng.random)  # fmt: skip
         return cls(world, node, JobJournal(job_id, subtasks, machine.adaptive, machine.snapshot()), machine)
 
@@ -210,6 +216,7 @@ class OwnedJob:
                         if isinstance(i.outcome, Verified):
                             node.reputation.record_verdict(i.outcome)
                             node.reputation_changed()
+                            node.verdict_recorded()
                             if i.outcome.disagreeing:
                                 node.barred_changed()
                             caught += node.trust.record_verdict(i.outcome, w.clock.now)

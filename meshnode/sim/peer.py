@@ -33,15 +33,16 @@ scenario's mean run time times this peer's speed.
 
 *Crashes.* ``crash`` ends the incarnation: every event and message meant for
 it is dropped (each carries the epoch it was meant for), and ``start`` begins a
-new one with fresh memory: a new ``Thief``, an empty reputation (the real node
-saves it, and its trust book, only when it stops cleanly), the jobs it owns
-rebuilt from their journals, and the outbox as it was.
+new one with fresh memory: a new ``Thief``, reputations and the trust book as
+last saved (the real node saves them the moment it catches someone lying, and
+every minute verdicts change them), the jobs it owns rebuilt from their
+journals, and the outbox as it was.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Final
@@ -76,6 +77,7 @@ __all__ = ["SimPeer", "StealAnswer", "WorkGrant"]
 # As the real node's (node/mesh_node.py):
 TICK_BUSY: Final = 0.25  # the owner's tick while a job runs ...
 TICK_IDLE: Final = 1.0  # ... and otherwise
+STANDING_EVERY: Final = 60.0  # reputations and trust are saved this often when verdicts changed them
 
 _HONEST: Final = Behaviour()
 _NO_INPUT: Final = bytes(32)  # the simulated inputs' hash (nothing checks it here)
@@ -123,16 +125,23 @@ class SimPeer:
         # What survives a crash: the journal's.
         self.journals: dict[bytes, JobJournal] = {}
         self.outbox = Outbox(world, index, SimPeer.on_push, self._acknowledged)
+        self.standing: tuple[Mapping[str, object], Mapping[str, object], float] | None = None  # reputation, trust, when
         self._fresh()
 
     def _fresh(self) -> None:
         """The memory of a new incarnation."""
         self.thief = Thief(self.id, self.slots)
-        # both saved only when a real node stops cleanly: a crash forgets them
-        self.reputation = Reputation()
-        s = self.world.scenario
-        self.trust = TrustBook(AdaptivePolicy(min_streak=s.min_streak, floor=s.spot_floor))
-        self._barred: frozenset[PeerId] | None = frozenset()
+        # as last saved (``_save_standing``): a crash forgets what verdicts taught since
+        s, now = self.world.scenario, self.world.clock.now
+        policy = AdaptivePolicy(min_streak=s.min_streak, floor=s.spot_floor)
+        self.reputation, self.trust = Reputation(), TrustBook(policy)
+        if self.standing is not None:
+            reputation, book, saved = self.standing
+            self.reputation = Reputation.from_dict(reputation)
+            self.trust = TrustBook.from_dict(book, now, away=now - saved, policy=policy)
+        self.standing_dirty = False
+        self.standing_at = now
+        self._barred: frozenset[PeerId] | None = None
         self.jobs: dict[bytes, OwnedJob] = {}
         self.table: OwnerTable | None = None
         self.busy = 0
@@ -217,6 +226,8 @@ class SimPeer:
         for job in list(self.jobs.values()):
             if job.drive(JobTick(w.clock.now)) is None:
                 return
+        if w.clock.now - self.standing_at >= STANDING_EVERY:
+            self._save_standing()
         self._after()
         surplus = self._surplus()
         if surplus > self.tick_surplus:
@@ -275,6 +286,17 @@ class SimPeer:
     def reputation_changed(self) -> None:
         self.reputation_version += 1
 
+    def verdict_recorded(self) -> None:
+        self.standing_dirty = True
+
+    def _save_standing(self) -> None:
+        """Save reputations and the trust book if verdicts changed them (``JobManager.save_standing``)."""
+        now = self.world.clock.now
+        self.standing_at = now
+        if self.standing_dirty:
+            self.standing_dirty = False
+            self.standing = (self.reputation.to_dict(), self.trust.to_dict(now), now)
+
     def barred(self) -> frozenset[PeerId]:
         """``Reputation.barred()``, kept until a verdict bars someone (it is a walk over every record)."""
         if self._barred is None:
@@ -284,6 +306,7 @@ class SimPeer:
     def distrust(self, peer: PeerId) -> bool:
         """``peer`` disagreed with a verified quorum: what it alone vouched for is suspect, and each running
         job decides its share again (``JobManager._distrust``). False if the node died doing so."""
+        self._save_standing()  # a crash must not forget whom it caught
         now = self.world.clock.now
         for journal in list(self.journals.values()):
             indices = journal.suspect(peer)

@@ -5,20 +5,22 @@ Theory of operation:
 A real node looks at its surplus at every tick (a quarter second while one of
 its jobs runs, a second otherwise) and calls it a change when whether it has
 any differs from the last tick's; replicas added to a job (``work_added``) and
-a new job are changes too. Its publisher then:
+a new job are changes too, and so is a surplus that grew since the last tick
+(work came back: news for thieves told there was none), at most every
+``GROWTH_NEWS_GAP``. Its publisher then:
 
     when                                               publishes
     -------------------------------------------------  ----------------------------
     a change, more than ``CHANGE_GAP`` after the last  at once
-    a change within the gap: a new job, or work where  at once
-    the last presence offered none
+    a change within the gap: a new job, work that      at once
+    grew, or work where the last presence offered none
     any other change within the gap                    when the gap ends
     no change                                          a heartbeat later (jittered)
 
 A change undone before the next tick is never seen, so never told. Here the
-tick is sampled only when something happened that may have moved the surplus
-across zero (``poke``): a tick that would see the same as the last one changes
-nothing, so it need not run. Publications land in the ``Directory``.
+tick is sampled only when something happened that changed the surplus
+(``poke``): a tick that would see the same as the last one changes nothing, so
+it need not run. Publications land in the ``Directory``.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from typing import Final
 from ..core.presence import heartbeat_interval
 from .world import World
 
-__all__ = ["CHANGE_GAP", "Publisher"]
+__all__ = ["CHANGE_GAP", "GROWTH_NEWS_GAP", "Publisher"]
 
 CHANGE_GAP: Final = 0.5  # presence changes closer together than this go out in one message
+GROWTH_NEWS_GAP: Final = 5.0  # a surplus that grows is told at most this often (node/mesh_node.py)
 PRESENCE_INTERVAL: Final = 30.0  # the node's default base heartbeat (config.presence_interval)
 
 
@@ -47,8 +50,8 @@ class Publisher:
         tick: its tick interval now.
     """
 
-    __slots__ = ("_beat", "_changed", "_gap_due", "_offered", "_published_at", "_sample_due", "_sampled", "epoch",
-                 "idle", "label", "peer", "surplus", "tick", "world")  # fmt: skip
+    __slots__ = ("_beat", "_changed", "_gap_due", "_grown_at", "_offered", "_published_at", "_sample_due", "_sampled",
+                 "epoch", "idle", "label", "peer", "surplus", "tick", "world")  # fmt: skip
 
     def __init__(
         self, world: World, peer: int, surplus: Callable[[], int], idle: Callable[[], int], tick: Callable[[], float]
@@ -59,6 +62,7 @@ class Publisher:
         self.surplus, self.idle, self.tick = surplus, idle, tick
         self._sampled = 0  # the surplus the last tick saw
         self._sample_due = False
+        self._grown_at = -math.inf  # when growth was last told
         self._published_at = -math.inf
         self._offered = False  # the last presence offered work
         self._changed = False  # a change waits for the gap to end
@@ -69,8 +73,8 @@ class Publisher:
         return self.world.net.nodes[self.peer].epoch == self.epoch
 
     def poke(self) -> None:
-        """Something happened: if it moved the surplus across zero, the next tick will see it."""
-        if not self._sample_due and (self.surplus() > 0) != (self._sampled > 0):
+        """Something happened: if it changed the surplus, the next tick will see it."""
+        if not self._sample_due and self.surplus() != self._sampled:
             self._sample_due = True
             t = self.tick()
             self.world.clock.at((math.floor(self.world.clock.now / t) + 1) * t, self._sample)
@@ -79,8 +83,11 @@ class Publisher:
         if not self._live():
             return
         self._sample_due = False
-        surplus = self.surplus()
-        if (surplus > 0) != (self._sampled > 0):
+        now, surplus, last = self.world.clock.now, self.surplus(), self._sampled
+        if surplus > last > 0 and now - self._grown_at >= GROWTH_NEWS_GAP:
+            self._grown_at = now
+            self.change(new_work=True)
+        elif (surplus > 0) != (last > 0):
             self.change()
         self._sampled = surplus
 

@@ -50,6 +50,7 @@ class Scenario:
     lease_seconds: float = 30.0
     max_attempts: int = 3
     run_seconds: float = 1.0  # the mean time of one run on a peer of speed 1
+    task_timeout: float = 600.0  # the job's time limit per run (no honest run takes longer; it bounds max_hold)
     slow_fraction: float = 0.1
     slow_factor: float = 4.0  # how much longer a slow peer takes
     latency_min: float = 0.0005  # one-way, per peer (a link's is the sum of its two ends' and a factor)
@@ -97,7 +98,8 @@ class Scenario:
             return "fractions and rates lie in 0..1"
         if self.loss >= 1.0:
             return "with every message lost nothing can happen"
-        if min(self.lease_seconds, self.run_seconds, self.slow_factor, self.rpc_timeout, self.deadline) <= 0:
+        if min(self.lease_seconds, self.run_seconds, self.task_timeout, self.slow_factor, self.rpc_timeout,
+               self.deadline) <= 0:  # fmt: skip
             return "times must be positive"
         if not (0 <= self.latency_min <= self.latency_max and self.down_min <= self.down_max
                 and self.partition_min <= self.partition_max):  # fmt: skip
@@ -225,9 +227,9 @@ def mixed(seed: int) -> Scenario:
     verify = rng.choice(("fixed", "fixed", "adaptive"))
     quorum = rng.choice((2, 2, 3)) if byzantine or verify == "adaptive" else rng.choice((1, 2, 2, 2, 3))
     replicas = max(quorum, rng.choice((1, 2, 2, 3)))
-    return Scenario(
+    drawn = Scenario(
         verify=verify,
-        min_streak=rng.choice((3, 5, 10)),  # small meshes earn trust within a few hundred subtasks
+        min_streak=rng.choice((2, 3, 5)),  # each peer runs a few dozen subtasks at most: trust comes early
         spot_floor=rng.choice((0.05, 0.2)),
         peers=peers,
         slots=rng.choice((1, 2, 2, 4)),
@@ -244,10 +246,14 @@ def mixed(seed: int) -> Scenario:
         leave_fraction=rng.choice((0.0, 0.0, 0.05)),
         owner_crashes=rng.choice((0, 0, 1, 2)),
         partitions=rng.choice((0, 0, 1, 2)),
-        wrong_fraction=rng.choice((0.0, 0.05, 0.1)) if byzantine else 0.0,
+        wrong_fraction=rng.choice((0.0, 0.1, 0.2)) if byzantine else 0.0,
         wrong_rate=rng.choice((0.1, 0.5, 1.0)),
         forger_fraction=rng.choice((0.0, 0.05)) if byzantine else 0.0,
         lazy_fraction=rng.choice((0.0, 0.05, 0.1)),
         colluder_groups=rng.choice((0, 1)) if byzantine else 0,
+        staller_fraction=rng.choice((0.0, 0.0, 0.0, 0.05)),
+        task_timeout=rng.choice((20.0, 60.0)),
         cancel=rng.choice((0.0, 0.0, 0.0, 0.5)),
     )
+    # some byzantine peers turn bad only once they may have earned trust
+    return dataclasses.replace(drawn, cheat_after=rng.choice((0.0, 0.5, 1.0)) * drawn.span())

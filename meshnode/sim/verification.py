@@ -45,8 +45,8 @@ class Verification(Protocol):
     name: str
 
     def owner(
-        self, job_id: bytes, owner: PeerId, subtasks: int, lease_seconds: float, max_attempts: int, trust: TrustBook,
-        draw: Draw,
+        self, job_id: bytes, owner: PeerId, subtasks: int, lease_seconds: float, max_attempts: int, max_hold: float,
+        trust: TrustBook, draw: Draw,
     ) -> JobOwner:  # fmt: skip
         """A new job's state machine (``trust`` and ``draw`` are the owner node's)."""
         ...
@@ -88,10 +88,11 @@ class FixedReplication:
         self.replication = replication
 
     def owner(
-        self, job_id: bytes, owner: PeerId, subtasks: int, lease_seconds: float, max_attempts: int, trust: TrustBook,
-        draw: Draw,
+        self, job_id: bytes, owner: PeerId, subtasks: int, lease_seconds: float, max_attempts: int, max_hold: float,
+        trust: TrustBook, draw: Draw,
     ) -> JobOwner:  # fmt: skip
-        return JobOwner(job_id, owner, self.replication, subtasks, lease_seconds=lease_seconds, max_attempts=max_attempts)
+        return JobOwner(job_id, owner, self.replication, subtasks, lease_seconds=lease_seconds, max_attempts=max_attempts,
+                        max_hold=max_hold)  # fmt: skip
 
     def restore(
         self, snapshot: Mapping[str, Any], journalled: Iterable[tuple[int, str]], trust: TrustBook, draw: Draw
@@ -111,11 +112,11 @@ class AdaptiveReplication:
         self.replication, self.policy = replication, policy
 
     def owner(
-        self, job_id: bytes, owner: PeerId, subtasks: int, lease_seconds: float, max_attempts: int, trust: TrustBook,
-        draw: Draw,
+        self, job_id: bytes, owner: PeerId, subtasks: int, lease_seconds: float, max_attempts: int, max_hold: float,
+        trust: TrustBook, draw: Draw,
     ) -> JobOwner:  # fmt: skip
         return JobOwner(job_id, owner, self.replication, subtasks, lease_seconds=lease_seconds,
-                        max_attempts=max_attempts, trust=trust, draw=draw)  # fmt: skip
+                        max_attempts=max_attempts, max_hold=max_hold, trust=trust, draw=draw)  # fmt: skip
 
     def restore(
         self, snapshot: Mapping[str, Any], journalled: Iterable[tuple[int, str]], trust: TrustBook, draw: Draw

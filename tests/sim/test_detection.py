@@ -151,6 +151,9 @@ def test_the_checker_refuses_an_executor_counted_for_what_it_never_claimed() -> 
 
 
 def test_a_peer_that_keeps_work_without_running_it_cannot_stall_a_job() -> None:
-    # JobOwner bounds how long one holder keeps one replica (max_hold): before that, this job never ended
-    staller = dataclasses.replace(SMALL, peers=10, subtasks=100, staller_fraction=0.1, deadline=1200.0)
-    simulate(staller, 1)  # "job ... did not end: 4 subtasks undecided"
+    # JobOwner bounds how long one holder keeps one replica (max_hold: a lease and four time limits of a run);
+    # before that, this job never ended ("job ... did not end: 4 subtasks undecided")
+    staller = dataclasses.replace(SMALL, peers=10, subtasks=100, staller_fraction=0.1, task_timeout=60.0, deadline=1200.0)
+    report = simulate(staller, 1)
+    assert report.verdicts.get("verified", 0) + report.verdicts.get("task_error", 0) == report.subtasks
+    assert report.faults["lost replicas"] > 0  # the stallers' replicas, taken back

@@ -35,6 +35,6 @@ def test_every_invariant_holds_over_200_seeds() -> None:
         seen["wrong accepted"] += report.wrong_accepted > 0
     # every kind of fault and outcome happened in some seeds (their number is fixed by the seeds)
     for what in ("crashes", "owner restores", "torn commits", "partitions", "lost replicas", "spot checks",
-                 "replicas added on disagreement", "lost messages", "adaptive", "accepted alone", "disputed",
-                 "failed for lost attempts", "cancelled", "wrong accepted"):  # fmt: skip
+                 "replicas added on disagreement", "reopened", "lost messages", "adaptive", "accepted alone",
+                 "disputed", "failed for lost attempts", "cancelled", "wrong accepted"):  # fmt: skip
         assert seen[what] >= 3, (what, seen)
