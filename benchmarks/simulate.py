@@ -102,6 +102,10 @@ def table(peers: int, subtasks: int, rows: list[tuple[str, Report | None, float,
 
 
 RATES = (0.01, 0.1, 0.5, 1.0)
+
+
+def catch(r: Report) -> str:
+    return f"{r.seconds_to_catch[0]:.1f} / {r.seconds_to_catch[1]:.1f}" if r.liars_caught else "-"
 MESHES = (  # label, peers, subtasks, knobs
     ("1 liar of 5", 5, 3000, {"wrong_fraction": 0.2}),
     ("25 liars of 100", 100, 30000, {"wrong_fraction": 0.25}),
@@ -132,7 +136,7 @@ def safety(seed: int) -> str:
             lines.append(
                 f"| {label} | {rate:.0%} | {f.wrong_standing / f.subtasks:.2%} ({f.wrong_accepted:,}) "
                 f"| {f.liars_caught}/{f.liars} | {a.wrong_standing / a.subtasks:.2%} ({a.wrong_accepted:,}) "
-                f"| {a.liars_caught}/{a.liars} | {a.seconds_to_catch[0]:.1f} / {a.seconds_to_catch[1]:.1f} "
+                f"| {a.liars_caught}/{a.liars} | {catch(a)} "
                 f"| {f.runs_per_verified:.2f} / {a.runs_per_verified:.2f} |"
             )
     return "\n".join(lines)
