@@ -228,11 +228,13 @@ class SimPeer:
                 return
         if w.clock.now - self.standing_at >= STANDING_EVERY:
             self._save_standing()
-        self._after()
+        assert self.presence is not None
+        self.presence.sample()  # news of work that came back, or of none left, before the slots take any
         surplus = self._surplus()
         if surplus > self.tick_surplus:
             self._fill()  # replicas came back (a lease lapsed): idle slots look again
         self.tick_surplus = surplus
+        self._after()
         busy = any(not j.journal.ended for j in self.jobs.values())
         w.clock.after(TICK_BUSY if busy else TICK_IDLE, self._tick, epoch)
 

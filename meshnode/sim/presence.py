@@ -17,7 +17,8 @@ a new job are changes too, and so is a surplus that grew since the last tick
     any other change within the gap                    when the gap ends
     no change                                          a heartbeat later (jittered)
 
-A change undone before the next tick is never seen, so never told. Here the
+A change undone before the next tick is never seen, so never told. A job
+owner's tick is simulated (``sample``, called from it); for other nodes, the
 tick is sampled only when something happened that changed the surplus
 (``poke``): a tick that would see the same as the last one changes nothing, so
 it need not run. Publications land in the ``Directory``.
@@ -80,8 +81,11 @@ class Publisher:
             self.world.clock.at((math.floor(self.world.clock.now / t) + 1) * t, self._sample)
 
     def _sample(self) -> None:
-        if not self._live():
-            return
+        if self._live():
+            self.sample()
+
+    def sample(self) -> None:
+        """A tick looks at the surplus (a node with a tick of its own calls this from it)."""
         self._sample_due = False
         now, surplus, last = self.world.clock.now, self.surplus(), self._sampled
         if surplus > last > 0 and now - self._grown_at >= GROWTH_NEWS_GAP:
