@@ -305,7 +305,12 @@ def main() -> None:
     loads = Loads()
     with tempfile.TemporaryDirectory(prefix="meshnode-dashboard-") as tmp, mesh(Path(tmp), args.nodes) as nodes:
         say(f"{args.nodes} nodes up")
-        found = measure(args, Path(tmp), nodes, loads)
+        try:
+            found = measure(args, Path(tmp), nodes, loads)
+        except BaseException:
+            log = nodes[0].log_path.read_text(errors="replace").splitlines()
+            say(f"the owner's log ends (exit status {nodes[0].proc.poll()}):\n" + "\n".join(log[-40:]))
+            raise
     status = found["status"]
     print(f"## The dashboard: {args.nodes} nodes, a {args.subtasks:,}-subtask job\n")
     print(f"{len(os.sched_getaffinity(0))} cores. The owner listed {found['peers_alive']} of {args.nodes - 1} peers "
