@@ -105,10 +105,12 @@ function drawHealth(node, jobs) {
   const refusals = {};
   for (const job of jobs) for (const [why, n] of Object.entries(job.refusals)) refusals[why] = (refusals[why] || 0) + n;
   const rows = (entries) => entries.map(([k, n]) => `<tr><td>${escape(k)}</td><td class="num">${n}</td></tr>`).join("");
+  const table = (id, entries) => (entries.length ? `<table id="${id}">${rows(entries)}</table>` : `<p class="muted">none</p>`);
   const journal = node.journal.ok ? "takes writes" : `<b class="state-gone">${escape(node.journal.problem)}</b>`;
   $("#health").innerHTML = `<div class="columns">
-    <div><h2>Dropped messages</h2>${dropped.length ? `<table id="dropped">${rows(dropped)}</table>` : `<p class="muted">none</p>`}</div>
-    <div><h2>Refusals</h2>${Object.keys(refusals).length ? `<table>${rows(Object.entries(refusals))}</table>` : `<p class="muted">none</p>`}</div>
+    <div><h2>Dropped messages</h2>${table("dropped", dropped)}</div>
+    <div><h2>Refused by peers <span class="muted">replicas of this node's jobs</span></h2>${table("refused-by-peers", Object.entries(refusals))}</div>
+    <div><h2>Refused here <span class="muted">replicas of other owners' jobs</span></h2>${table("refused-here", Object.entries(node.refused_work || {}))}</div>
     <div><h2>Node</h2><table>${rows([["uptime", `${Math.round(node.uptime_s)} s`], ["journal", journal],
       ["peers alive / stale / gone", `${node.peers.alive} / ${node.peers.stale} / ${node.peers.gone}`]])}</table></div></div>`;
 }

@@ -169,6 +169,7 @@ class MeshNode:
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "peers": {state: sum(1 for r in self.table if r.state == state) for state in ("alive", "stale", "gone")},
             "dropped_messages": dict(self._dropped()),
+            "refused_work": dict(self._workers.refused) if self._workers is not None else {},
             "journal": self._journal_state(),
             "jobs_run": self._jobs_run(),
             "pid": os.getpid(),

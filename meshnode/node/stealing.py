@@ -72,6 +72,7 @@ log = logging.getLogger("meshnode")
 
 PUSH_BYTES: Final = 16 << 20  # outputs per result message
 IDLE_WAIT: Final = 0.5  # an idle slot or stealer looks again at least this often
+REFUSAL_REASONS_KEPT: Final = 20  # distinct reasons counted in Workers.refused (a reason can name an owner)
 MODULE_FETCH_ROUNDS: Final = 4  # rounds of asking for a module before its work is refused ...
 MODULE_FETCH_PAUSE: Final = 1.0  # ... seconds before the second round, doubling, each stretched by +-50 %
 MODULE_FETCH_OTHERS: Final = 2  # peers asked in each round besides the victim and the owner
@@ -105,6 +106,7 @@ class Workers:
         self._victims = victims
         self._set_idle = set_idle
         self.dropped: Counter[str] = Counter() if dropped is None else dropped
+        self.refused: Counter[str] = Counter()  # replicas of other owners' jobs refused here, by reason
         self._busy = 0
         self._results: dict[tuple[bytes, ReplicaRef], SignedResult] = {}  # ran, not yet pushed
         self._outgoing: dict[PeerId, list[PushedResult]] = {}  # to push, by owner, once its push under way ends
@@ -225,6 +227,8 @@ class Workers:
             log.warning("refused %d replicas of job %s from %s: %s", len(i.replicas), i.job_id.hex()[:12], i.owner,
                         i.reason, extra=fields)  # fmt: skip
             self.executor.metrics.subtasks_refused.inc(len(i.replicas))
+            kept = i.reason in self.refused or len(self.refused) < REFUSAL_REASONS_KEPT
+            self.refused[i.reason if kept else "other reasons"] += len(i.replicas)
         try:
             await self.client.refuse(i.owner, i.job_id, list(i.replicas), i.reason)
         except (PeerUnavailableError, WireError) as exc:  # the leases lapse and the owner gets them back anyway

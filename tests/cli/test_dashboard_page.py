@@ -1,5 +1,5 @@
 """What the dashboard draws, in a real headless Chromium, from a stand-in node served by the real API:
-50 peers with their round-trip times and credit, dropped messages by reason, a job's refusals, and
+50 peers with their round-trip times and credit, dropped messages and refusals by reason, and
 the page of a 10,000-subtask job with disputes and their candidates, runs per peer and its summary.
 (tests/cli/test_dashboard.py drives it on real nodes, where no dispute or refusal happens.)"""
 
@@ -33,6 +33,7 @@ class StandIn(FakeView):
     def info(self) -> dict[str, Any]:
         return {"peer_id": self.peer_id, "version": "0.1.0", "slots": 2, "idle": 0, "load1": 1.5, "uptime_s": 75.2,
                 "dropped_messages": {"jobs_malformed": 3, "old_seq": 1}, "journal": {"ok": True, "problem": ""},
+                "refused_work": {"the job has expired": 4},
                 "peers": {"alive": 50, "stale": 0, "gone": 0}}  # fmt: skip
 
     def job_ids(self) -> list[bytes]:
@@ -96,7 +97,8 @@ def test_the_page_draws_peers_health_and_a_job_with_its_disputes(chromium: Path)
                                        ?.textContent === '5.25 / 1.50'""", timeout=wait)  # fmt: skip
             assert text(page, f'#peers tr[data-peer="{HONEST}"] td.credit') == [""], "no credit either way"
             assert text(page, "#dropped tr") == ["jobs_malformed 3", "old_seq 1"]
-            assert "owner_not_trusted 2" in text(page, "#health tr")
+            assert text(page, "#refused-by-peers tr") == ["owner_not_trusted 2"], "replicas of this node's jobs"
+            assert text(page, "#refused-here tr") == ["the job has expired 4"], "replicas of other owners' jobs"
 
             page.click(f'tr[data-job="{JOB.hex()}"] a')
             page.wait_for_function(f"document.querySelector('#grid').dataset.subtasks === '{SUBTASKS}'", timeout=wait)

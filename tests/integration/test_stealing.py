@@ -89,6 +89,8 @@ async def test_an_untrusting_node_refuses_and_the_owner_hears_why(tmp_path: Path
             job = await a.submit(module, INPUTS, replicas=2, quorum=2)  # b is the only other node to run them
             await wait_until(lambda: str(b.peer_id) in job.refusals, STEP, "the refusal to reach the owner")
             assert "does not run jobs for" in job.refusals[str(b.peer_id)]
+            (refused_here,) = b.info()["refused_work"].items()  # b's own count, by reason, for its dashboard
+            assert "does not run jobs for" in refused_here[0] and refused_here[1] >= 1
             await wait_until(lambda: job.progress().queued == len(INPUTS), STEP, "the refused replicas to come back")
             assert job.progress().verified == 0 and not job.owner.finished
             assert b.jobs.executor.runs == 0 and b.jobs.executor.cache_hits == 0  # nothing ran on b
