@@ -589,7 +589,8 @@ class SimPeer:
             self.backoff_until[victim] = now + FAILURE_BACKOFF
         for g in answer.grants:
             owner = w.ids[w.job_owner[g.job_id]]
-            self._carry_all(self.thief.handle(Granted(w.ids[victim], owner, g.job_id, g.job_id, answer.lease, g.subtasks, now)))
+            work = Granted(w.ids[victim], owner, g.job_id, g.job_id, answer.lease, g.subtasks, now)
+            self._carry_all(self.thief.handle(work))
         self._renew_soon()
         self._fill()
         self._look_soon(now)
@@ -670,7 +671,9 @@ class SimPeer:
     def _transfer_failed(self, call: Call, ask: AskTransfer, fallback: StealAnswer) -> None:
         self._handed(call, ask, fallback, (), 0)
 
-    def _handed(self, call: Call, ask: AskTransfer, fallback: StealAnswer, moved: tuple[ReplicaRef, ...], lease_ms: int) -> None:
+    def _handed(
+        self, call: Call, ask: AskTransfer, fallback: StealAnswer, moved: tuple[ReplicaRef, ...], lease_ms: int
+    ) -> None:
         self.deferred.remove(call)
         reply = fallback
         for i in self._carry(self.thief.handle(TransferAnswered(ask.job_id, ask.to, ask.replicas, moved, lease_ms))):

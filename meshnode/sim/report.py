@@ -73,7 +73,8 @@ class Report:
         faults = ", ".join(f"{k} {v:,}" for k, v in self.faults.items() if v)
         busiest = ", ".join(f"{k} {v:,}" for k, v in sorted(self.messages.items(), key=lambda kv: -kv[1])[:6])
         lines = [
-            f"seed {self.seed}: {self.peers:,} peers, {self.jobs} job(s), {self.subtasks:,} subtasks, {self.verify} verification",
+            f"seed {self.seed}: {self.peers:,} peers, {self.jobs} job(s), {self.subtasks:,} subtasks, "
+            f"{self.verify} verification",
             f"  verdicts          {verdicts}" + (f"; {self.undecided:,} undecided (cancelled)" if self.undecided else ""),
             f"  verified by       " + (", ".join(f"{k} {v:,}" for k, v in sorted(self.verified_by.items())) or "-"),
             f"  wrong accepted    {self.wrong_accepted:,} ({self.wrong_standing:,} standing at the end; "

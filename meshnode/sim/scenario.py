@@ -86,14 +86,16 @@ class Scenario:
         if self.verify not in VERIFY_MODES:
             return f"--verify must be one of {', '.join(VERIFY_MODES)}"
         if min(self.peers, self.slots, self.subtasks, self.jobs, self.max_attempts, self.min_streak) < 1:
-            return "peers, slots, subtasks, jobs and max-attempts must be at least 1"
+            return "peers, slots, subtasks, jobs, max-attempts and min-streak must be at least 1"
         if self.jobs > self.peers:
             return "each job needs its own owner: no more jobs than peers"
         if not 1 <= self.quorum <= self.max_replicas or not 1 <= self.replicas <= self.max_replicas <= 32:
             return "need 1 <= quorum <= max-replicas, 1 <= replicas <= max-replicas <= 32"
-        fractions = (self.spot_floor, self.slow_fraction, self.loss, self.reorder, self.crash_fraction, self.leave_fraction,
-                     self.partition_fraction, self.wrong_fraction, self.wrong_rate, self.forger_fraction,
-                     self.lazy_fraction, self.staller_fraction, self.collude_rate, self.task_errors, self.cancel)  # fmt: skip
+        fractions = (
+            self.spot_floor, self.slow_fraction, self.loss, self.reorder, self.crash_fraction, self.leave_fraction,
+            self.partition_fraction, self.wrong_fraction, self.wrong_rate, self.forger_fraction, self.lazy_fraction,
+            self.staller_fraction, self.collude_rate, self.task_errors, self.cancel,
+        )  # fmt: skip
         if any(not 0.0 <= f <= 1.0 for f in fractions):
             return "fractions and rates lie in 0..1"
         if self.loss >= 1.0:

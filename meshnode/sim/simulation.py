@@ -216,7 +216,8 @@ class Simulation:
         catch = [k.caught_at[p] - t for p, t in k.first_lie.items() if p in k.caught_at]
         return Report(
             seed=w.seed, verify=s.verify, peers=s.peers, jobs=s.jobs, subtasks=total, verdicts=dict(k.kinds),
-            undecided=undecided, verified_by={k: v for k, v in sorted(k.verified_by.items()) if v}, wrong_accepted=k.wrong_accepted,
+            undecided=undecided, verified_by={how: n for how, n in sorted(k.verified_by.items()) if n},
+            wrong_accepted=k.wrong_accepted,
             wrong_standing=len(k.wrong), suspect_left=len(suspect),
             wrong_suspect=sum(key in k.wrong for key in suspect), liars=len(k.first_lie), liars_caught=len(catch),
             seconds_to_catch=(sum(catch) / len(catch), max(catch)) if catch else (0.0, 0.0), runs=c.runs,

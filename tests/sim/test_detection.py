@@ -57,7 +57,9 @@ def test_a_journal_that_forgets_its_verdicts_is_caught(monkeypatch: pytest.Monke
 def test_a_core_that_accepts_short_of_its_quorum_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     real = verify.judge
 
-    def lenient(claims: Sequence[ResultClaim], replication: Replication, untrusted: AbstractSet[PeerId] = frozenset()) -> Verdict:
+    def lenient(
+        claims: Sequence[ResultClaim], replication: Replication, untrusted: AbstractSet[PeerId] = frozenset()
+    ) -> Verdict:
         return real(claims, Replication(replication.replicas, 1, replication.max_replicas), untrusted)
 
     monkeypatch.setattr(verify, "judge", lenient)
@@ -68,7 +70,9 @@ def test_a_core_that_accepts_short_of_its_quorum_is_caught(monkeypatch: pytest.M
 def test_a_core_that_lets_barred_executors_count_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     real = verify.judge
 
-    def forgetful(claims: Sequence[ResultClaim], replication: Replication, untrusted: AbstractSet[PeerId] = frozenset()) -> Verdict:
+    def forgetful(
+        claims: Sequence[ResultClaim], replication: Replication, untrusted: AbstractSet[PeerId] = frozenset()
+    ) -> Verdict:
         return real(claims, replication, frozenset())
 
     monkeypatch.setattr(verify, "judge", forgetful)
