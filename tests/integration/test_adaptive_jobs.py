@@ -3,54 +3,28 @@ run again by others and replaced."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AsyncExitStack, closing
 from pathlib import Path
-from typing import Any
 
 import trio
 
-from meshnode.core import wire
 from meshnode.core.manifest import JobOptions, Replication
-from meshnode.core.output_codec import pack
 from meshnode.core.reputation import Reputation
-from meshnode.node.executing import SignedResult
 from meshnode.node.mesh_node import MeshNode
-from meshnode.storage.journal import OutboxEntry
 
 from ..waiting import JOB
-from .test_mesh_jobs import mandelbrot_job, start_mesh
+from .test_mesh_jobs import corrupt_some_outputs, mandelbrot_job, start_mesh
 
 ADAPTIVE = Replication(replicas=1, quorum=2, max_replicas=3)
 
 
 def turn_bad(node: MeshNode) -> list[int]:
     """From now on ``node`` flips a byte of every output it computes, and signs the lie; the subtasks it lied on."""
-    executor = node.jobs.executor
-    honest_run_batch = executor.run_batch
-    lied: list[int] = []
-
-    async def run_batch(manifest: Any, subtasks: Any, **kwargs: Any) -> list[SignedResult]:
-        out = []
-        for r in await honest_run_batch(manifest, subtasks, **kwargs):
-            if r.output:
-                output = r.output[:-1] + bytes([r.output[-1] ^ 1])
-                claim = dataclasses.replace(r.claim, output_sha256=hashlib.sha256(output).digest())
-                envelope = wire.sign(claim, node.identity.signing_key)
-                entry = OutboxEntry(claim.job_id, claim.index, claim.replica, str(manifest.owner), envelope, output, 0, 0.0)
-                node.jobs.store.record_runs([], [entry])
-                r = dataclasses.replace(r, claim=claim, envelope=envelope, output=output, packed=pack(output))
-                lied.append(claim.index)
-            out.append(r)
-        return out
-
-    executor.run_batch = run_batch  # type: ignore[method-assign]
-    return lied
+    return corrupt_some_outputs(node, which=lambda index: True)
 
 
 def never_checking() -> float:

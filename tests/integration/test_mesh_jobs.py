@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 import hashlib
 import json
 from contextlib import AsyncExitStack
@@ -154,9 +155,10 @@ async def test_four_nodes_render_a_4096_mandelbrot_in_256_tiles_each_verified_tw
         assert sum(ran.values()) == 2 * len(tiles)  # nobody ran a replica twice, nothing was lost and redone
 
 
-def corrupt_some_outputs(node: MeshNode) -> list[int]:
-    """Make ``node`` byzantine: its executor flips a byte of every other output it computes, signing
-    the wrong result honestly. Returns the list of subtask indices it corrupted (filled in as it runs)."""
+def corrupt_some_outputs(node: MeshNode, which: Callable[[int], bool] = lambda index: index % 2 == 0) -> list[int]:
+    """Make ``node`` byzantine: its executor flips a byte of the outputs it computes for the subtasks
+    ``which`` picks (every other one by default), signing the wrong result honestly. Returns the list of
+    subtask indices it corrupted (filled in as it runs)."""
     executor = node.jobs.executor
     honest_run_batch = executor.run_batch
     corrupted: list[int] = []
@@ -165,7 +167,7 @@ def corrupt_some_outputs(node: MeshNode) -> list[int]:
         results = await honest_run_batch(manifest, subtasks, **kwargs)
         out = []
         for r in results:
-            if r.output and r.claim.index % 2 == 0:
+            if r.output and which(r.claim.index):
                 output = r.output[:-1] + bytes([r.output[-1] ^ 1])
                 claim = dataclasses.replace(r.claim, output_sha256=hashlib.sha256(output).digest())
                 envelope = wire.sign(claim, node.identity.signing_key)
