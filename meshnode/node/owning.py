@@ -415,6 +415,9 @@ class JobManager:
         if owner.job_id != job_id or owner.subtask_count != manifest.subtask_count:
             raise ValueError("its saved state is for another job")
         job = RunningJob(manifest, envelope, tree, owner, self, decided=decided, journalled=journalled)
+        # lone results being decided again when the node stopped: their new verdicts replace them (and withdraw
+        # the lie's credit) even where the restored snapshot predates the reopening
+        job.rechecking.update(self.store.rechecking(job_id))
         if owner.finished:  # the last verdicts were journalled, the job's end was not
             self.store.save_snapshot(job_id, None, "finished")
         return job
@@ -671,9 +674,7 @@ class JobManager:
         if await trio.to_thread.run_sync(self.store.reopen_job, job_id):
             row = self.store.job(job_id)
             assert row is not None
-            resumed = self._resume(job_id, row.manifest)  # the rechecked results are not verdicts: they run again
-            resumed.rechecking.update(indices)
-            self.jobs[job_id] = resumed
+            self.jobs[job_id] = self._resume(job_id, row.manifest)  # the rechecked results run again
             self.work_added()
         return count
 

@@ -420,6 +420,12 @@ class Store:
             db.executemany("UPDATE lone_results SET state = 'rechecking' WHERE job_id = ? AND idx = ?",
                            [(job_id, i) for i in indices])  # fmt: skip
 
+    def rechecking(self, job_id: bytes) -> list[int]:
+        """The job's lone results being decided again (``recheck``): their next verdicts replace them."""
+        with self._read() as db:
+            return [r[0] for r in db.execute(
+                "SELECT idx FROM lone_results WHERE job_id = ? AND state = 'rechecking' ORDER BY idx", (job_id,))]
+
     def reopen_job(self, job_id: bytes) -> bool:
         """Make a finished job running again, to decide its rechecked results; False if it is not finished."""
         with self._tx() as db:

@@ -32,9 +32,10 @@ def test_a_caught_executors_lone_results_become_suspect_are_rechecked_and_replac
         store.recheck(JOB, [0])
         assert store.suspects(JOB) == {"T": [3]}
         assert [i for i, _ in store.verdicts(JOB)] == [1, 2, 3]  # a result being rechecked is not a verdict
+        assert store.rechecking(JOB) == [0]
         store.record_outputs(JOB, [quorum(0, "H", "O", revised=True)])
         assert store.output(JOB, 0).output == b"right"  # type: ignore[union-attr]
-        assert [i for i, _ in store.verdicts(JOB)] == [0, 1, 2, 3]
+        assert [i for i, _ in store.verdicts(JOB)] == [0, 1, 2, 3] and store.rechecking(JOB) == []
         # the lie's credit, not yet signed for, is withdrawn; the new quorum's is granted
         ledger = CreditLedger(store)
         assert (JOB, 0, 9) not in ledger.unreceipted("T") and (JOB, 3, 9) in ledger.unreceipted("T")
