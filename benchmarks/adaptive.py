@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,10 +24,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.jobs import LIMITS, TASKS, single_thread_seconds, tiles, warm_up  # noqa: E402
-from meshnode.config import NodeConfig  # noqa: E402
+from benchmarks.jobs import LIMITS, TASKS, owner_and_worker_process, single_thread_seconds, tiles, warm_up  # noqa: E402
 from meshnode.core.manifest import JobOptions, Replication  # noqa: E402
-from meshnode.node.mesh_node import MeshNode, open_node  # noqa: E402
+from meshnode.node.mesh_node import MeshNode  # noqa: E402
 
 ADAPTIVE = JobOptions(limits=LIMITS, replication=Replication(1, 2, 3), verify="adaptive")
 
@@ -54,16 +52,7 @@ async def main(args: argparse.Namespace) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         async with AsyncExitStack() as stack:
-            config = NodeConfig(data_dir=Path(tmp) / "owner", listen=("/ip4/127.0.0.1/tcp/0",), mdns=False,
-                                api=None, slots=1)  # fmt: skip
-            owner = await stack.enter_async_context(open_node(config))
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "meshnode", "--data-dir", str(Path(tmp) / "worker"), "--listen",
-                 "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--slots", "1", "--bootstrap", owner.dial_addrs[0]],
-                stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            stack.callback(worker.wait)
-            stack.callback(worker.terminate)
+            owner = await owner_and_worker_process(stack, tmp)
             while not owner.table.alive():
                 await trio.sleep(0.05)
             await warm_up(owner)

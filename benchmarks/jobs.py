@@ -63,6 +63,21 @@ async def warm_up(owner: MeshNode) -> None:
         await job.wait()
 
 
+async def owner_and_worker_process(stack: AsyncExitStack, tmp: str) -> MeshNode:
+    """A one-slot owner node in this process and a one-slot ``python -m meshnode`` bootstrapped to it, as on a
+    LAN; both stop with ``stack``. The owner is returned at once: wait for the worker to be heard."""
+    config = NodeConfig(data_dir=Path(tmp) / "owner", listen=("/ip4/127.0.0.1/tcp/0",), mdns=False, api=None, slots=1)
+    owner = await stack.enter_async_context(open_node(config))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "meshnode", "--data-dir", str(Path(tmp) / "worker"), "--listen",
+         "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--slots", "1", "--bootstrap", owner.dial_addrs[0]],
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    stack.callback(worker.wait)
+    stack.callback(worker.terminate)
+    return owner
+
+
 async def run_job(module: bytes, inputs: list[bytes], replication: Replication, processes: bool) -> tuple[float, list[int]]:
     """Wall time of one job on a fresh 2-node mesh (fresh result caches, warmed up), and who ran how many replicas."""
     with tempfile.TemporaryDirectory() as tmp:

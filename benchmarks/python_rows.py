@@ -29,10 +29,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meshnode.config import DEFAULT_LIMITS, NodeConfig  # noqa: E402
+from benchmarks.jobs import owner_and_worker_process  # noqa: E402
+from meshnode.config import DEFAULT_LIMITS  # noqa: E402
 from meshnode.core.manifest import JobOptions, Replication  # noqa: E402
 from meshnode.core.python_rows import batch_rows, default_rows_per_subtask, encode_row, encode_script  # noqa: E402
-from meshnode.node.mesh_node import open_node  # noqa: E402
 from meshnode.sandbox.local_exec import run_locally  # noqa: E402
 from meshnode.sandbox.runtime import Sandbox  # noqa: E402
 
@@ -106,16 +106,7 @@ def startup_ms(source: str) -> float:
 async def mesh_seconds(source: str, n: int, replicas: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         async with AsyncExitStack() as stack:
-            config = NodeConfig(data_dir=Path(tmp) / "owner", listen=("/ip4/127.0.0.1/tcp/0",), mdns=False,
-                                api=None, slots=1)  # fmt: skip
-            owner = await stack.enter_async_context(open_node(config))
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "meshnode", "--data-dir", str(Path(tmp) / "worker"), "--listen",
-                 "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--slots", "1", "--bootstrap", owner.dial_addrs[0]],
-                stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            stack.callback(worker.wait)
-            stack.callback(worker.terminate)
+            owner = await owner_and_worker_process(stack, tmp)
             while not any(len(r.presence.runtimes) > 1 for r in owner.table.alive()):
                 await trio.sleep(0.05)
             start = time.perf_counter()
