@@ -112,6 +112,7 @@ Time is an argument (seconds on a monotonic clock); nothing here reads a clock.
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -243,6 +244,7 @@ class JobOwner:
         self._cursor = 0  # every subtask from here on is untouched (or decided, after a restore)
         self._decided_ahead = 0  # decided subtasks at or past the cursor (settled from the journal)
         self._open: dict[int, _Subtask] = {}
+        self._ahead: Counter[PeerId] = Counter()  # node -> how many open subtasks bind it (O(1) for _room_for)
         self._queue: list[ReplicaRef] = []  # queued replicas of open subtasks, sorted
         self._leased: set[ReplicaRef] = set()
         self._next_expiry = float("inf")  # no lease expires before this (a lower bound)
@@ -288,6 +290,7 @@ class JobOwner:
         for ref in sorted(self._leased):
             revoked.setdefault(self._slot(ref).holder or self.owner, []).append(ref)
         self._open.clear()
+        self._ahead.clear()
         self._queue.clear()
         self._leased.clear()
         self._pending_bytes = 0
@@ -368,8 +371,31 @@ class JobOwner:
         room = self._room()
         if room <= 0 or not self._open:
             return min(room, MAX_AHEAD)
-        bound = sum(1 for sub in self._open.values() if peer in sub.bound)  # at most max_open: 0.3 ms measured
-        return min(room, max(0, MAX_AHEAD - bound))
+        return min(room, max(0, MAX_AHEAD - self._ahead[peer]))
+
+    def _bind(self, sub: _Subtask, peer: PeerId, replica: int) -> int:
+        """Bind ``peer`` to ``replica`` of ``sub`` unless it is bound already; the replica it is bound to."""
+        if peer not in sub.bound:
+            self._ahead[peer] += 1
+            sub.bound[peer] = replica
+        return sub.bound[peer]
+
+    def _unbind(self, sub: _Subtask, peer: PeerId) -> None:
+        del sub.bound[peer]
+        self._forget_ahead(peer)
+
+    def _forget_ahead(self, peer: PeerId) -> None:
+        self._ahead[peer] -= 1
+        if not self._ahead[peer]:
+            del self._ahead[peer]
+
+    def _close(self, index: int) -> _Subtask:
+        """Take subtask ``index`` out of the open ones (its queue and leases are the caller's)."""
+        sub = self._open.pop(index)
+        self._pending_bytes -= sub.pending_bytes
+        for peer in sub.bound:
+            self._forget_ahead(peer)
+        return sub
 
     def _open_next(self) -> int | None:
         """Open the next untouched subtask; its index, or None if none is left or there is no room."""
@@ -428,11 +454,11 @@ class JobOwner:
             if e.thief not in sub.bound and _another_is_free(sub, ref.replica):
                 continue  # someone whose lease lapsed is bound to this one and may still report it: take the free one
             # setdefault binds the thief to its first replica of this subtask; the others then fail the test
-            if sub.bound.setdefault(e.thief, ref.replica) == ref.replica:
+            if self._bind(sub, e.thief, ref.replica) == ref.replica:
                 picked.append(ref)
         room = self._room_for(e.thief)
         while len(picked) < e.n and room > 0 and (index := self._open_next()) is not None:
-            self._open[index].bound[e.thief] = 0
+            self._bind(self._open[index], e.thief, 0)
             picked.append(ReplicaRef(index, 0))
             room -= 1
         added: list[ReplicaRef] = []
@@ -474,8 +500,8 @@ class JobOwner:
             sub = self._open[ref.index] if self._holder(ref) == e.holder and e.to != e.holder else None
             if sub is None or sub.bound.get(e.to, ref.replica) != ref.replica:
                 continue  # not the holder's to give, or the new thief runs another replica of this subtask
-            del sub.bound[e.holder]  # it gives the replica up unrun: it may take another of this subtask later
-            sub.bound[e.to] = ref.replica
+            self._unbind(sub, e.holder)  # it gives the replica up unrun: it may take another of this subtask later
+            self._bind(sub, e.to, ref.replica)
             deadline = e.now + self.max_hold
             sub.slots[ref.replica] = _Slot("leased", e.to, min(expires, deadline), via=e.holder, deadline=deadline)
             self._next_expiry = min(self._next_expiry, expires, deadline)
@@ -587,8 +613,7 @@ class JobOwner:
         return out
 
     def _decide(self, index: int, outcome: Outcome) -> list[Instruction]:
-        sub = self._open.pop(index)
-        self._pending_bytes -= sub.pending_bytes
+        sub = self._close(index)
         revoked: dict[PeerId, list[ReplicaRef]] = {}
         for r, slot in enumerate(sub.slots):
             ref = ReplicaRef(index, r)
@@ -632,7 +657,7 @@ class JobOwner:
             self._counts[_KINDS[self._status[index]]] -= 1
             self._status[index] = UNDECIDED
             sub = _Subtask(Tally(self.job_id, index, self.replication), [_Slot() for _ in range(slots)], revising=True)
-            sub.bound[e.distrusted] = _BARRED
+            self._bind(sub, e.distrusted, _BARRED)
             self._open[index] = sub
             for r in range(slots):
                 bisect.insort(self._queue, ReplicaRef(index, r))
@@ -718,7 +743,8 @@ class JobOwner:
             claims = [decode(bytes.fromhex(h), ResultClaim) for h in s["claims"]]
             sub = _Subtask(Tally.replay(job.job_id, index, policy, claims, None), [])
             sub.slots = [_Slot("reported" if r in s["reported"] else "queued") for r in range(int(s["slots"]))]
-            sub.bound = {PeerId.from_base58(p): int(r) for p, r in s["bound"].items()}
+            for p, r in s["bound"].items():
+                job._bind(sub, PeerId.from_base58(p), int(r))
             sub.lost = {PeerId.from_base58(p): str(reason) for p, reason in s["lost"]}
             sub.pending_bytes = int(s["pending_bytes"])
             sub.alone = PeerId.from_base58(s["alone"]) if s.get("alone") else None
@@ -738,9 +764,8 @@ class JobOwner:
             if self._status[index] != UNDECIDED:
                 continue
             self._mark(index, status_kind(status))
-            sub = self._open.pop(index, None)
-            if sub is not None:
-                self._pending_bytes -= sub.pending_bytes
+            if index in self._open:
+                self._close(index)
                 closed.add(index)
             elif index >= self._cursor:
                 self._decided_ahead += 1

@@ -9,6 +9,7 @@ every wrong result the cheater got accepted is replaced once it is caught.
 from __future__ import annotations
 
 import json
+from collections import Counter
 import math
 import random
 
@@ -253,6 +254,11 @@ class AdaptiveMachine(RuleBasedStateMachine):
     @rule(dt=st.sampled_from([1.0, DAY]))
     def time_passes(self, dt: float) -> None:
         self.now += dt
+
+    @invariant()
+    def each_nodes_count_of_binding_subtasks_is_exact(self) -> None:
+        if hasattr(self, "job"):  # the O(1) count _room_for reads, against a recount
+            assert self.job._ahead == Counter(p for sub in self.job._open.values() for p in sub.bound)
 
     @invariant()
     def a_lone_result_came_from_an_executor_trusted_when_it_arrived(self) -> None:

@@ -8,6 +8,7 @@ crashes, then drains the job with honest executors and checks that it ends.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 import hashlib
 import json
 
@@ -774,6 +775,11 @@ class JobMachine(RuleBasedStateMachine):
         assert self.job.surplus() <= p.queued
         assert self.job.finished == (len(self.decided) == self.n)
         assert self.job.open_count() <= self.open_cap
+
+    @invariant()
+    def each_nodes_count_of_binding_subtasks_is_exact(self) -> None:
+        if hasattr(self, "job"):  # the O(1) count _room_for reads, against a recount
+            assert self.job._ahead == Counter(p for sub in self.job._open.values() for p in sub.bound)
 
     @invariant()
     def honest_peers_are_never_barred(self) -> None:
