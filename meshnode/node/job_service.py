@@ -56,14 +56,16 @@ class MeshJobService:
         workers: the node's slots and the work it stole.
         policy: how many replicas a thief may have.
         on_release: called when replicas come back to a job unrun (to wake idle slots).
+        on_nothing_left: called when a thief is told nothing is left for it (it then waits for news of work).
         crediting: signs and hands out credit receipts (none: nothing is ever granted here).
     """
 
     def __init__(
         self, manager: JobManager, workers: Workers, policy: GrantPolicy, on_release: Callable[[], None],
-        crediting: Crediting | None = None,
+        crediting: Crediting | None = None, on_nothing_left: Callable[[], None] = lambda: None,
     ) -> None:  # fmt: skip
         self.crediting = crediting
+        self.on_nothing_left = on_nothing_left
         self.manager = manager
         self.workers = workers
         self.policy = policy
@@ -79,6 +81,8 @@ class MeshJobService:
         if not reply.grants:
             reply = await self.workers.resteal(remote, ask) or reply
         self.manager.metrics.stole("owner", sum(len(g.subtasks) for g in reply.grants))
+        if reply.surplus == 0:
+            self.on_nothing_left()
         return reply
 
     async def _grant(self, thief: PeerId, ask: StealAsk, wanted: int) -> StealReply:

@@ -85,10 +85,11 @@ GOODBYE_PROTOCOL = "/meshnode/goodbye/1.0.0"
 STORE_FILE_NAME = "node.db"
 RTT_LOOK_EVERY = 1.0  # seconds between two looks for peers whose round-trip time is due (PeerTable.rtt_due)
 CHANGE_GAP = 0.5  # seconds: presence changes closer together than this go out in one message
-# Work that came back (a lease lapsed, a verdict asked for more) is news for thieves told "nothing left for
-# you", who wait for a newer presence: told at most this often (seconds) while the surplus keeps growing.
-# Measured in the simulator without it: a job's last subtasks waited for the heartbeat, up to 600 s.
-GROWTH_NEWS_GAP = 5.0
+# A thief told "nothing left for you" waits for a newer presence. Work that comes back after that (a lease
+# lapsed, a verdict asked for more) is news for it, told by the next tick at most this often (seconds).
+# Measured in the simulator: with no news, a job's last subtasks waited for the heartbeat, up to 600 s; with
+# news only of growth a tick saw (every 5 s at most), work back between two ticks still waited for it.
+WAITING_NEWS_GAP = 1.0
 # Peer reputations and the trust book are saved this often (seconds) when verdicts changed them, so that
 # a crash forgets little of who was caught lying (they are saved at once when someone is).
 STANDING_EVERY = 60.0
@@ -126,7 +127,8 @@ class MeshNode:
         self._presence_changed = trio.Event()
         self._offered = False  # the last presence published offered work (surplus)
         self._new_work = False  # a job was submitted, or paused jobs resumed, since the last presence
-        self._growth_told = 0.0  # monotonic time work that came back was last told (GROWTH_NEWS_GAP)
+        self._waiting_below: int | None = None  # thieves told nothing is left wait for a surplus above this
+        self._waiting_told = 0.0  # monotonic time they were last told of work (WAITING_NEWS_GAP)
         self._python_broken = False  # the compiled Python runtime failed to load: not tried again
         self._dial_limiter = trio.CapacityLimiter(MAX_CONCURRENT_DIALS)
         self._dialing: set[PeerId] = set()
@@ -275,7 +277,10 @@ class MeshNode:
         self.credit = Crediting(self.jobs.store, self.identity)
         self.credit.ask, self.credit.reachable = workers.client.credit, host.is_connected
         workers.on_accepted = self.credit.owed
-        service = MeshJobService(self.jobs, workers, self._grant_policy, on_release=workers.wake, crediting=self.credit)
+        service = MeshJobService(
+            self.jobs, workers, self._grant_policy, on_release=workers.wake, crediting=self.credit,
+            on_nothing_left=self._told_nothing_left,
+        )  # fmt: skip
         serve_jobs(host, service, dropped=self.dropped)
         try:
             async with trio.open_nursery() as nursery:
@@ -472,15 +477,23 @@ class MeshNode:
             surplus = self.surplus()
             if surplus > self._advertised_surplus and self._workers is not None:
                 self._workers.wake()  # replicas came back (a lease lapsed, a verdict asked for more)
-            if surplus > self._advertised_surplus > 0 and now - self._growth_told >= GROWTH_NEWS_GAP:
-                self._new_work, self._growth_told = True, now  # thieves told "nothing for you" wait for news
-                self._presence_changed.set()
+            if self._waiting_below is not None:
+                if surplus > self._waiting_below and now - self._waiting_told >= WAITING_NEWS_GAP:
+                    self._new_work, self._waiting_below, self._waiting_told = True, None, now
+                    self._presence_changed.set()  # work came back since a thief was told there was none
+                else:
+                    self._waiting_below = min(self._waiting_below, surplus)
             if (surplus > 0) != (self._advertised_surplus > 0):
                 self._presence_changed.set()  # thieves must hear at once that there is work, or none
             self._advertised_surplus = surplus
             if now - saved >= STANDING_EVERY:
                 saved = now
                 await trio.to_thread.run_sync(self.jobs.save_standing)
+
+    def _told_nothing_left(self) -> None:
+        """A steal answer told a thief nothing is left for it: the next tick that sees more work tells it."""
+        surplus = self.surplus()
+        self._waiting_below = surplus if self._waiting_below is None else min(self._waiting_below, surplus)
 
     async def _watch_connections(self) -> None:
         async for event in self.host.events:

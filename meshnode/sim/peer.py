@@ -631,8 +631,13 @@ class SimPeer:
         surplus = sum(j.machine.surplus() for j in self.jobs.values() if not j.machine.finished) if grants else 0
         reply = StealAnswer(tuple(grants), lease, "", surplus)
         if grants or not self._resteal(call, thief, n, queued, reply):
-            call.answer(reply)
+            self._answer(call, reply)
         self._after()
+
+    def _answer(self, call: Call, reply: StealAnswer) -> None:
+        if reply.surplus == 0 and self.presence is not None:
+            self.presence.nothing_left()  # the thief waits for news of work (MeshJobService.steal)
+        call.answer(reply)
 
     def _grant_policy(self, thief: int, requested: int) -> int:
         """How many replicas ``thief`` may have (``MeshNode._grant_policy``)."""
@@ -682,7 +687,7 @@ class SimPeer:
                     reply = StealAnswer((WorkGrant(i.job_id, i.subtasks),), i.lease_ms / 1000, "", self.thief.surplus())
                 case _:
                     raise TypeError(f"TransferAnswered answered {i!r}")
-        call.answer(reply)
+        self._answer(call, reply)
         self._fill()  # what the owner did not move is back in the stock (a real idle slot finds it within half a second)
         self._after()
 

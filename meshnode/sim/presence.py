@@ -5,15 +5,16 @@ Theory of operation:
 A real node looks at its surplus at every tick (a quarter second while one of
 its jobs runs, a second otherwise) and calls it a change when whether it has
 any differs from the last tick's; replicas added to a job (``work_added``) and
-a new job are changes too, and so is a surplus that grew since the last tick
-(work came back: news for thieves told there was none), at most every
-``GROWTH_NEWS_GAP``. Its publisher then:
+a new job are changes too, and so is a surplus above the least it has been since
+a steal answer told a thief nothing was left for it (``nothing_left``: work came
+back, news for that thief), at most every ``WAITING_NEWS_GAP``. Its publisher then:
 
     when                                               publishes
     -------------------------------------------------  ----------------------------
     a change, more than ``CHANGE_GAP`` after the last  at once
-    a change within the gap: a new job, work that      at once
-    grew, or work where the last presence offered none
+    a change within the gap: a new job, work back for  at once
+    a waiting thief, or work where the last presence
+    offered none
     any other change within the gap                    when the gap ends
     no change                                          a heartbeat later (jittered)
 
@@ -33,10 +34,10 @@ from typing import Final
 from ..core.presence import heartbeat_interval
 from .world import World
 
-__all__ = ["CHANGE_GAP", "GROWTH_NEWS_GAP", "Publisher"]
+__all__ = ["CHANGE_GAP", "WAITING_NEWS_GAP", "Publisher"]
 
 CHANGE_GAP: Final = 0.5  # presence changes closer together than this go out in one message
-GROWTH_NEWS_GAP: Final = 5.0  # a surplus that grows is told at most this often (node/mesh_node.py)
+WAITING_NEWS_GAP: Final = 1.0  # work back for a waiting thief is told at most this often (node/mesh_node.py)
 PRESENCE_INTERVAL: Final = 30.0  # the node's default base heartbeat (config.presence_interval)
 
 
@@ -51,8 +52,8 @@ class Publisher:
         tick: its tick interval now.
     """
 
-    __slots__ = ("_beat", "_changed", "_gap_due", "_grown_at", "_offered", "_published_at", "_sample_due", "_sampled",
-                 "epoch", "idle", "label", "peer", "surplus", "tick", "world")  # fmt: skip
+    __slots__ = ("_beat", "_changed", "_gap_due", "_offered", "_published_at", "_sample_due", "_sampled",
+                 "_waiting_below", "_waiting_told", "epoch", "idle", "label", "peer", "surplus", "tick", "world")  # fmt: skip
 
     def __init__(
         self, world: World, peer: int, surplus: Callable[[], int], idle: Callable[[], int], tick: Callable[[], float]
@@ -63,7 +64,8 @@ class Publisher:
         self.surplus, self.idle, self.tick = surplus, idle, tick
         self._sampled = 0  # the surplus the last tick saw
         self._sample_due = False
-        self._grown_at = -math.inf  # when growth was last told
+        self._waiting_below: int | None = None  # thieves told nothing is left wait for a surplus above this
+        self._waiting_told = -math.inf  # when they were last told of work
         self._published_at = -math.inf
         self._offered = False  # the last presence offered work
         self._changed = False  # a change waits for the gap to end
@@ -76,9 +78,17 @@ class Publisher:
     def poke(self) -> None:
         """Something happened: if it changed the surplus, the next tick will see it."""
         if not self._sample_due and self.surplus() != self._sampled:
-            self._sample_due = True
-            t = self.tick()
-            self.world.clock.at((math.floor(self.world.clock.now / t) + 1) * t, self._sample)
+            self._sample_soon(self.world.clock.now)
+
+    def _sample_soon(self, after: float) -> None:
+        self._sample_due = True
+        t = self.tick()
+        self.world.clock.at((math.floor(after / t) + 1) * t, self._sample)
+
+    def nothing_left(self) -> None:
+        """A steal answer told a thief nothing is left for it (``MeshNode._told_nothing_left``)."""
+        surplus = self.surplus()
+        self._waiting_below = surplus if self._waiting_below is None else min(self._waiting_below, surplus)
 
     def _sample(self) -> None:
         if self._live():
@@ -88,10 +98,16 @@ class Publisher:
         """A tick looks at the surplus (a node with a tick of its own calls this from it)."""
         self._sample_due = False
         now, surplus, last = self.world.clock.now, self.surplus(), self._sampled
-        if surplus > last > 0 and now - self._grown_at >= GROWTH_NEWS_GAP:
-            self._grown_at = now
-            self.change(new_work=True)
-        elif (surplus > 0) != (last > 0):
+        told = False
+        if self._waiting_below is not None:
+            if surplus <= self._waiting_below:
+                self._waiting_below = surplus
+            elif now - self._waiting_told >= WAITING_NEWS_GAP:
+                self._waiting_below, self._waiting_told, told = None, now, True
+                self.change(new_work=True)
+            elif not self._sample_due:  # the real tick looks again after the gap
+                self._sample_soon(self._waiting_told + WAITING_NEWS_GAP - 1e-9)
+        if not told and (surplus > 0) != (last > 0):
             self.change()
         self._sampled = surplus
 
