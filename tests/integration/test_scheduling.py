@@ -39,8 +39,8 @@ async def test_a_job_that_can_never_run_here_does_not_stop_its_owner_running_oth
 
 
 async def test_a_large_job_decides_from_the_first_seconds_and_at_a_steady_rate(tmp_path: Path) -> None:
-    """20,000 short subtasks, two replicas each on two nodes: verdicts arrive all through the job, not in a burst."""
-    n = 20_000
+    """10,000 short subtasks, two replicas each on two nodes: verdicts arrive all through the job, not in a burst."""
+    n = 10_000
     async with AsyncExitStack() as stack:
         owner, _ = await start_mesh(stack, tmp_path, 2)
         started = time.monotonic()
