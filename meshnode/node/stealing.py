@@ -53,15 +53,14 @@ from ..core.output_codec import pushed_result
 from ..core.peer_id import PeerId
 from ..core.steal import PeerView
 from ..core.thief import (
-    MAX_STEAL, REFUSAL_BACKOFF, Acknowledged, AskTransfer, ChunkDone, ChunkFailed, DropResults, Granted, HandOver,
-    Instruction, LookForWork, OwnerLeft, PresenceHeard, PushResults, Ready, Refused, RenewLeases, RestealAsked, Revoked,
-    RunChunk, StealAnswered, StealFailed, StealFrom, TakeChunk, TellOwner, Thief, Tick, TransferAnswered, refs_of,
+    CHUNK_SECONDS, MAX_CHUNK, MAX_STEAL, REFUSAL_BACKOFF, Acknowledged, AskTransfer, ChunkDone, ChunkFailed,
+    DropResults, Granted, HandOver, Instruction, LookForWork, OwnerLeft, PresenceHeard, PushResults, Ready, Refused,
+    RenewLeases, RestealAsked, Revoked, RunChunk, StealAnswered, StealFailed, StealFrom, TakeChunk, TellOwner, Thief, Tick, TransferAnswered, refs_of,
 )  # fmt: skip
 from ..errors import MeshError, PeerUnavailableError, RefusedWork, WireError
 from ..net.blob_protocol import fetch_from_any
 from ..net.host import MeshHost
 from ..net.job_protocol import JobClient
-from ..sandbox.local_exec import CHUNK_SECONDS, MAX_CHUNK
 from ..sandbox.runtime import ENGINE_ID
 from .executing import INPUT_MISSING, SignedResult
 from .owning import JobManager, RunningJob

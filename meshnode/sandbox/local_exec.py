@@ -9,17 +9,13 @@ from typing import Final
 import trio
 
 from ..core.manifest import TaskLimits
+from ..core.thief import CHUNK_SECONDS, MAX_CHUNK
 from ..core.outcome import TaskOutcome
 from .python_runtime import PythonScript
 from .runtime import Sandbox, TaskModule
 
 __all__ = ["run_locally"]
 
-# Each trip into a worker thread runs a chunk of subtasks sized to take about
-# this long: short enough to keep the slots balanced at the end of a job, long
-# enough that the thread hop (about as costly as an empty subtask) is amortized.
-CHUNK_SECONDS: Final = 0.02
-MAX_CHUNK: Final = 256
 
 
 def next_chunk_size(size: int, elapsed: float) -> int:
