@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..errors import SandboxError
-from .processes import NEED, RAN, REFUSED, SANDBOX_NICE, Batch
+from .processes import NEED, RAN, REFUSED, SANDBOX_NICE, Batch, piped
 from .runtime import Sandbox
 
 MODULES_KEPT: Final = 64
@@ -35,7 +35,7 @@ def serve(connection: Connection, cache_dir: Path | None) -> None:
             try:
                 reply = run(sandbox, wasm, batch)
             except SandboxError as exc:
-                reply = (REFUSED, exc.error)
+                reply = (REFUSED, (exc.error.code, exc.error.message))
             try:
                 connection.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
             except OSError:
@@ -63,7 +63,7 @@ def run(sandbox: Sandbox, wasm: OrderedDict[bytes, bytes], batch: Batch) -> tupl
         wasm.move_to_end(batch.sha256)
         module = sandbox.load(data, nan_canonical=batch.nan_canonical, sha256=batch.sha256)
     outcomes = sandbox.run_many_sync(module, batch.inputs, batch.limits, batch.entry, batch.nan_canonical)
-    return (RAN, outcomes, sandbox.seconds_per_run(batch.sha256))
+    return (RAN, [piped(o) for o in outcomes], sandbox.seconds_per_run(batch.sha256))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..core.manifest import TaskLimits
-from ..core.outcome import TaskOutcome
+from ..core.outcome import TaskError, TaskOutcome
 from ..errors import SandboxError, SandboxGone
 from .python_runtime import PythonScript
 
@@ -52,6 +52,21 @@ SANDBOX_NICE: Final = 10
 RAN: Final = "ran"
 NEED: Final = "need"
 REFUSED: Final = "refused"
+
+# An outcome as it crosses the pipe: plain values. Pickling a slots dataclass runs Python code for each
+# object at both ends (dataclasses' __getstate__ and __setstate__); measured on 256 outcomes of an empty
+# module: 4.7 µs per outcome pickled and unpickled, 1.1 µs as these tuples, rebuilt (a trivial run: 116 µs).
+PipedOutcome = tuple[bytes | None, tuple[str, str] | None, int, float]
+
+
+def piped(outcome: TaskOutcome) -> PipedOutcome:
+    error = None if outcome.error is None else (outcome.error.code, outcome.error.message)
+    return outcome.output, error, outcome.fuel_used, outcome.seconds
+
+
+def unpiped(sent: PipedOutcome) -> TaskOutcome:
+    output, error, fuel_used, seconds = sent
+    return TaskOutcome(output, None if error is None else TaskError(*error), fuel_used, seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +164,8 @@ class SandboxProcesses:
             raise
         self._give_back(child)
         if reply[0] == REFUSED:
-            raise SandboxError(reply[1])
-        return reply[1], reply[2]
+            raise SandboxError(TaskError(*reply[1]))
+        return [unpiped(sent) for sent in reply[1]], reply[2]
 
     def close(self) -> None:
         """Stop every child, interrupting the batches they run (their callers get ``SandboxGone``)."""
