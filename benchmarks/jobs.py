@@ -34,10 +34,10 @@ from meshnode.sandbox.runtime import Sandbox  # noqa: E402
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks_wasm"
 LIMITS = TaskLimits(10**12, 256 << 20, 600_000, 64 << 20)
-EMPTY = wasmtime.wat2wasm(
+EMPTY = bytes(wasmtime.wat2wasm(
     '(module (memory (export "memory") 1) (func (export "alloc") (param i32) (result i32) (i32.const 1024))'
     ' (func (export "run") (param i32 i32) (result i64) (i64.const 0x0000040000000000)))'
-)
+))
 
 
 def tiles(size: int, count: int, max_iter: int) -> list[bytes]:
@@ -82,22 +82,15 @@ async def run_job(module: bytes, inputs: list[bytes], replication: Replication, 
     """Wall time of one job on a fresh 2-node mesh (fresh result caches, warmed up), and who ran how many replicas."""
     with tempfile.TemporaryDirectory() as tmp:
         async with AsyncExitStack() as stack:
-            config = NodeConfig(data_dir=Path(tmp) / "owner", listen=("/ip4/127.0.0.1/tcp/0",), mdns=False,
-                                api=None, slots=1)  # fmt: skip
-            owner = await stack.enter_async_context(open_node(config))
-            nodes = [owner]
             if processes:
-                worker = subprocess.Popen(
-                    [sys.executable, "-m", "meshnode", "--data-dir", str(Path(tmp) / "worker"), "--listen",
-                     "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--slots", "1", "--bootstrap", owner.dial_addrs[0]],
-                    stderr=subprocess.DEVNULL,
-                )  # fmt: skip
-                stack.callback(worker.wait)
-                stack.callback(worker.terminate)
+                owner = await owner_and_worker_process(stack, tmp)
             else:
+                config = NodeConfig(data_dir=Path(tmp) / "owner", listen=("/ip4/127.0.0.1/tcp/0",), mdns=False,
+                                    api=None, slots=1)  # fmt: skip
+                owner = await stack.enter_async_context(open_node(config))
                 config = NodeConfig(data_dir=Path(tmp) / "worker", listen=("/ip4/127.0.0.1/tcp/0",), mdns=False,
                                     api=None, slots=1, bootstrap=tuple(owner.dial_addrs))  # fmt: skip
-                nodes.append(await stack.enter_async_context(open_node(config)))
+                await stack.enter_async_context(open_node(config))
             while not owner.table.alive():
                 await trio.sleep(0.05)
             await warm_up(owner)
