@@ -65,8 +65,10 @@ running it held those subtasks for good (found by the simulator, docs/simulator.
 *Stale requests*: stealing is transactional - the grant is the owner's
 confirmation, and a thief runs nothing before it has one. Each steal request
 carries an id the thief chose, growing per thief, and the grant echoes it. A
-repeat of the thief's last id is a retransmission: it gets what it still holds
-of that grant, with fresh leases, and nothing more. An older id is stale and
+repeat of the thief's last id is a retransmission (a thief asks again under the
+id of a request whose answer it never heard): it gets what it still holds of
+that grant, with fresh leases, and nothing more; if it holds nothing of it any
+more, the repeat is served as a new request. An older id is stale and
 dropped, as distributed's stealing drops a confirmation whose stimulus id is not
 current; a thief that receives a grant for a request it gave up on hands the
 replicas back with ``ReleaseReplicas`` (no attempt is counted).
@@ -445,7 +447,9 @@ class JobOwner:
             held = tuple(ref for ref in last[1] if self._holder(ref) == e.thief)
             for ref in held:
                 self._slot(ref).expires = expires
-            return [Grant(e.thief, e.request_id, held, expires)]
+            if held:
+                return [Grant(e.thief, e.request_id, held, expires)]
+            # nothing of that grant is still the thief's: answer the retransmission as a new request
         picked: list[ReplicaRef] = []
         for ref in self._queue:
             if len(picked) >= e.n:

@@ -353,6 +353,10 @@ class Thief:
         self.me, self.slots = me, slots
         self._jobs: dict[bytes, _Job] = {}  # by job ID, oldest first
         self._backoff: dict[PeerId, float] = {}  # victims left alone until then
+        # victim -> our last request to it, while no answer to it came: the next steal from that victim asks
+        # again under the same id, and an owner answers it with what it granted then (a lost answer would
+        # otherwise leave those replicas leased to us until they lapse, and the lapse counts against us)
+        self._unanswered: dict[PeerId, int] = {}
         self._fresh_surplus: dict[PeerId, int] = {}  # from steal answers, newer than the peer's presence
         self._request_id = 0
         self._seconds_per_subtask: float | None = None  # of stolen work, smoothed over chunks
@@ -400,17 +404,21 @@ class Thief:
                         del self._jobs[job_id]
                         self._pending.pop(job_id, None)
                 self._fresh_surplus.pop(event.peer, None)
+                self._unanswered.pop(event.peer, None)
                 return []
             case Tick():
                 return self._renewals(event.now)
             case LookForWork():
                 return self._look_for_work(event)
             case StealAnswered():
+                self._unanswered.pop(event.victim, None)
                 self._fresh_surplus[event.victim] = event.surplus
                 if event.refused:
                     self._backoff[event.victim] = event.now + FAILURE_BACKOFF
                 return []
             case StealFailed():
+                if event.malformed:
+                    self._unanswered.pop(event.victim, None)  # it answered, with nothing we could use
                 self._backoff[event.victim] = event.now + (REFUSAL_BACKOFF if event.malformed else FAILURE_BACKOFF)
                 return []
             case PresenceHeard():
@@ -568,7 +576,9 @@ class Thief:
                           factor=max(1, stock // self.slots))  # fmt: skip
         if plan is None:
             return []
-        return [StealFrom(plan.victim, min(plan.count, MAX_STEAL), self.next_request_id(e.unix_ms), queued)]
+        request_id = self._unanswered.get(plan.victim) or self.next_request_id(e.unix_ms)
+        self._unanswered[plan.victim] = request_id
+        return [StealFrom(plan.victim, min(plan.count, MAX_STEAL), request_id, queued)]
 
     def _resteal(self, e: RestealAsked) -> list[Instruction]:
         n = grant_limit(e.n, self.surplus())

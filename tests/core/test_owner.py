@@ -425,6 +425,14 @@ def test_stale_steal_requests_are_dropped_and_a_retransmission_gets_the_same_gra
     assert first == [Grant(H1, 7, (R(0, 0), R(1, 0)), LEASE)]
 
 
+def test_a_retransmission_whose_grant_is_no_longer_held_is_served_as_a_new_request() -> None:
+    job = new_job(n=4)
+    job.handle(StealRequest(H1, 2, 7, 0.0))
+    job.handle(ReleaseReplicas(H1, (R(0, 0), R(1, 0)), 0.5))  # it heard the answer late and handed the replicas back
+    assert job.handle(StealRequest(H1, 2, 7, 1.0)) == [Grant(H1, 7, (R(0, 0), R(1, 0)), 1.0 + LEASE)]
+    assert job.handle(StealRequest(H1, 1, 7, 2.0)) == [Grant(H1, 7, (R(0, 0), R(1, 0)), 2.0 + LEASE)]  # held again
+
+
 def test_unknown_events_are_refused() -> None:
     with pytest.raises(TypeError):
         new_job().handle(object())  # type: ignore[arg-type]

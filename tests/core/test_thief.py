@@ -156,6 +156,21 @@ def test_a_victim_is_believed_about_what_it_has_left_until_its_next_presence() -
     assert isinstance(t.handle(look(view(O1, 10), now=2.0))[0], StealFrom)
 
 
+def test_a_steal_whose_answer_never_came_is_asked_again_under_its_id_and_an_answered_one_is_not() -> None:
+    t = Thief(ME, slots=1)
+    (first,) = t.handle(look(view(O1, 10), now=0.0))
+    t.handle(StealFailed(O1, 0.5))
+    (again,) = t.handle(look(view(O1, 10), now=2.0))
+    assert isinstance(first, StealFrom) and isinstance(again, StealFrom)
+    assert again.victim == O1 and again.request_id == first.request_id  # the owner answers it with that grant
+    t.handle(StealAnswered(O1, surplus=10, refused=False, granted=0, now=2.5))
+    (then,) = t.handle(look(view(O1, 10), now=3.0))
+    assert isinstance(then, StealFrom) and then.request_id > first.request_id
+    t.handle(StealFailed(O1, 3.5, malformed=True))  # an answer, though unusable: not asked again
+    (last,) = t.handle(look(view(O1, 10), now=70.0))
+    assert isinstance(last, StealFrom) and last.request_id > then.request_id
+
+
 def test_a_starving_thief_gets_the_cold_end_through_the_owner_and_the_owner_gets_its_work_back() -> None:
     t = Thief(ME, slots=1)
     t.handle(grant(J1, (0, 0), (1, 0), (2, 0), (3, 0)))
