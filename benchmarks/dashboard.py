@@ -50,6 +50,7 @@ import wasmtime
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.node_process import listening_addr, wait_until_serving  # noqa: E402
 from meshnode.api.client import ApiClient  # noqa: E402
 from tests.cli.chromium import chromium_binary  # noqa: E402
 
@@ -94,18 +95,10 @@ class Node:
                                          stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
 
     def ready(self, timeout: float = 300.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, ValueError):
-                if json.loads((self.data_dir / "api.json").read_text()).get("pid") == self.proc.pid:
-                    return
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{self.data_dir.name} exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
-            time.sleep(0.05)
-        raise SystemExit(f"{self.data_dir.name} not ready after {timeout:g} s")
+        wait_until_serving(self.data_dir, self.proc, self.log_path, timeout)
 
     def dial_addr(self) -> str:
-        return [line.split()[-1] for line in self.log_path.read_text().splitlines() if "listening" in line][-1]
+        return listening_addr(self.log_path)
 
     def api(self) -> ApiClient:
         return ApiClient.for_data_dir(self.data_dir, timeout=60)

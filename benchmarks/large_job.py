@@ -20,7 +20,6 @@ Prints a Markdown report.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -36,6 +35,7 @@ import wasmtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.node_process import listening_addr, wait_until_serving  # noqa: E402
 from meshnode.api.client import ApiClient  # noqa: E402
 
 ECHO = wasmtime.wat2wasm(
@@ -51,7 +51,8 @@ class Node:
 
     def __init__(self, data_dir: Path, args: list[str]) -> None:
         self.data_dir = data_dir
-        self.log = open(data_dir.parent / f"{data_dir.name}.log", "ab")
+        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "meshnode", "--data-dir", str(data_dir), "--no-mdns", "--slots", "1",
              "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", *args],
@@ -71,22 +72,11 @@ class Node:
             time.sleep(0.1)
 
     def ready(self, timeout: float = 120) -> ApiClient:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                info = json.loads((self.data_dir / "api.json").read_text())
-                if info.get("pid") == self.proc.pid:
-                    return ApiClient.for_data_dir(self.data_dir, timeout=30)
-            except (OSError, ValueError):
-                pass
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{self.data_dir.name} exited with {self.proc.returncode}")
-            time.sleep(0.05)
-        raise SystemExit(f"{self.data_dir.name} not ready after {timeout} s")
+        wait_until_serving(self.data_dir, self.proc, self.log_path, timeout)
+        return ApiClient.for_data_dir(self.data_dir, timeout=30)
 
     def dial_addr(self) -> str:
-        text = (self.data_dir.parent / f"{self.data_dir.name}.log").read_text()
-        return [line.split()[-1] for line in text.splitlines() if "listening" in line][-1]
+        return listening_addr(self.log_path)
 
     def stop(self, sig: int = signal.SIGTERM) -> float:
         start = time.monotonic()
