@@ -457,7 +457,7 @@ class JobOwner:
             sub = self._open[ref.index]
             if e.thief not in sub.bound and _another_is_free(sub, ref.replica):
                 continue  # someone whose lease lapsed is bound to this one and may still report it: take the free one
-            # setdefault binds the thief to its first replica of this subtask; the others then fail the test
+            # _bind binds the thief to its first replica of this subtask; the others then fail the test
             if self._bind(sub, e.thief, ref.replica) == ref.replica:
                 picked.append(ref)
         room = self._room_for(e.thief)

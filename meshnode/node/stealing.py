@@ -55,7 +55,8 @@ from ..core.steal import PeerView
 from ..core.thief import (
     CHUNK_SECONDS, MAX_CHUNK, MAX_STEAL, REFUSAL_BACKOFF, Acknowledged, AskTransfer, ChunkDone, ChunkFailed,
     DropResults, Granted, HandOver, Instruction, LookForWork, OwnerLeft, PresenceHeard, PushResults, Ready, Refused,
-    RenewLeases, RestealAsked, Revoked, RunChunk, StealAnswered, StealFailed, StealFrom, TakeChunk, TellOwner, Thief, Tick, TransferAnswered, refs_of,
+    RenewLeases, RestealAsked, Revoked, RunChunk, StealAnswered, StealFailed, StealFrom, TakeChunk, TellOwner, Thief,
+    Tick, TransferAnswered, refs_of,
 )  # fmt: skip
 from ..errors import MeshError, PeerUnavailableError, RefusedWork, WireError
 from ..net.blob_protocol import fetch_from_any

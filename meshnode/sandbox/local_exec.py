@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Final
 
 import trio
 
 from ..core.manifest import TaskLimits
-from ..core.thief import CHUNK_SECONDS, MAX_CHUNK
 from ..core.outcome import TaskOutcome
+from ..core.thief import CHUNK_SECONDS, MAX_CHUNK
 from .python_runtime import PythonScript
 from .runtime import Sandbox, TaskModule
 
 __all__ = ["run_locally"]
-
 
 
 def next_chunk_size(size: int, elapsed: float) -> int:
