@@ -78,10 +78,10 @@ class StealReply:
 class PushedResult:
     claim: bytes = wire(_CLAIM_ENVELOPE)  # a ResultClaim signed by its executor
     output: bytes | None = wire(Optional(Bytes(0, MAX_OUTPUT_BYTES)))
-    zlib: bool = wire(Bool())  # the output is zlib-compressed (the claim hashes the plain bytes)
+    codec: int = wire(Int(0, 2))  # how the output is packed: 0 plain, 1 zlib, 2 zstd (the claim hashes the plain bytes)
 
 
-@message("result_push", version=1, max_size=MAX_OUTPUT_BYTES + (1 << 20))
+@message("result_push", version=2, max_size=MAX_OUTPUT_BYTES + (1 << 20))
 class ResultPush:
     results: tuple[PushedResult, ...] = wire(ListOf(Nested(PushedResult), MAX_BATCH))
 

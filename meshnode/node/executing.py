@@ -27,7 +27,7 @@ from ..config import TrustPolicy
 from ..core import wire
 from ..core.manifest import JobManifest, Subtask, verify_subtask
 from ..core.outcome import TaskError, TaskOutcome
-from ..core.output_codec import Packed, pack, unpack
+from ..core.output_codec import PLAIN, Packed, pack, unpack
 from ..core.peer_id import PeerId
 from ..core.result import ResultClaim
 from ..errors import JournalError, MeshError, RefusedWork, SandboxError, SandboxGone, WireError
@@ -335,15 +335,15 @@ class Executor:
             if hit is not None:
                 error = None if hit.status == "ok" else TaskError(hit.status, hit.message)
                 outcome = TaskOutcome(plain_hits[subtask.input_sha256], error, hit.fuel, 0.0)
-                packed = None if hit.output is None else Packed(hit.output, hit.packed)
+                packed = None if hit.output is None else Packed(hit.output, hit.codec)
             else:
                 outcome = outcomes[i]
                 packed = None if outcome.output is None else pack(outcome.output)
                 if cache and (outcome.error is None or outcome.error.code != "timeout"):  # a timeout says nothing lasting
                     status = "ok" if outcome.error is None else outcome.error.code
                     message = "" if outcome.error is None else outcome.error.message
-                    data, zlib = (None, False) if packed is None else (packed.data, packed.zlib)
-                    to_cache.append((*key, CachedResult(status, data, outcome.fuel_used, message, zlib)))
+                    data, codec = (None, PLAIN) if packed is None else (packed.data, packed.codec)
+                    to_cache.append((*key, CachedResult(status, data, outcome.fuel_used, message, codec)))
                     in_cache = True
             claim = ResultClaim.of(manifest.job_id, subtask.index, subtask.replica, self.identity.peer_id, outcome, engine)
             envelope = wire.sign(claim, self.identity.signing_key) if sign else b""
@@ -352,7 +352,7 @@ class Executor:
                 entries.append(OutboxEntry(manifest.job_id, subtask.index, subtask.replica, str(manifest.owner), envelope,
                                            None if packed is None else packed.data, attempts=0,
                                            next_try=time.time() + FIRST_RETRY, cached=key if in_cache else None,
-                                           packed=packed is not None and packed.zlib))  # fmt: skip
+                                           codec=PLAIN if packed is None else packed.codec))  # fmt: skip
             message = "" if outcome.error is None else outcome.error.message
             seconds = 0.0 if hit is not None else outcome.seconds
             results.append(SignedResult(claim, envelope, outcome.output, hit is not None, message, packed, seconds))
@@ -369,7 +369,7 @@ def _plain_outputs(cached: dict[bytes, CachedResult]) -> dict[bytes, bytes | Non
     plain = {}
     for digest, hit in cached.items():
         try:
-            plain[digest] = None if hit.output is None else unpack(hit.output, hit.packed)
+            plain[digest] = None if hit.output is None else unpack(hit.output, hit.codec)
         except WireError as exc:
             log.warning("a result cache entry is damaged (%s): running its subtask again", exc)
     return plain

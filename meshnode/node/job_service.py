@@ -227,7 +227,7 @@ def _checked(remote: PeerId, push: ResultPush) -> list[tuple[ResultClaim, Packed
         if claim.status == "ok" and (output is None or hashlib.sha256(output).digest() != claim.output_sha256):
             checked.append((claim, None, ("rejected", "the output does not match the claim's hash")))
             continue
-        packed = None if pushed.output is None else Packed(pushed.output, pushed.zlib)
+        packed = None if pushed.output is None else Packed(pushed.output, pushed.codec)
         checked.append((claim, packed, None))
     return checked
 

@@ -56,7 +56,7 @@ from ..core.job import (
 )  # fmt: skip
 from ..core.manifest import INLINE_INPUT_MAX, WASM_RUNTIME, JobManifest, JobOptions, Replication, Subtask, TaskLimits
 from ..core.merkle import MerkleTree, leaf_hash, tree_levels
-from ..core.output_codec import Packed
+from ..core.output_codec import PLAIN, Packed
 from ..core.owner import JobOwner, status_kind
 from ..core.peer_id import PeerId
 from ..core.presence import next_seq
@@ -820,10 +820,10 @@ class JobManager:
             if outcome.status == "ok":
                 assert outcome.output_sha256 is not None
                 packed = candidates.get(outcome.output_sha256)
-                data, zlib = (None, False) if packed is None else (packed.data, packed.zlib)
+                data, codec = (None, PLAIN) if packed is None else (packed.data, packed.codec)
                 # credit is journalled with its verdict: granted once, never lost (core/credit.py)
                 credit = tuple((str(g.executor), g.fuel) for g in grants(job.job_id, decided.index, outcome, self.identity.peer_id))
-                return VerifiedOutput(decided.index, "ok", data, {"executors": executors, **how}, packed=zlib,
+                return VerifiedOutput(decided.index, "ok", data, {"executors": executors, **how}, codec=codec,
                                       credit=credit, alone=alone, adaptive=adaptive)  # fmt: skip
             own = job.messages.pop(decided.index, "")
             # A task_error's message is the task's answer, which the quorum agreed on: shown even when we ran no replica.

@@ -396,7 +396,7 @@ class Workers:
                 due = await trio.to_thread.run_sync(store.outbox_due, now)
                 for e in due:
                     store.outbox_retry_later(e.job_id, e.index, e.replica, now + min(60.0, 2.0 * 2**e.attempts))
-                    by_owner.setdefault(e.owner, []).append(PushedResult(claim=e.claim, output=e.output, zlib=e.packed))
+                    by_owner.setdefault(e.owner, []).append(PushedResult(claim=e.claim, output=e.output, codec=e.codec))
             except MeshError as exc:  # the journal refuses: try again later
                 log.debug("outbox: %s", exc)
                 continue

@@ -16,9 +16,9 @@ keyed by (module hash, input hash, engine) that answers a repeated subtask
 without running it again. An output is written once: an outbox entry whose
 result is cached names the cache row instead of holding a copy.
 
-Outputs are kept packed (``core/output_codec.py``: zlib when it pays, with a
-``packed`` column saying so): each is written as the node that ran it packed it,
-and inflated when read. A 256 KiB mandelbrot tile is then 1 to 31 KiB on disk.
+Outputs are kept packed (``core/output_codec.py``: zstd when it pays, with a
+``packed`` column saying how): each is written as the node that ran it packed it,
+and unpacked when read. A 256 KiB mandelbrot tile is then 1 to 31 KiB on disk.
 
 Plus other node state, such as the per-peer reputation this node keeps.
 
@@ -53,7 +53,7 @@ from typing import Any, Final
 
 import cbor2
 
-from ..core.output_codec import unpack
+from ..core.output_codec import PLAIN, unpack
 from ..errors import JournalError, WireError
 
 __all__ = ["CachedResult", "InputRow", "JobRow", "OutboxEntry", "Store", "VerifiedOutput"]
@@ -95,7 +95,7 @@ CREATE TABLE IF NOT EXISTS outputs (
     status      TEXT NOT NULL,            -- ok | a failure code | disputed
     output      BLOB,                     -- the verified bytes (status ok), packed
     detail      BLOB,                     -- CBOR: executors, candidates, message
-    packed      INTEGER NOT NULL DEFAULT 0,  -- 1: output is zlib-compressed
+    packed      INTEGER NOT NULL DEFAULT 0,  -- how output is packed: 0 plain, 1 zlib, 2 zstd
     PRIMARY KEY (job_id, idx)
 );
 CREATE TABLE IF NOT EXISTS outbox (
@@ -110,7 +110,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     module      BLOB,
     input       BLOB,
     engine      TEXT,
-    packed      INTEGER NOT NULL DEFAULT 0,  -- 1: output is zlib-compressed
+    packed      INTEGER NOT NULL DEFAULT 0,  -- how output is packed: 0 plain, 1 zlib, 2 zstd
     PRIMARY KEY (job_id, idx, replica)
 );
 CREATE TABLE IF NOT EXISTS result_cache (
@@ -122,7 +122,7 @@ CREATE TABLE IF NOT EXISTS result_cache (
     fuel        INTEGER NOT NULL,
     message     TEXT NOT NULL,
     used        REAL NOT NULL,
-    packed      INTEGER NOT NULL DEFAULT 0,  -- 1: output is zlib-compressed
+    packed      INTEGER NOT NULL DEFAULT 0,  -- how output is packed: 0 plain, 1 zlib, 2 zstd
     PRIMARY KEY (module, input, engine)
 );
 CREATE TABLE IF NOT EXISTS credit_grants (   -- owner: credit granted for each verified run, with its verdict
@@ -179,9 +179,9 @@ class InputRow:
 class VerifiedOutput:
     index: int
     status: str
-    output: bytes | None  # plain bytes, unless ``packed`` (only ever set on the way in)
+    output: bytes | None  # plain bytes, unless ``codec`` says it is packed (only ever set on the way in)
     detail: dict[str, Any]
-    packed: bool = False
+    codec: int = PLAIN
     credit: tuple[tuple[str, int], ...] = ()  # (executor, fuel) granted for this verdict, journalled with it
     alone: str | None = None  # adaptive replication: the one executor whose word it was accepted on
     adaptive: bool = False  # a verdict of an adaptive job: it replaces any lone result of that subtask
@@ -198,7 +198,7 @@ class OutboxEntry:
     attempts: int
     next_try: float
     cached: tuple[bytes, bytes, str] | None = None  # (module, input hash, engine) of a result cache row with the output
-    packed: bool = False  # output is zlib-compressed (output_codec)
+    codec: int = PLAIN  # how output is packed (output_codec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +207,7 @@ class CachedResult:
     output: bytes | None
     fuel: int
     message: str
-    packed: bool = False  # output is zlib-compressed (output_codec)
+    codec: int = PLAIN  # how output is packed (output_codec)
 
 
 class Store:
@@ -376,7 +376,7 @@ class Store:
                            [(job_id, o.index) for o in outputs if o.detail.get("revised")])  # fmt: skip
             db.executemany(
                 "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?)",
-                [(job_id, o.index, o.status, o.output, cbor2.dumps(o.detail), o.packed) for o in outputs],
+                [(job_id, o.index, o.status, o.output, cbor2.dumps(o.detail), o.codec) for o in outputs],
             )
             db.executemany(
                 "INSERT OR IGNORE INTO credit_grants VALUES (?, ?, ?, ?, NULL)",
@@ -553,12 +553,12 @@ class Store:
         with self._tx() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO result_cache VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(m, i, e, r.status, r.output, r.fuel, r.message, now, r.packed) for m, i, e, r in cached],
+                [(m, i, e, r.status, r.output, r.fuel, r.message, now, r.codec) for m, i, e, r in cached],
             )
             db.executemany(
                 "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(e.job_id, e.index, e.replica, e.owner, e.claim, None if e.cached else e.output, e.attempts, e.next_try,
-                  *(e.cached or (None, None, None)), False if e.cached else e.packed) for e in outbox],
+                  *(e.cached or (None, None, None)), PLAIN if e.cached else e.codec) for e in outbox],
             )  # fmt: skip
 
     def outbox_due(self, now: float, limit: int = 256) -> list[OutboxEntry]:
@@ -568,7 +568,7 @@ class Store:
                 "CASE WHEN o.output IS NULL THEN COALESCE(c.packed, 0) ELSE o.packed END FROM outbox o LEFT JOIN result_cache c ON c.module = o.module AND c.input = o.input AND c.engine = o.engine "
                 "WHERE o.next_try <= ? ORDER BY o.next_try LIMIT ?", (now, limit),
             ).fetchall()  # fmt: skip
-        return [OutboxEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], packed=bool(r[8])) for r in rows]
+        return [OutboxEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], codec=r[8]) for r in rows]
 
     def outbox_retry_later(self, job_id: bytes, index: int, replica: int, next_try: float) -> None:
         with self._tx() as db:
@@ -596,7 +596,7 @@ class Store:
                     "WHERE module = ? AND input = ? AND engine = ?", (module, digest, engine),
                 ).fetchone()  # fmt: skip
                 if row is not None:
-                    found[digest] = CachedResult(row[0], row[1], row[2], row[3], bool(row[4]))
+                    found[digest] = CachedResult(row[0], row[1], row[2], row[3], row[4])
         return found
 
     def cache_trim(self, max_bytes: int = RESULT_CACHE_BYTES) -> int:
@@ -664,7 +664,7 @@ def _verified_output(r: tuple[Any, ...]) -> VerifiedOutput:
     output = r[2]
     if r[4] and output is not None:
         try:
-            output = unpack(output, True)
+            output = unpack(output, r[4])
         except WireError as exc:  # it was checked before it was written
             raise JournalError(f"a verified output in the journal is damaged: {exc}", "damaged") from None
     return VerifiedOutput(r[0], r[1], output, cbor2.loads(r[3]) if r[3] else {})

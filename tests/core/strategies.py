@@ -5,6 +5,7 @@ from __future__ import annotations
 import nacl.signing
 from hypothesis import strategies as st
 
+from meshnode.core.output_codec import CODECS
 from meshnode.core.job_messages import (
     JobGrant, LeaseRenew, PushedResult, ReplicaId, ResultAck, ResultAckItem, ResultPush, StealAsk, StealReply,
     Revocation, TransferAsk, TransferReply, WorkRefused,
@@ -124,7 +125,7 @@ job_messages = st.one_of(
         surplus=st.integers(0, 2**31),
         grants=st.lists(st.builds(JobGrant, manifest=small, subtasks=st.lists(small, max_size=3).map(tuple)), max_size=3).map(tuple),
     ),
-    st.builds(ResultPush, results=st.lists(st.builds(PushedResult, claim=small, output=st.none() | st.binary(max_size=64), zlib=st.booleans()), max_size=3).map(tuple)),
+    st.builds(ResultPush, results=st.lists(st.builds(PushedResult, claim=small, output=st.none() | st.binary(max_size=64), codec=st.sampled_from(CODECS)), max_size=3).map(tuple)),
     st.builds(ResultAck, acks=st.lists(st.builds(
         ResultAckItem, job_id=st.binary(min_size=16, max_size=16), index=st.integers(0, 2**31 - 1),
         replica=st.integers(0, 31), status=st.sampled_from(["accepted", "duplicate", "late", "rejected"]),

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from meshnode.core import wire
+from meshnode.core.output_codec import PLAIN
 from meshnode.core.job_messages import PushedResult, ResultPush
 from meshnode.core.manifest import JobManifest, Subtask
 from meshnode.core.outcome import MESSAGE_MAX
@@ -171,7 +172,7 @@ def test_a_claim_carries_the_longest_failure_message_in_any_script() -> None:
     claim = ResultClaim(b"j" * 16, 2**31 - 1, 31, me, "task_error", None, 1 << 30, 2**62, "\U0001f600" * 64, longest)
     envelope = wire.sign(claim, key)
     assert wire.open_self_signed(envelope, ResultClaim, "executor").message == longest
-    push = ResultPush(results=(PushedResult(claim=envelope, output=b"", zlib=False),))
+    push = ResultPush(results=(PushedResult(claim=envelope, output=b"", codec=PLAIN),))
     assert wire.decode(wire.encode(push), ResultPush) == push
     with pytest.raises(WireError, match="longer than 500"):
         wire.encode(ResultClaim(b"j" * 16, 0, 0, me, "task_error", None, 0, 0, "e", "x" * (MESSAGE_MAX + 1)))

@@ -20,6 +20,7 @@ import trio
 import meshnode.net.blob_protocol as blob_protocol
 import meshnode.node.job_service as job_service
 from meshnode.core import wire
+from meshnode.core.output_codec import PLAIN
 from meshnode.core.job_messages import PushedResult, ResultPush
 from meshnode.core.manifest import Subtask
 from meshnode.node.mesh_node import MeshNode, open_node
@@ -128,7 +129,7 @@ async def test_a_replayed_result_is_acknowledged_but_never_counted_twice(tmp_pat
             before = job.progress()
             replays = []
             for entry in thief.manager.store.outbox_due(time.time() + 60):
-                replays.append(PushedResult(claim=entry.claim, output=entry.output, zlib=False))
+                replays.append(PushedResult(claim=entry.claim, output=entry.output, codec=PLAIN))
             assert replays, "thief_round leaves its pushed results in its outbox"
             ack = await JobClient(thief.host).push(owner.host.peer_id, ResultPush(results=tuple(replays)))
             assert {a.status for a in ack.acks} <= {"duplicate", "late"}

@@ -15,6 +15,7 @@ import trio
 
 from meshnode.config import TrustPolicy
 from meshnode.core import wire
+from meshnode.core.output_codec import PLAIN
 from meshnode.core.job_messages import PushedResult, ResultPush
 from meshnode.core.manifest import JobManifest, Replication, TaskLimits
 from meshnode.core.manifest import JobOptions
@@ -81,7 +82,7 @@ async def thief_round(thief: Side, owner: Side, request_id: int, corrupt: bool =
 
                 claim = dataclasses.replace(result.claim, output_sha256=hashlib.sha256(output).digest())
                 envelope = wire.sign(claim, thief.manager.identity.signing_key)
-            pushed.append(PushedResult(claim=envelope, output=output, zlib=False))
+            pushed.append(PushedResult(claim=envelope, output=output, codec=PLAIN))
             ran += 1
         ack = await JobClient(thief.host).push(owner.host.peer_id, ResultPush(results=tuple(pushed)))
         assert [a.status for a in ack.acks] == ["accepted"] * len(pushed), ack
@@ -130,8 +131,8 @@ async def test_a_claim_pushed_for_someone_else_or_with_a_wrong_output_is_rejecte
             other = load_or_create_identity(tmp_path / "other")
             claim = ResultClaim(job.job_id, 0, 0, other.peer_id, "ok", b"h" * 32, 1, 5, ENGINE_ID, "")
             ack = await JobClient(thief.host).push(owner.host.peer_id, ResultPush(results=(
-                PushedResult(claim=wire.sign(claim, other.signing_key), output=b"x", zlib=False),
-                PushedResult(claim=wire.sign(dataclasses.replace(claim, executor=thief.host.peer_id), thief.manager.identity.signing_key), output=b"x", zlib=False),
+                PushedResult(claim=wire.sign(claim, other.signing_key), output=b"x", codec=PLAIN),
+                PushedResult(claim=wire.sign(dataclasses.replace(claim, executor=thief.host.peer_id), thief.manager.identity.signing_key), output=b"x", codec=PLAIN),
             )))  # fmt: skip
             assert [(a.status, a.reason) for a in ack.acks] == [
                 ("rejected", f"pushed by {thief.host.peer_id} but signed for {other.peer_id}"),

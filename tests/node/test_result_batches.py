@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from meshnode.core.output_codec import PLAIN
 from meshnode.core.job_messages import PushedResult
 from meshnode.node.stealing import MAX_STEAL, PUSH_BYTES, _by_size
 
 
 def pushed(size: int) -> PushedResult:
-    return PushedResult(claim=b"c", output=bytes(size), zlib=False)
+    return PushedResult(claim=b"c", output=bytes(size), codec=PLAIN)
 
 
 def test_outputs_are_split_at_the_byte_budget_and_the_batch_limit_in_order() -> None:

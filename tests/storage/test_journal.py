@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from meshnode.core.merkle import MerkleTree, leaf_hash, tree_levels
-from meshnode.core.output_codec import pack
+from meshnode.core.output_codec import PLAIN, ZLIB, ZSTD, pack
 from meshnode.errors import JournalError
 from meshnode.storage.journal import PAGE_SIZE, CachedResult, InputRow, OutboxEntry, Store, VerifiedOutput
 from tests.modes import mode_of
@@ -222,27 +223,35 @@ def test_a_new_journal_has_large_pages_and_an_old_one_keeps_its_own(tmp_path: Pa
 def test_outputs_are_kept_packed_and_read_back_plain(tmp_path: Path) -> None:
     tile = bytes(range(256)) * 1024  # compresses a hundredfold
     packed = pack(tile)
-    assert packed.zlib
+    assert packed.codec == ZSTD
     with Store.open(tmp_path / "node.db") as store:
         store.begin_job(b"J" * 16)
-        store.record_outputs(b"J" * 16, [VerifiedOutput(0, "ok", packed.data, {}, packed=True),
+        store.record_outputs(b"J" * 16, [VerifiedOutput(0, "ok", packed.data, {}, codec=ZSTD),
                                          VerifiedOutput(1, "ok", b"plain", {})])  # fmt: skip
-        store.record_runs([(b"m", b"i", "e", CachedResult("ok", packed.data, 7, "", packed=True))],
+        store.record_runs([(b"m", b"i", "e", CachedResult("ok", packed.data, 7, "", codec=ZSTD))],
                           [OutboxEntry(b"J" * 16, 0, 0, "o", b"c", None, 0, next_try=1.0, cached=(b"m", b"i", "e"))])  # fmt: skip
     with Store.open(tmp_path / "node.db") as store:
         assert [o.output for o in store.outputs(b"J" * 16)] == [tile, b"plain"]
         assert store.output(b"J" * 16, 0) == VerifiedOutput(0, "ok", tile, {})
-        with store._read() as db:  # on disk, the tile takes what zlib made of it
+        with store._read() as db:  # on disk, the tile takes what zstd made of it
             assert db.execute("SELECT length(output) FROM outputs WHERE idx = 0").fetchone()[0] == len(packed.data)
         (due,) = store.outbox_due(now=1.0)  # pushed as it is kept: no second compression
-        assert (due.output, due.packed) == (packed.data, True)
-        assert store.cache_get_many(b"m", [b"i"], "e")[b"i"] == CachedResult("ok", packed.data, 7, "", packed=True)
+        assert (due.output, due.codec) == (packed.data, ZSTD)
+        assert store.cache_get_many(b"m", [b"i"], "e")[b"i"] == CachedResult("ok", packed.data, 7, "", codec=ZSTD)
+
+
+def test_outputs_an_earlier_version_packed_with_zlib_are_read_back_plain(tmp_path: Path) -> None:
+    tile = bytes(range(256)) * 1024
+    with Store.open(tmp_path / "node.db") as store:
+        store.begin_job(b"J" * 16)
+        store.record_outputs(b"J" * 16, [VerifiedOutput(0, "ok", zlib.compress(tile, 1), {}, codec=ZLIB)])
+        assert store.output(b"J" * 16, 0) == VerifiedOutput(0, "ok", tile, {})
 
 
 def test_a_damaged_packed_output_is_a_journal_error(tmp_path: Path) -> None:
     with Store.open(tmp_path / "node.db") as store:
         store.begin_job(b"J" * 16)
-        store.record_outputs(b"J" * 16, [VerifiedOutput(0, "ok", b"not zlib", {}, packed=True)])
+        store.record_outputs(b"J" * 16, [VerifiedOutput(0, "ok", b"not zstd", {}, codec=ZSTD)])
         with pytest.raises(JournalError, match="damaged") as caught:
             store.outputs(b"J" * 16)
         assert caught.value.kind == "damaged"
@@ -259,7 +268,7 @@ def test_a_schema_3_journal_is_migrated_and_its_outputs_read_as_plain(tmp_path: 
     with Store.open(tmp_path / "node.db") as store:
         assert [o.output for o in store.outputs(b"J" * 16)] == [b"old output"]
         store.record_runs([(b"m", b"i", "e", CachedResult("ok", b"x", 1, ""))], [])  # the new columns are there
-        assert store.cache_get_many(b"m", [b"i"], "e")[b"i"].packed is False
+        assert store.cache_get_many(b"m", [b"i"], "e")[b"i"].codec == PLAIN
 
 
 def test_a_read_does_not_wait_for_a_write_under_way(tmp_path: Path) -> None:
