@@ -66,6 +66,7 @@ from ..errors import SandboxError, WireError
 from ..storage.private_files import private_dir
 from .processes import Batch, SandboxProcesses
 from .python_runtime import PythonRuntime, PythonScript, ScriptCheck, python_engine
+from .wasm_calls import call_i32, call_i32_i32, export
 
 __all__ = ["ENGINE_ID", "FAILED_FLAG", "EpochClock", "Sandbox", "TaskModule"]
 
@@ -83,7 +84,6 @@ MEMORY_CACHE_SIZE: Final = 64
 SHORT_RUN_SECONDS: Final = 0.002
 
 _MASK32: Final = 0xFFFF_FFFF
-_MASK64: Final = 0xFFFF_FFFF_FFFF_FFFF
 # Set in the low word run returns: the out_len & ~FAILED_FLAG bytes at out_ptr are a failure message.
 FAILED_FLAG: Final = 0x8000_0000
 
@@ -590,13 +590,13 @@ class Sandbox:
         try:
             with self._deadline(store, limits.timeout_ms):
                 # _check_module proved these are a memory and two functions of the right types
-                exports: Any = wasmtime.Instance(store, module.module, []).exports(store)
-                memory = exports["memory"]
-                ptr = exports["alloc"](store, len(data)) & _MASK32
+                instance = wasmtime.Instance(store, module.module, [])
+                memory = export(store, instance, "memory")
+                ptr = call_i32(store, export(store, instance, "alloc"), len(data))
                 if (ptr == 0 and data) or ptr + len(data) > memory.data_len(store):
                     return None, self._alloc_failure(store, memory, limits, ptr), self._fuel_used(store, limits)
                 memory.write(store, data, ptr)
-                packed = exports[entry](store, ptr, len(data)) & _MASK64
+                packed = call_i32_i32(store, export(store, instance, entry), ptr, len(data))
         except wasmtime.Trap as trap:
             return None, self._trap_error(trap, store, memory, limits), self._fuel_used(store, limits)
         except wasmtime.WasmtimeError as exc:
