@@ -30,8 +30,8 @@ revocation).
 *Revocations.* The owner revokes a replica when its subtask is decided, the job
 is cancelled, or the lease was lost. A revoked replica is never started after
 the revocation is heard, and its result is never pushed; one already running
-stops mattering at the end of its chunk (a chunk is about 20 ms of work; the
-sandbox's own time limit bounds the rest).
+stops mattering at the end of its chunk (a chunk is about ``CHUNK_SECONDS`` of
+work, and stops after ``CHUNK_BUDGET``; what it did not reach is handed back).
 
 *Stock.* The node keeps about ``STOCK_SECONDS`` of stolen work per slot (at
 least ``BATCH_FACTOR``), measured by the time its chunks take, and asks for more
@@ -66,7 +66,7 @@ from .presence import next_seq
 from .steal import BATCH_FACTOR, PeerView, grant_limit, plan_steal
 
 __all__ = [
-    "CHUNK_SECONDS", "MAX_CHUNK", "MAX_STEAL", "REFUSAL_BACKOFF", "STOCK_SECONDS", "AskTransfer",
+    "CHUNK_BUDGET", "CHUNK_SECONDS", "MAX_CHUNK", "MAX_STEAL", "REFUSAL_BACKOFF", "STOCK_SECONDS", "AskTransfer",
     "Acknowledged", "ChunkDone", "Ready", "ChunkFailed", "DropResults", "Event", "Granted", "HandOver", "Instruction",
     "LookForWork", "OwnerLeft", "PresenceHeard", "PushResults", "Refused", "RenewLeases", "RestealAsked",
     "Revoked", "RunChunk", "StealAnswered", "StealFailed", "StealFrom", "TakeChunk", "TellOwner", "Thief",
@@ -76,10 +76,15 @@ __all__ = [
 STOCK_SECONDS: Final = 0.1  # stolen work kept per slot, in measured run time
 # Work per chunk (a slot's trip into a worker thread and its sandbox process, one journal commit, a
 # share of a push): short enough to keep the slots balanced at the end of a job, long enough to amortize
-# what each chunk costs both nodes. Measured on a 2-node mandelbrot job of 256 tiles (9 ms each): 0.02 s
-# chunks took 1.89-2.19 s and 0.95-1.33 s of the nodes' CPU, 0.05 s chunks 1.68-1.84 s and 0.67-0.78 s
-# (0.1 s: no better). Also the size of a local ``exec`` chunk.
-CHUNK_SECONDS: Final = 0.05
+# what each chunk costs both nodes (about 2-3 ms of their CPU). Also the size of a local ``exec`` chunk.
+CHUNK_SECONDS: Final = 0.1
+# A chunk's runs stop once they took this long, and the subtasks not reached go back (``ChunkDone.unrun``,
+# and ``ReleaseReplicas`` for an owner's own chunk): subtasks of one job can differ in cost a hundredfold,
+# and a chunk sized from cheap ones that meets dear ones would run on alone at the job's end. On a 2-node
+# mandelbrot job of 256 tiles (chunks of 50 ms then, no budget), one chunk of 38 tiles took 1.49 s of a
+# 1.9 s job, and 2 jobs in 20 ended with one node alone for their last 1.2 s (2.46 s against 2.0 s). With
+# 0.1 s chunks and this budget: no such tail in 20 jobs, median 2.06 s against 2.01 s without.
+CHUNK_BUDGET: Final = 2 * CHUNK_SECONDS
 MAX_CHUNK: Final = 256
 MAX_STEAL: Final = 256  # replicas per steal request (the protocol's batch limit)
 REFUSAL_BACKOFF: Final = 60.0  # seconds a victim is left alone after a refusal either way
@@ -142,12 +147,15 @@ class TakeChunk:
 
 @dataclass(frozen=True, slots=True)
 class ChunkDone:
-    """A chunk ran (its signed results are in the outbox); it took ``seconds``."""
+    """A chunk ran (its signed results are in the outbox); it took ``seconds``. ``unrun``: its subtasks the
+    chunk's time budget (``CHUNK_BUDGET``) did not reach, which are handed back to their owner: dearer than
+    this node's pace said, they are better shared out again, by the owner, among every idle slot."""
 
     job_id: bytes
     replicas: tuple[ReplicaRef, ...]
     seconds: float
     now: float
+    unrun: tuple[Subtask, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,6 +542,15 @@ class Thief:
         job = self._jobs.get(e.job_id)
         if job is None:  # its owner left: nobody would take the results
             return [DropResults(e.job_id, e.replicas)]
+        back = []
+        for s in e.unrun:  # never started: handed back (revoked ones are just forgotten)
+            ref = _ref(s)
+            if s.job_id == e.job_id and ref in job.running:
+                job.running.discard(ref)
+                if ref in job.revoked:
+                    job.revoked.discard(ref)
+                else:
+                    back.append(ref)
         push, drop = [], []
         for ref in e.replicas:
             if ref not in job.running:
@@ -550,6 +567,8 @@ class Thief:
             out.append(PushResults(job.owner, e.job_id, tuple(push)))
         if drop:
             out.append(DropResults(e.job_id, tuple(drop)))
+        if back:
+            out.append(TellOwner(job.owner, e.job_id, tuple(back), ""))
         self._drop_if_empty(e.job_id)
         return out
 

@@ -210,7 +210,7 @@ class Executor:
 
     async def run_batch(
         self, manifest: JobManifest, subtasks: Sequence[Subtask], *, outbox: bool = True, sign: bool = True,
-        cache: bool = True, keep: bool = True,
+        cache: bool = True, keep: bool = True, budget: float | None = None,
     ) -> list[SignedResult]:
         """Run checked subtasks of one job (or answer them from the cache), sign the claims, keep them in the outbox.
 
@@ -227,6 +227,11 @@ class Executor:
         which the caller awaits before it pushes the results: its slot can run the
         next batch meanwhile.
 
+        With a ``budget`` (seconds), the sandbox stops after the run that reaches it:
+        the results are then those of the first subtasks only (at least one), and
+        the caller hands the others back. A chunk sized from cheap subtasks that
+        meets dear ones so ends on time, instead of running on alone at a job's end.
+
         Raises:
             RefusedWork: the module or an input vanished from the blob store, or the sandbox process died twice.
         """
@@ -236,7 +241,7 @@ class Executor:
             async with self.sandbox.limiter:  # the runs start when a sandbox slot is free, not before
                 activity.chunks += 1
                 activity.last_started, activity.last_started_monotonic = time.time(), time.monotonic()
-                results, records = await self._run_in_thread(manifest, subtasks, outbox, sign, cache, keep)
+                results, records = await self._run_in_thread(manifest, subtasks, outbox, sign, cache, keep, budget)
         finally:
             activity.running -= len(subtasks)
             activity.last_ended = time.time()
@@ -250,14 +255,15 @@ class Executor:
         return results
 
     async def _run_in_thread(
-        self, manifest: JobManifest, subtasks: Sequence[Subtask], outbox: bool, sign: bool, cache: bool, keep: bool
+        self, manifest: JobManifest, subtasks: Sequence[Subtask], outbox: bool, sign: bool, cache: bool, keep: bool,
+        budget: float | None,
     ) -> tuple[list[SignedResult], _Records | None]:
         """``_run_batch_sync`` in a worker thread. A sandbox process that dies (the OOM killer, a crash in
         wasmtime) is no result: the batch runs once more, in a new one; a second death refuses it."""
         for attempt in range(2):
             try:
                 return await trio.to_thread.run_sync(
-                    self._run_batch_sync, manifest, subtasks, outbox, sign, cache, keep, limiter=self._unlimited
+                    self._run_batch_sync, manifest, subtasks, outbox, sign, cache, keep, budget, limiter=self._unlimited
                 )
             except SandboxGone as exc:
                 if attempt:
@@ -294,7 +300,8 @@ class Executor:
                 log.debug("result cache not trimmed: %s", exc)
 
     def _run_batch_sync(
-        self, manifest: JobManifest, subtasks: Sequence[Subtask], outbox: bool, sign: bool, cache: bool, keep: bool
+        self, manifest: JobManifest, subtasks: Sequence[Subtask], outbox: bool, sign: bool, cache: bool, keep: bool,
+        budget: float | None = None,
     ) -> tuple[list[SignedResult], _Records | None]:
         wasm = self.blobs.get(manifest.module_sha256)
         found = [s.input if s.input is not None else self.blobs.get(s.input_sha256) for s in subtasks]
@@ -319,12 +326,12 @@ class Executor:
                     if manifest.runtime == WASM_RUNTIME else self.sandbox.load_python(wasm, module_sha)
                 )  # fmt: skip
                 ran = self.sandbox.run_many_sync(
-                    module, [inputs[i] for i in to_run], manifest.limits, manifest.entry, manifest.nan_canonical
+                    module, [inputs[i] for i in to_run], manifest.limits, manifest.entry, manifest.nan_canonical, budget
                 )
             except SandboxError as exc:  # a module that cannot run (here, or in the sandbox process) is a result
                 outcomes = {i: TaskOutcome(None, exc.error, 0, 0.0) for i in to_run}
             else:
-                outcomes = dict(zip(to_run, ran, strict=True))
+                outcomes = dict(zip(to_run, ran))  # with a budget, the last ones may not have run
         to_cache: list[tuple[bytes, bytes, str, CachedResult]] = []
         results, entries = [], []
         for i, subtask in enumerate(subtasks):
@@ -336,6 +343,8 @@ class Executor:
                 error = None if hit.status == "ok" else TaskError(hit.status, hit.message)
                 outcome = TaskOutcome(plain_hits[subtask.input_sha256], error, hit.fuel, 0.0)
                 packed = None if hit.output is None else Packed(hit.output, hit.codec)
+            elif i not in outcomes:
+                continue  # the budget ran out before it: the caller hands it back
             else:
                 outcome = outcomes[i]
                 packed = None if outcome.output is None else pack(outcome.output)

@@ -115,9 +115,11 @@ class MeshJobService:
     async def push(self, remote: PeerId, push: ResultPush) -> ResultAck:
         acks: list[ResultAckItem] = []
         by_job: dict[bytes, list[tuple[ResultClaim, Packed | None]]] = {}
-        # inflating and hashing megabytes of outputs is no work for the event loop; a few KiB are
+        # unpacking and hashing megabytes of outputs, or checking dozens of signatures (about 50-100 µs
+        # each, with the GIL released), is no work for the event loop; one claim and a few KiB are
         # less work than the trip to a thread
-        large = sum(len(p.output or b"") for p in push.results) > INLINE_CHECK_BYTES
+        large = (len(push.results) > INLINE_CHECK_CLAIMS
+                 or sum(len(p.output or b"") for p in push.results) > INLINE_CHECK_BYTES)  # fmt: skip
         checked = await trio.to_thread.run_sync(_checked, remote, push) if large else _checked(remote, push)
         for claim, output, problem in checked:
             problem = problem or self._problem(claim)
@@ -204,6 +206,7 @@ def _refs(ids: tuple[ReplicaId, ...]) -> tuple[ReplicaRef, ...]:
 
 
 INLINE_CHECK_BYTES: Final = 64 << 10  # pushed output bytes checked on the event loop itself
+INLINE_CHECK_CLAIMS: Final = 2  # pushed claims (signatures) checked on the event loop itself
 
 
 def _checked(remote: PeerId, push: ResultPush) -> list[tuple[ResultClaim, Packed | None, tuple[str, str] | None]]:

@@ -58,6 +58,7 @@ from ..core.manifest import INLINE_INPUT_MAX, WASM_RUNTIME, JobManifest, JobOpti
 from ..core.merkle import MerkleTree, leaf_hash, tree_levels
 from ..core.output_codec import PLAIN, Packed
 from ..core.owner import JobOwner, status_kind
+from ..core.thief import CHUNK_BUDGET
 from ..core.peer_id import PeerId
 from ..core.presence import next_seq
 from ..core.python_rows import batch_rows, check_row, is_script, row_records
@@ -468,7 +469,8 @@ class JobManager:
         await self.feed_own(job, await self.run_own(job, grant))
 
     async def run_own(self, job: RunningJob, grant: Grant) -> list[SignedResult]:
-        """Run the granted replicas here, as one batch; ``feed_own`` hands the results to the job.
+        """Run the granted replicas here, as one batch; ``feed_own`` hands the results to the job. Those the
+        batch's time budget (``CHUNK_BUDGET``) did not reach go back to the job.
 
         Our own leases are renewed while the batch runs, as any thief renews its own.
 
@@ -490,13 +492,19 @@ class JobManager:
                 if any(s.input is None for s in subtasks):
                     raise JournalError(f"a large input of job {job.job_id.hex()} is missing from the blob store", "damaged")
                 # our own subtasks need no checking, and our own claims no signature: nobody else sees them
-                results = await self.executor.run_batch(job.manifest, subtasks, outbox=False, sign=False, cache=False)
+                results = await self.executor.run_batch(
+                    job.manifest, subtasks, outbox=False, sign=False, cache=False, budget=CHUNK_BUDGET
+                )
             except MeshError as exc:  # caught here: a nursery would wrap it in an exception group
                 problem = exc
             nursery.cancel_scope.cancel()
         if problem is not None:
             await self.drive(job, ReleaseReplicas(self.identity.peer_id, refs, time.monotonic()))
             raise problem
+        done = {(r.claim.index, r.claim.replica) for r in results}
+        unrun = tuple(r for r in refs if (r.index, r.replica) not in done)
+        if unrun:  # the chunk's time budget ran out before them: back to the job, for any slot
+            await self.drive(job, ReleaseReplicas(self.identity.peer_id, unrun, time.monotonic()))
         return results
 
     async def feed_own(self, job: RunningJob, results: Sequence[SignedResult]) -> None:

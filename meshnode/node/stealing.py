@@ -53,7 +53,7 @@ from ..core.output_codec import pushed_result
 from ..core.peer_id import PeerId
 from ..core.steal import PeerView
 from ..core.thief import (
-    CHUNK_SECONDS, MAX_CHUNK, MAX_STEAL, REFUSAL_BACKOFF, Acknowledged, AskTransfer, ChunkDone, ChunkFailed,
+    CHUNK_BUDGET, CHUNK_SECONDS, MAX_CHUNK, MAX_STEAL, REFUSAL_BACKOFF, Acknowledged, AskTransfer, ChunkDone, ChunkFailed,
     DropResults, Granted, HandOver, Instruction, LookForWork, OwnerLeft, PresenceHeard, PushResults, Ready, Refused,
     RenewLeases, RestealAsked, Revoked, RunChunk, StealAnswered, StealFailed, StealFrom, TakeChunk, TellOwner, Thief,
     Tick, TransferAnswered, refs_of,
@@ -341,25 +341,30 @@ class Workers:
             self._carry(self.thief.handle(Refused(owner, run.job_id, bad, batch.refused[0][1], time.monotonic())))
         if not batch.subtasks:
             return
-        ran = refs_of(batch.subtasks)
         try:
-            results = await self.executor.run_batch(batch.manifest, batch.subtasks, keep=False)
+            results = await self.executor.run_batch(batch.manifest, batch.subtasks, keep=False, budget=CHUNK_BUDGET)
         except RefusedWork as exc:  # a blob vanished from our store, or the sandbox process died
-            self._carry(self.thief.handle(Refused(owner, run.job_id, ran, exc.reason, time.monotonic())))
+            self._carry(self.thief.handle(Refused(owner, run.job_id, refs_of(batch.subtasks), exc.reason, time.monotonic())))
             return
         for r in results:
             self._results[(run.job_id, ReplicaRef(r.claim.index, r.claim.replica))] = r
+        done = {(r.claim.index, r.claim.replica) for r in results}
+        ran = tuple(ReplicaRef(s.index, s.replica) for s in batch.subtasks if (s.index, s.replica) in done)
+        unrun = tuple(s for s in batch.subtasks if (s.index, s.replica) not in done)
         seconds = time.perf_counter() - started
         await kept.wait()
         kept.reset()
-        self._spawn(self._keep_then_push, run.job_id, ran, seconds, kept)
+        self._spawn(self._keep_then_push, run.job_id, ran, unrun, seconds, kept)
 
-    async def _keep_then_push(self, job_id: bytes, ran: tuple[ReplicaRef, ...], seconds: float, kept: _Done) -> None:
+    async def _keep_then_push(
+        self, job_id: bytes, ran: tuple[ReplicaRef, ...], unrun: tuple[Subtask, ...], seconds: float, kept: _Done
+    ) -> None:  # fmt: skip
         try:
             await self.executor.keep_pending()
         finally:
             kept.set()
-        self._carry(self.thief.handle(ChunkDone(job_id, ran, seconds, time.monotonic())))  # it says: push them
+        # it says: push them; and hand the unrun ones back
+        self._carry(self.thief.handle(ChunkDone(job_id, ran, seconds, time.monotonic(), unrun)))
 
     # --- results --------------------------------------------------------------------------------
 

@@ -62,7 +62,7 @@ def run(sandbox: Sandbox, wasm: OrderedDict[bytes, bytes], batch: Batch) -> tupl
             return (NEED,)
         wasm.move_to_end(batch.sha256)
         module = sandbox.load(data, nan_canonical=batch.nan_canonical, sha256=batch.sha256)
-    outcomes = sandbox.run_many_sync(module, batch.inputs, batch.limits, batch.entry, batch.nan_canonical)
+    outcomes = sandbox.run_many_sync(module, batch.inputs, batch.limits, batch.entry, batch.nan_canonical, batch.budget)
     return (RAN, [piped(o) for o in outcomes], sandbox.seconds_per_run(batch.sha256))
 
 

@@ -81,6 +81,7 @@ class Batch:
     entry: str
     limits: TaskLimits
     inputs: Sequence[bytes]
+    budget: float | None = None  # seconds: the child stops after the run that reaches it (Sandbox.run_many_sync)
 
 
 class _Child:

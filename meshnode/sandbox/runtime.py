@@ -501,15 +501,19 @@ class Sandbox:
         limits: TaskLimits,
         entry: str = "run",
         nan_canonical: bool = False,
+        budget: float | None = None,
     ) -> list[TaskOutcome]:
         """``run_many`` in the calling thread (which should hold a ``limiter`` token), or in a sandbox process.
+
+        With a ``budget`` (seconds), the runs stop once they took that long together: the outcomes are
+        then those of the first inputs only (at least one), and the caller hands the rest back.
 
         Raises:
             SandboxError: in a sandbox process, the module cannot be loaded there.
             SandboxGone: the sandbox process died while it ran the batch.
         """
         if self.processes is not None:
-            return self._run_in_process(wasm, inputs, limits, entry, nan_canonical)
+            return self._run_in_process(wasm, inputs, limits, entry, nan_canonical, budget)
         key = wasm.sha256 if isinstance(wasm, TaskModule | PythonScript) else None
         # Subtasks this short spend most of their time in Python (wasmtime-py's
         # ctypes calls), and two threads fighting over the GIL run them about 2x
@@ -517,22 +521,30 @@ class Sandbox:
         short = key is not None and self._seconds_per_run.get(key, 1.0) < SHORT_RUN_SECONDS
         with self._python_lane if short else contextlib.nullcontext(), self._ticking():
             t0 = time.perf_counter()
-            outcomes = [self.run_sync(wasm, data, limits, entry, nan_canonical) for data in inputs]
-        if key is not None and inputs:
-            self._seconds_per_run[key] = (time.perf_counter() - t0) / len(inputs)
+            outcomes = []
+            for data in inputs:
+                outcomes.append(self.run_sync(wasm, data, limits, entry, nan_canonical))
+                if budget is not None and time.perf_counter() - t0 >= budget:
+                    break
+        if key is not None and outcomes:
+            # smoothed over batches: one batch of a job's cheapest or dearest subtasks must not swing the next
+            # chunk's size tenfold
+            latest = (time.perf_counter() - t0) / len(outcomes)
+            last = self._seconds_per_run.get(key, latest)
+            self._seconds_per_run[key] = 0.5 * last + 0.5 * latest
         return outcomes
 
     def _run_in_process(
         self, wasm: bytes | TaskModule | PythonScript, inputs: Sequence[bytes], limits: TaskLimits, entry: str,
-        nan_canonical: bool,
+        nan_canonical: bool, budget: float | None,
     ) -> list[TaskOutcome]:  # fmt: skip
         assert self.processes is not None
         if isinstance(wasm, PythonScript):
-            batch = Batch(wasm.sha256, None, wasm, nan_canonical, entry, limits, inputs)
+            batch = Batch(wasm.sha256, None, wasm, nan_canonical, entry, limits, inputs, budget)
         else:
             data = wasm.wasm if isinstance(wasm, TaskModule) else wasm
             digest = wasm.sha256 if isinstance(wasm, TaskModule) else hashlib.sha256(data).digest()
-            batch = Batch(digest, data, None, nan_canonical, entry, limits, inputs)
+            batch = Batch(digest, data, None, nan_canonical, entry, limits, inputs, budget)
         outcomes, seconds = self.processes.run(batch)
         if seconds is not None:
             self._seconds_per_run[batch.sha256] = seconds

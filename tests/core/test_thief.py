@@ -91,6 +91,21 @@ def test_a_revoked_replica_is_never_started_and_a_running_one_is_never_pushed() 
     assert t.handle(Revoked(O1, J1, (R(0, 0),), "the job was cancelled")) == [DropResults(J1, (R(0, 0),))]
 
 
+def test_what_a_chunks_time_budget_did_not_reach_is_handed_back_to_its_owner() -> None:
+    t = Thief(ME, slots=1)
+    t.handle(grant(J1, *[(i, 0) for i in range(8)]))
+    t.handle(ChunkDone(J1, (R(0, 0),), 0.0001, 0.1, chunk_of(t.handle(TakeChunk(0.0))).subtasks[1:]))
+    run = chunk_of(t.handle(TakeChunk(0.1)))
+    assert [s.index for s in run.subtasks] == [1, 2, 3]
+    assert t.handle(Revoked(O1, J1, (R(2, 0),), "the subtask is decided")) == []
+    # the budget ran out after subtask 1: 2 was revoked meanwhile (forgotten), 3 goes back to the owner
+    assert t.handle(ChunkDone(J1, (R(1, 0),), 0.2, 0.3, run.subtasks[1:])) == [
+        PushResults(O1, J1, (R(1, 0),)), TellOwner(O1, J1, (R(3, 0),), "")
+    ]
+    assert t.held() == {J1: [R(i, 0) for i in (0, 1, 4, 5, 6, 7)]}
+    assert [s.index for s in chunk_of(t.handle(TakeChunk(0.3))).subtasks][0] == 4
+
+
 def test_a_revocation_from_anyone_but_the_owner_is_ignored() -> None:
     t = Thief(ME, slots=1)
     t.handle(grant(J1, (0, 0)))
@@ -212,6 +227,7 @@ class ThiefMachine(RuleBasedStateMachine):
         self.revoked: set[tuple[bytes, ReplicaRef]] = set()  # revocations heard
         self.running: dict[tuple[bytes, ReplicaRef], int] = {}
         self.chunks: dict[int, tuple[bytes, tuple[ReplicaRef, ...]]] = {}
+        self.chunk_subtasks: dict[int, tuple[Subtask, ...]] = {}
         self.next_chunk = 0
         self.pushed: set[tuple[bytes, ReplicaRef]] = set()  # pushed, not yet acknowledged
         self.transfers: dict[bytes, AskTransfer] = {}
@@ -232,6 +248,7 @@ class ThiefMachine(RuleBasedStateMachine):
                         assert (i.job_id, ref) not in self.revoked, "started a revoked replica"
                         self.running[(i.job_id, ref)] = self.next_chunk
                     self.chunks[self.next_chunk] = (i.job_id, refs)
+                    self.chunk_subtasks[self.next_chunk] = i.subtasks
                     self.next_chunk += 1
                 case PushResults():
                     assert i.owner == OWNERS[i.job_id]
@@ -301,6 +318,7 @@ class ThiefMachine(RuleBasedStateMachine):
         if self.chunks:
             number = data.draw(st.sampled_from(sorted(self.chunks)))
             job, refs = self.chunks.pop(number)
+            subtasks = self.chunk_subtasks.pop(number)
             live = [r for r in refs if (job, r) not in self.ended]
             for ref in refs:
                 self.running.pop((job, ref), None)
@@ -309,8 +327,12 @@ class ThiefMachine(RuleBasedStateMachine):
                 for ref in live:
                     if (job, ref) not in self.ended:
                         self.end(job, ref, "failed")
-            else:
-                self.apply(ChunkDone(job, refs, 0.001 * len(refs), self.now))
+            else:  # the chunk's time budget may have run out before its last subtasks
+                cut = data.draw(st.integers(0, len(refs)))
+                self.apply(ChunkDone(job, refs[:cut], 0.001 * max(1, cut), self.now, subtasks[cut:]))
+                for ref in refs[cut:]:  # never started; revoked meanwhile: forgotten (the others were told)
+                    if (job, ref) in self.revoked and (job, ref) in self.accepted and (job, ref) not in self.ended:
+                        self.end(job, ref, "revoked, never run")
 
     @rule(data=st.data())
     def acknowledged(self, data: st.DataObject) -> None:
@@ -377,12 +399,14 @@ class ThiefMachine(RuleBasedStateMachine):
             self.apply(TransferAnswered(job, ask.to, ask.replicas, (), 30_000))
         for number in sorted(self.chunks):
             job, refs = self.chunks.pop(number)
+            self.chunk_subtasks.pop(number)
             self.apply(ChunkDone(job, refs, 0.001, self.now))
         for job in (J1, J2):
             self.apply(Ready(job))
         while self.t.queued():
             run = chunk_of(self.apply(TakeChunk(self.now)))
             self.chunks.pop(self.next_chunk - 1)
+            self.chunk_subtasks.pop(self.next_chunk - 1)
             self.apply(ChunkDone(run.job_id, tuple(ReplicaRef(s.index, s.replica) for s in run.subtasks), 0.001, self.now))
         for job, ref in sorted(self.pushed):
             self.apply(Acknowledged(job, (ref,)))

@@ -88,6 +88,18 @@ async def test_the_result_cache_stays_within_its_bound_and_keeps_what_is_still_t
     assert [e.output for e in executor.store.outbox_due(now=time.time() + 60)] == [reference.monte_carlo_pi(d) for d in INPUTS[2:]]
 
 
+async def test_a_batchs_time_budget_leaves_out_what_it_did_not_reach(executor: Executor, owner: Identity) -> None:
+    manifest, envelope, commitment = job(owner)
+    subtasks = [executor.check(envelope, wire.encode(commitment.subtask(manifest.job_id, i, 0, data)), NOW_MS)[1]
+                for i, data in enumerate(INPUTS)]  # fmt: skip
+    await executor.run_batch(manifest, subtasks[1:2])  # a cache hit is answered whatever the budget
+    results = await executor.run_batch(manifest, subtasks, budget=0.0)  # spent by the first run
+    assert [(r.claim.index, r.cached) for r in results] == [(0, False), (1, True)]
+    assert [r.output for r in results] == [reference.monte_carlo_pi(d) for d in INPUTS[:2]]
+    due = executor.store.outbox_due(now=time.time() + 60)
+    assert sorted(e.index for e in due) == [0, 1]  # nothing of 2 and 3, which never ran
+
+
 def test_refuses_before_running_anything(executor: Executor, owner: Identity, tmp_path: Path) -> None:
     manifest, envelope, commitment = job(owner)
     good = wire.encode(commitment.subtask(manifest.job_id, 0, 0, INPUTS[0]))

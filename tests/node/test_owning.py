@@ -19,6 +19,7 @@ from meshnode.core.outcome import TaskOutcome
 from meshnode.core.output_codec import pack
 from meshnode.core.reputation import Reputation
 from meshnode.core.result import ResultClaim
+from meshnode.node import owning
 from meshnode.node.executing import Executor
 from meshnode.node.owning import JobManager, JobResult
 from meshnode.sandbox.runtime import ENGINE_ID, Sandbox
@@ -63,6 +64,24 @@ async def test_a_job_runs_on_the_owners_slots_and_every_output_is_journalled(tmp
         assert [o.index for o in outputs] == list(range(len(INPUTS)))
         assert [o.output for o in outputs] == [reference.monte_carlo_pi(i) for i in INPUTS]
         assert store.jobs("finished")[0].job_id == job.job_id
+
+
+async def test_what_an_own_chunks_time_budget_did_not_reach_goes_back_to_the_job(
+    tmp_path: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(owning, "CHUNK_BUDGET", 0.0)  # every chunk stops after its first run
+    with Store.open(tmp_path / "node.db") as store:
+        m = manager(tmp_path, sandbox, store)
+        job = m.submit(TASK, INPUTS, ALONE, now_ms=int(time.time() * 1000))
+        grant = await m.take(job, 4, time.monotonic())
+        assert grant is not None and len(grant.replicas) == 4
+        results = await m.run_own(job, grant)
+        assert [r.claim.index for r in results] == [grant.replicas[0].index]
+        assert job.owner.surplus() == len(INPUTS) - 1  # the other three can be taken again, here or by a thief
+        await m.feed_own(job, results)
+        await run_some(m, job.job_id, batches=100)
+        assert job.owner.finished
+        assert [o.output for o in store.outputs(job.job_id)] == [reference.monte_carlo_pi(i) for i in INPUTS]
 
 
 async def test_a_restarted_owner_resumes_and_recomputes_nothing_verified(tmp_path: Path, sandbox: Sandbox) -> None:

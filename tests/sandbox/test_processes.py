@@ -179,3 +179,14 @@ def test_a_child_that_cannot_start_is_a_clear_error(monkeypatch: pytest.MonkeyPa
         assert pool.running() == 0 and pool._starting == 0
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("in_processes", [False, True])
+def test_a_batchs_time_budget_stops_it_after_the_run_that_reaches_it(in_processes: bool) -> None:
+    with Sandbox(processes=in_processes) as sandbox:
+        module = sandbox.load(m.ECHO)
+        inputs = [b"one", b"two", b"three"]
+        assert [o.output for o in sandbox.run_many_sync(module, inputs, LIMITS)] == inputs
+        assert [o.output for o in sandbox.run_many_sync(module, inputs, LIMITS, budget=3600.0)] == inputs
+        # a budget already spent by the first run: that one, and no other
+        assert [o.output for o in sandbox.run_many_sync(module, inputs, LIMITS, budget=0.0)] == [b"one"]
