@@ -53,10 +53,10 @@ from ..core.output_codec import pushed_result
 from ..core.peer_id import PeerId
 from ..core.steal import PeerView
 from ..core.thief import (
-    CHUNK_BUDGET, CHUNK_SECONDS, MAX_CHUNK, MAX_STEAL, REFUSAL_BACKOFF, Acknowledged, AskTransfer, ChunkDone, ChunkFailed,
-    DropResults, Granted, HandOver, Instruction, LookForWork, OwnerLeft, PresenceHeard, PushResults, Ready, Refused,
-    RenewLeases, RestealAsked, Revoked, RunChunk, StealAnswered, StealFailed, StealFrom, TakeChunk, TellOwner, Thief,
-    Tick, TransferAnswered, refs_of,
+    CHUNK_BUDGET, CHUNK_SECONDS, MAX_CHUNK, MAX_STEAL, REFUSAL_BACKOFF, Acknowledged, AskTransfer, ChunkDone,
+    ChunkFailed, DropResults, Granted, HandOver, Instruction, LookForWork, OwnerLeft, PresenceHeard, PushResults,
+    Ready, Refused, RenewLeases, RestealAsked, Revoked, RunChunk, StealAnswered, StealFailed, StealFrom, TakeChunk,
+    TellOwner, Thief, Tick, TransferAnswered, refs_of,
 )  # fmt: skip
 from ..errors import MeshError, PeerUnavailableError, RefusedWork, WireError
 from ..net.blob_protocol import fetch_from_any
@@ -344,7 +344,8 @@ class Workers:
         try:
             results = await self.executor.run_batch(batch.manifest, batch.subtasks, keep=False, budget=CHUNK_BUDGET)
         except RefusedWork as exc:  # a blob vanished from our store, or the sandbox process died
-            self._carry(self.thief.handle(Refused(owner, run.job_id, refs_of(batch.subtasks), exc.reason, time.monotonic())))
+            refused = Refused(owner, run.job_id, refs_of(batch.subtasks), exc.reason, time.monotonic())
+            self._carry(self.thief.handle(refused))
             return
         for r in results:
             self._results[(run.job_id, ReplicaRef(r.claim.index, r.claim.replica))] = r
