@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trio
+import zstandard
 
 from meshnode.config import TrustPolicy
 from meshnode.core import wire
-from meshnode.core.output_codec import PLAIN
-from meshnode.core.job_messages import PushedResult, ResultPush
+from meshnode.core.output_codec import PLAIN, ZSTD
+from meshnode.core.job_messages import MAX_OUTPUT_BYTES, PushedResult, ResultPush
 from meshnode.core.manifest import JobManifest, Replication, TaskLimits
 from meshnode.core.manifest import JobOptions
 from meshnode.core.reputation import Reputation
@@ -139,3 +140,13 @@ async def test_a_claim_pushed_for_someone_else_or_with_a_wrong_output_is_rejecte
                 ("rejected", "the output does not match the claim's hash"),
             ]
             assert job.progress().verified == 0
+            # outputs that do not unpack: garbage, a zstd bomb, a frame that does not say its size
+            signed = wire.sign(dataclasses.replace(claim, executor=thief.host.peer_id), thief.manager.identity.signing_key)
+            bad = (b"not zstd", zstandard.ZstdCompressor().compress(bytes(MAX_OUTPUT_BYTES + 1)),
+                   zstandard.ZstdCompressor(write_content_size=False).compress(b"x" * 100))  # fmt: skip
+            ack = await JobClient(thief.host).push(owner.host.peer_id, ResultPush(
+                results=tuple(PushedResult(claim=signed, output=data, codec=ZSTD) for data in bad)))  # fmt: skip
+            assert [a.status for a in ack.acks] == ["rejected"] * 3
+            assert "not valid zstd" in ack.acks[0].reason and "says more than" in ack.acks[1].reason
+            assert "does not say its size" in ack.acks[2].reason
+            assert job.progress().verified == 0 and not job.owner.finished  # the owner serves on
