@@ -2,7 +2,7 @@
 
     thief -> owner   StealAsk      "I have n idle slots": request_id grows with every ask
     owner -> thief   StealReply    the granted replicas, each job's signed manifest once, and the lease
-    thief -> owner   ResultPush    signed result claims, with their outputs
+    thief -> owner   ResultPush    result claims, with their outputs
     owner -> thief   ResultAck     one answer per claim; any answer ends the thief's retries
     thief -> owner   LeaseRenew    "still working on these": keeps the leases from lapsing
     thief -> owner   WorkRefused   "I will not run these, and why": the replicas go back unrun
@@ -16,8 +16,9 @@ LeaseRenew, WorkRefused and Revocation are answered with an empty ``StealReply``
 answers a renewal of replicas that are no longer the holder's with a ``Revocation`` of its own.
 
 Every subtask is still checked by the thief against the owner's signed
-manifest before it runs, and every claim by the owner against the executor's
-signature: these messages only carry the signed pieces.
+manifest before it runs. A claim is not signed: the owner takes it only from
+the peer it names as its executor, whom the stream's Noise handshake
+authenticated, and shows it to nobody else (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ MAX_BATCH = 256
 MAX_OUTPUT_BYTES = 64 << 20
 _MANIFEST_ENVELOPE = Bytes(1, 4096 + 256)
 _SUBTASK = Bytes(1, INLINE_INPUT_MAX + 4096)
-_CLAIM_ENVELOPE = Bytes(1, CLAIM_MAX_SIZE + 256)
+_CLAIM = Bytes(1, CLAIM_MAX_SIZE)
 _ACK_STATUSES = ("accepted", "duplicate", "late", "rejected")
 
 
@@ -76,12 +77,12 @@ class StealReply:
 
 @struct
 class PushedResult:
-    claim: bytes = wire(_CLAIM_ENVELOPE)  # a ResultClaim signed by its executor
+    claim: bytes = wire(_CLAIM)  # a ResultClaim, encoded; its executor must be the peer that pushes it
     output: bytes | None = wire(Optional(Bytes(0, MAX_OUTPUT_BYTES)))
     codec: int = wire(Int(0, 2))  # how the output is packed: 0 plain, 1 zlib, 2 zstd (the claim hashes the plain bytes)
 
 
-@message("result_push", version=2, max_size=MAX_OUTPUT_BYTES + (1 << 20))
+@message("result_push", version=3, max_size=MAX_OUTPUT_BYTES + (1 << 20))
 class ResultPush:
     results: tuple[PushedResult, ...] = wire(ListOf(Nested(PushedResult), MAX_BATCH))
 

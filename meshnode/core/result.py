@@ -1,8 +1,10 @@
-"""The executor's signed claim about one run: what the owner cross-verifies.
+"""The executor's claim about one run: what the owner cross-verifies.
 
-An executor signs (job, index, replica, output hash, fuel used, engine) after
-running a replica. The owner accepts a subtask when enough distinct executors
-sign the same ``status`` and ``output_sha256`` (and, between executors on the
+An executor claims (job, index, replica, output hash, fuel used, engine) after
+running a replica, and pushes the claim itself: the owner takes a claim only
+from the peer it names as executor, authenticated by the stream it came on. The
+owner accepts a subtask when enough distinct executors claim the same
+``status`` and ``output_sha256`` (and, between executors on the
 same engine, the same ``fuel_used``: fuel is deterministic, so a peer that skips
 the work cannot match it). A ``task_error`` is the task's own answer, so its
 message counts too: replicas must agree on it as they agree on an output.
@@ -25,7 +27,7 @@ CLAIM_MAX_SIZE: Final = 4096
 
 @message("result", version=1, max_size=CLAIM_MAX_SIZE)
 class ResultClaim:
-    """One executor's signed statement of what one replica produced."""
+    """One executor's statement of what one replica produced."""
 
     job_id: bytes = wire(Bytes(16, 16))
     index: int = wire(Int(0, 2**31 - 1))

@@ -147,7 +147,7 @@ class TakeChunk:
 
 @dataclass(frozen=True, slots=True)
 class ChunkDone:
-    """A chunk ran (its signed results are in the outbox); it took ``seconds``. ``unrun``: its subtasks the
+    """A chunk ran (its results are in the outbox); it took ``seconds``. ``unrun``: its subtasks the
     chunk's time budget (``CHUNK_BUDGET``) did not reach, which are handed back to their owner: dearer than
     this node's pace said, they are better shared out again, by the owner, among every idle slot."""
 

@@ -1,12 +1,13 @@
-"""The executor side of a subtask: check it, run it (or answer from the cache), sign the result.
+"""The executor side of a subtask: check it, run it (or answer from the cache), claim the result.
 
 Nothing runs before every check passed, whoever forwarded the work: the
 manifest must be signed by the owner it names, the owner trusted by this
 node's policy, the job not expired, the module present with the hash the
 manifest names, and the subtask proven against the manifest's input root.
 
-A result is signed with the node key, kept in the outbox (in the journal)
-until the owner acknowledges it, and cached by (module hash, input hash,
+A result's claim is kept in the outbox (in the journal) until the owner
+acknowledges it (the claim is not signed: the owner takes it only from the
+peer its stream authenticated as the executor, docs/protocol.md), and cached by (module hash, input hash,
 engine) so that a repeated subtask is answered without running it again; the
 output is written once, in the cache, which the outbox entry names.
 """
@@ -39,7 +40,7 @@ from ..storage.identity import Identity
 from ..storage.journal import RESULT_CACHE_BYTES, CachedResult, OutboxEntry, Store
 from .metrics import NodeMetrics
 
-__all__ = ["CheckedBatch", "Executor", "JobActivity", "RefusedWork", "SignedResult"]
+__all__ = ["CheckedBatch", "Executor", "JobActivity", "RefusedWork", "RunResult"]
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,9 @@ class _Records:
 
 
 @dataclass(frozen=True, slots=True)
-class SignedResult:
+class RunResult:
     claim: ResultClaim
-    envelope: bytes  # the claim, signed by this node (b"" when run unsigned for our own job)
+    encoded: bytes  # the claim as it is pushed to its owner (wire-encoded; b"" for our own job's, never pushed)
     output: bytes | None
     cached: bool
     message: str = ""  # what went wrong, for a failure (the claim carries only its code)
@@ -203,24 +204,23 @@ class Executor:
             raise RefusedWork(INPUT_MISSING)
         return subtask
 
-    async def run(self, manifest: JobManifest, subtask: Subtask, *, outbox: bool = True) -> SignedResult:
+    async def run(self, manifest: JobManifest, subtask: Subtask, *, outbox: bool = True) -> RunResult:
         """Run one checked subtask: ``run_batch`` of one."""
         (result,) = await self.run_batch(manifest, [subtask], outbox=outbox)
         return result
 
     async def run_batch(
-        self, manifest: JobManifest, subtasks: Sequence[Subtask], *, outbox: bool = True, sign: bool = True,
+        self, manifest: JobManifest, subtasks: Sequence[Subtask], *, outbox: bool = True,
         cache: bool = True, keep: bool = True, budget: float | None = None,
-    ) -> list[SignedResult]:
-        """Run checked subtasks of one job (or answer them from the cache), sign the claims, keep them in the outbox.
+    ) -> list[RunResult]:
+        """Run checked subtasks of one job (or answer them from the cache), keep the claims in the outbox.
 
         The whole batch is one trip into a worker thread holding one sandbox slot,
         and one journal transaction: a trivial subtask costs about as much as its
         run, not as much as a thread hop and a commit.
 
         ``outbox=False`` when the owner is this node: the claims are delivered by a
-        function call, so there is nothing to retry; ``sign=False`` too, since
-        nobody else checks them; and ``cache=False`` (neither read nor written),
+        function call, so there is nothing to retry or encode; and ``cache=False`` (neither read nor written),
         since the owner's journal keeps every verdict.
 
         ``keep=False`` leaves the journal writes (outbox, cache) to ``keep_pending``,
@@ -241,7 +241,7 @@ class Executor:
             async with self.sandbox.limiter:  # the runs start when a sandbox slot is free, not before
                 activity.chunks += 1
                 activity.last_started, activity.last_started_monotonic = time.time(), time.monotonic()
-                results, records = await self._run_in_thread(manifest, subtasks, outbox, sign, cache, keep, budget)
+                results, records = await self._run_in_thread(manifest, subtasks, outbox, cache, keep, budget)
         finally:
             activity.running -= len(subtasks)
             activity.last_ended = time.time()
@@ -255,15 +255,15 @@ class Executor:
         return results
 
     async def _run_in_thread(
-        self, manifest: JobManifest, subtasks: Sequence[Subtask], outbox: bool, sign: bool, cache: bool, keep: bool,
+        self, manifest: JobManifest, subtasks: Sequence[Subtask], outbox: bool, cache: bool, keep: bool,
         budget: float | None,
-    ) -> tuple[list[SignedResult], _Records | None]:
+    ) -> tuple[list[RunResult], _Records | None]:
         """``_run_batch_sync`` in a worker thread. A sandbox process that dies (the OOM killer, a crash in
         wasmtime) is no result: the batch runs once more, in a new one; a second death refuses it."""
         for attempt in range(2):
             try:
                 return await trio.to_thread.run_sync(
-                    self._run_batch_sync, manifest, subtasks, outbox, sign, cache, keep, budget, limiter=self._unlimited
+                    self._run_batch_sync, manifest, subtasks, outbox, cache, keep, budget, limiter=self._unlimited
                 )
             except SandboxGone as exc:
                 if attempt:
@@ -300,9 +300,9 @@ class Executor:
                 log.debug("result cache not trimmed: %s", exc)
 
     def _run_batch_sync(
-        self, manifest: JobManifest, subtasks: Sequence[Subtask], outbox: bool, sign: bool, cache: bool, keep: bool,
+        self, manifest: JobManifest, subtasks: Sequence[Subtask], outbox: bool, cache: bool, keep: bool,
         budget: float | None = None,
-    ) -> tuple[list[SignedResult], _Records | None]:
+    ) -> tuple[list[RunResult], _Records | None]:
         wasm = self.blobs.get(manifest.module_sha256)
         found = [s.input if s.input is not None else self.blobs.get(s.input_sha256) for s in subtasks]
         inputs = [data for data in found if data is not None]
@@ -355,16 +355,16 @@ class Executor:
                     to_cache.append((*key, CachedResult(status, data, outcome.fuel_used, message, codec)))
                     in_cache = True
             claim = ResultClaim.of(manifest.job_id, subtask.index, subtask.replica, self.identity.peer_id, outcome, engine)
-            envelope = wire.sign(claim, self.identity.signing_key) if sign else b""
+            encoded = wire.encode(claim) if outbox else b""
             if outbox:
                 # the first push follows at once; the outbox retries only what it never delivered
-                entries.append(OutboxEntry(manifest.job_id, subtask.index, subtask.replica, str(manifest.owner), envelope,
+                entries.append(OutboxEntry(manifest.job_id, subtask.index, subtask.replica, str(manifest.owner), encoded,
                                            None if packed is None else packed.data, attempts=0,
                                            next_try=time.time() + FIRST_RETRY, cached=key if in_cache else None,
                                            codec=PLAIN if packed is None else packed.codec))  # fmt: skip
             message = "" if outcome.error is None else outcome.error.message
             seconds = 0.0 if hit is not None else outcome.seconds
-            results.append(SignedResult(claim, envelope, outcome.output, hit is not None, message, packed, seconds))
+            results.append(RunResult(claim, encoded, outcome.output, hit is not None, message, packed, seconds))
         records = _Records(to_cache, entries)
         if not keep:
             return results, records

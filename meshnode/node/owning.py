@@ -70,7 +70,7 @@ from ..sandbox.python_runtime import RUNTIME_ID
 from ..storage.blobs import BlobStore
 from ..storage.identity import Identity
 from ..storage.journal import InputRow, Store, VerifiedOutput
-from .executing import Executor, SignedResult
+from .executing import Executor, RunResult
 from .job_stats import JobStats
 
 __all__ = ["Carried", "JobManager", "JobResult", "RevocationSender", "RunningJob"]
@@ -468,7 +468,7 @@ class JobManager:
         """Run the granted replicas here, as one batch, and feed the results back to the job."""
         await self.feed_own(job, await self.run_own(job, grant))
 
-    async def run_own(self, job: RunningJob, grant: Grant) -> list[SignedResult]:
+    async def run_own(self, job: RunningJob, grant: Grant) -> list[RunResult]:
         """Run the granted replicas here, as one batch; ``feed_own`` hands the results to the job. Those the
         batch's time budget (``CHUNK_BUDGET``) did not reach go back to the job.
 
@@ -491,10 +491,8 @@ class JobManager:
                 subtasks = await trio.to_thread.run_sync(lambda: self.subtasks(job, refs, own=True))
                 if any(s.input is None for s in subtasks):
                     raise JournalError(f"a large input of job {job.job_id.hex()} is missing from the blob store", "damaged")
-                # our own subtasks need no checking, and our own claims no signature: nobody else sees them
-                results = await self.executor.run_batch(
-                    job.manifest, subtasks, outbox=False, sign=False, cache=False, budget=CHUNK_BUDGET
-                )
+                # our own subtasks need no checking, and our own claims no encoding: they are never pushed
+                results = await self.executor.run_batch(job.manifest, subtasks, outbox=False, cache=False, budget=CHUNK_BUDGET)
             except MeshError as exc:  # caught here: a nursery would wrap it in an exception group
                 problem = exc
             nursery.cancel_scope.cancel()
@@ -507,7 +505,7 @@ class JobManager:
             await self.drive(job, ReleaseReplicas(self.identity.peer_id, unrun, time.monotonic()))
         return results
 
-    async def feed_own(self, job: RunningJob, results: Sequence[SignedResult]) -> None:
+    async def feed_own(self, job: RunningJob, results: Sequence[RunResult]) -> None:
         """Our own results to the job, as any executor's claims (``receive_claims``)."""
         for r in results:
             if r.message:

@@ -22,7 +22,7 @@ request, and feeds the answer back. A grant is queued once its manifest is
 opened, its owner trusted and its module here; work from an owner this node
 does not trust, or that fails its checks, is refused and the owner told why.
 
-*Results and leases.* Each chunk's signed results go to the outbox (journal) and
+*Results and leases.* Each chunk's results go to the outbox (journal) and
 are pushed to their owner at once, in one message; what the owner does not
 acknowledge is pushed again with backoff. The thief renews every lease the node
 holds, one message per job every third of the lease. A replica its owner
@@ -63,7 +63,7 @@ from ..net.blob_protocol import fetch_from_any
 from ..net.host import MeshHost
 from ..net.job_protocol import JobClient
 from ..sandbox.runtime import ENGINE_ID
-from .executing import INPUT_MISSING, SignedResult
+from .executing import INPUT_MISSING, RunResult
 from .owning import JobManager, RunningJob
 
 __all__ = ["Workers"]
@@ -108,7 +108,7 @@ class Workers:
         self.dropped: Counter[str] = Counter() if dropped is None else dropped
         self.refused: Counter[str] = Counter()  # replicas of other owners' jobs refused here, by reason
         self._busy = 0
-        self._results: dict[tuple[bytes, ReplicaRef], SignedResult] = {}  # ran, not yet pushed
+        self._results: dict[tuple[bytes, ReplicaRef], RunResult] = {}  # ran, not yet pushed
         self._outgoing: dict[PeerId, list[PushedResult]] = {}  # to push, by owner, once its push under way ends
         self._pushing: set[PeerId] = set()  # owners a push is under way to
         self._own_backoff: dict[bytes, float] = {}  # own jobs whose subtasks failed to start here
@@ -190,7 +190,7 @@ class Workers:
         meanwhile go with the next one, so a busy thief sends a few large messages, not one per chunk
         (each message costs both nodes about a millisecond of Python in Noise and Yamux)."""
         results = [r for r in (self._results.pop((i.job_id, ref), None) for ref in i.replicas) if r is not None]
-        self._outgoing.setdefault(i.owner, []).extend(pushed_result(r.envelope, r.packed) for r in results)
+        self._outgoing.setdefault(i.owner, []).extend(pushed_result(r.encoded, r.packed) for r in results)
         if i.owner in self._pushing:
             return  # the push under way sends them next
         self._pushing.add(i.owner)
@@ -293,7 +293,7 @@ class Workers:
                 return True
         return False
 
-    async def _feed(self, job: RunningJob, results: list[SignedResult], fed: _Done) -> None:
+    async def _feed(self, job: RunningJob, results: list[RunResult], fed: _Done) -> None:
         try:
             await self.manager.feed_own(job, results)
         finally:

@@ -74,7 +74,7 @@ class Checker:
         self.journals: dict[bytes, bytearray] = {}  # per job, the kind of each standing verdict
         self.rechecking: dict[bytes, set[int]] = {}  # per job, the subtasks reopened and not decided again yet
         self.cancelled: set[bytes] = set()
-        # every claim signed for an undecided subtask, by executor (a byzantine peer that runs a replica
+        # every claim made for an undecided subtask, by executor (a byzantine peer that runs a replica
         # again after a crash may claim something else the second time)
         self.claims: dict[tuple[bytes, int], dict[PeerId, list[ResultClaim]]] = {}
         self.agreed: dict[tuple[bytes, int], frozenset[PeerId]] = {}  # the agreeing executors of standing verdicts
@@ -102,7 +102,7 @@ class Checker:
         self.rechecking[job_id] = set()
 
     def claimed(self, claim: ResultClaim) -> None:
-        """A peer signed ``claim`` (whatever happens to it next)."""
+        """A peer made ``claim`` (whatever happens to it next)."""
         job_id, index = claim.job_id, claim.index
         if self.journals[job_id][index] == UNDECIDED or index in self.rechecking[job_id]:
             self.claims.setdefault((job_id, index), {}).setdefault(claim.executor, []).append(claim)

@@ -53,12 +53,13 @@ from typing import Any, Final
 
 import cbor2
 
+from ..core import wire
 from ..core.output_codec import PLAIN, unpack
 from ..errors import JournalError, WireError
 
 __all__ = ["CachedResult", "InputRow", "JobRow", "OutboxEntry", "Store", "VerifiedOutput"]
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 PAGE_SIZE: Final = 16384  # bytes, for new journals (see _check_and_migrate)
 WAL_CHECKPOINT_BYTES: Final = 4 << 20
 RESULT_CACHE_BYTES: Final = 1 << 30  # the result cache's outputs, as stored (``cache_trim``) ...
@@ -103,7 +104,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     idx         INTEGER NOT NULL,
     replica     INTEGER NOT NULL,
     owner       TEXT NOT NULL,            -- the owner's peer ID
-    claim       BLOB NOT NULL,            -- our signed ResultClaim envelope
+    claim       BLOB NOT NULL,            -- our ResultClaim, encoded
     output      BLOB,                     -- NULL when the result cache holds it (the next three columns)
     attempts    INTEGER NOT NULL DEFAULT 0,
     next_try    REAL NOT NULL,
@@ -730,6 +731,8 @@ def _check_and_migrate(db: sqlite3.Connection, path: Path) -> None:
         if version <= 3:
             _migrate_from_3(db)
         # schema 5 added the credit tables and 6 lone_results, which _create_tables makes: nothing to convert
+        if version <= 6 and "outbox" in tables:
+            _migrate_from_6(db)
         _create_tables(db)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         db.execute("COMMIT")
@@ -792,6 +795,19 @@ def _migrate_from_3(db: sqlite3.Connection) -> None:
         columns = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}  # none: the table is made anew
         if columns and "packed" not in columns:  # an earlier migration may have made it afresh
             db.execute(f"ALTER TABLE {table} ADD COLUMN packed INTEGER NOT NULL DEFAULT 0")
+
+
+def _migrate_from_6(db: sqlite3.Connection) -> None:
+    """Schema 6's outbox held each claim signed (an envelope); schema 7's holds the claim itself, as pushed now.
+    A row whose envelope does not open goes: no owner could ever have taken it."""
+    for job_id, idx, replica, claim in db.execute("SELECT job_id, idx, replica, claim FROM outbox").fetchall():
+        key = (job_id, idx, replica)
+        try:
+            body = wire.decode(claim, wire.Signed).body
+        except WireError:
+            db.execute("DELETE FROM outbox WHERE job_id = ? AND idx = ? AND replica = ?", key)
+            continue
+        db.execute("UPDATE outbox SET claim = ? WHERE job_id = ? AND idx = ? AND replica = ?", (body, *key))
 
 
 # --- errors ---------------------------------------------------------------------------------

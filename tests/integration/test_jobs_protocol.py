@@ -76,14 +76,13 @@ async def thief_round(thief: Side, owner: Side, request_id: int, corrupt: bool =
         for subtask_bytes in grant.subtasks:
             checked_manifest, subtask = thief.manager.executor.check(grant.manifest, subtask_bytes, time.time_ns() // 10**6)
             result = await thief.manager.executor.run(checked_manifest, subtask)
-            envelope, output = result.envelope, result.output
-            if corrupt and output is not None:  # a byzantine executor: a wrong output, honestly hashed and signed
+            encoded, output = result.encoded, result.output
+            if corrupt and output is not None:  # a byzantine executor: a wrong output, honestly hashed
                 output = output[:-1] + bytes([output[-1] ^ 1])
                 import hashlib
 
-                claim = dataclasses.replace(result.claim, output_sha256=hashlib.sha256(output).digest())
-                envelope = wire.sign(claim, thief.manager.identity.signing_key)
-            pushed.append(PushedResult(claim=envelope, output=output, codec=PLAIN))
+                encoded = wire.encode(dataclasses.replace(result.claim, output_sha256=hashlib.sha256(output).digest()))
+            pushed.append(PushedResult(claim=encoded, output=output, codec=PLAIN))
             ran += 1
         ack = await JobClient(thief.host).push(owner.host.peer_id, ResultPush(results=tuple(pushed)))
         assert [a.status for a in ack.acks] == ["accepted"] * len(pushed), ack
@@ -125,6 +124,7 @@ async def test_a_byzantine_thief_never_gets_an_output_accepted(tmp_path: Path) -
 
 
 async def test_a_claim_pushed_for_someone_else_or_with_a_wrong_output_is_rejected(tmp_path: Path) -> None:
+    """A claim is not signed: the owner takes it only from the peer it names, as the stream authenticated it."""
     with Sandbox() as sandbox:
         async with side(tmp_path / "owner", sandbox) as owner, side(tmp_path / "thief", sandbox) as thief:
             job = owner.manager.submit(TASK, INPUTS, OPTIONS, now_ms=time.time_ns() // 10**6)
@@ -132,20 +132,21 @@ async def test_a_claim_pushed_for_someone_else_or_with_a_wrong_output_is_rejecte
             other = load_or_create_identity(tmp_path / "other")
             claim = ResultClaim(job.job_id, 0, 0, other.peer_id, "ok", b"h" * 32, 1, 5, ENGINE_ID, "")
             ack = await JobClient(thief.host).push(owner.host.peer_id, ResultPush(results=(
-                PushedResult(claim=wire.sign(claim, other.signing_key), output=b"x", codec=PLAIN),
-                PushedResult(claim=wire.sign(dataclasses.replace(claim, executor=thief.host.peer_id), thief.manager.identity.signing_key), output=b"x", codec=PLAIN),
+                PushedResult(claim=wire.encode(claim), output=b"x", codec=PLAIN),
+                PushedResult(claim=wire.encode(dataclasses.replace(claim, executor=thief.host.peer_id)), output=b"x", codec=PLAIN),
+                PushedResult(claim=wire.sign(claim, other.signing_key), output=b"x", codec=PLAIN),  # as version 2 pushed it
             )))  # fmt: skip
             assert [(a.status, a.reason) for a in ack.acks] == [
-                ("rejected", f"pushed by {thief.host.peer_id} but signed for {other.peer_id}"),
+                ("rejected", f"pushed by {thief.host.peer_id} but claimed by {other.peer_id}"),
                 ("rejected", "the output does not match the claim's hash"),
             ]
             assert job.progress().verified == 0
             # outputs that do not unpack: garbage, a zstd bomb, a frame that does not say its size
-            signed = wire.sign(dataclasses.replace(claim, executor=thief.host.peer_id), thief.manager.identity.signing_key)
+            own = wire.encode(dataclasses.replace(claim, executor=thief.host.peer_id))
             bad = (b"not zstd", zstandard.ZstdCompressor().compress(bytes(MAX_OUTPUT_BYTES + 1)),
                    zstandard.ZstdCompressor(write_content_size=False).compress(b"x" * 100))  # fmt: skip
             ack = await JobClient(thief.host).push(owner.host.peer_id, ResultPush(
-                results=tuple(PushedResult(claim=signed, output=data, codec=ZSTD) for data in bad)))  # fmt: skip
+                results=tuple(PushedResult(claim=own, output=data, codec=ZSTD) for data in bad)))  # fmt: skip
             assert [a.status for a in ack.acks] == ["rejected"] * 3
             assert "not valid zstd" in ack.acks[0].reason and "says more than" in ack.acks[1].reason
             assert "does not say its size" in ack.acks[2].reason

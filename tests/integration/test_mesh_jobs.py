@@ -19,7 +19,7 @@ from meshnode.core.manifest import Replication, TaskLimits
 from meshnode.core.manifest import JobOptions
 from meshnode.core.output_codec import pack
 from meshnode.errors import SandboxError
-from meshnode.node.executing import SignedResult
+from meshnode.node.executing import RunResult
 from meshnode.node.mesh_node import MeshNode, open_node
 from meshnode.sandbox.local_exec import run_locally
 from meshnode.sandbox.runtime import Sandbox
@@ -80,7 +80,7 @@ def slow_down(node: MeshNode, seconds: float) -> None:
     executor = node.jobs.executor
     honest_run_batch = executor.run_batch
 
-    async def run_batch(manifest: Any, subtasks: Any, **kwargs: Any) -> list[SignedResult]:
+    async def run_batch(manifest: Any, subtasks: Any, **kwargs: Any) -> list[RunResult]:
         start = trio.current_time()
         results = await honest_run_batch(manifest, subtasks, **kwargs)
         await trio.sleep_until(start + seconds)  # the length of the work, not a wait for something
@@ -163,17 +163,17 @@ def corrupt_some_outputs(node: MeshNode, which: Callable[[int], bool] = lambda i
     honest_run_batch = executor.run_batch
     corrupted: list[int] = []
 
-    async def run_batch(manifest: Any, subtasks: Any, **kwargs: Any) -> list[SignedResult]:
+    async def run_batch(manifest: Any, subtasks: Any, **kwargs: Any) -> list[RunResult]:
         results = await honest_run_batch(manifest, subtasks, **kwargs)
         out = []
         for r in results:
             if r.output and which(r.claim.index):
                 output = r.output[:-1] + bytes([r.output[-1] ^ 1])
                 claim = dataclasses.replace(r.claim, output_sha256=hashlib.sha256(output).digest())
-                envelope = wire.sign(claim, node.identity.signing_key)
-                entry = OutboxEntry(claim.job_id, claim.index, claim.replica, str(manifest.owner), envelope, output, 0, 0.0)
+                encoded = wire.encode(claim)
+                entry = OutboxEntry(claim.job_id, claim.index, claim.replica, str(manifest.owner), encoded, output, 0, 0.0)
                 node.jobs.store.record_runs([], [entry])
-                r = dataclasses.replace(r, claim=claim, envelope=envelope, output=output, packed=pack(output))
+                r = dataclasses.replace(r, claim=claim, encoded=encoded, output=output, packed=pack(output))
                 corrupted.append(claim.index)
             out.append(r)
         return out

@@ -54,7 +54,7 @@ class Watch:
             from meshnode.core.result import ResultClaim
 
             for r in message.results:
-                claim = wire.open_self_signed(r.claim, ResultClaim, "executor")
+                claim = wire.decode(r.claim, ResultClaim)
                 self.pushed[(name, ReplicaRef(claim.index, claim.replica))] = time.monotonic()
             return await push(owner, message)
 

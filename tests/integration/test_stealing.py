@@ -51,7 +51,7 @@ async def test_stolen_work_is_stolen_again_through_the_owner(tmp_path: Path) -> 
             for data in grant.subtasks:  # C checks A's signature and the proofs, runs, and answers A directly
                 manifest, subtask = c.manager.executor.check(grant.manifest, data, now_ms())
                 result = await c.manager.executor.run(manifest, subtask)
-                pushed.append(PushedResult(claim=result.envelope, output=result.output, codec=PLAIN))
+                pushed.append(PushedResult(claim=result.encoded, output=result.output, codec=PLAIN))
                 moved.append(subtask)
             ack = await JobClient(c.host).push(a.host.peer_id, ResultPush(results=tuple(pushed)))
             assert [x.status for x in ack.acks] == ["accepted", "accepted"]
@@ -63,7 +63,7 @@ async def test_stolen_work_is_stolen_again_through_the_owner(tmp_path: Path) -> 
             # B gave those replicas up unrun: a claim from it for one of them is not accepted
             manifest, subtask = b.manager.executor.check(grant.manifest, grant.subtasks[0], now_ms())
             forged = await b.manager.executor.run(manifest, subtask)
-            ack = await JobClient(b.host).push(a.host.peer_id, ResultPush(results=(PushedResult(claim=forged.envelope, output=forged.output, codec=PLAIN),)))
+            ack = await JobClient(b.host).push(a.host.peer_id, ResultPush(results=(PushedResult(claim=forged.encoded, output=forged.output, codec=PLAIN),)))
             assert ack.acks[0].status in ("rejected", "late")
 
 

@@ -55,17 +55,17 @@ def job(owner: Identity, **changes: object) -> tuple[JobManifest, bytes, InputCo
     return manifest, wire.sign(manifest, owner.signing_key), commitment
 
 
-async def test_runs_signs_journals_and_answers_repeats_from_the_cache(executor: Executor, owner: Identity) -> None:
+async def test_runs_claims_journals_and_answers_repeats_from_the_cache(executor: Executor, owner: Identity) -> None:
     manifest, envelope, commitment = job(owner)
     subtask = wire.encode(commitment.subtask(manifest.job_id, 2, 1, INPUTS[2]))
     checked_manifest, checked_subtask = executor.check(envelope, subtask, NOW_MS)
     result = await executor.run(checked_manifest, checked_subtask)
     assert result.output == reference.monte_carlo_pi(INPUTS[2])
-    claim = wire.open_self_signed(result.envelope, ResultClaim, "executor")
+    claim = wire.decode(result.encoded, ResultClaim)  # as it is pushed
     assert claim == result.claim and claim.executor == executor.identity.peer_id
     assert (claim.index, claim.replica, claim.status, claim.fuel_used > 0) == (2, 1, "ok", True)
     (entry,) = executor.store.outbox_due(now=time.time() + 60)
-    assert (entry.index, entry.replica, entry.claim, entry.output) == (2, 1, result.envelope, result.output)
+    assert (entry.index, entry.replica, entry.claim, entry.output) == (2, 1, result.encoded, result.output)
 
     again = await executor.run(checked_manifest, checked_subtask)
     assert again.cached and again.output == result.output and again.claim.fuel_used == claim.fuel_used

@@ -65,6 +65,6 @@ def test_a_schema_4_journal_is_migrated_and_keeps_its_verdicts(tmp_path: Path) -
     with Store.open(tmp_path / "node.db") as store:
         assert [o.output for o in store.outputs(JOB)] == [b"old output"]
         with store._read() as db:
-            assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == str(SCHEMA_VERSION) == "6"
+            assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == str(SCHEMA_VERSION) == "7"
         store.record_outputs(JOB, [verdict(1, ("A", 3))])  # the new tables are there
         assert CreditLedger(store).granted() == [("A", 1, 3)]

@@ -12,10 +12,14 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import nacl.signing
 import pytest
 
+from meshnode.core import wire
 from meshnode.core.merkle import MerkleTree, leaf_hash, tree_levels
 from meshnode.core.output_codec import PLAIN, ZLIB, ZSTD, pack
+from meshnode.core.peer_id import PeerId
+from meshnode.core.result import ResultClaim
 from meshnode.errors import JournalError
 from meshnode.storage.journal import PAGE_SIZE, CachedResult, InputRow, OutboxEntry, Store, VerifiedOutput
 from tests.modes import mode_of
@@ -197,7 +201,7 @@ def test_a_schema_2_outbox_is_migrated_and_keeps_its_entries(tmp_path: Path) -> 
             db.execute("CREATE TABLE outbox (job_id BLOB NOT NULL, idx INTEGER NOT NULL, replica INTEGER NOT NULL, "
                        "owner TEXT NOT NULL, claim BLOB NOT NULL, output BLOB, attempts INTEGER NOT NULL DEFAULT 0, "
                        "next_try REAL NOT NULL, PRIMARY KEY (job_id, idx, replica))")  # fmt: skip
-            db.execute("INSERT INTO outbox VALUES (?, 1, 0, 'o', 'c', 'out', 0, 1.0)", (b"J" * 16,))
+            db.execute("INSERT INTO outbox VALUES (?, 1, 0, 'o', ?, 'out', 0, 1.0)", (b"J" * 16, signed_claim()[0]))
             db.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
     with Store.open(tmp_path / "node.db") as store:
         (due,) = store.outbox_due(now=1.0)
@@ -205,6 +209,27 @@ def test_a_schema_2_outbox_is_migrated_and_keeps_its_entries(tmp_path: Path) -> 
         entry = OutboxEntry(b"J" * 16, 2, 0, "o", b"c", b"x", 0, next_try=1.0, cached=(b"m", b"i", "e"))
         store.record_runs([], [entry])  # the new columns are there
         assert store.outbox_size() == 2
+
+
+def signed_claim() -> tuple[bytes, bytes]:
+    """A claim as schema 6 kept it in the outbox (signed), and as schema 7 keeps it (encoded)."""
+    key = nacl.signing.SigningKey.generate()
+    claim = ResultClaim(job_id=b"J" * 16, index=1, replica=0, executor=PeerId.from_public_key(bytes(key.verify_key)),
+                        status="ok", output_sha256=bytes(32), output_size=3, fuel_used=7, engine="e", message="")
+    return wire.sign(claim, key), wire.encode(claim)
+
+
+def test_a_schema_6_outbox_keeps_its_claims_unwrapped_from_their_signatures(tmp_path: Path) -> None:
+    envelope, claim = signed_claim()
+    with Store.open(tmp_path / "node.db") as store:
+        entries = [OutboxEntry(b"J" * 16, i, 0, "o", data, b"out", 0, next_try=1.0)
+                   for i, data in enumerate([envelope, b"not an envelope"])]  # fmt: skip
+        store.record_runs([], entries)
+        with store._tx() as db:  # schema 6 kept each claim signed
+            db.execute("UPDATE meta SET value = '6' WHERE key = 'schema'")
+    with Store.open(tmp_path / "node.db") as store:
+        (due,) = store.outbox_due(now=1.0)  # the damaged one went: no owner could have taken it
+        assert (due.index, due.claim, due.output) == (0, claim, b"out")
 
 
 def test_a_new_journal_has_large_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
