@@ -74,6 +74,7 @@ NEAR_FULL = 0.99  # share of the table entries alive at which the CPU spent so f
 API_POLL = 0.2  # seconds between two looks for api.json files (a stat: costs the nodes nothing)
 HTTP_TIMEOUT = 5.0  # as the CLI's: a node that takes longer is stuck, or starved
 SAMPLER_THREADS = 8
+LOOKS_AT = (10.0, 30.0)  # seconds into the job at which every node is asked how it sees the owner
 STOP_GRACE = 30.0  # for N nodes to exit after SIGTERM, together, before the teardown kills them
 PROGRESS_EVERY = 15.0
 MiB = 1 << 20
@@ -294,6 +295,7 @@ class JobResult:
     runs: Counter[str]  # node name -> accepted runs
     idle_nodes: list[str]
     note: str = ""
+    looks: str = ""  # how the nodes saw the owner during the job (``describe_looks``)
 
 
 @dataclass
@@ -378,10 +380,16 @@ def run_job(lan: Lan, nodes: Sequence[Node], tmp: Path, subtasks: int, deadline:
             "--output", str(output), "--data-dir", str(owner.data_dir)]  # fmt: skip
     began = time.monotonic()
     proc = lan.run(owner.ns, argv, name="submit")
-    try:
-        code: int | None = proc.wait(deadline)
-    except subprocess.TimeoutExpired:
-        code = None
+    looks: list[tuple[float, list[OwnerView | None]]] = []
+    code: int | None = None
+    with ThreadPoolExecutor(min(len(nodes), SAMPLER_THREADS)) as pool:
+        for at in (*LOOKS_AT, deadline):  # how the others see the owner while it has work to hand out
+            try:
+                code = proc.wait(max(0.0, began + min(at, deadline) - time.monotonic()))
+                break
+            except subprocess.TimeoutExpired:
+                if at < deadline:
+                    looks.append((at, list(pool.map(lambda node: owner_view(node, owner), nodes[1:]))))
     wall = time.monotonic() - began
     if code is None:
         return unfinished_job(owner, proc, subtasks, wall)
@@ -390,7 +398,45 @@ def run_job(lan: Lan, nodes: Sequence[Node], tmp: Path, subtasks: int, deadline:
     idle = [n.name for n in nodes if n.name not in runs]
     verified = sum(1 for r in records if r.get("status") == "ok")
     note = "" if code == 0 else f"submit exited {code}: {' / '.join(proc.stderr_tail(3).splitlines())}"
-    return JobResult(subtasks, wall, True, code, verified, runs, idle, note)
+    return JobResult(subtasks, wall, True, code, verified, runs, idle, note, describe_looks(looks, nodes, idle))
+
+
+@dataclass
+class OwnerView:
+    """How one node saw the job's owner at one moment: from its peer table and its own account of its runs."""
+
+    listed: bool  # the owner is in its table as alive
+    connected: bool
+    surplus: int  # what the owner's last presence (or steal answer) offered, as this node knows it
+    ran: int  # replicas this node had run of any job so far
+
+
+def owner_view(node: Node, owner: Node) -> OwnerView | None:
+    table, info = peer_table(node), api_get(node, "/v1/node")
+    if table is None or not isinstance(info, dict) or owner.api is None:
+        return None
+    entry = next((p for p in table if p.get("peer_id") == owner.api.peer_id), {})
+    ran = sum(int(j.get("replicas", 0)) for j in (info.get("jobs_run") or {}).values())
+    return OwnerView(entry.get("state") == "alive", bool(entry.get("connected")), int(entry.get("surplus") or 0), ran)
+
+
+def describe_looks(looks: Sequence[tuple[float, list[OwnerView | None]]], nodes: Sequence[Node], idle: Sequence[str]) -> str:
+    """What the nodes that ran nothing knew of the owner while the job ran, against the others."""
+    lines = []
+    names = [n.name for n in nodes[1:]]
+    for at, views in looks:
+        def count(group: list[OwnerView | None], test: Callable[[OwnerView], bool]) -> int:
+            return sum(1 for v in group if v is not None and test(v))
+
+        idle_views = [v for name, v in zip(names, views, strict=True) if name in idle]
+        working = [v for name, v in zip(names, views, strict=True) if name not in idle]
+        def summary(group: list[OwnerView | None]) -> str:
+            return (f"{count(group, lambda v: v.listed)} list the owner alive, {count(group, lambda v: v.connected)} "
+                    f"connected to it, {count(group, lambda v: v.surplus > 0)} see it offer work, "
+                    f"{count(group, lambda v: v.ran > 0)} ran replicas; {sum(1 for v in group if v is None)} did not answer")
+        lines.append(f"{at:.0f} s into the job: of the {len(idle_views)} nodes that ran no accepted work, {summary(idle_views)}; "
+                     f"of the other {len(working)}, {summary(working)}")
+    return "\n".join(lines)
 
 
 def unfinished_job(owner: Node, proc: NsProcess, subtasks: int, wall: float) -> JobResult:
@@ -601,7 +647,8 @@ def report(args: argparse.Namespace, results: Sequence[LanResult], interrupted: 
         ]
     out += ["", "Notes:"]
     for r in results:
-        notes = [*r.notes, *([r.tables] if r.tables else []), *([r.job.note] if r.job and r.job.note else [])]
+        notes = [*r.notes, *([r.tables] if r.tables else []), *([r.job.note] if r.job and r.job.note else []),
+                 *(r.job.looks.splitlines() if r.job and r.job.looks else [])]
         if not notes:
             continue
         out += [f"- N={r.n}: " + notes[0], *(f"  {x}" if x.startswith("  ") else f"  - {x}" for x in notes[1:])]
