@@ -45,6 +45,12 @@ presence with new addresses (the peer restarted elsewhere), starts the
 schedule afresh. The edge reports a failed dial (``DialFailed``); the first
 after the peer was last reachable yields ``PeerUnreachable``, and the next
 connection ``PeerReachable``, so the node says each once, not at every dial.
+A peer the node wants to talk to now (``Wanted``: it offers work to steal, or
+owns results waiting to be pushed) is dialled at once, whichever side it is and
+however long its backoff has grown, but at most once per ``WANTED_REDIAL``
+seconds: on a loaded LAN, start-up dials that timed out had left pairs
+unconnected for a minute at a time, and a thief cannot ask a peer it has no
+connection to.
 A connection that carries no presence for ``SILENT_CONNECTION_LIMIT`` seconds
 (from a peer never heard from, or from one that left and came back) is dropped
 too: gossip state can go stale on a connection that stays up (seen when a node
@@ -85,6 +91,8 @@ __all__ = [
     "RTT_EVERY",
     "RttMeasured",
     "Tick",
+    "WANTED_REDIAL",
+    "Wanted",
     "redial_delay",
 ]
 
@@ -95,6 +103,7 @@ DIAL_GRACE: Final = 3.0
 REDIAL_FIRST: Final = 1.0  # seconds from a dial to the next while the peer stays unconnected ...
 REDIAL_MAX: Final = 60.0  # ... doubling each time up to this
 REDIAL_JITTER: Final = 0.2  # each delay is stretched or shrunk by up to this fraction
+WANTED_REDIAL: Final = 5.0  # seconds between two dials of a peer the node wants to talk to (``Wanted``)
 # seconds connected without a word before the connection is dropped: longer than a hello's
 # retries take on a busy machine (50 nodes starting on 2 cores timed hellos out at 15 s)
 SILENT_CONNECTION_LIMIT: Final = 30.0
@@ -145,7 +154,15 @@ class DialFailed:
     now: float
 
 
-Event = PresenceHeard | GoodbyeHeard | Tick | RttMeasured | ConnectionChanged | DialFailed
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """The node has something to ask the peer now (work to steal, results to push)."""
+
+    peer: PeerId
+    now: float
+
+
+Event = PresenceHeard | GoodbyeHeard | Tick | RttMeasured | ConnectionChanged | DialFailed | Wanted
 
 
 # --- instructions (out) -----------------------------------------------------------------------
@@ -229,6 +246,7 @@ class PeerRecord:
     unconnected_since: float | None = None
     dials: int = 0  # dials since the peer was last connected (or changed its addresses)
     next_dial: float | None = None  # no dial before this time
+    last_dial: float | None = None  # when it was last dialled
     unreachable: bool = False  # a dial failed since the peer was last connected
     left_by_goodbye: bool = False
     unit: float = 1.0  # seconds per unit of silence (see the module docstring)
@@ -267,6 +285,8 @@ class PeerTable:
             return self._dial_failed(event.peer, event.reason, event.now)
         if isinstance(event, ConnectionChanged):
             return self._connection(event.peer, event.connected, event.now)
+        if isinstance(event, Wanted):
+            return self._wanted(event.peer, event.now)
         raise TypeError(f"not a peer table event: {event!r}")
 
     def _drop(self, reason: str) -> list[Instruction]:
@@ -385,12 +405,26 @@ class PeerTable:
         if record.next_dial is not None and now < record.next_dial:
             return []
         if self.me < record.peer or now - record.unconnected_since >= DIAL_GRACE:
-            record.next_dial = now + redial_delay(self.me, record.peer, record.dials)
-            addrs = record.presence.addrs
-            first = record.dials % len(addrs)  # libp2p dials only the first: each try starts elsewhere
-            record.dials += 1
-            return [DialPeer(record.peer, addrs[first:] + addrs[:first])]
+            return [self._dial(record, now)]
         return []
+
+    def _wanted(self, peer: PeerId, now: float) -> list[Instruction]:
+        record = self.peers.get(peer)
+        if record is None or record.connected or record.state == "gone" or not record.presence.addrs:
+            return []
+        if record.last_dial is not None and now - record.last_dial < WANTED_REDIAL:
+            return []  # a dial is under way, or failed a moment ago
+        if record.unconnected_since is None:
+            record.unconnected_since = now
+        return [self._dial(record, now)]
+
+    def _dial(self, record: PeerRecord, now: float) -> DialPeer:
+        record.next_dial = now + redial_delay(self.me, record.peer, record.dials)
+        record.last_dial = now
+        addrs = record.presence.addrs
+        first = record.dials % len(addrs)  # libp2p dials only the first: each try starts elsewhere
+        record.dials += 1
+        return DialPeer(record.peer, addrs[first:] + addrs[:first])
 
     # --- queries -------------------------------------------------------------------------
 

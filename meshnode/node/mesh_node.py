@@ -44,7 +44,7 @@ from ..core.peer_id import PeerId
 from ..core.peers import (
     DIAL_GRACE, REDIAL_FIRST, REDIAL_JITTER, REDIAL_MAX, ConnectionChanged, DialFailed, DialPeer, DropConnection, GoodbyeHeard,
     Instruction, PeerGone, PeerJoined, PeerReachable, PeerStale, PeerTable, PeerUnreachable, PresenceHeard,
-    RttMeasured, Tick,
+    RttMeasured, Tick, Wanted,
 )  # fmt: skip
 from ..core.presence import MAX_HINTS, Goodbye, PeerHint, PeerHints, Presence, heartbeat_interval, next_seq
 from ..core.reputation import Reputation
@@ -277,6 +277,7 @@ class MeshNode:
         self.credit = Crediting(self.jobs.store, self.identity)
         self.credit.ask, self.credit.reachable = workers.client.credit, host.is_connected
         workers.on_accepted = self.credit.owed
+        workers.want = lambda peer: self._apply(self.table.handle(Wanted(peer, time.monotonic())))
         service = MeshJobService(
             self.jobs, workers, self._grant_policy, on_release=workers.wake, crediting=self.credit,
             on_nothing_left=self._told_nothing_left,

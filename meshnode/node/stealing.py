@@ -117,6 +117,8 @@ class Workers:
         self._granted = trio.Event()  # work came in: the next renewal may be due sooner
         self._nursery: trio.Nursery | None = None
         self.on_accepted: Callable[[PeerId], None] = lambda owner: None  # an owner accepted results of ours
+        # a peer we have something to ask (work to steal, results to push) is not connected: the node dials it
+        self.want: Callable[[PeerId], None] = lambda peer: None
 
     # --- wiring ---------------------------------------------------------------------------------
 
@@ -408,8 +410,12 @@ class Workers:
                 continue
             for owner_text, pushed in by_owner.items():
                 owner = PeerId.from_base58(owner_text)
-                if owner != self.manager.identity.peer_id and self.host.is_connected(owner):
+                if owner == self.manager.identity.peer_id:
+                    continue
+                if self.host.is_connected(owner):
                     await self._deliver(owner, pushed)
+                else:
+                    self.want(owner)
 
     async def _renewer(self) -> None:
         while True:
@@ -454,6 +460,8 @@ class Workers:
                                             runtimes=self.executor.runtimes())  # fmt: skip
         except (PeerUnavailableError, WireError) as exc:
             log.debug("steal from %s: %s", steal.victim, exc)
+            if not self.host.is_connected(steal.victim):
+                self.want(steal.victim)
             self.executor.metrics.stole("thief", 0)
             self._carry(self.thief.handle(StealFailed(steal.victim, time.monotonic())))
             return

@@ -32,6 +32,8 @@ from meshnode.core.peers import (
     RttMeasured,
     Tick,
     redial_delay,
+    WANTED_REDIAL,
+    Wanted,
 )
 from meshnode.core.presence import Goodbye, Presence
 
@@ -153,6 +155,7 @@ class PeerTableMachine(RuleBasedStateMachine):
         self.ticked_at: float | None = None
 
     def apply(self, event: object) -> None:
+        wanted = isinstance(event, Wanted)
         for instruction in self.table.handle(event):  # type: ignore[arg-type]
             if isinstance(instruction, PeerJoined):
                 self.joined[instruction.peer] = self.joined.get(instruction.peer, 0) + 1
@@ -165,7 +168,9 @@ class PeerTableMachine(RuleBasedStateMachine):
             elif isinstance(instruction, DialPeer):
                 assert not self.connected.get(instruction.peer), "dialling a connected peer"
                 last, n = self.last_dial.get(instruction.peer), self.dials.get(instruction.peer, 0)
-                assert last is None or n == 0 or self.now - last >= redial_delay(ME, instruction.peer, n - 1)
+                if last is not None and n > 0:  # wanted: sooner than the backoff says, but not at once
+                    gap = min(WANTED_REDIAL, redial_delay(ME, instruction.peer, n - 1)) if wanted else redial_delay(ME, instruction.peer, n - 1)
+                    assert self.now - last >= gap
                 self.last_dial[instruction.peer] = self.now
                 self.dials[instruction.peer] = n + 1
             elif isinstance(instruction, PeerUnreachable):
@@ -210,6 +215,14 @@ class PeerTableMachine(RuleBasedStateMachine):
     @rule(peer=st.sampled_from(OTHERS))
     def dial_fails(self, peer: PeerId) -> None:
         self.apply(DialFailed(peer, "connection refused", self.now))
+
+    @rule(peer=st.sampled_from(OTHERS))
+    def want(self, peer: PeerId) -> None:
+        record = self.table.peers.get(peer)
+        known = record is not None and record.state != "gone"
+        before = self.dials.get(peer, 0)
+        self.apply(Wanted(peer, self.now))
+        assert known or self.dials.get(peer, 0) == before, "dialled a peer it does not know, or one that is gone"
 
     @rule(peer=st.sampled_from(OTHERS), rtt=st.none() | st.floats(0, 1000, allow_nan=False))
     def rtt(self, peer: PeerId, rtt: float | None) -> None:
@@ -295,6 +308,29 @@ def test_a_vanished_peer_is_redialled_with_backoff_and_said_unreachable_once() -
     assert [d.addrs[0] for _, d in dials[:4]] == [addrs[0], addrs[1], addrs[0], addrs[1]]  # each address in turn
     assert said == [PeerUnreachable(peer, "connection refused", said[0].retry_in)]  # type: ignore[attr-defined]
     assert t.handle(ConnectionChanged(peer, True, 302.0)) == [PeerReachable(peer)]
+
+
+def test_a_wanted_peer_is_dialled_at_once_from_either_side_at_most_every_few_seconds() -> None:
+    t = PeerTable(ME)
+    low = min(OTHERS)  # a peer whose ID is smaller than ours: its side dials first, ours only after a grace
+    assert low < ME
+    t.handle(PresenceHeard(presence(low, 1), 0.0))
+    for now in range(1, 100):  # start-up dials time out, the backoff grows; gossip still brings its presence
+        t.handle(PresenceHeard(presence(low, 1 + now), float(now)))
+        for i in t.handle(Tick(float(now))):
+            if isinstance(i, DialPeer):
+                t.handle(DialFailed(low, "timed out", now + 0.1))
+    assert t.peers[low].next_dial is not None and t.peers[low].next_dial > 120.0
+    assert t.peers[low].state == "alive"
+    assert [i for i in t.handle(Wanted(low, 100.0)) if isinstance(i, DialPeer)], "it has work for us: dial now"
+    assert t.handle(Wanted(low, 100.0 + WANTED_REDIAL / 2)) == [], "a dial is under way"
+    assert [i for i in t.handle(Wanted(low, 100.0 + WANTED_REDIAL)) if isinstance(i, DialPeer)]
+    t.handle(ConnectionChanged(low, True, 106.0))
+    assert t.handle(Wanted(low, 200.0)) == [], "connected already"
+    assert t.handle(Wanted(OTHERS[1], 200.0)) == [], "never heard of"
+    t.handle(GoodbyeHeard(Goodbye(low, 1000), 201.0))
+    t.handle(ConnectionChanged(low, False, 201.0))
+    assert t.handle(Wanted(low, 300.0)) == [], "it said goodbye"
 
 
 def test_redial_jitter_differs_between_peers_and_attempts_but_never_between_runs() -> None:

@@ -81,6 +81,21 @@ async def test_an_idle_owner_gets_its_replicas_back_from_a_thief(tmp_path: Path)
             assert workers.queued() == 4 and job.refusals == {}
 
 
+async def test_a_thief_with_no_connection_to_the_owner_asks_for_one_and_then_steals(tmp_path: Path) -> None:
+    """On a loaded LAN a pair can stay unconnected for a minute of redial backoff: a thief that fails to steal
+    for want of a connection says so (``Workers.want``; the node dials at once), and steals once connected."""
+    with Sandbox(slots=1) as sandbox:
+        async with side(tmp_path / "a", sandbox) as a, side(tmp_path / "b", sandbox) as b:
+            job = a.manager.submit(TASK, INPUTS, OPTIONS, now_ms=now_ms())
+            wanted: list[object] = []
+            b.workers.want = wanted.append
+            assert await b.workers.steal_from(a.host.peer_id, 4) == 0
+            assert wanted == [a.host.peer_id]
+            await b.host.dial(a.host.peer_id, a.host.listen_addrs)  # what the node does with the want
+            assert await b.workers.steal_from(a.host.peer_id, 4) == 4 and wanted == [a.host.peer_id]
+            assert job.owner.surplus() == 2 * len(INPUTS) - 4
+
+
 async def test_an_untrusting_node_refuses_and_the_owner_hears_why(tmp_path: Path) -> None:
     module = TASK
     async with open_node(node_config(tmp_path, "a", slots=1)) as a:
