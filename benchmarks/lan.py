@@ -25,8 +25,9 @@ default presence settings plus any ``--node-arg``. Measured, all times from the 
   verified, and which nodes ran accepted work (the ``executors`` of the result lines).
 
 When the tables are not full within ``--deadline`` s, the report says how many of the N(N-1)
-entries were alive, gives the cost over the last ``--idle`` s of that wait instead (marked), and
-runs the job all the same (a mesh that is not quite full is still used). The nodes are then stopped with SIGTERM and the LAN is torn down.
+entries were alive, notes the CPU over the last ``--idle`` s of that wait (while it polled every
+node), measures the idle window all the same (after ``--settle`` s, nobody asking), and runs the
+job all the same (a mesh that is not quite full is still used). The nodes are then stopped with SIGTERM and the LAN is torn down.
 
 Needs root, iproute2 and ``pip install -e '.[test]'`` (it reuses tests/slow/netns.py). Prints a
 Markdown report on stdout (what was measured so far, if interrupted) and progress on stderr. Every
@@ -344,7 +345,7 @@ def wait_for_full_tables(
         counts = alive_counts(nodes, list(pool.map(peer_table, nodes)))
         now = time.monotonic()
         history.append(snapshot(nodes))
-        if result.near_full is None and sum(counts) >= NEAR_FULL * n * (n - 1):
+        if result.near_full is None and sum(c or 0 for c in counts) >= NEAR_FULL * n * (n - 1):
             result.near_full = (now - start, sum(u.cpu_s for u in history[-1].usage.values()))
         if all(c == n - 1 for c in counts):
             result.full_s = now - start
@@ -522,16 +523,20 @@ def measure(lan: Lan, nodes: list[Node], start: float, tmp: Path, args: argparse
                                 f"{cpu / cores:.0f} s of this machine's {cores} cores)")  # fmt: skip
         if result.full_s is None:
             say(f"  N={n}: no full tables after {args.deadline:g} s: {result.tables}")
-            result.cost = cost_of_wait(history, args.idle)
-        else:
-            say(f"  N={n}: full tables after {result.full_s:.1f} s; settle {args.settle:g} s, idle window {args.idle:g} s")
-            time.sleep(args.settle)
-            before = snapshot(nodes)
-            time.sleep(args.idle)
-            result.cost = cost_between(before, snapshot(nodes))
-            counts = alive_counts(nodes, list(pool.map(peer_table, nodes)))
-            if any(c != n - 1 for c in counts):
-                result.notes.append(f"tables no longer full after the idle window: {describe_tables(counts, n)}")
+            polled = cost_of_wait(history, args.idle)
+            if polled is not None:
+                result.notes.append(f"while the tables were polled, over the last {polled.seconds:.0f} s of the wait: CPU "
+                                    f"per node {statistics.median(polled.cpu):.0f} % median, {max(polled.cpu):.0f} % max")  # fmt: skip
+        say(f"  N={n}: settle {args.settle:g} s, then an idle window of {args.idle:g} s")
+        time.sleep(args.settle)
+        before = snapshot(nodes)
+        time.sleep(args.idle)  # nobody asks the nodes anything, whether or not their tables are full
+        result.cost = cost_between(before, snapshot(nodes))
+        counts = alive_counts(nodes, list(pool.map(peer_table, nodes)))
+        if result.full_s is not None and any(c != n - 1 for c in counts):
+            result.notes.append(f"tables no longer full after the idle window: {describe_tables(counts, n)}")
+        elif result.full_s is None:
+            result.notes.append(f"after the idle window: {describe_tables(counts, n)}")
     if not args.no_job:
         say(f"  N={n}: submitting {args.subtasks} subtasks on n1")
         result.job = run_job(lan, nodes, tmp, args.subtasks, args.job_deadline)

@@ -124,7 +124,10 @@ class MeshHost:
         if hasattr(network, "unblock_peer"):
             network.unblock_peer(pid)  # our own schedule decides when to retry
         if not self.is_connected(peer):
-            use_only_addrs(self._host, pid, maddrs)
+            try:
+                use_only_addrs(self._host, pid, maddrs)
+            except Exception as exc:  # libp2p's peerstore: a dial that cannot start must not take the node down
+                raise PeerUnavailableError(f"cannot dial {peer}: {_describe(exc)}") from exc
         with track_dial_sockets() as opened:
             try:
                 with trio.fail_after(timeout):

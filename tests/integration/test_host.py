@@ -6,11 +6,16 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import multiaddr
+import pytest
 import trio
 
+from meshnode.net.host import open_host, to_libp2p_id
 from meshnode.net.libp2p_adapter import port_is_free
 from meshnode.node.mesh_node import open_node
+from meshnode.storage.identity import load_or_create_identity
 
+from ..waiting import MEET, wait_until
 from .conftest import node_config
 
 
@@ -75,3 +80,29 @@ async def test_a_node_whose_mdns_registration_was_lost_registers_it_when_it_anno
         with trio.fail_after(STEP):
             while not any(peer == b.peer_id for peer, _ in await a.host.mdns_peers()):
                 await trio.sleep(0.2)
+
+
+async def test_a_peer_whose_addresses_expired_in_libp2p_is_dialled_again(tmp_path: Path) -> None:
+    """libp2p's peerstore raises on clearing the addresses of a peer it holds a signed record of (from an
+    earlier connection) once they outlived their TTL (120 s after a dial set them): the redial of such a
+    peer killed the node (7 of 50 nodes on the namespace LAN). It is dialled instead."""
+    from libp2p.peer.peerstore import PeerStoreError
+
+    a_id, b_id = (load_or_create_identity(tmp_path / name) for name in ("a", "b"))
+    async with open_host(a_id, ["/ip4/127.0.0.1/tcp/0"]) as a, open_host(b_id, ["/ip4/127.0.0.1/tcp/0"]) as b:
+        peerstore, pid = a._host.get_peerstore(), to_libp2p_id(b.peer_id)
+        await a.dial(b.peer_id, b.listen_addrs)
+        await wait_until(lambda: pid in peerstore.peer_record_map, MEET, "identify to bring the peer's signed record")
+        await a.disconnect(b.peer_id)
+        await wait_until(lambda: not a.is_connected(b.peer_id), MEET, "the connection to close")
+
+        def expire() -> None:  # as a minute or two of redial backoff leaves it
+            peerstore.add_addrs(pid, [multiaddr.Multiaddr(b.listen_addrs[0])], 120)
+            peerstore.peer_data_map[pid].last_identified -= 3600
+
+        expire()
+        with pytest.raises(PeerStoreError, match="expired"):  # the package's behaviour the adapter contains
+            peerstore.clear_addrs(pid)
+        expire()
+        await a.dial(b.peer_id, b.listen_addrs)
+        assert a.is_connected(b.peer_id)
