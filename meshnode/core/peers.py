@@ -189,6 +189,7 @@ class PeerGone:
 class DialPeer:
     peer: PeerId
     addrs: tuple[str, ...]
+    wanted: bool = False  # the node has something to ask the peer now (``Wanted``): no waiting behind other dials
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,15 +417,15 @@ class PeerTable:
             return []  # a dial is under way, or failed a moment ago
         if record.unconnected_since is None:
             record.unconnected_since = now
-        return [self._dial(record, now)]
+        return [self._dial(record, now, wanted=True)]
 
-    def _dial(self, record: PeerRecord, now: float) -> DialPeer:
+    def _dial(self, record: PeerRecord, now: float, wanted: bool = False) -> DialPeer:
         record.next_dial = now + redial_delay(self.me, record.peer, record.dials)
         record.last_dial = now
         addrs = record.presence.addrs
         first = record.dials % len(addrs)  # libp2p dials only the first: each try starts elsewhere
         record.dials += 1
-        return DialPeer(record.peer, addrs[first:] + addrs[:first])
+        return DialPeer(record.peer, addrs[first:] + addrs[:first], wanted)
 
     # --- queries -------------------------------------------------------------------------
 

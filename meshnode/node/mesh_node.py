@@ -774,7 +774,7 @@ class MeshNode:
                 if self._workers is not None:
                     self._workers.peer_gone(i.peer)
             elif isinstance(i, DialPeer):
-                self._spawn_dial(i.peer, i.addrs)
+                self._spawn_dial(i.peer, i.addrs, wanted=i.wanted)
             elif isinstance(i, DropConnection):
                 assert self._nursery is not None
                 self._nursery.start_soon(self.host.disconnect, i.peer)
@@ -806,15 +806,18 @@ class MeshNode:
 
             self._nursery.start_soon(later)
 
-    def _spawn_dial(self, peer: PeerId, addrs: tuple[str, ...]) -> None:
+    def _spawn_dial(self, peer: PeerId, addrs: tuple[str, ...], *, wanted: bool = False) -> None:
         if peer in self._dialing or self._nursery is None:
             return
         self._dialing.add(peer)
 
         async def dial() -> None:
             try:
-                async with self._dial_limiter:
+                if wanted:  # work to steal or results to push wait on it: not behind redials of idle peers
                     await self.host.dial(peer, addrs)
+                else:
+                    async with self._dial_limiter:
+                        await self.host.dial(peer, addrs)
             except PeerUnavailableError as exc:
                 log.debug("%s", exc)
                 self._apply(self.table.handle(DialFailed(peer, _reason(exc, peer), time.monotonic())))

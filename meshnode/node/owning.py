@@ -557,7 +557,8 @@ class JobManager:
         The one place the owner's instructions are carried out. What answers a
         request (grants, acknowledgements, transfers) is returned for the caller
         to send; revocations go to their holders at once; verdicts are journalled
-        before this returns, and feed reputation; lost replicas cost their holder.
+        before this returns, and feed reputation; lost replicas cost their holder one
+        failure per call, however many of them lapsed together (one missed deadline).
 
         Raises:
             JournalError: the verdicts reached were not journalled: the job is paused,
@@ -567,6 +568,7 @@ class JobManager:
         decided: list[VerifiedOutput] = []
         rechecked: list[int] = []
         caught: list[PeerId] = []
+        failed: set[PeerId] = set()
         finished = False
         for event in events:
             for i in job.owner.handle(event):
@@ -584,6 +586,8 @@ class JobManager:
                     case ReplicaLost():
                         job.stats.lost += 1
                         self._lost(job, i)
+                        if i.credible and i.holder != self.identity.peer_id:
+                            failed.add(i.holder)
                     case ReplicasAdded():
                         if i.why == "disagreement":  # the others are the adaptive policy's plan, not a retry
                             job.stats.added += len(i.replicas)
@@ -600,6 +604,10 @@ class JobManager:
                         finished = True
                     case _:
                         assert_never(i)
+        # One failure per holder, not per replica: a grant's replicas lapse together, and on 50 nodes
+        # sharing two cores a thief whose first grant of four lapsed was served last for the whole job.
+        for peer in failed:
+            self.reputation.record_failure(peer)
         snapshot = self._snapshot_due(job, bool(decided or rechecked), finished)
         if job.paused:
             if decided:
@@ -704,8 +712,6 @@ class JobManager:
         log.info("job %s: %s lost replica %d.%d (%s)", job.job_id.hex()[:12], lost.holder, ref.index, ref.replica, why,
                  extra={"event": "replica_lost", "job": job.job_id.hex(), "peer": str(lost.holder),
                         "subtask": ref.index, "replica": ref.replica, "reason": lost.reason})  # fmt: skip
-        if lost.credible and lost.holder != self.identity.peer_id:
-            self.reputation.record_failure(lost.holder)
 
     def _snapshot_due(self, job: RunningJob, decided: bool, finished: bool) -> Snapshot | None:
         """The job's state to save now, if any: its end, or its window at most once a second."""

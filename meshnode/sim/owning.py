@@ -186,6 +186,7 @@ class OwnedJob:
         decided: list[tuple[SubtaskDecided, frozenset[PeerId]]] = []
         rechecked: list[Reopened] = []
         caught: list[PeerId] = []
+        failed: set[PeerId] = set()
         finished = False
         for event in events:
             untrusted = event.untrusted if isinstance(event, ClaimReceived) else frozenset()
@@ -204,8 +205,7 @@ class OwnedJob:
                     case ReplicaLost():
                         w.counters.lost_replicas += 1
                         if i.credible and i.holder != me:
-                            node.reputation.record_failure(i.holder)
-                            node.reputation_changed()
+                            failed.add(i.holder)  # once per holder, as the node does (node/owning.py)
                     case ReplicasAdded():
                         w.counters.added[i.why] += len(i.replicas)
                         node.work_added()
@@ -225,6 +225,9 @@ class OwnedJob:
                         finished = True
                     case _:
                         unknown(i)
+        for peer in sorted(failed, key=str):  # in a fixed order: the simulation is deterministic
+            node.reputation.record_failure(peer)
+            node.reputation_changed()
         if decided or finished or rechecked:
             if node.tearing():
                 return None

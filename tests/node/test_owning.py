@@ -12,7 +12,7 @@ import pytest
 
 from meshnode.api.job_routes import _record
 from meshnode.config import TrustPolicy
-from meshnode.core.job import Grant, StealRequest
+from meshnode.core.job import Grant, StealRequest, Tick
 from meshnode.core.manifest import Replication, TaskLimits
 from meshnode.core.manifest import JobOptions
 from meshnode.core.outcome import TaskOutcome
@@ -113,6 +113,21 @@ async def test_a_job_that_needs_more_executors_than_the_node_waits_for_peers(tmp
         assert not job.owner.finished and progress.verified == 0
         assert progress.queued == 3  # the second replica of each subtask waits for another node
         assert m.executor.runs == 3  # this node ran one replica of each, never two
+
+
+async def test_replicas_that_lapse_together_cost_their_holder_one_failure(tmp_path: Path, sandbox: Sandbox) -> None:
+    """One missed deadline is one failure, however many replicas the grant held: a thief whose first grant of four
+    lapsed used to be a poor peer at once (score 1/6), served last for the rest of the job."""
+    with Store.open(tmp_path / "node.db") as store:
+        m = manager(tmp_path, sandbox, store)
+        job = m.submit(TASK, INPUTS, ALONE, now_ms=int(time.time() * 1000))
+        thief = load_or_create_identity(tmp_path / "thief").peer_id
+        now = time.monotonic()
+        (grant,) = (await m.drive(job, StealRequest(thief, 4, 1, now))).grants
+        assert len(grant.replicas) == 4
+        await m.drive(job, Tick(now + job.owner.lease_seconds + 1))
+        assert job.stats.lost == 4 and m.reputation[thief].failures == 1
+        assert m.reputation.score(thief) == 1 / 3  # not poor (POOR_SCORE 0.25): still handed work
 
 
 async def test_a_disputed_subtask_lists_each_candidate_and_who_reported_it(tmp_path: Path, sandbox: Sandbox) -> None:
