@@ -212,6 +212,7 @@ class Usage:
     rss: int  # bytes
     net_bytes: int  # eth0, received + sent
     net_packets: int
+    udp_datagrams: int  # received + sent in the node's namespace: mDNS is all of its UDP
 
 
 @dataclass(frozen=True)
@@ -242,11 +243,21 @@ def usage_of(pid: int) -> Usage | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
         status = Path(f"/proc/{pid}/status").read_text()
         dev = Path(f"/proc/{pid}/net/dev").read_text()
+        snmp = Path(f"/proc/{pid}/net/snmp").read_text()
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()  # field 3 (state) onwards: utime, stime are fields 14, 15
     rss = next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-    return Usage((int(fields[11]) + int(fields[12])) / CLK_TCK, rss, *eth0_counters(dev))
+    return Usage((int(fields[11]) + int(fields[12])) / CLK_TCK, rss, *eth0_counters(dev), udp_datagrams(snmp))
+
+
+def udp_datagrams(snmp: str) -> int:
+    """UDP datagrams received (delivered or not) plus sent, from the text of /proc/PID/net/snmp."""
+    rows = [line.split() for line in snmp.splitlines() if line.startswith("Udp:")]
+    if len(rows) < 2:
+        return 0
+    values = dict(zip(rows[0][1:], map(int, rows[1][1:]), strict=False))
+    return sum(values.get(k, 0) for k in ("InDatagrams", "NoPorts", "InErrors", "OutDatagrams"))
 
 
 def snapshot(nodes: Sequence[Node]) -> Snapshot:
@@ -262,6 +273,7 @@ class Cost:
     rss: list[float]  # MiB, per node, at the end
     bytes_s: list[float]  # per node
     packets_s: list[float]  # per node
+    udp_s: list[float]  # per node: mDNS datagrams
     machine_busy: float  # % of all cores, whoever used them (the nodes, this script, anything else)
     load1: float
     note: str = ""  # why this is not the idle window, if it is not
@@ -277,6 +289,7 @@ def cost_between(a: Snapshot, b: Snapshot, note: str = "") -> Cost:
         rss=[y.rss / MiB for y in ub],
         bytes_s=[(y.net_bytes - x.net_bytes) / dt for x, y in zip(ua, ub, strict=True)],
         packets_s=[(y.net_packets - x.net_packets) / dt for x, y in zip(ua, ub, strict=True)],
+        udp_s=[(y.udp_datagrams - x.udp_datagrams) / dt for x, y in zip(ua, ub, strict=True)],
         machine_busy=(b.machine[0] - a.machine[0]) / max(1, b.machine[1] - a.machine[1]) * 100,
         load1=os.getloadavg()[0],
         note=note,
@@ -583,7 +596,8 @@ def mesh_row(r: LanResult) -> str:
         cells += ["-"] * 7
     else:
         cells += [med_max(c.cpu, ".0f") + mark, f"{sum(c.cpu):.0f}{mark}", med_max(c.rss, ".0f"),
-                  med_max(c.bytes_s, ",.0f") + mark, med_max(c.packets_s, ".0f") + mark,
+                  med_max(c.bytes_s, ",.0f") + mark,
+                  med_max(c.packets_s, ".0f") + mark + f" ({statistics.median(c.udp_s):.0f} mDNS)",
                   f"{c.machine_busy:.0f}{mark}", f"{c.load1:.1f}"]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
 
@@ -631,7 +645,7 @@ def report(args: argparse.Namespace, results: Sequence[LanResult], interrupted: 
     out += [
         "| N | up after s | full tables after s (from last up / from first start) | CPU % of a core per node, "
         "median / max | CPU % all nodes | RSS MiB median / max | bytes/s per node median / max "
-        "| packets/s per node median / max | machine CPU busy % | load1 |",
+        "| packets/s per node median / max (median of them mDNS, UDP) | machine CPU busy % | load1 |",
         "|---|---|---|---|---|---|---|---|---|---|",
         *map(mesh_row, results),
     ]
