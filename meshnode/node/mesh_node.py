@@ -131,7 +131,8 @@ class MeshNode:
         self._waiting_told = 0.0  # monotonic time they were last told of work (WAITING_NEWS_GAP)
         self._python_broken = False  # the compiled Python runtime failed to load: not tried again
         self._dial_limiter = trio.CapacityLimiter(MAX_CONCURRENT_DIALS)
-        self._dialing: set[PeerId] = set()
+        self._dialing: set[PeerId] = set()  # dials under way
+        self._queued_dials: set[PeerId] = set()  # routine dials waiting for the limiter
         self._nursery: trio.Nursery | None = None
         self._presence_scope = trio.CancelScope()
         self.reputation = Reputation()  # loaded from the journal when the node starts
@@ -807,22 +808,34 @@ class MeshNode:
             self._nursery.start_soon(later)
 
     def _spawn_dial(self, peer: PeerId, addrs: tuple[str, ...], *, wanted: bool = False) -> None:
-        if peer in self._dialing or self._nursery is None:
+        """Dial ``peer`` in the background, one dial of it at a time. A routine dial waits for one of
+        ``MAX_CONCURRENT_DIALS``; a wanted one (work to steal or results to push wait on the peer) starts
+        at once, even while a routine dial of the same peer still waits its turn."""
+        if self._nursery is None or peer in self._dialing or (peer in self._queued_dials and not wanted):
             return
-        self._dialing.add(peer)
+        (self._dialing if wanted else self._queued_dials).add(peer)
 
         async def dial() -> None:
+            ours = wanted  # whether this task holds the peer's place in ``_dialing``
             try:
-                if wanted:  # work to steal or results to push wait on it: not behind redials of idle peers
+                if wanted:
                     await self.host.dial(peer, addrs)
-                else:
-                    async with self._dial_limiter:
-                        await self.host.dial(peer, addrs)
+                    return
+                async with self._dial_limiter:
+                    self._queued_dials.discard(peer)
+                    if peer in self._dialing or self.host.is_connected(peer):
+                        return  # a wanted dial went ahead of this one
+                    self._dialing.add(peer)
+                    ours = True
+                    await self.host.dial(peer, addrs)
             except PeerUnavailableError as exc:
                 log.debug("%s", exc)
                 self._apply(self.table.handle(DialFailed(peer, _reason(exc, peer), time.monotonic())))
             finally:
-                self._dialing.discard(peer)
+                if not wanted:
+                    self._queued_dials.discard(peer)
+                if ours:
+                    self._dialing.discard(peer)
 
         self._nursery.start_soon(dial)
 
