@@ -27,7 +27,8 @@ default presence settings plus any ``--node-arg``. Measured, all times from the 
 When the tables are not full within ``--deadline`` s, the report says how many of the N(N-1)
 entries were alive, notes the CPU over the last ``--idle`` s of that wait (while it polled every
 node), measures the idle window all the same (after ``--settle`` s, nobody asking), and runs the
-job all the same (a mesh that is not quite full is still used). The nodes are then stopped with SIGTERM and the LAN is torn down.
+job all the same (a mesh that is not quite full is still used). The nodes are then stopped with
+SIGTERM and the LAN is torn down.
 
 Needs root, iproute2 and ``pip install -e '.[test]'`` (it reuses tests/slow/netns.py). Prints a
 Markdown report on stdout (what was measured so far, if interrupted) and progress on stderr. Every
@@ -434,23 +435,24 @@ def owner_view(node: Node, owner: Node) -> OwnerView | None:
     return OwnerView(entry.get("state") == "alive", bool(entry.get("connected")), int(entry.get("surplus") or 0), ran)
 
 
-def describe_looks(looks: Sequence[tuple[float, list[OwnerView | None]]], nodes: Sequence[Node], idle: Sequence[str]) -> str:
+def describe_looks(looks: Sequence[tuple[float, list[OwnerView | None]]], nodes: Sequence[Node],
+                   idle: Sequence[str]) -> str:  # fmt: skip
     """What the nodes that ran nothing knew of the owner while the job ran, against the others."""
-    lines = []
     names = [n.name for n in nodes[1:]]
+    lines = []
     for at, views in looks:
-        def count(group: list[OwnerView | None], test: Callable[[OwnerView], bool]) -> int:
-            return sum(1 for v in group if v is not None and test(v))
-
         idle_views = [v for name, v in zip(names, views, strict=True) if name in idle]
         working = [v for name, v in zip(names, views, strict=True) if name not in idle]
-        def summary(group: list[OwnerView | None]) -> str:
-            return (f"{count(group, lambda v: v.listed)} list the owner alive, {count(group, lambda v: v.connected)} "
-                    f"connected to it, {count(group, lambda v: v.surplus > 0)} see it offer work, "
-                    f"{count(group, lambda v: v.ran > 0)} ran replicas; {sum(1 for v in group if v is None)} did not answer")
-        lines.append(f"{at:.0f} s into the job: of the {len(idle_views)} nodes that ran no accepted work, {summary(idle_views)}; "
-                     f"of the other {len(working)}, {summary(working)}")
+        lines.append(f"{at:.0f} s into the job: of the {len(idle_views)} nodes that ran no accepted work, "
+                     f"{describe_views(idle_views)}; of the other {len(working)}, {describe_views(working)}")  # fmt: skip
     return "\n".join(lines)
+
+
+def describe_views(views: Sequence[OwnerView | None]) -> str:
+    seen = [v for v in views if v is not None]
+    return (f"{sum(v.listed for v in seen)} list the owner alive, {sum(v.connected for v in seen)} connected to it, "
+            f"{sum(v.surplus > 0 for v in seen)} see it offer work, {sum(v.ran > 0 for v in seen)} ran replicas; "
+            f"{len(views) - len(seen)} did not answer")  # fmt: skip
 
 
 def unfinished_job(owner: Node, proc: NsProcess, subtasks: int, wall: float) -> JobResult:

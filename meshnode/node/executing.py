@@ -7,9 +7,10 @@ manifest names, and the subtask proven against the manifest's input root.
 
 A result's claim is kept in the outbox (in the journal) until the owner
 acknowledges it (the claim is not signed: the owner takes it only from the
-peer its stream authenticated as the executor, docs/protocol.md), and cached by (module hash, input hash,
-engine) so that a repeated subtask is answered without running it again; the
-output is written once, in the cache, which the outbox entry names.
+peer its stream authenticated as the executor, docs/protocol.md), and the
+result is cached by (module hash, input hash, engine) so that a repeated
+subtask is answered without running it again; the output is written once, in
+the cache, which the outbox entry names.
 """
 
 from __future__ import annotations
@@ -220,8 +221,8 @@ class Executor:
         run, not as much as a thread hop and a commit.
 
         ``outbox=False`` when the owner is this node: the claims are delivered by a
-        function call, so there is nothing to retry or encode; and ``cache=False`` (neither read nor written),
-        since the owner's journal keeps every verdict.
+        function call, so there is nothing to retry or encode; and ``cache=False``
+        (neither read nor written), since the owner's journal keeps every verdict.
 
         ``keep=False`` leaves the journal writes (outbox, cache) to ``keep_pending``,
         which the caller awaits before it pushes the results: its slot can run the

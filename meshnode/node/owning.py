@@ -492,7 +492,9 @@ class JobManager:
                 if any(s.input is None for s in subtasks):
                     raise JournalError(f"a large input of job {job.job_id.hex()} is missing from the blob store", "damaged")
                 # our own subtasks need no checking, and our own claims no encoding: they are never pushed
-                results = await self.executor.run_batch(job.manifest, subtasks, outbox=False, cache=False, budget=CHUNK_BUDGET)
+                results = await self.executor.run_batch(
+                    job.manifest, subtasks, outbox=False, cache=False, budget=CHUNK_BUDGET
+                )
             except MeshError as exc:  # caught here: a nursery would wrap it in an exception group
                 problem = exc
             nursery.cancel_scope.cancel()
