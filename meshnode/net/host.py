@@ -26,7 +26,8 @@ from ..errors import ConfigError, PeerUnavailableError
 from ..storage.identity import Identity
 from .addresses import advertised, concrete_listen_addrs, parse_bootstrap, split_tcp
 from .libp2p_adapter import (
-    MdnsBridge, apply_patches, close_listeners, close_tcp_streams, disable_dial_retries, mdns_announce, mdns_cached_peers,
+    MdnsBridge, apply_patches, close_listeners, close_tcp_streams, connection_rtt, disable_dial_retries, mdns_announce,
+    mdns_cached_peers,
     port_is_free,
     replace_stale_pubsub_stream, stop_auto_connector, track_dial_sockets, use_only_addrs, watch_oversize_gossip,
 )  # fmt: skip
@@ -47,7 +48,14 @@ GOSSIP_PRUNE_BACKOFF = 5
 # gave up on their owner again and again, and each attempt cost it work); a dial to a peer with
 # another swarm key hangs for 30 s and more.
 DIAL_TIMEOUT = 15.0
-PING_TIMEOUT = 5.0
+# A stream open that fails after this long got no answer at all (a refusal comes in milliseconds) ...
+STALL_AFTER = 5.0
+# ... and this many in a row, with none opened in between, mean the connection itself is wedged: it is
+# dropped and the next dial makes a fresh one. A peer whose process hangs keeps its TCP connection up (the
+# kernel still acknowledges, so keepalive never fires); on the 50-node namespace LAN, connections both ends
+# held as established answered no stream open in either direction for minutes, and the thieves on them
+# never got work (their steals and module fetches from the owner all timed out after 10 s).
+STALLED_OPENS_TO_DROP = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +83,8 @@ class MeshHost:
         self.peer_id = peer_id
         self.listen_addrs = listen_addrs
         self._events_send, self.events = trio.open_memory_channel[ConnectionEvent](1024)
-        self._ping_streams: dict[PeerId, Any] = {}
-        self._ping_locks: dict[PeerId, trio.Lock] = {}
         self._dialed: list[Any] = []  # raw connections of successful dials
+        self._stalled_opens: Counter[PeerId] = Counter()  # stream opens in a row that got no answer, by peer
         self.discoveries: trio.MemoryReceiveChannel[Any] | None = None  # mDNS finds (libp2p PeerInfo)
         self.traffic: Counter[tuple[str, str]] = Counter()  # bytes by (protocol's short name, "sent" or "received")
 
@@ -164,36 +171,18 @@ class MeshHost:
         return await mdns_announce(self._host)
 
     async def disconnect(self, peer: PeerId) -> None:
-        self._ping_streams.pop(peer, None)
+        self._stalled_opens.pop(peer, None)
         try:
             with trio.move_on_after(2):
                 await self._host.disconnect(to_libp2p_id(peer))
         except Exception as exc:
             log.debug("disconnect from %s: %s", peer, exc)
 
-    async def ping(self, peer: PeerId) -> float:
-        """Round-trip time in milliseconds over libp2p's ping protocol, on a stream kept open.
-
-        Raises:
-            PeerUnavailableError: no answer within ``PING_TIMEOUT``.
-        """
-        from libp2p.host.ping import ID as PING_ID
-        from libp2p.host.ping import perform_ping_roundtrip
-
-        lock = self._ping_locks.setdefault(peer, trio.Lock())
-        async with lock:
-            try:
-                with trio.fail_after(PING_TIMEOUT):
-                    stream = self._ping_streams.get(peer)
-                    if stream is None:
-                        stream = await self._host.new_stream(to_libp2p_id(peer), [PING_ID])
-                        self._ping_streams[peer] = stream
-                    start = time.perf_counter()
-                    await perform_ping_roundtrip(stream)
-                    return (time.perf_counter() - start) * 1000
-            except Exception as exc:
-                self._ping_streams.pop(peer, None)
-                raise PeerUnavailableError(f"ping {peer}: {str(exc)[:200] or type(exc).__name__}") from exc
+    def rtt_ms(self, peer: PeerId) -> float | None:
+        """The round-trip time to ``peer`` in milliseconds, as yamux last measured it on its connection
+        (libp2p_adapter.connection_rtt); None while not connected or not measured yet."""
+        rtt = connection_rtt(self._host, to_libp2p_id(peer))
+        return None if rtt is None else rtt * 1000
 
     # --- streams ------------------------------------------------------------------------
 
@@ -232,12 +221,26 @@ class MeshHost:
             # libp2p's new_stream would dial every address its peerstore remembers, a stale one
             # first (seen when a stream opened just as the peer vanished); dialling is dial()'s job
             raise PeerUnavailableError(f"cannot open {protocol} to {peer}: not connected")
+        started = trio.current_time()
         try:
             with trio.fail_after(timeout):
                 stream = await self._host.new_stream(to_libp2p_id(peer), [TProtocol(protocol)])
         except Exception as exc:
+            if trio.current_time() - started >= STALL_AFTER:
+                await self._stalled(peer)
             raise PeerUnavailableError(f"cannot open {protocol} to {peer}: {_describe(exc)}") from exc
+        self._stalled_opens.pop(peer, None)
         return _Counted(stream, self.traffic, protocol)
+
+    async def _stalled(self, peer: PeerId) -> None:
+        """A stream open to ``peer`` got no answer; after ``STALLED_OPENS_TO_DROP`` in a row, drop the connection."""
+        self._stalled_opens[peer] += 1
+        if self._stalled_opens[peer] < STALLED_OPENS_TO_DROP:
+            return
+        del self._stalled_opens[peer]
+        log.info("dropped the connection to %s: %d stream opens in a row got no answer; it will be dialled afresh",
+                 peer, STALLED_OPENS_TO_DROP, extra={"event": "connection_dropped", "peer": str(peer)})  # fmt: skip
+        await self.disconnect(peer)
 
     def watch_oversize_gossip(self, callback: Callable[[PeerId], None]) -> None:
         """Call ``callback(peer)`` for each gossip frame over libp2p's 1 MiB limit that ``peer`` sends.
