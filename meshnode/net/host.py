@@ -48,14 +48,6 @@ GOSSIP_PRUNE_BACKOFF = 5
 # gave up on their owner again and again, and each attempt cost it work); a dial to a peer with
 # another swarm key hangs for 30 s and more.
 DIAL_TIMEOUT = 15.0
-# A stream open that fails after this long got no answer at all (a refusal comes in milliseconds) ...
-STALL_AFTER = 5.0
-# ... and this many in a row, with none opened in between, mean the connection itself is wedged: it is
-# dropped and the next dial makes a fresh one. A peer whose process hangs keeps its TCP connection up (the
-# kernel still acknowledges, so keepalive never fires); on the 50-node namespace LAN, connections both ends
-# held as established answered no stream open in either direction for minutes, and the thieves on them
-# never got work (their steals and module fetches from the owner all timed out after 10 s).
-STALLED_OPENS_TO_DROP = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +76,6 @@ class MeshHost:
         self.listen_addrs = listen_addrs
         self._events_send, self.events = trio.open_memory_channel[ConnectionEvent](1024)
         self._dialed: list[Any] = []  # raw connections of successful dials
-        self._stalled_opens: Counter[PeerId] = Counter()  # stream opens in a row that got no answer, by peer
         self.discoveries: trio.MemoryReceiveChannel[Any] | None = None  # mDNS finds (libp2p PeerInfo)
         self.traffic: Counter[tuple[str, str]] = Counter()  # bytes by (protocol's short name, "sent" or "received")
 
@@ -171,7 +162,6 @@ class MeshHost:
         return await mdns_announce(self._host)
 
     async def disconnect(self, peer: PeerId) -> None:
-        self._stalled_opens.pop(peer, None)
         try:
             with trio.move_on_after(2):
                 await self._host.disconnect(to_libp2p_id(peer))
@@ -221,26 +211,12 @@ class MeshHost:
             # libp2p's new_stream would dial every address its peerstore remembers, a stale one
             # first (seen when a stream opened just as the peer vanished); dialling is dial()'s job
             raise PeerUnavailableError(f"cannot open {protocol} to {peer}: not connected")
-        started = trio.current_time()
         try:
             with trio.fail_after(timeout):
                 stream = await self._host.new_stream(to_libp2p_id(peer), [TProtocol(protocol)])
         except Exception as exc:
-            if trio.current_time() - started >= STALL_AFTER:
-                await self._stalled(peer)
             raise PeerUnavailableError(f"cannot open {protocol} to {peer}: {_describe(exc)}") from exc
-        self._stalled_opens.pop(peer, None)
         return _Counted(stream, self.traffic, protocol)
-
-    async def _stalled(self, peer: PeerId) -> None:
-        """A stream open to ``peer`` got no answer; after ``STALLED_OPENS_TO_DROP`` in a row, drop the connection."""
-        self._stalled_opens[peer] += 1
-        if self._stalled_opens[peer] < STALLED_OPENS_TO_DROP:
-            return
-        del self._stalled_opens[peer]
-        log.info("dropped the connection to %s: %d stream opens in a row got no answer; it will be dialled afresh",
-                 peer, STALLED_OPENS_TO_DROP, extra={"event": "connection_dropped", "peer": str(peer)})  # fmt: skip
-        await self.disconnect(peer)
 
     def watch_oversize_gossip(self, callback: Callable[[PeerId], None]) -> None:
         """Call ``callback(peer)`` for each gossip frame over libp2p's 1 MiB limit that ``peer`` sends.

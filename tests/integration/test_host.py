@@ -10,7 +10,6 @@ import multiaddr
 import pytest
 import trio
 
-from meshnode.core.peer_id import PeerId
 from meshnode.net.host import open_host, to_libp2p_id
 from meshnode.net.libp2p_adapter import port_is_free
 from meshnode.node.mesh_node import open_node
@@ -107,42 +106,3 @@ async def test_a_peer_whose_addresses_expired_in_libp2p_is_dialled_again(tmp_pat
         expire()
         await a.dial(b.peer_id, b.listen_addrs)
         assert a.is_connected(b.peer_id)
-
-
-async def test_a_connection_on_which_stream_opens_stall_is_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A peer whose process hangs (here: stopped) keeps its TCP connection up, since its kernel still
-    acknowledges, and every stream open to it waits for its timeout. Two such opens in a row, with none
-    answered in between, drop the connection, so that the next dial makes a fresh one."""
-    import signal
-
-    from meshnode.errors import PeerUnavailableError
-    from meshnode.net import host as host_module
-    from meshnode.net.hello import HELLO_PROTOCOL
-
-    from ..cli.nodes import lone_node
-
-    monkeypatch.setattr(host_module, "STALL_AFTER", 0.5)
-    with lone_node(tmp_path / "b") as b_process:
-        b_addr = b_process.dial_addr()
-        b = PeerId.from_base58(b_addr.rsplit("/p2p/", 1)[1])
-        async with open_host(load_or_create_identity(tmp_path / "a"), ["/ip4/127.0.0.1/tcp/0"]) as a:
-            await a.dial(b, [b_addr.rsplit("/p2p/", 1)[0]])
-
-            async def open_while_stopped() -> None:
-                b_process.proc.send_signal(signal.SIGSTOP)
-                try:
-                    with pytest.raises(PeerUnavailableError):
-                        await a.open_stream(b, HELLO_PROTOCOL, timeout=1.0)
-                finally:
-                    b_process.proc.send_signal(signal.SIGCONT)
-
-            await open_while_stopped()
-            stream = await a.open_stream(b, HELLO_PROTOCOL)  # answered: the count starts again
-            await stream.close()
-            await open_while_stopped()
-            assert a.is_connected(b)
-            await open_while_stopped()
-            assert not a.is_connected(b)
-            await a.dial(b, [b_addr.rsplit("/p2p/", 1)[0]])
-            stream = await a.open_stream(b, HELLO_PROTOCOL)
-            await stream.close()
