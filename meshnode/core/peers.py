@@ -57,9 +57,9 @@ too: gossip state can go stale on a connection that stays up (seen when a node
 restarted within milliseconds under the same identity), and a fresh connection
 starts it afresh.
 
-The table also says whose round-trip time to read (``rtt_due``): a connected
-peer as soon as it is alive, until a figure comes, then every ``RTT_EVERY``
-seconds. The connection measures it (yamux's pings); the table keeps a copy.
+The table also says whose round-trip time to measure (``rtt_due``): a connected
+peer as soon as it is alive, then every ``RTT_EVERY`` seconds, and a peer that
+did not answer a ping only ``RTT_EVERY`` seconds later.
 
 Time is an argument (seconds on a monotonic clock); nothing here reads a clock.
 """
@@ -108,7 +108,7 @@ WANTED_REDIAL: Final = 5.0  # seconds between two dials of a peer the node wants
 # retries take on a busy machine (50 nodes starting on 2 cores timed hellos out at 15 s)
 SILENT_CONNECTION_LIMIT: Final = 30.0
 LOST_UNIT: Final = 1.0  # at most this many seconds per unit of silence once a peer's connection closed
-RTT_EVERY: Final = 30.0  # seconds between two readings of a connected peer's round-trip time
+RTT_EVERY: Final = 30.0  # seconds between two round-trip measurements of a connected peer
 
 State = Literal["alive", "stale", "gone"]
 
@@ -136,7 +136,7 @@ class Tick:
 @dataclass(frozen=True, slots=True)
 class RttMeasured:
     peer: PeerId
-    rtt_ms: float  # as the connection measured it
+    rtt_ms: float | None  # None: no answer in time (the last figure stays)
     now: float
 
 
@@ -243,7 +243,7 @@ class PeerRecord:
     state_since: float
     connected: bool = False
     rtt_ms: float | None = None
-    rtt_at: float | None = None  # when the round-trip time was last read
+    rtt_at: float | None = None  # when the round-trip time was last measured (or a ping went unanswered)
     unconnected_since: float | None = None
     dials: int = 0  # dials since the peer was last connected (or changed its addresses)
     next_dial: float | None = None  # no dial before this time
@@ -278,7 +278,9 @@ class PeerTable:
         if isinstance(event, RttMeasured):
             record = self.peers.get(event.peer)
             if record is not None:
-                record.rtt_at, record.rtt_ms = event.now, event.rtt_ms
+                record.rtt_at = event.now
+                if event.rtt_ms is not None:
+                    record.rtt_ms = event.rtt_ms
             return []
         if isinstance(event, DialFailed):
             return self._dial_failed(event.peer, event.reason, event.now)

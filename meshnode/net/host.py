@@ -26,8 +26,7 @@ from ..errors import ConfigError, PeerUnavailableError
 from ..storage.identity import Identity
 from .addresses import advertised, concrete_listen_addrs, parse_bootstrap, split_tcp
 from .libp2p_adapter import (
-    MdnsBridge, apply_patches, close_listeners, close_tcp_streams, connection_rtt, disable_dial_retries, mdns_announce,
-    mdns_cached_peers,
+    MdnsBridge, apply_patches, close_listeners, close_tcp_streams, disable_dial_retries, mdns_announce, mdns_cached_peers,
     port_is_free,
     replace_stale_pubsub_stream, stop_auto_connector, track_dial_sockets, use_only_addrs, watch_oversize_gossip,
 )  # fmt: skip
@@ -48,6 +47,7 @@ GOSSIP_PRUNE_BACKOFF = 5
 # gave up on their owner again and again, and each attempt cost it work); a dial to a peer with
 # another swarm key hangs for 30 s and more.
 DIAL_TIMEOUT = 15.0
+PING_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +75,8 @@ class MeshHost:
         self.peer_id = peer_id
         self.listen_addrs = listen_addrs
         self._events_send, self.events = trio.open_memory_channel[ConnectionEvent](1024)
+        self._ping_streams: dict[PeerId, Any] = {}
+        self._ping_locks: dict[PeerId, trio.Lock] = {}
         self._dialed: list[Any] = []  # raw connections of successful dials
         self.discoveries: trio.MemoryReceiveChannel[Any] | None = None  # mDNS finds (libp2p PeerInfo)
         self.traffic: Counter[tuple[str, str]] = Counter()  # bytes by (protocol's short name, "sent" or "received")
@@ -162,17 +164,36 @@ class MeshHost:
         return await mdns_announce(self._host)
 
     async def disconnect(self, peer: PeerId) -> None:
+        self._ping_streams.pop(peer, None)
         try:
             with trio.move_on_after(2):
                 await self._host.disconnect(to_libp2p_id(peer))
         except Exception as exc:
             log.debug("disconnect from %s: %s", peer, exc)
 
-    def rtt_ms(self, peer: PeerId) -> float | None:
-        """The round-trip time to ``peer`` in milliseconds, as yamux last measured it on its connection
-        (libp2p_adapter.connection_rtt); None while not connected or not measured yet."""
-        rtt = connection_rtt(self._host, to_libp2p_id(peer))
-        return None if rtt is None else rtt * 1000
+    async def ping(self, peer: PeerId) -> float:
+        """Round-trip time in milliseconds over libp2p's ping protocol, on a stream kept open.
+
+        Raises:
+            PeerUnavailableError: no answer within ``PING_TIMEOUT``.
+        """
+        from libp2p.host.ping import ID as PING_ID
+        from libp2p.host.ping import perform_ping_roundtrip
+
+        lock = self._ping_locks.setdefault(peer, trio.Lock())
+        async with lock:
+            try:
+                with trio.fail_after(PING_TIMEOUT):
+                    stream = self._ping_streams.get(peer)
+                    if stream is None:
+                        stream = await self._host.new_stream(to_libp2p_id(peer), [PING_ID])
+                        self._ping_streams[peer] = stream
+                    start = time.perf_counter()
+                    await perform_ping_roundtrip(stream)
+                    return (time.perf_counter() - start) * 1000
+            except Exception as exc:
+                self._ping_streams.pop(peer, None)
+                raise PeerUnavailableError(f"ping {peer}: {str(exc)[:200] or type(exc).__name__}") from exc
 
     # --- streams ------------------------------------------------------------------------
 

@@ -94,13 +94,12 @@
   no cost to the node's CPU; libp2p then sees the read fail and closes the
   connection.
 * Yamux measures every connection's round-trip time with a ping of its own every
-  30 s, from both ends; meshnode measured it again with libp2p's ping protocol on
-  a stream of its own, also every 30 s per peer. At N = 50 these were most of an
-  idle node's traffic that Python handles (a capture of one node: 276 yamux
-  frames and 70 pings in 18.8 s, against 31 presence heartbeats). The node now
-  reads yamux's figure (``connection_rtt``) and pings nothing, and yamux pings
-  every ``YAMUX_RTT_EVERY`` s: a peer's round trip only ranks it as a victim to
-  steal from, and need not be fresher than a minute.
+  30 s, from both ends, and the node measures it again (libp2p's ping protocol on
+  a stream kept open, every 30 s per peer). At N = 50 yamux's frames were most of
+  what an idle node's Python handled (a capture of one node's 18.8 s: 276 frames
+  of 30 bytes, yamux's pings and window updates, against 70 of the node's pings
+  and 31 presence heartbeats). Yamux pings once, as a connection opens, and then
+  only every ``YAMUX_RTT_EVERY`` s.
 * mDNS discovery resolves each service it sees one after another on zeroconf's
   thread, each with up to three 5 s queries, and announces a peer only when a
   resolution succeeds, once; an update, or a service whose resolution failed, is
@@ -166,7 +165,6 @@ __all__ = [
     "mdns_cached_peers",
     "SILENT_HOST_DETECTED",
     "close_tcp_streams",
-    "connection_rtt",
     "port_is_free",
     "replace_stale_pubsub_stream",
     "route_libp2p_logging",
@@ -194,7 +192,7 @@ KEEPALIVE_INTERVAL = 2  # seconds between probes
 KEEPALIVE_COUNT = 3  # unanswered probes before the kernel closes the connection
 USER_TIMEOUT = 10  # seconds sent data may stay unacknowledged
 SILENT_HOST_DETECTED = max(KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT, USER_TIMEOUT)
-YAMUX_RTT_EVERY = 60  # seconds between yamux's round-trip pings of a connection, from each end (py-libp2p: 30)
+YAMUX_RTT_EVERY = 3600  # seconds between yamux's round-trip pings of a connection, from each end (py-libp2p: 30)
 
 # The level the ``libp2p`` logger gets whenever it is (re)attached to meshnode's
 # logging: py-libp2p's own default until ``configure_logging`` chooses.
@@ -290,17 +288,6 @@ def _inert(packages: frozenset[str]) -> Iterator[None]:
         sys.meta_path.remove(finder)
         for name in [n for n, m in sys.modules.items() if isinstance(m, _InertModule)]:
             del sys.modules[name]
-
-
-def connection_rtt(host: Any, pid: Any) -> float | None:
-    """The smallest round-trip time, in seconds, yamux has measured on any connection to ``pid`` (None: none yet)."""
-    measured = []
-    for conn in host.get_network().connections.get(pid, ()):
-        rtt = getattr(conn.muxed_conn, "rtt", None)
-        value = rtt() if callable(rtt) else 0.0
-        if isinstance(value, float) and value > 0:
-            measured.append(value)
-    return min(measured, default=None)
 
 
 def route_libp2p_logging(level: int | None = None) -> None:

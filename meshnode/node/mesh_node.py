@@ -293,7 +293,7 @@ class MeshNode:
                 nursery.start_soon(self._publish_presence)
                 nursery.start_soon(self._watch_connections)
                 nursery.start_soon(self._tick)
-                nursery.start_soon(self._read_rtts)
+                nursery.start_soon(self._measure_rtts)
                 nursery.start_soon(self._workers.run)
                 nursery.start_soon(self._watch_journal)
                 nursery.start_soon(self._trim_memory)
@@ -505,13 +505,16 @@ class MeshNode:
             if new and self._nursery is not None:
                 self._nursery.start_soon(self._send_hello, event.peer)
 
-    async def _read_rtts(self) -> None:
-        """Copy the round-trip times the connections measured into the table, for the peers it says are due."""
+    async def _measure_rtts(self) -> None:
+        """Ping the peers the table says are due: a new peer within a second, then every ``RTT_EVERY`` s."""
         while True:
             for peer in self.table.rtt_due(time.monotonic()):
-                rtt = self.host.rtt_ms(peer)
-                if rtt is not None:  # else not measured yet: still due at the next look
-                    self._apply(self.table.handle(RttMeasured(peer, rtt, time.monotonic())))
+                rtt: float | None = None
+                try:
+                    rtt = await self.host.ping(peer)
+                except PeerUnavailableError as exc:
+                    log.debug("%s", exc)
+                self._apply(self.table.handle(RttMeasured(peer, rtt, time.monotonic())))
             await trio.sleep(RTT_LOOK_EVERY)
 
     # --- work ----------------------------------------------------------------------------------
