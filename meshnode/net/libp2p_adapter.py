@@ -93,13 +93,6 @@
   sent data stays unacknowledged for ``USER_TIMEOUT`` s. The kernel does this at
   no cost to the node's CPU; libp2p then sees the read fail and closes the
   connection.
-* Yamux measures every connection's round-trip time with a ping of its own every
-  30 s, from both ends, and the node measures it again (libp2p's ping protocol on
-  a stream kept open, every 30 s per peer). At N = 50 yamux's frames were most of
-  what an idle node's Python handled (a capture of one node's 18.8 s: 276 frames
-  of 30 bytes, yamux's pings and window updates, against 70 of the node's pings
-  and 31 presence heartbeats). Yamux pings once, as a connection opens, and then
-  only every ``YAMUX_RTT_EVERY`` s.
 * mDNS discovery resolves each service it sees one after another on zeroconf's
   thread, each with up to three 5 s queries, and announces a peer only when a
   resolution succeeds, once; an update, or a service whose resolution failed, is
@@ -192,7 +185,6 @@ KEEPALIVE_INTERVAL = 2  # seconds between probes
 KEEPALIVE_COUNT = 3  # unanswered probes before the kernel closes the connection
 USER_TIMEOUT = 10  # seconds sent data may stay unacknowledged
 SILENT_HOST_DETECTED = max(KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT, USER_TIMEOUT)
-YAMUX_RTT_EVERY = 3600  # seconds between yamux's round-trip pings of a connection, from each end (py-libp2p: 30)
 
 # The level the ``libp2p`` logger gets whenever it is (re)attached to meshnode's
 # logging: py-libp2p's own default until ``configure_logging`` chooses.
@@ -210,9 +202,6 @@ def apply_patches() -> None:
         import libp2p.network.swarm as _swarm
 
         _swarm._HAPPY_EYEBALLS_DELAY = 0.0
-        import libp2p.stream_muxer.yamux.yamux as _yamux
-
-        _yamux.RTT_MEASURE_INTERVAL = YAMUX_RTT_EVERY  # read by each connection's loop at every round
         _record_tcp_connections()
         _count_oversize_gossip()
         _patched = True
