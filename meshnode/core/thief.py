@@ -39,8 +39,9 @@ when the stock is half gone, so the next steal's round trip hides behind the
 work already here. It steals only when its own jobs have nothing it may run
 and its journal takes writes (``LookForWork``). It picks the best victim
 (``steal.py``): not one it backs off from (a failed exchange: 1 s; a refusal,
-or work it refused: ``REFUSAL_BACKOFF``), and trusting what a victim's last
-answer said it has left until the victim's next presence.
+or work it refused: ``REFUSAL_BACKOFF``, or ``PASSING_BACKOFF`` when what stood
+in the way may pass, a module no peer could deliver in time), and trusting
+what a victim's last answer said it has left until the victim's next presence.
 
 *Stealing from thieves.* Stolen replicas beyond one per slot are surplus too:
 a thief with nothing queued is served from the cold end of the newest job's
@@ -66,7 +67,7 @@ from .presence import next_seq
 from .steal import BATCH_FACTOR, PeerView, grant_limit, plan_steal
 
 __all__ = [
-    "CHUNK_BUDGET", "CHUNK_SECONDS", "MAX_CHUNK", "MAX_STEAL", "REFUSAL_BACKOFF", "STOCK_SECONDS", "AskTransfer",
+    "CHUNK_BUDGET", "CHUNK_SECONDS", "MAX_CHUNK", "MAX_STEAL", "PASSING_BACKOFF", "REFUSAL_BACKOFF", "STOCK_SECONDS", "AskTransfer",
     "Acknowledged", "ChunkDone", "Ready", "ChunkFailed", "DropResults", "Event", "Granted", "HandOver", "Instruction",
     "LookForWork", "OwnerLeft", "PresenceHeard", "PushResults", "Refused", "RenewLeases", "RestealAsked",
     "Revoked", "RunChunk", "StealAnswered", "StealFailed", "StealFrom", "TakeChunk", "TellOwner", "Thief",
@@ -89,6 +90,10 @@ MAX_CHUNK: Final = 256
 MAX_STEAL: Final = 256  # replicas per steal request (the protocol's batch limit)
 REFUSAL_BACKOFF: Final = 60.0  # seconds a victim is left alone after a refusal either way
 FAILURE_BACKOFF: Final = 1.0  # seconds a victim is left alone after a failed or refused exchange
+# seconds an owner is left alone after this node gave its work back for a reason that may pass (its module
+# could not be fetched in time): at a job's start its owner serves dozens of thieves at once, and 60 s
+# kept thieves whose first fetch timed out away from it for most of the job (50 nodes on 2 cores)
+PASSING_BACKOFF: Final = 10.0
 
 
 # --- events (in) ------------------------------------------------------------------------------
@@ -119,13 +124,15 @@ class Ready:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """This node will not run these replicas (why: ``reason``); the owner is told, and left alone a while."""
+    """This node will not run these replicas (why: ``reason``); the owner is told, and left alone a while:
+    ``REFUSAL_BACKOFF``, or ``PASSING_BACKOFF`` if the reason may pass (``passing``)."""
 
     owner: PeerId
     job_id: bytes
     replicas: tuple[ReplicaRef, ...]
     reason: str
     now: float
+    passing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,7 +497,7 @@ class Thief:
         return []
 
     def _refused(self, e: Refused) -> list[Instruction]:
-        self._backoff[e.owner] = e.now + REFUSAL_BACKOFF
+        self._backoff[e.owner] = e.now + (PASSING_BACKOFF if e.passing else REFUSAL_BACKOFF)
         job = self._jobs.get(e.job_id)
         if job is not None and job.owner == e.owner:
             for ref in e.replicas:

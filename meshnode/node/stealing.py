@@ -501,7 +501,8 @@ class Workers:
             await self._fetch_module(victim, manifest.owner, manifest.module_sha256)
         except (PeerUnavailableError, WireError) as exc:
             reason = f"cannot fetch the module: {exc}"[:300]
-            self._carry(self.thief.handle(Refused(manifest.owner, manifest.job_id, refs, reason, time.monotonic())))
+            refused = Refused(manifest.owner, manifest.job_id, refs, reason, time.monotonic(), passing=True)
+            self._carry(self.thief.handle(refused))
             return
         self._carry(self.thief.handle(Ready(manifest.job_id)))
         self.wake()

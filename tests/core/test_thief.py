@@ -21,7 +21,7 @@ from meshnode.core.manifest import Subtask
 from meshnode.core.peer_id import PeerId
 from meshnode.core.steal import PeerView
 from meshnode.core.thief import (
-    MAX_STEAL, Acknowledged, AskTransfer, ChunkDone, ChunkFailed, DropResults, Granted, HandOver, Instruction,
+    MAX_STEAL, PASSING_BACKOFF, Acknowledged, AskTransfer, ChunkDone, ChunkFailed, DropResults, Granted, HandOver, Instruction,
     LookForWork, OwnerLeft, PresenceHeard, PushResults, Ready, Refused, RenewLeases, RestealAsked, Revoked, RunChunk,
     StealAnswered, StealFailed, StealFrom, TakeChunk, TellOwner, Thief, Tick, TransferAnswered,
 )  # fmt: skip
@@ -147,7 +147,18 @@ def test_refused_work_is_dropped_the_owner_told_why_and_left_alone() -> None:
     ]
     assert t.held() == {}
     assert t.handle(look(view(O1, 10), now=6.0)) == []
+    assert t.handle(look(view(O1, 10), now=5.0 + PASSING_BACKOFF)) == []
     assert isinstance(t.handle(look(view(O1, 10), now=66.0))[0], StealFrom)
+
+
+def test_work_given_back_for_a_reason_that_may_pass_leaves_the_owner_alone_only_briefly() -> None:
+    t = Thief(ME, slots=1)
+    t.handle(grant(J1, (0, 0)))
+    reason = "cannot fetch the module: no peer delivered it"
+    assert t.handle(Refused(O1, J1, (R(0, 0),), reason, 5.0, passing=True)) == [TellOwner(O1, J1, (R(0, 0),), reason)]
+    assert t.held() == {}
+    assert t.handle(look(view(O1, 10), now=5.0 + PASSING_BACKOFF - 0.01)) == []
+    assert isinstance(t.handle(look(view(O1, 10), now=5.0 + PASSING_BACKOFF))[0], StealFrom)
 
 
 def test_steals_only_without_own_work_with_a_journal_that_takes_writes_and_below_half_the_stock() -> None:
@@ -342,12 +353,12 @@ class ThiefMachine(RuleBasedStateMachine):
             self.apply(Acknowledged(job, (ref,)))
             self.end(job, ref, "reported")
 
-    @rule(data=st.data(), job=st.sampled_from([J1, J2]))
-    def refused_here(self, data: st.DataObject, job: bytes) -> None:
+    @rule(data=st.data(), job=st.sampled_from([J1, J2]), passing=st.booleans())
+    def refused_here(self, data: st.DataObject, job: bytes, passing: bool) -> None:
         queued = [r for r in self.t.held().get(job, []) if (job, r) not in self.running and (job, r) not in self.pushed]
         if queued:
             refs = data.draw(st.lists(st.sampled_from(queued), min_size=1, unique=True))
-            self.apply(Refused(OWNERS[job], job, tuple(refs), "its proof does not match", self.now))
+            self.apply(Refused(OWNERS[job], job, tuple(refs), "its proof does not match", self.now, passing))
 
     @rule(n=st.integers(1, 6), queued=st.integers(0, 1), by_owner=st.booleans())
     def starving_thief_asks(self, n: int, queued: int, by_owner: bool) -> None:
