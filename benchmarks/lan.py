@@ -77,6 +77,30 @@ API_POLL = 0.2  # seconds between two looks for api.json files (a stat: costs th
 HTTP_TIMEOUT = 5.0  # as the CLI's: a node that takes longer is stuck, or starved
 SAMPLER_THREADS = 8
 LOOKS_AT = (10.0, 30.0)  # seconds into the job at which every node is asked how it sees the owner
+DIAL_PROBES = 3  # at the first look, nodes with no connection to the owner whose namespace dials it afresh
+# A fresh host in a node's namespace (an identity of its own, nothing remembered) dials the owner: a
+# plain TCP connect, then a libp2p dial. Whether it gets through tells the owner's side of a failed
+# dial from the node's own libp2p state.
+DIAL_PROBE = """
+import pathlib, socket, sys, tempfile, time
+import trio
+from meshnode.core.peer_id import PeerId
+from meshnode.net.host import open_host
+from meshnode.storage.identity import load_or_create_identity
+ip, port, owner, listen = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+began = time.monotonic()
+socket.create_connection((ip, port), timeout=20).close()
+tcp = time.monotonic() - began
+async def main():
+    async with open_host(load_or_create_identity(pathlib.Path(tempfile.mkdtemp())), [listen]) as host:
+        began = time.monotonic()
+        try:
+            await host.dial(PeerId.from_base58(owner), [f"/ip4/{ip}/tcp/{port}"], timeout=20)
+            print(f"TCP connect {tcp * 1000:.0f} ms, libp2p dial {time.monotonic() - began:.1f} s")
+        except Exception as exc:
+            print(f"TCP connect {tcp * 1000:.0f} ms, libp2p dial failed after {time.monotonic() - began:.1f} s: {exc}")
+trio.run(main)
+"""
 STOP_GRACE = 30.0  # for N nodes to exit after SIGTERM, together, before the teardown kills them
 PROGRESS_EVERY = 15.0
 MiB = 1 << 20
@@ -396,6 +420,7 @@ def run_job(lan: Lan, nodes: Sequence[Node], tmp: Path, subtasks: int, deadline:
     began = time.monotonic()
     proc = lan.run(owner.ns, argv, name="submit")
     looks: list[tuple[float, list[OwnerView | None]]] = []
+    probes: list[str] = []
     code: int | None = None
     with ThreadPoolExecutor(min(len(nodes), SAMPLER_THREADS)) as pool:
         for at in (*LOOKS_AT, deadline):  # how the others see the owner while it has work to hand out
@@ -405,6 +430,9 @@ def run_job(lan: Lan, nodes: Sequence[Node], tmp: Path, subtasks: int, deadline:
             except subprocess.TimeoutExpired:
                 if at < deadline:
                     looks.append((at, list(pool.map(lambda node: owner_view(node, owner), nodes[1:]))))
+                    if len(looks) == 1:
+                        apart = [n for n, v in zip(nodes[1:], looks[0][1], strict=True) if v and v.listed and not v.connected]
+                        probes = list(pool.map(lambda node: dial_probe(lan, node, owner), apart[:DIAL_PROBES]))
     wall = time.monotonic() - began
     if code is None:
         return unfinished_job(owner, proc, subtasks, wall)
@@ -413,7 +441,22 @@ def run_job(lan: Lan, nodes: Sequence[Node], tmp: Path, subtasks: int, deadline:
     idle = [n.name for n in nodes if n.name not in runs]
     verified = sum(1 for r in records if r.get("status") == "ok")
     note = "" if code == 0 else f"submit exited {code}: {' / '.join(proc.stderr_tail(3).splitlines())}"
-    return JobResult(subtasks, wall, True, code, verified, runs, idle, note, describe_looks(looks, nodes, idle))
+    described = "\n".join([describe_looks(looks, nodes, idle), *probes])
+    return JobResult(subtasks, wall, True, code, verified, runs, idle, note, described)
+
+
+def dial_probe(lan: Lan, node: Node, owner: Node) -> str:
+    """From ``node``'s namespace, a fresh host dials the owner (``DIAL_PROBE``); what it met, as a line."""
+    if owner.api is None:
+        return f"{node.name}: no probe (the owner's peer ID is unknown)"
+    argv = [sys.executable, "-c", DIAL_PROBE, lan.ips[owner.ns], str(PORT), owner.api.peer_id,
+            f"/ip4/{lan.ips[node.ns]}/tcp/0"]  # fmt: skip
+    try:
+        done = lan.call(node.ns, argv, timeout=60)
+    except subprocess.TimeoutExpired:
+        return f"a fresh host in {node.name}'s namespace, dialling the owner: no answer within 60 s"
+    said = done.stdout.strip() or " / ".join(done.stderr.strip().splitlines()[-2:])
+    return f"a fresh host in {node.name}'s namespace, dialling the owner: {said}"
 
 
 @dataclass
