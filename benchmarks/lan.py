@@ -433,6 +433,7 @@ def run_job(lan: Lan, nodes: Sequence[Node], tmp: Path, subtasks: int, deadline:
                     if len(looks) == 1:
                         apart = [n for n, v in zip(nodes[1:], looks[0][1], strict=True) if v and v.listed and not v.connected]
                         probes = list(pool.map(lambda node: dial_probe(lan, node, owner), apart[:DIAL_PROBES]))
+                        probes.append(listener_state(lan, owner))
     wall = time.monotonic() - began
     if code is None:
         return unfinished_job(owner, proc, subtasks, wall)
@@ -443,6 +444,18 @@ def run_job(lan: Lan, nodes: Sequence[Node], tmp: Path, subtasks: int, deadline:
     note = "" if code == 0 else f"submit exited {code}: {' / '.join(proc.stderr_tail(3).splitlines())}"
     described = "\n".join([describe_looks(looks, nodes, idle), *probes])
     return JobResult(subtasks, wall, True, code, verified, runs, idle, note, described)
+
+
+def listener_state(lan: Lan, node: Node) -> str:
+    """``node``'s TCP listener as its kernel sees it: the accept queue, and the connections its namespace
+    dropped for a full queue (TcpExt ListenOverflows and ListenDrops, since the namespace was made)."""
+    listening = lan.call(node.ns, ["ss", "-Hltn", f"sport = :{PORT}"]).stdout.split()
+    queue = f"{listening[1]} of {listening[2]}" if len(listening) >= 3 else "(no listener)"
+    lines = [line.split() for line in lan.call(node.ns, ["cat", "/proc/net/netstat"]).stdout.splitlines()]
+    tcp_ext = [line for line in lines if line and line[0] == "TcpExt:"]
+    counts = dict(zip(tcp_ext[0][1:], tcp_ext[1][1:], strict=False)) if len(tcp_ext) >= 2 else {}
+    return (f"{node.name}'s listener: accept queue {queue}; connections its kernel dropped for a full queue: "
+            f"ListenOverflows {counts.get('ListenOverflows', '?')}, ListenDrops {counts.get('ListenDrops', '?')}")
 
 
 def dial_probe(lan: Lan, node: Node, owner: Node) -> str:
