@@ -13,6 +13,13 @@ pair is created directly inside its two namespaces, so nothing ever appears in
 the root namespace and runs in parallel cannot collide. Namespace names carry
 the pid (``mn-<pid>-<serial>-br``, ``-h1``, ...).
 
+The kernel keeps one neighbour (ARP) table for every namespace together, and
+by default drops new entries beyond 1,024 (``gc_thresh3``): a LAN of 50 hosts
+needs 2,450, and with the default its hosts could not reach a fifth of their
+peers at all (the kernel logged "neighbor table overflow"; connects timed out or
+failed with "No route to host"). ``simulated_lan`` raises the thresholds to fit
+the LAN while it exists (``neighbour_room``), and lowers them again after.
+
 Everything is torn down on exit, whatever happened: every process started with
 ``run`` is killed (its whole process group) and reaped, then the namespaces are
 deleted; deleting a namespace deletes its veth ends and the bridge with it.
@@ -23,6 +30,7 @@ fixture turns it into a skip.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import os
@@ -41,6 +49,7 @@ import pytest
 __all__ = ["Lan", "NetnsUnavailable", "NsProcess", "inside", "isolated_namespace", "lan_factory", "simulated_lan"]
 
 SUBNET = "10.231"  # 10.231.X.0/24: private, and unlikely to be used by the machine running the tests
+NEIGHBOUR_SYSCTLS = Path("/proc/sys/net/ipv4/neigh/default")
 _serials = itertools.count(1)
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -214,7 +223,9 @@ def simulated_lan(hosts: int = 3) -> Iterator[Lan]:
     except RuntimeError as exc:
         raise NetnsUnavailable(f"cannot create a network namespace: {exc}") from None
     lan = Lan(prefix, bridge, [], {}, Path(tempfile.mkdtemp(prefix=prefix)))
+    room = ExitStack()
     try:
+        room.enter_context(neighbour_room(hosts * hosts))
         _ip("-n", bridge, "link", "set", "lo", "up")
         _ip("-n", bridge, "link", "add", "br0", "type", "bridge")
         _ip("-n", bridge, "link", "set", "br0", "up")
@@ -235,7 +246,28 @@ def simulated_lan(hosts: int = 3) -> Iterator[Lan]:
     finally:
         _stop_all(lan.processes)
         _delete_namespaces(prefix)
+        room.close()
         shutil.rmtree(lan.log_dir, ignore_errors=True)
+
+
+@contextmanager
+def neighbour_room(entries: int) -> Iterator[None]:
+    """Make room for ``entries`` more in the kernel's neighbour table, shared by every namespace (see above):
+    its thresholds rise by that much (the hard limit by four times as much) while the block runs."""
+    raised: dict[Path, int] = {}
+    for name, extra in (("gc_thresh1", entries), ("gc_thresh2", 2 * entries), ("gc_thresh3", 4 * entries)):
+        path = NEIGHBOUR_SYSCTLS / name
+        try:
+            path.write_text(str(int(path.read_text()) + extra))
+        except (OSError, ValueError):
+            continue  # not allowed, or not Linux: the LAN gets what the table has room for
+        raised[path] = extra
+    try:
+        yield
+    finally:
+        for path, extra in raised.items():
+            with contextlib.suppress(OSError, ValueError):
+                path.write_text(str(int(path.read_text()) - extra))
 
 
 @dataclass

@@ -27,7 +27,7 @@ from meshnode.net.libp2p_adapter import SILENT_HOST_DETECTED
 from meshnode.storage.identity import load_or_create_identity
 
 from ..waiting import MEET, STEP, poll
-from .netns import Lan, NsProcess, lan_factory  # noqa: F401  (lan_factory is a fixture)
+from .netns import NEIGHBOUR_SYSCTLS, Lan, NetnsUnavailable, NsProcess, lan_factory, simulated_lan  # noqa: F401  (lan_factory is a fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -191,6 +191,19 @@ def _all_others(mesh: Mesh, peer: Node, observers: list[Node], **expect: Any) ->
         )
 
     return check
+
+
+def test_a_lan_makes_room_for_its_hosts_in_the_kernel_s_shared_neighbour_table() -> None:
+    # one ARP table for every namespace, 1,024 entries by default: 50 hosts need 2,450, and with the
+    # default a fifth of the pairs could not reach each other ("neighbor table overflow")
+    limit = NEIGHBOUR_SYSCTLS / "gc_thresh3"
+    before = int(limit.read_text())
+    try:
+        with simulated_lan(4):
+            assert int(limit.read_text()) == before + 4 * 4 * 4
+    except NetnsUnavailable as exc:
+        pytest.skip(str(exc))
+    assert int(limit.read_text()) == before
 
 
 def test_mdns_discovery_then_crash(lan_factory: Callable[[int], Lan], tmp_path: Path, capsys: Any) -> None:
