@@ -15,9 +15,9 @@ the pid (``mn-<pid>-<serial>-br``, ``-h1``, ...).
 
 The kernel keeps one neighbour (ARP) table for every namespace together, and
 by default drops new entries beyond 1,024 (``gc_thresh3``): a LAN of 50 hosts
-needs 2,450, and with the default its hosts could not reach a fifth of their
-peers at all (the kernel logged "neighbor table overflow"; connects timed out or
-failed with "No route to host"). ``simulated_lan`` raises the thresholds to fit
+needs 2,450, and with the default some of its hosts could not reach some of
+their peers at all (the kernel logged "neighbor table overflow" ten times every
+5 s; connects timed out, or failed with "No route to host"). ``simulated_lan`` raises the thresholds to fit
 the LAN while it exists (``neighbour_room``), and lowers them again after.
 
 Everything is torn down on exit, whatever happened: every process started with

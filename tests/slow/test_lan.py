@@ -195,7 +195,7 @@ def _all_others(mesh: Mesh, peer: Node, observers: list[Node], **expect: Any) ->
 
 def test_a_lan_makes_room_for_its_hosts_in_the_kernel_s_shared_neighbour_table() -> None:
     # one ARP table for every namespace, 1,024 entries by default: 50 hosts need 2,450, and with the
-    # default a fifth of the pairs could not reach each other ("neighbor table overflow")
+    # default some pairs could not reach each other at all ("neighbor table overflow")
     limit = NEIGHBOUR_SYSCTLS / "gc_thresh3"
     before = int(limit.read_text())
     try:
