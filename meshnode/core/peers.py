@@ -99,7 +99,10 @@ __all__ = [
 STALE_INTERVALS: Final = 3
 GONE_INTERVALS: Final = 10
 FORGET_AFTER: Final = 300.0
-DIAL_GRACE: Final = 3.0
+# longer than a dial may take (host.DIAL_TIMEOUT, 15 s): the larger side dials only once the smaller
+# side's dial had time to fail. At 3 s, dials slower than that on a busy machine were met by the other
+# side's, and pairs set up two connections, each a handshake both ends pay for.
+DIAL_GRACE: Final = 20.0
 REDIAL_FIRST: Final = 1.0  # seconds from a dial to the next while the peer stays unconnected ...
 REDIAL_MAX: Final = 60.0  # ... doubling each time up to this
 REDIAL_JITTER: Final = 0.2  # each delay is stretched or shrunk by up to this fraction

@@ -104,8 +104,9 @@ def test_lower_id_dials_at_once_higher_after_grace() -> None:
     assert low < ME < high
     t = PeerTable(ME)
     assert DialPeer(high, ("/ip4/127.0.0.1/tcp/1",)) in t.handle(PresenceHeard(presence(high, 1), 0.0))
-    out = t.handle(PresenceHeard(presence(low, 1), 0.0))
+    out = t.handle(PresenceHeard(presence(low, 1, interval_ms=30_000), 0.0))
     assert not any(isinstance(i, DialPeer) for i in out)
+    assert not any(isinstance(i, DialPeer) for i in t.handle(Tick(DIAL_GRACE - 0.1)))
     assert DialPeer(low, ("/ip4/127.0.0.1/tcp/1",)) in t.handle(Tick(DIAL_GRACE))
 
 
