@@ -34,7 +34,9 @@ seconds, then are forgotten.
 The table also decides whom to dial: a peer heard of through gossip but not
 connected to us directly, or one that timed out (its link may come back), is dialled by the side with the smaller peer ID at
 once and by the other side only after ``DIAL_GRACE`` seconds (two sides dialling
-each other at once make two connections). Dials go to the addresses of the
+each other at once make two connections), or ``REDIAL_GRACE`` seconds for a peer
+it was connected to (one that vanished does not dial back, and a lost link is
+best found again soon). Dials go to the addresses of the
 peer's latest presence, starting from a different one each time, and repeat
 with exponential backoff while no connection comes: ``REDIAL_FIRST`` seconds
 after the first, doubling up to ``REDIAL_MAX``, each stretched or shrunk by up
@@ -88,6 +90,7 @@ __all__ = [
     "PeerTable",
     "PeerUnreachable",
     "PresenceHeard",
+    "REDIAL_GRACE",
     "RTT_EVERY",
     "RttMeasured",
     "Tick",
@@ -103,6 +106,7 @@ FORGET_AFTER: Final = 300.0
 # side's dial had time to fail. At 3 s, dials slower than that on a busy machine were met by the other
 # side's, and pairs set up two connections, each a handshake both ends pay for.
 DIAL_GRACE: Final = 20.0
+REDIAL_GRACE: Final = 3.0  # the same, for a peer this node was connected to
 REDIAL_FIRST: Final = 1.0  # seconds from a dial to the next while the peer stays unconnected ...
 REDIAL_MAX: Final = 60.0  # ... doubling each time up to this
 REDIAL_JITTER: Final = 0.2  # each delay is stretched or shrunk by up to this fraction
@@ -248,6 +252,7 @@ class PeerRecord:
     rtt_ms: float | None = None
     rtt_at: float | None = None  # when the round-trip time was last measured (or a ping went unanswered)
     unconnected_since: float | None = None
+    was_connected: bool = False  # ever, since it entered the table
     dials: int = 0  # dials since the peer was last connected (or changed its addresses)
     next_dial: float | None = None  # no dial before this time
     last_dial: float | None = None  # when it was last dialled
@@ -303,7 +308,8 @@ class PeerTable:
         record = self.peers.get(p.peer_id)
         if record is None:
             connected = self._early_connections.pop(p.peer_id, None) is not None
-            record = PeerRecord(p.peer_id, p, "alive", p.seq, now, now, connected=connected, unit=p.interval_ms / 1000)
+            record = PeerRecord(p.peer_id, p, "alive", p.seq, now, now, connected=connected, was_connected=connected,
+                                unit=p.interval_ms / 1000)
             self.peers[p.peer_id] = record
             return [PeerJoined(p.peer_id, p), *self._maybe_dial(record, now)]
         if p.seq <= record.seq:
@@ -384,6 +390,7 @@ class PeerTable:
             # within 10 s unless it reconnects or a presence says it is still there
             record.last_seen, record.unit = now, min(record.interval, LOST_UNIT)
         record.connected = connected
+        record.was_connected |= connected
         record.unconnected_since = None if connected else now
         if not connected:
             return []
@@ -408,7 +415,8 @@ class PeerTable:
             record.unconnected_since = now
         if record.next_dial is not None and now < record.next_dial:
             return []
-        if self.me < record.peer or now - record.unconnected_since >= DIAL_GRACE:
+        grace = REDIAL_GRACE if record.was_connected else DIAL_GRACE
+        if self.me < record.peer or now - record.unconnected_since >= grace:
             return [self._dial(record, now)]
         return []
 

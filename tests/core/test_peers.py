@@ -13,6 +13,7 @@ from meshnode.core.peers import (
     GONE_INTERVALS,
     LOST_UNIT,
     REDIAL_FIRST,
+    REDIAL_GRACE,
     REDIAL_JITTER,
     REDIAL_MAX,
     RTT_EVERY,
@@ -278,9 +279,9 @@ def test_a_timed_out_peer_is_redialled_until_forgotten_but_one_that_said_goodbye
     t.handle(GoodbyeHeard(Goodbye(low, 2), 1.0))
     t.handle(ConnectionChanged(high, False, 1.0))  # its connection closed ...
     assert PeerGone(high, "timeout") in t.handle(Tick(11.01))  # ... and it never came back
-    dials = [i for i in t.handle(Tick(11.0 + DIAL_GRACE)) if isinstance(i, DialPeer)]
-    assert dials == [DialPeer(high, ("/ip4/127.0.0.1/tcp/1",))]
-    next_tick = Tick(11.0 + DIAL_GRACE + REDIAL_FIRST * (1 + REDIAL_JITTER))
+    dials = [i for i in t.handle(Tick(11.0 + REDIAL_GRACE)) if isinstance(i, DialPeer)]
+    assert dials == [DialPeer(high, ("/ip4/127.0.0.1/tcp/1",))], "a peer it was connected to: the short grace"
+    next_tick = Tick(11.0 + REDIAL_GRACE + REDIAL_FIRST * (1 + REDIAL_JITTER))
     later = [i for i in t.handle(next_tick) if isinstance(i, DialPeer)]
     assert later == [DialPeer(high, ("/ip4/127.0.0.1/tcp/1",))]
 
