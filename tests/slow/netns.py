@@ -17,8 +17,9 @@ The kernel keeps one neighbour (ARP) table for every namespace together, and
 by default drops new entries beyond 1,024 (``gc_thresh3``): a LAN of 50 hosts
 needs 2,450, and with the default some of its hosts could not reach some of
 their peers at all (the kernel logged "neighbor table overflow" ten times every
-5 s; connects timed out, or failed with "No route to host"). ``simulated_lan`` raises the thresholds to fit
-the LAN while it exists (``neighbour_room``), and lowers them again after.
+5 s; connects timed out, or failed with "No route to host"). ``simulated_lan``
+raises the thresholds to fit the LAN while it exists (``neighbour_room``), and
+lowers them again after.
 
 Everything is torn down on exit, whatever happened: every process started with
 ``run`` is killed (its whole process group) and reaped, then the namespaces are
@@ -46,7 +47,10 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["Lan", "NetnsUnavailable", "NsProcess", "inside", "isolated_namespace", "lan_factory", "simulated_lan"]
+__all__ = [
+    "NEIGHBOUR_SYSCTLS", "Lan", "NetnsUnavailable", "NsProcess", "inside", "isolated_namespace", "lan_factory",
+    "neighbour_room", "simulated_lan",
+]  # fmt: skip
 
 SUBNET = "10.231"  # 10.231.X.0/24: private, and unlikely to be used by the machine running the tests
 NEIGHBOUR_SYSCTLS = Path("/proc/sys/net/ipv4/neigh/default")
