@@ -431,7 +431,8 @@ def run_job(lan: Lan, nodes: Sequence[Node], tmp: Path, subtasks: int, deadline:
                 if at < deadline:
                     looks.append((at, list(pool.map(lambda node: owner_view(node, owner), nodes[1:]))))
                     if len(looks) == 1:
-                        apart = [n for n, v in zip(nodes[1:], looks[0][1], strict=True) if v and v.listed and not v.connected]
+                        views = zip(nodes[1:], looks[0][1], strict=True)
+                        apart = [n for n, v in views if v and v.listed and not v.connected]
                         probes = list(pool.map(lambda node: dial_probe(lan, node, owner), apart[:DIAL_PROBES]))
                         probes.append(listener_state(lan, owner))
     wall = time.monotonic() - began

@@ -67,8 +67,8 @@ from .presence import next_seq
 from .steal import BATCH_FACTOR, PeerView, grant_limit, plan_steal
 
 __all__ = [
-    "CHUNK_BUDGET", "CHUNK_SECONDS", "MAX_CHUNK", "MAX_STEAL", "PASSING_BACKOFF", "REFUSAL_BACKOFF", "STOCK_SECONDS", "AskTransfer",
-    "Acknowledged", "ChunkDone", "Ready", "ChunkFailed", "DropResults", "Event", "Granted", "HandOver", "Instruction",
+    "CHUNK_BUDGET", "CHUNK_SECONDS", "MAX_CHUNK", "MAX_STEAL", "PASSING_BACKOFF", "REFUSAL_BACKOFF", "STOCK_SECONDS",
+    "AskTransfer", "Acknowledged", "ChunkDone", "Ready", "ChunkFailed", "DropResults", "Event", "Granted", "HandOver", "Instruction",
     "LookForWork", "OwnerLeft", "PresenceHeard", "PushResults", "Refused", "RenewLeases", "RestealAsked",
     "Revoked", "RunChunk", "StealAnswered", "StealFailed", "StealFrom", "TakeChunk", "TellOwner", "Thief",
     "Tick", "TransferAnswered",

@@ -21,8 +21,8 @@ from meshnode.core.manifest import Subtask
 from meshnode.core.peer_id import PeerId
 from meshnode.core.steal import PeerView
 from meshnode.core.thief import (
-    MAX_STEAL, PASSING_BACKOFF, Acknowledged, AskTransfer, ChunkDone, ChunkFailed, DropResults, Granted, HandOver, Instruction,
-    LookForWork, OwnerLeft, PresenceHeard, PushResults, Ready, Refused, RenewLeases, RestealAsked, Revoked, RunChunk,
+    MAX_STEAL, PASSING_BACKOFF, Acknowledged, AskTransfer, ChunkDone, ChunkFailed, DropResults, Granted, HandOver,
+    Instruction, LookForWork, OwnerLeft, PresenceHeard, PushResults, Ready, Refused, RenewLeases, RestealAsked, Revoked, RunChunk,
     StealAnswered, StealFailed, StealFrom, TakeChunk, TellOwner, Thief, Tick, TransferAnswered,
 )  # fmt: skip
 

@@ -227,31 +227,29 @@ def simulated_lan(hosts: int = 3) -> Iterator[Lan]:
     except RuntimeError as exc:
         raise NetnsUnavailable(f"cannot create a network namespace: {exc}") from None
     lan = Lan(prefix, bridge, [], {}, Path(tempfile.mkdtemp(prefix=prefix)))
-    room = ExitStack()
-    try:
-        room.enter_context(neighbour_room(hosts * hosts))
-        _ip("-n", bridge, "link", "set", "lo", "up")
-        _ip("-n", bridge, "link", "add", "br0", "type", "bridge")
-        _ip("-n", bridge, "link", "set", "br0", "up")
-        for i in range(1, hosts + 1):
-            ns, port = f"{prefix}h{i}", f"h{i}"
-            _ip("netns", "add", ns)
-            lan.hosts.append(ns)
-            _ip("-n", bridge, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
-            _ip("-n", bridge, "link", "set", port, "master", "br0")
-            _ip("-n", bridge, "link", "set", port, "up")
-            _ip("-n", ns, "addr", "add", f"{subnet}.{i}/24", "dev", "eth0")
-            _ip("-n", ns, "link", "set", "eth0", "multicast", "on")
-            _ip("-n", ns, "link", "set", "eth0", "up")
-            _ip("-n", ns, "link", "set", "lo", "up")
-            lan.ips[ns] = f"{subnet}.{i}"
-            lan._ports[ns] = port
-        yield lan
-    finally:
-        _stop_all(lan.processes)
-        _delete_namespaces(prefix)
-        room.close()
-        shutil.rmtree(lan.log_dir, ignore_errors=True)
+    with neighbour_room(hosts * hosts):
+        try:
+            _ip("-n", bridge, "link", "set", "lo", "up")
+            _ip("-n", bridge, "link", "add", "br0", "type", "bridge")
+            _ip("-n", bridge, "link", "set", "br0", "up")
+            for i in range(1, hosts + 1):
+                ns, port = f"{prefix}h{i}", f"h{i}"
+                _ip("netns", "add", ns)
+                lan.hosts.append(ns)
+                _ip("-n", bridge, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+                _ip("-n", bridge, "link", "set", port, "master", "br0")
+                _ip("-n", bridge, "link", "set", port, "up")
+                _ip("-n", ns, "addr", "add", f"{subnet}.{i}/24", "dev", "eth0")
+                _ip("-n", ns, "link", "set", "eth0", "multicast", "on")
+                _ip("-n", ns, "link", "set", "eth0", "up")
+                _ip("-n", ns, "link", "set", "lo", "up")
+                lan.ips[ns] = f"{subnet}.{i}"
+                lan._ports[ns] = port
+            yield lan
+        finally:
+            _stop_all(lan.processes)
+            _delete_namespaces(prefix)
+            shutil.rmtree(lan.log_dir, ignore_errors=True)
 
 
 @contextmanager

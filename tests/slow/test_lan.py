@@ -27,7 +27,8 @@ from meshnode.net.libp2p_adapter import SILENT_HOST_DETECTED
 from meshnode.storage.identity import load_or_create_identity
 
 from ..waiting import MEET, STEP, poll
-from .netns import NEIGHBOUR_SYSCTLS, Lan, NetnsUnavailable, NsProcess, lan_factory, simulated_lan  # noqa: F401  (lan_factory is a fixture)
+from .netns import lan_factory  # noqa: F401  (a fixture)
+from .netns import NEIGHBOUR_SYSCTLS, Lan, NetnsUnavailable, NsProcess, simulated_lan
 
 pytestmark = pytest.mark.slow
 
