@@ -186,7 +186,7 @@ def test_an_owner_stopped_four_times_mid_job_resumes_it_each_time_and_loses_noth
         counts.append(decided(status))
         return bool(status["state"] == "finished")
 
-    poll(finished, JOB, "the resumed job to finish")
+    poll(finished, JOB, "the resumed job to finish", report=lambda: logs(*owners, b, c))
     why = logs(*owners, b, c)
     status = json.loads(meshnode("status", job_id, "--json", "--data-dir", str(last.data_dir)).stdout)
     assert (status["state"], status["verified"]) == ("finished", total), status

@@ -112,7 +112,16 @@ async def test_an_oversize_gossip_frame_is_counted(tmp_path: Path) -> None:
         await still_serves(node, rogue)
 
 
+def smaller_first(root: Path, *names: str) -> None:
+    """Create the keys of ``names`` in ``root`` so that their peer IDs sort in that order: of two peers
+    that learn of each other, the smaller dials at once and the other only after ``DIAL_GRACE``."""
+    made = sorted((load_or_create_identity(root / f"key-{i}").peer_id, i) for i in range(len(names)))
+    for name, (_, i) in zip(names, made, strict=True):
+        (root / f"key-{i}").rename(root / name)
+
+
 async def test_a_bad_hello_is_refused_and_counted_and_a_good_ones_hints_are_dialled(tmp_path: Path) -> None:
+    smaller_first(tmp_path, "node", "third")  # the node dials the hinted peer at once, not after the grace
     async with node_and_rogue(tmp_path) as (node, rogue), open_node(node_config(tmp_path, "third")) as third:
         other = load_or_create_identity(tmp_path / "other")
         presence = node._presence()  # a valid presence body, to forge from
