@@ -42,14 +42,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
-
-import wasmtime
+from typing import TYPE_CHECKING, Any, Final
 
 from ..core.python_rows import decode_batch
 from ..errors import SandboxError
 from ..core.outcome import TaskError
 from ..storage.private_files import private_dir
+from .lazy_module import LazyModule
+
+if TYPE_CHECKING:
+    import wasmtime
+else:
+    wasmtime = LazyModule("wasmtime")  # imported on first use (lazy_module.py)
 
 __all__ = [
     "PYTHON_ENGINE_ID", "RUNTIME_ID", "PythonRuntime", "PythonScript", "cache_root", "python_engine",

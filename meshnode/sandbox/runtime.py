@@ -54,10 +54,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
-import wasmtime
 
 from ..core.manifest import TaskLimits
 from ..core.outcome import MESSAGE_READ_MAX, TASK_ERROR, TaskError, TaskOutcome, failure_message
@@ -65,8 +64,13 @@ from ..core.python_rows import decode_script, encode_batch
 from ..errors import SandboxError, WireError
 from ..storage.private_files import private_dir
 from .processes import Batch, SandboxProcesses
+from .lazy_module import LazyModule
 from .python_runtime import PythonRuntime, PythonScript, ScriptCheck, python_engine
-from .wasm_calls import call_i32, call_i32_i32, export
+
+if TYPE_CHECKING:
+    import wasmtime
+else:
+    wasmtime = LazyModule("wasmtime")  # imported by the first run or compile: an idle node never needs it
 
 __all__ = ["ENGINE_ID", "FAILED_FLAG", "EpochClock", "Sandbox", "TaskModule"]
 
@@ -87,13 +91,13 @@ _MASK32: Final = 0xFFFF_FFFF
 # Set in the low word run returns: the out_len & ~FAILED_FLAG bytes at out_ptr are a failure message.
 FAILED_FLAG: Final = 0x8000_0000
 
-_TRAP_CODES: Final = {
-    wasmtime.TrapCode.OUT_OF_FUEL: "fuel_exhausted",
-    wasmtime.TrapCode.INTERRUPT: "timeout",
-}
+def _trap_code(trap: wasmtime.Trap) -> str | None:
+    if trap.trap_code == wasmtime.TrapCode.OUT_OF_FUEL:
+        return "fuel_exhausted"
+    return "timeout" if trap.trap_code == wasmtime.TrapCode.INTERRUPT else None
 
 
-def _engine(nan_canonical: bool) -> wasmtime.Engine:
+def _task_engine(nan_canonical: bool) -> wasmtime.Engine:
     cfg = wasmtime.Config()
     cfg.consume_fuel = True
     cfg.epoch_interruption = True
@@ -204,8 +208,9 @@ class Sandbox:
         if cache_dir is not None:
             with contextlib.suppress(OSError):  # the cache is an optimization: never fail for it
                 private_dir(cache_dir, create=False)
-        self._engines = {False: _engine(False), True: _engine(True)}
-        self._python_engine = python_engine()
+        # made on first use (an idle node needs none); the ticker moves every engine made so far
+        self._engines: dict[str, wasmtime.Engine] = {}
+        self._engines_lock = threading.Lock()
         self.python: PythonRuntime | None = None  # set by prepare_python
         self._modules: OrderedDict[tuple[bytes, bool], TaskModule] = OrderedDict()
         self._modules_lock = threading.Lock()
@@ -274,9 +279,20 @@ class Sandbox:
                     self._increment_epoch(self._clock.take_due(time.monotonic_ns()))
 
     def _increment_epoch(self, times: int) -> None:
-        for engine in (*self._engines.values(), self._python_engine):
+        for engine in tuple(self._engines.values()):
             for _ in range(times):
                 engine.increment_epoch()
+
+    def _engine(self, kind: str) -> wasmtime.Engine:
+        """The engine for task modules ("std", or "nan" for NaN-canonical runs) or for Python ("python")."""
+        engine = self._engines.get(kind)
+        if engine is None:
+            with self._engines_lock:  # two slots may ask at once: one engine per kind, ever
+                engine = self._engines.get(kind)
+                if engine is None:
+                    engine = python_engine() if kind == "python" else _task_engine(kind == "nan")
+                    self._engines[kind] = engine
+        return engine
 
     @contextlib.contextmanager
     def _deadline(self, store: wasmtime.Store, timeout_ms: int) -> Iterator[None]:
@@ -341,7 +357,7 @@ class Sandbox:
         return self._cache_dir / ENGINE_ID.replace("/", "-") / f"{digest.hex()}-{flavour}.cwasm"
 
     def _compile(self, wasm: bytes, digest: bytes, nan_canonical: bool) -> wasmtime.Module:
-        engine = self._engines[nan_canonical]
+        engine = self._engine("nan" if nan_canonical else "std")
         path = self._artifact_path(digest, nan_canonical)
         if path is not None and path.exists():
             try:
@@ -382,7 +398,7 @@ class Sandbox:
             SandboxError: it cannot be prepared.
         """
         if self.python is None:
-            self.python = PythonRuntime.prepare(self._python_engine, cache, progress=progress)
+            self.python = PythonRuntime.prepare(self._engine("python"), cache, progress=progress)
         return self.python
 
     @staticmethod
@@ -431,7 +447,7 @@ class Sandbox:
             run = self.python.work(script, data, limits.max_output, check=check)
         except WireError as exc:
             return None, TaskError("abi_error", f"not a batch of rows: {exc}"), 0, []
-        store = wasmtime.Store(self._python_engine)
+        store = wasmtime.Store(self._engine("python"))
         store.set_fuel(limits.fuel)
         store.set_limits(memory_size=limits.memory, table_elements=MAX_TABLE_ELEMENTS, instances=1,
                          tables=MAX_TABLES, memories=1)  # fmt: skip
@@ -589,7 +605,7 @@ class Sandbox:
     ) -> tuple[bytes | None, TaskError | None, int]:
         if len(data) + PAGE > limits.memory:
             return None, TaskError("memory_limit", f"the input ({len(data)} bytes) does not fit the memory limit"), 0
-        store = wasmtime.Store(self._engines[module.nan_canonical])
+        store = wasmtime.Store(self._engine("nan" if module.nan_canonical else "std"))
         store.set_fuel(limits.fuel)
         store.set_limits(
             memory_size=limits.memory,
@@ -599,6 +615,8 @@ class Sandbox:
             memories=1,
         )
         memory: Any = None
+        from .wasm_calls import call_i32, call_i32_i32, export  # wasmtime's internals: imported with it
+
         try:
             with self._deadline(store, limits.timeout_ms):
                 # _check_module proved these are a memory and two functions of the right types
@@ -647,7 +665,7 @@ class Sandbox:
         return TaskError("abi_error", f"alloc returned {ptr}, which cannot hold the input")
 
     def _trap_error(self, trap: wasmtime.Trap, store: wasmtime.Store, memory: Any, limits: TaskLimits) -> TaskError:
-        code = _TRAP_CODES.get(trap.trap_code) if trap.trap_code is not None else None
+        code = _trap_code(trap)
         if code == "timeout":
             if self._closing:
                 return TaskError("timeout", "interrupted: the sandbox was closed")
