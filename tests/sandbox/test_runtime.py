@@ -298,3 +298,22 @@ async def test_slots_run_in_parallel() -> None:
                 nursery.start_soon(timed_run)
         # the two 0.6 s runs overlapped in time: the second did not wait for the first
         assert max(s for s, _ in spans) < min(e for _, e in spans)
+
+
+def test_an_idle_node_process_never_imports_wasmtime(tmp_path: Path) -> None:
+    """The node's modules and an open sandbox leave wasmtime unimported (5 MiB of an idle node's memory,
+    lazy_module.py); the first run imports it."""
+    script = f"""
+import sys
+import meshnode.node.mesh_node, meshnode.api.server
+from meshnode.core.manifest import TaskLimits
+from meshnode.sandbox.runtime import Sandbox
+from pathlib import Path
+with Sandbox(slots=2, cache_dir=Path({str(tmp_path / "cache")!r}), processes=True) as sandbox:
+    print("wasmtime" in sys.modules)
+    outcome = sandbox.run_sync(bytes.fromhex({m.ECHO.hex()!r}), b"hi", {LIMITS!r})
+    print("wasmtime" in sys.modules, outcome.output)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=STEP)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "b'hi'"], done.stdout + done.stderr
