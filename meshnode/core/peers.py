@@ -60,8 +60,11 @@ restarted within milliseconds under the same identity), and a fresh connection
 starts it afresh.
 
 The table also says whose round-trip time to measure (``rtt_due``): a connected
-peer as soon as it is alive, then every ``RTT_EVERY`` seconds, and a peer that
-did not answer a ping only ``RTT_EVERY`` seconds later.
+peer as soon as it is alive, then every ``rtt_interval`` seconds, and a peer that
+did not answer a ping only that much later. The interval is ``RTT_EVERY`` among a
+few peers and grows with their number as the presence heartbeat does, so a node
+sends about as many pings in a mesh of 50 as in one of 5 (at 50 nodes a ping and its
+answer every 30 s per connection were a sizeable share of an idle node's packets).
 
 Time is an argument (seconds on a monotonic clock); nothing here reads a clock.
 """
@@ -74,7 +77,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from .peer_id import PeerId
-from .presence import Goodbye, Presence
+from .presence import Goodbye, Presence, heartbeat_interval
 
 __all__ = [
     "ConnectionChanged",
@@ -97,6 +100,7 @@ __all__ = [
     "WANTED_REDIAL",
     "Wanted",
     "redial_delay",
+    "rtt_interval",
 ]
 
 STALE_INTERVALS: Final = 3
@@ -115,9 +119,15 @@ WANTED_REDIAL: Final = 5.0  # seconds between two dials of a peer the node wants
 # retries take on a busy machine (50 nodes starting on 2 cores timed hellos out at 15 s)
 SILENT_CONNECTION_LIMIT: Final = 30.0
 LOST_UNIT: Final = 1.0  # at most this many seconds per unit of silence once a peer's connection closed
-RTT_EVERY: Final = 30.0  # seconds between two round-trip measurements of a connected peer
+RTT_EVERY: Final = 30.0  # seconds between two round-trip measurements of a connected peer, among a few peers
 
 State = Literal["alive", "stale", "gone"]
+
+
+def rtt_interval(peers: int) -> float:
+    """Seconds between two round-trip measurements of one of ``peers`` connected peers: ``RTT_EVERY``
+    among a few, longer in proportion among many (spread as the presence heartbeat is)."""
+    return heartbeat_interval(RTT_EVERY, peers)
 
 
 # --- events (in) ------------------------------------------------------------------------------
@@ -447,8 +457,7 @@ class PeerTable:
         return [r for r in self.peers.values() if r.state == "alive"]
 
     def rtt_due(self, now: float) -> list[PeerId]:
-        """The connected, alive peers whose round-trip time is unmeasured or ``RTT_EVERY`` seconds old."""
-        return [
-            r.peer for r in self.peers.values()
-            if r.state == "alive" and r.connected and (r.rtt_at is None or now - r.rtt_at >= RTT_EVERY)
-        ]  # fmt: skip
+        """The connected, alive peers whose round-trip time is unmeasured or ``rtt_interval`` seconds old."""
+        pingable = [r for r in self.peers.values() if r.state == "alive" and r.connected]
+        every = rtt_interval(len(pingable))
+        return [r.peer for r in pingable if r.rtt_at is None or now - r.rtt_at >= every]

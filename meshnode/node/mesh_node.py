@@ -506,7 +506,7 @@ class MeshNode:
                 self._nursery.start_soon(self._send_hello, event.peer)
 
     async def _measure_rtts(self) -> None:
-        """Ping the peers the table says are due: a new peer within a second, then every ``RTT_EVERY`` s."""
+        """Ping the peers the table says are due: a new peer within a second, then every ``rtt_interval`` s."""
         while True:
             for peer in self.table.rtt_due(time.monotonic()):
                 rtt: float | None = None

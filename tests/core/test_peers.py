@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import nacl.signing
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -33,10 +34,11 @@ from meshnode.core.peers import (
     RttMeasured,
     Tick,
     redial_delay,
+    rtt_interval,
     WANTED_REDIAL,
     Wanted,
 )
-from meshnode.core.presence import Goodbye, Presence
+from meshnode.core.presence import MAX_HEARTBEAT, MESH_HEARTBEATS, Goodbye, Presence
 
 IDS = sorted(PeerId.from_public_key(bytes(nacl.signing.SigningKey(bytes([i]) * 32).verify_key)) for i in range(5))
 ME = IDS[2]  # some peers sort below us, some above: both dialling rules get exercised
@@ -134,6 +136,28 @@ def test_a_peer_is_pinged_once_it_is_alive_and_connected_then_every_rtt_every_se
     assert t.peers[peer].rtt_ms == 0.7 and t.rtt_due(1.0 + RTT_EVERY) == []
     t.handle(ConnectionChanged(peer, False, 100.0))
     assert t.rtt_due(100.0) == []
+
+
+@given(st.integers(0, 5000))
+def test_a_node_pings_about_as_often_in_a_large_mesh_as_in_a_small_one(peers: int) -> None:
+    every = rtt_interval(peers)
+    assert RTT_EVERY <= every <= MAX_HEARTBEAT
+    pings = peers * RTT_EVERY / every  # a node's pings per RTT_EVERY, over all its peers
+    if every < MAX_HEARTBEAT:
+        assert pings == pytest.approx(min(peers, MESH_HEARTBEATS))
+
+
+def test_among_many_peers_each_is_pinged_less_often() -> None:
+    t = PeerTable(ME)
+    many = [PeerId.from_public_key(bytes(nacl.signing.SigningKey(bytes([i]) * 32).verify_key)) for i in range(10, 59)]
+    for p in many:
+        t.handle(ConnectionChanged(p, True, 0.0))
+        t.handle(PresenceHeard(presence(p, 1), 0.0))
+        t.handle(RttMeasured(p, 0.5, 0.0))
+    every = rtt_interval(49)
+    assert every == pytest.approx(RTT_EVERY * 49 / MESH_HEARTBEATS)
+    assert t.rtt_due(RTT_EVERY) == [] and t.rtt_due(every - 0.01) == []
+    assert sorted(t.rtt_due(every)) == sorted(many)
 
 
 def test_own_presence_is_ignored() -> None:
