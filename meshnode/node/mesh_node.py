@@ -173,6 +173,7 @@ class MeshNode:
             "peers": {state: sum(1 for r in self.table if r.state == state) for state in ("alive", "stale", "gone")},
             "dropped_messages": dict(self._dropped()),
             "refused_work": dict(self._workers.refused) if self._workers is not None else {},
+            "lease_renewals_failed": self._workers.renewals_failed if self._workers is not None else 0,
             "journal": self._journal_state(),
             "jobs_run": self._jobs_run(),
             "pid": os.getpid(),

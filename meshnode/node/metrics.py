@@ -70,6 +70,10 @@ class NodeMetrics:
         self.subtasks_refused = Counter(
             "meshnode_subtasks_refused", "Replicas of other owners' jobs this node refused to run", registry=r
         )
+        self.lease_renewals_failed = Counter(
+            "meshnode_lease_renewals_failed", "Lease renewals of other owners' work that this node sent and no "
+            "owner answered (the owner unreachable or too busy): the leases may lapse", registry=r,
+        )  # fmt: skip
         self.fuel = Counter("meshnode_fuel_consumed", "Fuel used by the subtasks run on this node", registry=r)
         self.sandbox_seconds = Counter(
             "meshnode_sandbox_seconds", "Wall time of the subtasks run on this node, in the sandbox", registry=r

@@ -107,6 +107,7 @@ class Workers:
         self._set_idle = set_idle
         self.dropped: Counter[str] = Counter() if dropped is None else dropped
         self.refused: Counter[str] = Counter()  # replicas of other owners' jobs refused here, by reason
+        self.renewals_failed = 0  # lease renewals no owner answered: why work taken here may lapse
         self._busy = 0
         self._results: dict[tuple[bytes, ReplicaRef], RunResult] = {}  # ran, not yet pushed
         self._outgoing: dict[PeerId, list[PushedResult]] = {}  # to push, by owner, once its push under way ends
@@ -220,6 +221,8 @@ class Workers:
         try:
             await self.client.renew(i.owner, i.job_id, list(i.replicas))
         except (PeerUnavailableError, WireError) as exc:
+            self.renewals_failed += 1
+            self.executor.metrics.lease_renewals_failed.inc()
             log.debug("lease renewal with %s: %s", i.owner, exc)
 
     async def _tell(self, i: TellOwner) -> None:

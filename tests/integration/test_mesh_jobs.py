@@ -114,6 +114,35 @@ async def test_long_subtasks_keep_their_leases(tmp_path: Path) -> None:
         assert sum(n.jobs.executor.runs for n in nodes) == 2 * len(tiles)
 
 
+async def test_renewals_an_owner_that_vanished_does_not_answer_are_counted(tmp_path: Path) -> None:
+    """A holder keeps renewing its leases until it times a vanished owner out (no goodbye: the owner's
+    process died); each renewal that nobody answered is counted, in ``GET /v1/node`` and ``/metrics``:
+    the figure that says why work taken here may lapse at its owner."""
+    module = (TASKS / "mandelbrot.wasm").read_bytes()
+    tiles = [
+        json.dumps({"x0": 0, "y0": 0, "w": 96, "h": 96, "width": 96, "height": 96, "max_iter": 30000 + i}).encode()
+        for i in range(8)
+    ]
+    options = JobOptions(
+        limits=TaskLimits(10**11, 64 << 20, 60_000, 1 << 20), replication=Replication(1, 1, 1), lease_seconds=1.5
+    )
+    async with open_node(node_config(tmp_path, "holder", slots=1)) as holder:
+        holder_metrics = holder.jobs.executor.metrics.registry
+        with trio.CancelScope() as doomed:
+            async with open_node(node_config(tmp_path, "owner", slots=1, bootstrap=tuple(holder.dial_addrs))) as owner:
+                await wait_until(lambda: len(owner.table.alive()) == 1 == len(holder.table.alive()), MEET, "the mesh")
+                slow_down(holder, 3 * JOB)  # its first batch outlasts the test: it holds that work throughout
+                await owner.submit(module, tiles, options)
+                assert holder._workers is not None
+                workers = holder._workers
+                await wait_until(lambda: any(workers.thief.held().values()), JOB, "the holder to take work")
+                assert holder.info()["lease_renewals_failed"] == 0
+                doomed.cancel()  # no goodbye: as if the owner's process died
+        await wait_until(lambda: holder.info()["lease_renewals_failed"] >= 1, JOB, "an unanswered renewal")
+        counted = holder_metrics.get_sample_value("meshnode_lease_renewals_failed_total")
+        assert counted is not None and counted >= 1
+
+
 def mandelbrot_tiles(size: int, count: int, max_iter: int) -> list[bytes]:
     side = int(count**0.5)
     t = size // side
