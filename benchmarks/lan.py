@@ -76,7 +76,7 @@ NEAR_FULL = 0.99  # share of the table entries alive at which the CPU spent so f
 API_POLL = 0.2  # seconds between two looks for api.json files (a stat: costs the nodes nothing)
 HTTP_TIMEOUT = 5.0  # as the CLI's: a node that takes longer is stuck, or starved
 SAMPLER_THREADS = 8
-LOOKS_AT = (10.0, 30.0)  # seconds into the job at which every node is asked how it sees the owner
+LOOKS_AT = (10.0, 30.0, 60.0, 90.0)  # seconds into the job at which every node is asked how it sees the owner
 DIAL_PROBES = 3  # at the first look, nodes with no connection to the owner whose namespace dials it afresh
 # A fresh host in a node's namespace (an identity of its own, nothing remembered) dials the owner: a
 # plain TCP connect, then a libp2p dial. Whether it gets through tells the owner's side of a failed
@@ -481,6 +481,7 @@ class OwnerView:
     connected: bool
     surplus: int  # what the owner's last presence (or steal answer) offered, as this node knows it
     ran: int  # replicas this node had run of any job so far
+    renewals_failed: int  # lease renewals it sent that no owner answered, so far
 
 
 def owner_view(node: Node, owner: Node) -> OwnerView | None:
@@ -489,7 +490,8 @@ def owner_view(node: Node, owner: Node) -> OwnerView | None:
         return None
     entry = next((p for p in table if p.get("peer_id") == owner.api.peer_id), {})
     ran = sum(int(j.get("replicas", 0)) for j in (info.get("jobs_run") or {}).values())
-    return OwnerView(entry.get("state") == "alive", bool(entry.get("connected")), int(entry.get("surplus") or 0), ran)
+    return OwnerView(entry.get("state") == "alive", bool(entry.get("connected")), int(entry.get("surplus") or 0), ran,
+                     int(info.get("lease_renewals_failed") or 0))  # fmt: skip
 
 
 def describe_looks(looks: Sequence[tuple[float, list[OwnerView | None]]], nodes: Sequence[Node],
@@ -508,8 +510,9 @@ def describe_looks(looks: Sequence[tuple[float, list[OwnerView | None]]], nodes:
 def describe_views(views: Sequence[OwnerView | None]) -> str:
     seen = [v for v in views if v is not None]
     return (f"{sum(v.listed for v in seen)} list the owner alive, {sum(v.connected for v in seen)} connected to it, "
-            f"{sum(v.surplus > 0 for v in seen)} see it offer work, {sum(v.ran > 0 for v in seen)} ran replicas; "
-            f"{len(views) - len(seen)} did not answer")  # fmt: skip
+            f"{sum(v.surplus > 0 for v in seen)} see it offer work, {sum(v.ran > 0 for v in seen)} ran replicas, "
+            f"{sum(v.renewals_failed > 0 for v in seen)} had a lease renewal go unanswered "
+            f"({sum(v.renewals_failed for v in seen)} in all); {len(views) - len(seen)} did not answer")  # fmt: skip
 
 
 def unfinished_job(owner: Node, proc: NsProcess, subtasks: int, wall: float) -> JobResult:
