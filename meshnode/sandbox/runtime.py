@@ -69,8 +69,11 @@ from .python_runtime import PythonRuntime, PythonScript, ScriptCheck, python_eng
 
 if TYPE_CHECKING:
     import wasmtime
+
+    from . import wasm_calls
 else:
     wasmtime = LazyModule("wasmtime")  # imported by the first run or compile: an idle node never needs it
+    wasm_calls = LazyModule(f"{__package__}.wasm_calls")  # wasmtime's internals: imported with it
 
 __all__ = ["ENGINE_ID", "FAILED_FLAG", "EpochClock", "Sandbox", "TaskModule"]
 
@@ -615,18 +618,16 @@ class Sandbox:
             memories=1,
         )
         memory: Any = None
-        from .wasm_calls import call_i32, call_i32_i32, export  # wasmtime's internals: imported with it
-
         try:
             with self._deadline(store, limits.timeout_ms):
                 # _check_module proved these are a memory and two functions of the right types
                 instance = wasmtime.Instance(store, module.module, [])
-                memory = export(store, instance, "memory")
-                ptr = call_i32(store, export(store, instance, "alloc"), len(data))
+                memory = wasm_calls.export(store, instance, "memory")
+                ptr = wasm_calls.call_i32(store, wasm_calls.export(store, instance, "alloc"), len(data))
                 if (ptr == 0 and data) or ptr + len(data) > memory.data_len(store):
                     return None, self._alloc_failure(store, memory, limits, ptr), self._fuel_used(store, limits)
                 memory.write(store, data, ptr)
-                packed = call_i32_i32(store, export(store, instance, entry), ptr, len(data))
+                packed = wasm_calls.call_i32_i32(store, wasm_calls.export(store, instance, entry), ptr, len(data))
         except wasmtime.Trap as trap:
             return None, self._trap_error(trap, store, memory, limits), self._fuel_used(store, limits)
         except wasmtime.WasmtimeError as exc:

@@ -306,7 +306,7 @@ def test_an_idle_node_process_never_imports_wasmtime(tmp_path: Path) -> None:
     script = f"""
 import sys
 import meshnode.node.mesh_node, meshnode.api.server
-from meshnode.core.manifest import TaskLimits
+from meshnode.core.manifest import TaskLimits  # for the limits' repr below
 from meshnode.sandbox.runtime import Sandbox
 from pathlib import Path
 with Sandbox(slots=2, cache_dir=Path({str(tmp_path / "cache")!r}), processes=True) as sandbox:
