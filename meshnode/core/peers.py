@@ -57,7 +57,10 @@ A connection that carries no presence for ``SILENT_CONNECTION_LIMIT`` seconds
 (from a peer never heard from, or from one that left and came back) is dropped
 too: gossip state can go stale on a connection that stays up (seen when a node
 restarted within milliseconds under the same identity), and a fresh connection
-starts it afresh.
+starts it afresh. So is one our gossip has not reached the peer over for
+``GOSSIP_LINK_GRACE`` seconds (each ``Tick`` names those peers, from libp2p's
+pubsub state): hellos and streams still work then, and only the missing
+presence would show it, to the peer.
 
 The table also says whose round-trip time to measure (``rtt_due``): a connected
 peer as soon as it is alive, then every ``rtt_interval`` seconds, and a peer that
@@ -84,6 +87,7 @@ __all__ = [
     "DialFailed",
     "DialPeer",
     "DropConnection",
+    "GOSSIP_LINK_GRACE",
     "GoodbyeHeard",
     "PeerGone",
     "PeerJoined",
@@ -118,6 +122,12 @@ WANTED_REDIAL: Final = 5.0  # seconds between two dials of a peer the node wants
 # seconds connected without a word before the connection is dropped: longer than a hello's
 # retries take on a busy machine (50 nodes starting on 2 cores timed hellos out at 15 s)
 SILENT_CONNECTION_LIMIT: Final = 30.0
+# seconds a connected peer may stay out of reach of our gossip (libp2p's pubsub holds no stream to it, or
+# not its subscription: net/libp2p_adapter.py) before the connection is dropped and dialled afresh. Such a
+# peer still hears our hellos and answers our streams, so nothing else shows it; but it never hears our
+# presence again, and a thief told "nothing left" waits for that news. Longer than pubsub takes to set up
+# a new connection on a busy machine.
+GOSSIP_LINK_GRACE: Final = 30.0
 LOST_UNIT: Final = 1.0  # at most this many seconds per unit of silence once a peer's connection closed
 RTT_EVERY: Final = 30.0  # seconds between two round-trip measurements of a connected peer, among a few peers
 
@@ -148,6 +158,7 @@ class GoodbyeHeard:
 @dataclass(frozen=True, slots=True)
 class Tick:
     now: float
+    unlinked: frozenset[PeerId] = frozenset()  # connected peers our gossip cannot reach (the edge asks libp2p)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +223,7 @@ class DialPeer:
 @dataclass(frozen=True, slots=True)
 class DropConnection:
     peer: PeerId
+    reason: str = ""  # for the log; empty for a connection that never carried a presence
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +281,7 @@ class PeerRecord:
     unreachable: bool = False  # a dial failed since the peer was last connected
     left_by_goodbye: bool = False
     unit: float = 1.0  # seconds per unit of silence (see the module docstring)
+    unlinked_since: float | None = None  # connected, and our gossip cannot reach it, since then
 
     @property
     def interval(self) -> float:
@@ -292,7 +305,7 @@ class PeerTable:
         if isinstance(event, GoodbyeHeard):
             return self._goodbye(event.goodbye, event.now)
         if isinstance(event, Tick):
-            return self._tick(event.now)
+            return self._tick(event.now, event.unlinked)
         if isinstance(event, RttMeasured):
             record = self.peers.get(event.peer)
             if record is not None:
@@ -350,7 +363,7 @@ class PeerTable:
         record.state, record.state_since = "gone", now
         return [PeerGone(g.peer_id, "goodbye")]
 
-    def _tick(self, now: float) -> list[Instruction]:
+    def _tick(self, now: float, unlinked: frozenset[PeerId]) -> list[Instruction]:
         out: list[Instruction] = []
         for peer, since in list(self._early_connections.items()):
             if now - since > SILENT_CONNECTION_LIMIT:
@@ -363,6 +376,9 @@ class PeerTable:
                 record.last_seen = now  # a live connection is a sign of life (see the module docstring)
                 if record.state == "stale":
                     record.state, record.state_since = "alive", now
+                out.extend(self._gossip_link(record, peer in unlinked, now))
+            else:
+                record.unlinked_since = None
             silent = now - record.last_seen
             if record.state == "gone" and record.connected and now - record.state_since > SILENT_CONNECTION_LIMIT:
                 # gone, yet connected and silent: a restarted peer whose gossip does not
@@ -382,6 +398,19 @@ class PeerTable:
                 # trying its last addresses, so it rejoins when it can be reached again
                 out.extend(self._maybe_dial(record, now))
         return out
+
+    def _gossip_link(self, record: PeerRecord, unlinked: bool, now: float) -> list[Instruction]:
+        """Drop a connection our gossip has not reached the peer over for ``GOSSIP_LINK_GRACE`` seconds."""
+        if not unlinked:
+            record.unlinked_since = None
+            return []
+        if record.unlinked_since is None:
+            record.unlinked_since = now
+            return []
+        if now - record.unlinked_since < GOSSIP_LINK_GRACE:
+            return []
+        record.unlinked_since = now  # once per grace, while the connection closes
+        return [DropConnection(record.peer, f"no gossip on its connection for {GOSSIP_LINK_GRACE:.0f} s")]
 
     def _connection(self, peer: PeerId, connected: bool, now: float) -> list[Instruction]:
         record = self.peers.get(peer)

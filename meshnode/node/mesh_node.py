@@ -52,7 +52,7 @@ from ..core.steal import POOR_SCORE, PeerView, grant_for, views_of
 from ..errors import JournalError, MeshError, PeerUnavailableError, SandboxError, WireError
 from ..net.addresses import parse_bootstrap, split_tcp
 from ..net.blob_protocol import serve_blobs
-from ..net.gossip import PresenceGossip
+from ..net.gossip import PRESENCE_TOPIC, PresenceGossip
 from ..net.hello import send_hello, serve_hello
 from ..net.host import MeshHost, from_libp2p_id, open_host
 from ..net.job_protocol import serve_jobs
@@ -230,6 +230,7 @@ class MeshNode:
                 "version": p.version, "engine": p.engine, "runtimes": list(p.runtimes),
                 "rtt_ms": None if r.rtt_ms is None else round(r.rtt_ms, 3),
                 "last_seen_s": round(now - r.last_seen, 3), "connected": r.connected,
+                "gossip": r.connected and self._host is not None and self.host.gossip_linked(r.peer, PRESENCE_TOPIC),
                 "reputation": self._reputation_of(r.peer),
             })  # fmt: skip
         return out
@@ -474,7 +475,7 @@ class MeshNode:
             busy = any(not job.done for job in self.jobs.jobs.values())
             await trio.sleep(min(0.25 if busy else 1.0, self.config.presence_interval / 4))
             now = time.monotonic()
-            self._apply(self.table.handle(Tick(now)))
+            self._apply(self.table.handle(Tick(now, self._unlinked())))
             for job in list(self.jobs.jobs.values()):
                 await self._drive(job, JobTick(now))
             surplus = self.surplus()
@@ -492,6 +493,12 @@ class MeshNode:
             if now - saved >= STANDING_EVERY:
                 saved = now
                 await trio.to_thread.run_sync(self.jobs.save_standing)
+
+    def _unlinked(self) -> frozenset[PeerId]:
+        """The connected peers in the table that our gossip cannot reach (``PeerTable``'s ``GOSSIP_LINK_GRACE``)."""
+        return frozenset(
+            r.peer for r in self.table if r.connected and r.state != "gone" and not self.host.gossip_linked(r.peer, PRESENCE_TOPIC)
+        )  # fmt: skip
 
     def _told_nothing_left(self) -> None:
         """A steal answer told a thief nothing is left for it: the next tick that sees more work tells it."""
@@ -778,6 +785,9 @@ class MeshNode:
             elif isinstance(i, DialPeer):
                 self._spawn_dial(i.peer, i.addrs, wanted=i.wanted)
             elif isinstance(i, DropConnection):
+                if i.reason:
+                    log.info("reconnecting  %s  (%s)", i.peer, i.reason,
+                             extra={"event": "peer_reconnecting", "peer": str(i.peer), "reason": i.reason})  # fmt: skip
                 assert self._nursery is not None
                 self._nursery.start_soon(self.host.disconnect, i.peer)
             elif isinstance(i, PeerUnreachable):

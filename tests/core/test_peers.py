@@ -12,6 +12,7 @@ from meshnode.core.peer_id import PeerId
 from meshnode.core.peers import (
     DIAL_GRACE,
     GONE_INTERVALS,
+    GOSSIP_LINK_GRACE,
     LOST_UNIT,
     REDIAL_FIRST,
     REDIAL_GRACE,
@@ -179,10 +180,22 @@ class PeerTableMachine(RuleBasedStateMachine):
         self.dials: dict[PeerId, int] = {}  # since the last connection
         self.unreachable: set[PeerId] = set()
         self.ticked_at: float | None = None
+        self.unlinked_since: dict[PeerId, float] = {}  # ticks said our gossip cannot reach it, since then
+        self.dropped: dict[PeerId, float] = {}  # when its connection was last dropped
 
     def apply(self, event: object) -> None:
         wanted = isinstance(event, Wanted)
-        for instruction in self.table.handle(event):  # type: ignore[arg-type]
+        instructions = self.table.handle(event)  # type: ignore[arg-type]
+        for instruction in instructions:
+            if isinstance(instruction, DropConnection):
+                self.dropped[instruction.peer] = self.now
+        if isinstance(event, Tick):
+            for peer, since in self.unlinked_since.items():
+                record = self.table.peers.get(peer)
+                if record is not None and record.connected and record.state != "gone":
+                    # out of reach of our gossip past the grace: its connection is dropped, once per grace
+                    assert self.now - since < GOSSIP_LINK_GRACE or self.now - self.dropped.get(peer, -1e9) <= GOSSIP_LINK_GRACE
+        for instruction in instructions:
             if isinstance(instruction, PeerJoined):
                 self.joined[instruction.peer] = self.joined.get(instruction.peer, 0) + 1
                 assert self.joined[instruction.peer] == 1, "joined twice without leaving"
@@ -222,10 +235,17 @@ class PeerTableMachine(RuleBasedStateMachine):
         if peer in self.table.peers and seq >= self.table.peers[peer].seq:
             assert self.table.peers[peer].state == "gone"
 
-    @rule(dt=st.floats(0, 40, allow_nan=False))
-    def tick(self, dt: float) -> None:
+    @rule(dt=st.floats(0, 40, allow_nan=False), unlinked=st.frozensets(st.sampled_from(OTHERS)))
+    def tick(self, dt: float, unlinked: frozenset[PeerId]) -> None:
         self.now += dt
-        self.apply(Tick(self.now))
+        unlinked = frozenset(p for p in unlinked if self.connected.get(p))  # the edge asks only of connected peers
+        for peer in OTHERS:
+            record = self.table.peers.get(peer)
+            if peer in unlinked and record is not None and record.connected and record.state != "gone":
+                self.unlinked_since.setdefault(peer, self.now)  # the table counts from its first tick that sees it
+            else:
+                self.unlinked_since.pop(peer, None)
+        self.apply(Tick(self.now, unlinked))
         self.ticked_at = self.now
         for peer in OTHERS:
             if peer not in self.table.peers:  # forgotten: it starts afresh if heard of again
@@ -235,6 +255,7 @@ class PeerTableMachine(RuleBasedStateMachine):
     @rule(peer=st.sampled_from(OTHERS), up=st.booleans())
     def connection(self, peer: PeerId, up: bool) -> None:
         self.connected[peer] = up
+        self.unlinked_since.pop(peer, None)
         if up:
             self.dials.pop(peer, None)
         self.apply(ConnectionChanged(peer, up, self.now))
@@ -292,6 +313,24 @@ def test_seq_never_goes_backwards(seqs: list[int]) -> None:
         t.handle(PresenceHeard(presence(OTHERS[0], s), 0.0))
         seen = max(seen, s)
         assert t.peers[OTHERS[0]].seq == seen
+
+
+def test_a_connection_our_gossip_does_not_reach_the_peer_over_is_dropped_after_the_grace_then_redialled() -> None:
+    peer = OTHERS[0]
+    t = PeerTable(ME)
+    t.handle(ConnectionChanged(peer, True, 0.0))
+    t.handle(PresenceHeard(presence(peer, 1), 0.0))  # heard through its hello, say
+    assert t.handle(Tick(1.0, frozenset({peer}))) == []  # pubsub still setting the connection up
+    assert t.handle(Tick(1.0 + GOSSIP_LINK_GRACE / 2, frozenset())) == []  # and it did: the count starts again
+    assert t.handle(Tick(2.0 + GOSSIP_LINK_GRACE / 2, frozenset({peer}))) == []
+    assert t.handle(Tick(1.9 + 1.5 * GOSSIP_LINK_GRACE, frozenset({peer}))) == []
+    drop = t.handle(Tick(2.0 + 1.5 * GOSSIP_LINK_GRACE, frozenset({peer})))
+    assert drop == [DropConnection(peer, f"no gossip on its connection for {GOSSIP_LINK_GRACE:.0f} s")]
+    assert t.handle(Tick(3.0 + 1.5 * GOSSIP_LINK_GRACE, frozenset({peer}))) == []  # said once, while it closes
+    t.handle(ConnectionChanged(peer, False, 4.0 + 1.5 * GOSSIP_LINK_GRACE))
+    redial = t.handle(Tick(4.0 + 1.5 * GOSSIP_LINK_GRACE + REDIAL_GRACE))
+    assert redial == [DialPeer(peer, ("/ip4/127.0.0.1/tcp/1",))], "a fresh connection: pubsub starts afresh on it"
+    assert t.peers[peer].state == "alive"
 
 
 def test_a_timed_out_peer_is_redialled_until_forgotten_but_one_that_said_goodbye_is_not() -> None:

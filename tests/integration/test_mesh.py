@@ -6,9 +6,11 @@ import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import pytest
 import trio
 
 from meshnode.core.peer_id import PeerId
+from meshnode.core import peers
 from meshnode.core.peers import GONE_INTERVALS, SILENT_CONNECTION_LIMIT
 from meshnode.node.mesh_node import MeshNode, open_node
 
@@ -121,6 +123,32 @@ async def test_bad_gossip_is_dropped_and_counted_and_the_node_carries_on(tmp_pat
         # still working: the friend is alive and fresh presence keeps arriving
         seq = victim.table.peers[friend.peer_id].seq
         await wait_until(lambda: victim.table.peers[friend.peer_id].seq > seq, STEP, "fresh presence")
+
+
+async def test_a_peer_our_gossip_stopped_reaching_is_reconnected_and_hears_us_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meshnode.net.gossip import PRESENCE_TOPIC
+    from meshnode.net.host import to_libp2p_id
+
+    monkeypatch.setattr(peers, "GOSSIP_LINK_GRACE", 2.0)  # 30 s in a node; the same code path
+    async with open_node(node_config(tmp_path, "a")) as a, open_node(
+        node_config(tmp_path, "b", bootstrap=tuple(a.dial_addrs))
+    ) as b:
+        def linked() -> bool:
+            return a.host.gossip_linked(b.peer_id, PRESENCE_TOPIC) and b.host.gossip_linked(a.peer_id, PRESENCE_TOPIC)
+
+        await wait_until(linked, MEET, "gossip between a and b")
+        # What py-libp2p's pubsub does when a write fails on a restarted peer's old stream: it forgets the
+        # subscription the peer announced on its new connection, and never sends it anything again.
+        a.host.pubsub._forget_all_subscriptions(to_libp2p_id(b.peer_id))
+        assert not a.host.gossip_linked(b.peer_id, PRESENCE_TOPIC)
+        assert states(a)[b.peer_id] == "alive" and a.table.peers[b.peer_id].connected  # nothing else shows it ...
+        assert [(row["connected"], row["gossip"]) for row in a.peers()] == [(True, False)]  # ... but the API does
+        await wait_until(linked, MEET, "a to reconnect to b")
+        heard = b._gossip.received if b._gossip is not None else 0
+        await wait_until(lambda: b._gossip is not None and b._gossip.received > heard, STEP, "b to hear a's gossip")
+        assert states(a)[b.peer_id] == "alive" and states(b)[a.peer_id] == "alive"
 
 
 async def test_private_swarm_keeps_strangers_out(tmp_path: Path) -> None:
