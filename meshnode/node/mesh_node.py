@@ -174,6 +174,8 @@ class MeshNode:
             "dropped_messages": dict(self._dropped()),
             "refused_work": dict(self._workers.refused) if self._workers is not None else {},
             "lease_renewals_failed": self._workers.renewals_failed if self._workers is not None else 0,
+            # replicas of other owners' jobs this node holds (queued, running, or waiting for an answer)
+            "stolen_held": sum(map(len, self._workers.thief.held().values())) if self._workers is not None else 0,
             "journal": self._journal_state(),
             "jobs_run": self._jobs_run(),
             "pid": os.getpid(),

@@ -72,7 +72,27 @@ def decided(status: dict[str, Any]) -> int:
 
 
 def logs(*mesh: NodeProcess) -> str:
-    return "".join(f"\n--- {n.stderr_path.name}\n{n.stderr}" for n in mesh)
+    """Each node's log, then what the running ones say of their peers and jobs (why a job stalls)."""
+    return "".join(f"\n--- {n.stderr_path.name}\n{n.stderr}" for n in mesh) + "".join(
+        f"\n--- {n.stderr_path.name[:-7]} now: {state_of(n)}" for n in mesh if n.proc.poll() is None
+    )
+
+
+def state_of(node: NodeProcess) -> str:
+    try:
+        info = api_get(node.data_dir, "/v1/node")
+        peers = [
+            {k: p[k] for k in ("peer_id", "state", "connected", "gossip", "surplus", "idle")} | {"score": p["reputation"]["score"]}
+            for p in api_get(node.data_dir, "/v1/peers")["peers"]
+        ]  # fmt: skip
+        jobs = [
+            {k: j.get(k) for k in ("job_id", "state", "verified", "running", "queued", "peers_working", "waiting_for_peers")}
+            for j in api_get(node.data_dir, "/v1/jobs")["jobs"]
+        ]  # fmt: skip
+    except Exception as exc:  # one that does not answer says something too
+        return repr(exc)
+    mine = {k: info[k] for k in ("idle", "stolen_held", "lease_renewals_failed", "dropped_messages", "refused_work")}
+    return json.dumps({"node": mine, "peers": peers, "jobs": jobs})
 
 
 def test_a_worker_killed_mid_job_loses_no_work(tmp_path: Path, nodes: list[NodeProcess]) -> None:

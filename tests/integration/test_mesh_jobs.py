@@ -137,6 +137,7 @@ async def test_renewals_an_owner_that_vanished_does_not_answer_are_counted(tmp_p
                 workers = holder._workers
                 await wait_until(lambda: any(workers.thief.held().values()), JOB, "the holder to take work")
                 assert holder.info()["lease_renewals_failed"] == 0
+                assert holder.info()["stolen_held"] == sum(map(len, workers.thief.held().values())) > 0
                 doomed.cancel()  # no goodbye: as if the owner's process died
         await wait_until(lambda: holder.info()["lease_renewals_failed"] >= 1, JOB, "an unanswered renewal")
         counted = holder_metrics.get_sample_value("meshnode_lease_renewals_failed_total")
