@@ -21,7 +21,7 @@ the last and often costliest subtasks are spread over every node.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -34,6 +34,7 @@ __all__ = [
     "POOR_SCORE",
     "PeerView",
     "StealPlan",
+    "better_idle",
     "choose_victim",
     "fair_share",
     "grant_for",
@@ -136,10 +137,20 @@ def fair_share(requested: int, surplus: int, nodes: int) -> int:
     return max(0, min(requested, max(1, math.ceil(surplus / (2 * max(1, nodes))))))
 
 
+def better_idle(thief: PeerId, idle_good_peers: Iterable[PeerId], could_take: Callable[[PeerId], bool]) -> bool:
+    """Whether a peer with a good record is idle and could be given some of this work in the poor ``thief``'s place.
+
+    A peer that could not (it is bound to another replica of every subtask left)
+    must not keep the thief waiting: at a job's end the last replica can be one
+    only the poor thief may take, and it would be refused it for good.
+    """
+    return any(peer != thief and could_take(peer) for peer in idle_good_peers)
+
+
 def grant_for(requested: int, surplus: int, nodes: int, *, poor: bool, better_idle: bool) -> int:
     """What an owner grants a thief: a fair share of what is left; and a thief with a poor record
     (see ``POOR_SCORE``) is handed work last: one replica at a time, none while a peer with a
-    better record is idle.
+    better record is idle and could take some of it (``better_idle``).
     """
     share = fair_share(requested, surplus, nodes)
     if not poor:

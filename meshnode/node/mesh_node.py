@@ -48,7 +48,7 @@ from ..core.peers import (
 )  # fmt: skip
 from ..core.presence import MAX_HINTS, Goodbye, PeerHint, PeerHints, Presence, heartbeat_interval, next_seq
 from ..core.reputation import Reputation
-from ..core.steal import POOR_SCORE, PeerView, grant_for, views_of
+from ..core.steal import POOR_SCORE, PeerView, better_idle, grant_for, views_of
 from ..errors import JournalError, MeshError, PeerUnavailableError, SandboxError, WireError
 from ..net.addresses import parse_bootstrap, split_tcp
 from ..net.blob_protocol import serve_blobs
@@ -755,10 +755,15 @@ class MeshNode:
 
     def _grant_policy(self, thief: PeerId, requested: int) -> int:
         """How many replicas ``thief`` gets of the ``requested`` (``core/steal.grant_for``)."""
-        own = sum(job.owner.surplus() for job in self.jobs.jobs.values() if not job.owner.finished and not job.paused)
+        jobs = [job for job in self.jobs.jobs.values() if not job.owner.finished and not job.paused]
+        own = sum(job.owner.surplus() for job in jobs)
         alive = self.table.alive()
-        better_idle = any(r.presence.idle > 0 and not self._poor(r.peer) for r in alive if r.peer != thief)
-        return grant_for(requested, own, 1 + len(alive), poor=self._poor(thief), better_idle=better_idle)
+        poor = self._poor(thief)
+        waiting = poor and better_idle(
+            thief, (r.peer for r in alive if r.presence.idle > 0 and not self._poor(r.peer)),
+            lambda peer: any(job.owner.has_work_for(peer) for job in jobs),
+        )  # fmt: skip
+        return grant_for(requested, own, 1 + len(alive), poor=poor, better_idle=waiting)
 
     def _poor(self, peer: PeerId) -> bool:
         return self.reputation.barred_from_quorum(peer) or self.reputation.score(peer) < POOR_SCORE

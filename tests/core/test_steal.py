@@ -6,6 +6,9 @@ import nacl.signing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meshnode.core.job import ClaimReceived, ReplicaRef, StealRequest, Tick
+from meshnode.core.manifest import Replication
+from meshnode.core.owner import JobOwner
 from meshnode.core.peer_id import PeerId
 from meshnode.core.peers import PeerRecord
 from meshnode.core.presence import Presence
@@ -14,6 +17,7 @@ from meshnode.core.steal import (
     BATCH_FACTOR,
     PeerView,
     StealPlan,
+    better_idle,
     choose_victim,
     fair_share,
     grant_for,
@@ -24,6 +28,8 @@ from meshnode.core.steal import (
     views_of,
 )
 from meshnode.core.verify import Verified
+
+from .test_owner import honest
 
 PEERS = [PeerId.from_public_key(bytes(nacl.signing.SigningKey(bytes([i + 1]) * 32).verify_key)) for i in range(5)]
 A, B, C, D, E = PEERS
@@ -129,3 +135,21 @@ def test_peers_with_a_poor_record_are_handed_work_last() -> None:
     assert grant_for(8, 100, 2, poor=False, better_idle=True) == 8
     assert grant_for(8, 100, 2, poor=True, better_idle=True) == 0
     assert grant_for(8, 100, 2, poor=True, better_idle=False) == 1
+
+
+def test_an_idle_peer_that_could_take_none_of_the_work_left_does_not_keep_a_poor_thief_waiting() -> None:
+    """One subtask, two replicas: C took replica 0 and B replica 1, both leases lapsed, the owner A ran
+    replica 0 itself. Only B may take replica 1 now (C is bound to replica 0): refusing B because the
+    idle C has a better record would leave the job waiting for good."""
+    job = JobOwner(b"J" * 16, A, Replication(2, 2, 3), 1, lease_seconds=30.0)
+    job.handle(StealRequest(C, 1, 1, 0.0))  # replica 0
+    job.handle(StealRequest(B, 1, 1, 0.0))  # replica 1
+    job.handle(Tick(30.0))  # both lapse: back in the queue, each still bound to its holder
+    job.handle(StealRequest(A, 1, 1, 30.0))  # the owner's own slot takes replica 0 ...
+    job.handle(ClaimReceived(honest(A, ReplicaRef(0, 0)), 31.0))  # ... and reports it: one more result needed
+    assert job.surplus() == 1 and not job.finished
+    assert not job.has_work_for(C) and job.has_work_for(B) and job.has_work_for(D)
+    assert not better_idle(B, [C], job.has_work_for)  # so the poor B gets it ...
+    assert grant_for(8, job.surplus(), 3, poor=True, better_idle=False) == 1
+    assert better_idle(B, [C, D], job.has_work_for)  # ... unless an idle D with a good record could
+    assert not better_idle(B, [B], job.has_work_for)  # (the thief itself never counts)
