@@ -41,7 +41,8 @@ and its journal takes writes (``LookForWork``). It picks the best victim
 (``steal.py``): not one it backs off from (a failed exchange: 1 s; a refusal,
 or work it refused: ``REFUSAL_BACKOFF``, or ``PASSING_BACKOFF`` when what stood
 in the way may pass, a module no peer could deliver in time), and trusting
-what a victim's last answer said it has left until the victim's next presence.
+what a victim's last answer said it has left until the victim's next presence
+(or for ``ANSWER_TRUSTED`` seconds: a presence can be lost).
 
 *Stealing from thieves.* Stolen replicas beyond one per slot are surplus too:
 a thief with nothing queued is served from the cold end of the newest job's
@@ -67,7 +68,7 @@ from .presence import next_seq
 from .steal import BATCH_FACTOR, PeerView, grant_limit, plan_steal
 
 __all__ = [
-    "CHUNK_BUDGET", "CHUNK_SECONDS", "MAX_CHUNK", "MAX_STEAL", "PASSING_BACKOFF", "REFUSAL_BACKOFF", "STOCK_SECONDS",
+    "ANSWER_TRUSTED", "CHUNK_BUDGET", "CHUNK_SECONDS", "MAX_CHUNK", "MAX_STEAL", "PASSING_BACKOFF", "REFUSAL_BACKOFF", "STOCK_SECONDS",
     "AskTransfer", "Acknowledged", "ChunkDone", "Ready", "ChunkFailed", "DropResults", "Event", "Granted", "HandOver", "Instruction",
     "LookForWork", "OwnerLeft", "PresenceHeard", "PushResults", "Refused", "RenewLeases", "RestealAsked",
     "Revoked", "RunChunk", "StealAnswered", "StealFailed", "StealFrom", "TakeChunk", "TellOwner", "Thief",
@@ -94,6 +95,10 @@ FAILURE_BACKOFF: Final = 1.0  # seconds a victim is left alone after a failed or
 # could not be fetched in time): at a job's start its owner serves dozens of thieves at once, and 60 s
 # kept thieves whose first fetch timed out away from it for most of the job (50 nodes on 2 cores)
 PASSING_BACKOFF: Final = 10.0
+# seconds a victim's answer about what it has left is believed over its last presence. The news that
+# work came back reaches a thief told "nothing left" by gossip; a message gossip lost, or a peer it no
+# longer reaches (core/peers.GOSSIP_LINK_GRACE), must not keep that thief away for good: it asks again.
+ANSWER_TRUSTED: Final = 30.0
 
 
 # --- events (in) ------------------------------------------------------------------------------
@@ -372,7 +377,7 @@ class Thief:
         # again under the same id, and an owner answers it with what it granted then (a lost answer would
         # otherwise leave those replicas leased to us until they lapse, and the lapse counts against us)
         self._unanswered: dict[PeerId, int] = {}
-        self._fresh_surplus: dict[PeerId, int] = {}  # from steal answers, newer than the peer's presence
+        self._fresh_surplus: dict[PeerId, tuple[int, float]] = {}  # from steal answers (and when), newer than presence
         self._request_id = 0
         self._seconds_per_subtask: float | None = None  # of stolen work, smoothed over chunks
         self._pending: dict[bytes, tuple[PeerId, tuple[Subtask, ...]]] = {}  # transfers asked, by job
@@ -427,7 +432,7 @@ class Thief:
                 return self._look_for_work(event)
             case StealAnswered():
                 self._unanswered.pop(event.victim, None)
-                self._fresh_surplus[event.victim] = event.surplus
+                self._fresh_surplus[event.victim] = (event.surplus, event.now)
                 if event.refused:
                     self._backoff[event.victim] = event.now + FAILURE_BACKOFF
                 return []
@@ -595,7 +600,8 @@ class Thief:
         for v in e.victims:
             if v.peer == self.me or self._backoff.get(v.peer, 0.0) > e.now:
                 continue
-            surplus = self._fresh_surplus.get(v.peer, v.surplus)
+            answered, at = self._fresh_surplus.get(v.peer, (v.surplus, e.now))
+            surplus = answered if e.now - at < ANSWER_TRUSTED else v.surplus
             if surplus > 0:
                 candidates.append(PeerView(v.peer, surplus, v.rtt_ms, v.rank, v.engine, v.poor))
         plan = plan_steal(candidates, idle_slots=self.slots, queued=queued, engine=e.engine,

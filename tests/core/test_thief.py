@@ -21,8 +21,8 @@ from meshnode.core.manifest import Subtask
 from meshnode.core.peer_id import PeerId
 from meshnode.core.steal import PeerView
 from meshnode.core.thief import (
-    MAX_STEAL, PASSING_BACKOFF, Acknowledged, AskTransfer, ChunkDone, ChunkFailed, DropResults, Granted, HandOver,
-    Instruction, LookForWork, OwnerLeft, PresenceHeard, PushResults, Ready, Refused, RenewLeases, RestealAsked, Revoked, RunChunk,
+    ANSWER_TRUSTED, MAX_STEAL, PASSING_BACKOFF, Acknowledged, AskTransfer, ChunkDone, ChunkFailed, DropResults, Granted,
+    HandOver, Instruction, LookForWork, OwnerLeft, PresenceHeard, PushResults, Ready, Refused, RenewLeases, RestealAsked, Revoked, RunChunk,
     StealAnswered, StealFailed, StealFrom, TakeChunk, TellOwner, Thief, Tick, TransferAnswered,
 )  # fmt: skip
 
@@ -180,6 +180,15 @@ def test_a_victim_is_believed_about_what_it_has_left_until_its_next_presence() -
     t.handle(StealFailed(O1, 1.0))
     assert t.handle(look(view(O1, 10), now=1.5)) == []
     assert isinstance(t.handle(look(view(O1, 10), now=2.0))[0], StealFrom)
+
+
+
+def test_a_victim_that_said_nothing_is_left_is_asked_again_after_a_while_even_if_no_presence_comes() -> None:
+    t = Thief(ME, slots=1)
+    t.handle(StealAnswered(O1, surplus=0, refused=False, granted=0, now=10.0))
+    assert t.handle(look(view(O1, 10), now=10.0 + ANSWER_TRUSTED - 0.01)) == []  # its presence may be lost
+    assert isinstance(t.handle(look(view(O1, 10), now=10.0 + ANSWER_TRUSTED))[0], StealFrom)
+    assert t.handle(look(view(O1, 0), now=10.0 + ANSWER_TRUSTED)) == []  # and only if its last presence offered work
 
 
 def test_a_steal_whose_answer_never_came_is_asked_again_under_its_id_and_an_answered_one_is_not() -> None:
