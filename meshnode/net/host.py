@@ -27,8 +27,8 @@ from ..storage.identity import Identity
 from .addresses import advertised, concrete_listen_addrs, parse_bootstrap, split_tcp
 from .libp2p_adapter import (
     MdnsBridge, apply_patches, close_listeners, close_tcp_streams, disable_dial_retries, mdns_announce, mdns_cached_peers,
-    port_is_free, pubsub_linked, replace_stale_pubsub_stream, stop_auto_connector, track_dial_sockets, use_only_addrs,
-    watch_oversize_gossip,
+    port_is_free,
+    replace_stale_pubsub_stream, stop_auto_connector, track_dial_sockets, use_only_addrs, watch_oversize_gossip,
 )  # fmt: skip
 
 __all__ = ["ConnectionEvent", "MeshHost", "open_host"]
@@ -93,10 +93,6 @@ class MeshHost:
 
     def is_connected(self, peer: PeerId) -> bool:
         return to_libp2p_id(peer) in self._host.get_network().connections
-
-    def gossip_linked(self, peer: PeerId, topic: str) -> bool:
-        """Whether gossip on ``topic`` reaches ``peer`` from here (libp2p_adapter.pubsub_linked)."""
-        return pubsub_linked(self.pubsub, to_libp2p_id(peer), topic)
 
     def connected_peers(self) -> set[PeerId]:
         return {from_libp2p_id(p) for p in self._host.get_network().connections}

@@ -123,9 +123,9 @@
   ``replace_stale_pubsub_stream`` swaps such a stream for one on the live
   connection, keeping the subscriptions, whenever a connection opens or closes.
   Whatever other interleaving leaves pubsub without a connected peer's stream or
-  its subscription (it never announces it again), ``pubsub_linked`` says so, and
-  the node drops that connection after a grace (``core/peers.GOSSIP_LINK_GRACE``):
-  both ends then set pubsub up afresh on a new one.
+  its subscription (it never announces it again) shows at the other end as a peer
+  whose presence stops coming by gossip; that end drops the connection
+  (``core/peers.GOSSIP_SILENT_INTERVALS``), and both set pubsub up afresh on a new one.
 * Pubsub seeds its message counter with the time in whole seconds and adds one per
   message, and peers drop message IDs (sender, counter) seen in the last 120 s: a
   node restarted after publishing more than one message a second reuses spent
@@ -163,7 +163,6 @@ __all__ = [
     "SILENT_HOST_DETECTED",
     "close_tcp_streams",
     "port_is_free",
-    "pubsub_linked",
     "replace_stale_pubsub_stream",
     "route_libp2p_logging",
     "stop_auto_connector",
@@ -606,12 +605,3 @@ def replace_stale_pubsub_stream(pubsub: Any, pid: Any) -> bool:
     pubsub.router.remove_peer(pid)
     pubsub._schedule_peer_stream_retry(pid)  # a new stream and hello on the live connection
     return True
-
-
-def pubsub_linked(pubsub: Any, pid: Any, topic: str) -> bool:
-    """Whether pubsub can gossip with ``pid`` on ``topic``: it holds a stream to the peer on a live
-    connection, and the peer's subscription to the topic (without either, nothing of ours reaches it)."""
-    stream = pubsub.peers.get(pid)
-    if stream is None or getattr(getattr(stream, "muxed_conn", None), "is_closed", True):
-        return False
-    return pid in pubsub.peer_topics.get(topic, ())

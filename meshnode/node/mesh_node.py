@@ -52,7 +52,7 @@ from ..core.steal import POOR_SCORE, PeerView, better_idle, grant_for, views_of
 from ..errors import JournalError, MeshError, PeerUnavailableError, SandboxError, WireError
 from ..net.addresses import parse_bootstrap, split_tcp
 from ..net.blob_protocol import serve_blobs
-from ..net.gossip import PRESENCE_TOPIC, PresenceGossip
+from ..net.gossip import PresenceGossip
 from ..net.hello import send_hello, serve_hello
 from ..net.host import MeshHost, from_libp2p_id, open_host
 from ..net.job_protocol import serve_jobs
@@ -232,7 +232,7 @@ class MeshNode:
                 "version": p.version, "engine": p.engine, "runtimes": list(p.runtimes),
                 "rtt_ms": None if r.rtt_ms is None else round(r.rtt_ms, 3),
                 "last_seen_s": round(now - r.last_seen, 3), "connected": r.connected,
-                "gossip": r.connected and self._host is not None and self.host.gossip_linked(r.peer, PRESENCE_TOPIC),
+                "gossip_heard_s": None if r.gossip_heard is None else round(now - r.gossip_heard, 3),
                 "reputation": self._reputation_of(r.peer),
             })  # fmt: skip
         return out
@@ -275,7 +275,7 @@ class MeshNode:
         self._gossip = PresenceGossip(host, self.identity, self.dropped)
         await self._gossip.start()
         host.set_stream_handler(GOODBYE_PROTOCOL, self._receive_goodbye)
-        serve_hello(host, self._presence_heard, self._hints_heard, self.dropped)
+        serve_hello(host, functools.partial(self._presence_heard, by_gossip=False), self._hints_heard, self.dropped)
         serve_blobs(host, self.jobs.blobs, dropped=self.dropped)
         self._workers = Workers(host, self.jobs, self.config.slots, self._victims, self.set_idle, self.dropped)
         workers = self._workers
@@ -433,8 +433,8 @@ class MeshNode:
     def _signed_presence(self) -> bytes:
         return wire.sign(self._presence(), self.identity.signing_key)
 
-    def _presence_heard(self, msg: Presence) -> None:
-        self._apply(self.table.handle(PresenceHeard(msg, time.monotonic())))
+    def _presence_heard(self, msg: Presence, by_gossip: bool = True) -> None:
+        self._apply(self.table.handle(PresenceHeard(msg, time.monotonic(), by_gossip)))
         if self._workers is not None and msg.surplus > 0:
             self._workers.presence_heard(msg.peer_id)
 
@@ -477,7 +477,7 @@ class MeshNode:
             busy = any(not job.done for job in self.jobs.jobs.values())
             await trio.sleep(min(0.25 if busy else 1.0, self.config.presence_interval / 4))
             now = time.monotonic()
-            self._apply(self.table.handle(Tick(now, self._unlinked())))
+            self._apply(self.table.handle(Tick(now)))
             for job in list(self.jobs.jobs.values()):
                 await self._drive(job, JobTick(now))
             surplus = self.surplus()
@@ -495,12 +495,6 @@ class MeshNode:
             if now - saved >= STANDING_EVERY:
                 saved = now
                 await trio.to_thread.run_sync(self.jobs.save_standing)
-
-    def _unlinked(self) -> frozenset[PeerId]:
-        """The connected peers in the table that our gossip cannot reach (``PeerTable``'s ``GOSSIP_LINK_GRACE``)."""
-        return frozenset(
-            r.peer for r in self.table if r.connected and r.state != "gone" and not self.host.gossip_linked(r.peer, PRESENCE_TOPIC)
-        )  # fmt: skip
 
     def _told_nothing_left(self) -> None:
         """A steal answer told a thief nothing is left for it: the next tick that sees more work tells it."""

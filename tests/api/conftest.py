@@ -40,7 +40,7 @@ def sample_peer(**changes: Any) -> dict[str, Any]:
         "rtt_ms": 0.7,
         "last_seen_s": 1.2,
         "connected": True,
-        "gossip": True,
+        "gossip_heard_s": 0.8,
         "reputation": {"agreements": 7, "disagreements": 0, "failures": 1, "score": 0.8, "barred": False},
     }
     peer.update(changes)

@@ -81,10 +81,8 @@ def logs(*mesh: NodeProcess) -> str:
 def state_of(node: NodeProcess) -> str:
     try:
         info = api_get(node.data_dir, "/v1/node")
-        peers = [
-            {k: p[k] for k in ("peer_id", "state", "connected", "gossip", "surplus", "idle")} | {"score": p["reputation"]["score"]}
-            for p in api_get(node.data_dir, "/v1/peers")["peers"]
-        ]  # fmt: skip
+        shown = ("peer_id", "state", "connected", "gossip_heard_s", "surplus", "idle")
+        peers = [{k: p[k] for k in shown} | {"score": p["reputation"]["score"]} for p in api_get(node.data_dir, "/v1/peers")["peers"]]
         jobs = [
             {k: j.get(k) for k in ("job_id", "state", "verified", "running", "queued", "peers_working", "waiting_for_peers")}
             for j in api_get(node.data_dir, "/v1/jobs")["jobs"]

@@ -12,7 +12,8 @@ from meshnode.core.peer_id import PeerId
 from meshnode.core.peers import (
     DIAL_GRACE,
     GONE_INTERVALS,
-    GOSSIP_LINK_GRACE,
+    GOSSIP_SILENCE,
+    GOSSIP_SILENT_INTERVALS,
     LOST_UNIT,
     REDIAL_FIRST,
     REDIAL_GRACE,
@@ -60,8 +61,10 @@ def test_a_connected_peer_never_times_out_and_one_whose_connection_closed_is_gon
     out = t.handle(PresenceHeard(presence(peer, 1, interval_ms=30_000), 0.0))
     assert out == [PeerJoined(peer, presence(peer, 1, interval_ms=30_000))]
     assert t.peers[peer].connected  # the connection came before the presence
-    assert t.handle(Tick(1000.0)) == []  # no presence for 33 of its intervals, but still connected
-    assert t.peers[peer].state == "alive"
+    out = t.handle(Tick(1000.0))  # no presence for 33 of its intervals, but still connected ...
+    assert t.peers[peer].state == "alive" and not [i for i in out if isinstance(i, (PeerStale, PeerGone))]
+    # ... (though its gossip is overdue: the connection is dropped to set gossip up afresh on a new one)
+    assert out == [DropConnection(peer, "no presence by gossip for 1000 s")]
     t.handle(ConnectionChanged(peer, False, 1000.0))  # it crashed: its kernel closed the connection
     assert not any(isinstance(i, PeerStale) for i in t.handle(Tick(1000.0 + 3 * LOST_UNIT)))  # (it is redialled)
     assert PeerStale(peer) in t.handle(Tick(1000.01 + 3 * LOST_UNIT))
@@ -88,7 +91,7 @@ def test_a_stale_peer_that_reconnects_is_alive_again() -> None:
     assert t.peers[peer].state == "stale"
     assert t.handle(ConnectionChanged(peer, True, 5.5)) == []
     assert t.peers[peer].state == "alive"
-    assert t.handle(Tick(100.0)) == [] and t.peers[peer].state == "alive"
+    assert t.handle(Tick(25.0)) == [] and t.peers[peer].state == "alive"
 
 
 def test_goodbye_is_immediate_and_blocks_older_presence_but_not_newer() -> None:
@@ -180,21 +183,22 @@ class PeerTableMachine(RuleBasedStateMachine):
         self.dials: dict[PeerId, int] = {}  # since the last connection
         self.unreachable: set[PeerId] = set()
         self.ticked_at: float | None = None
-        self.unlinked_since: dict[PeerId, float] = {}  # ticks said our gossip cannot reach it, since then
-        self.dropped: dict[PeerId, float] = {}  # when its connection was last dropped
+        self.gossip_since: dict[PeerId, float] = {}  # gossip silence counts from then: heard, connected, dropped
 
     def apply(self, event: object) -> None:
         wanted = isinstance(event, Wanted)
         instructions = self.table.handle(event)  # type: ignore[arg-type]
         for instruction in instructions:
-            if isinstance(instruction, DropConnection):
-                self.dropped[instruction.peer] = self.now
+            if isinstance(instruction, DropConnection) and instruction.reason:
+                record = self.table.peers[instruction.peer]
+                limit = max(GOSSIP_SILENCE, GOSSIP_SILENT_INTERVALS * record.interval)
+                assert self.now - self.gossip_since[instruction.peer] >= limit, "dropped before its gossip fell silent"
+                self.gossip_since[instruction.peer] = self.now
         if isinstance(event, Tick):
-            for peer, since in self.unlinked_since.items():
-                record = self.table.peers.get(peer)
-                if record is not None and record.connected and record.state != "gone":
-                    # out of reach of our gossip past the grace: its connection is dropped, once per grace
-                    assert self.now - since < GOSSIP_LINK_GRACE or self.now - self.dropped.get(peer, -1e9) <= GOSSIP_LINK_GRACE
+            for peer, record in self.table.peers.items():
+                if record.connected and record.state != "gone":  # silent past the limit: dropped by this tick
+                    limit = max(GOSSIP_SILENCE, GOSSIP_SILENT_INTERVALS * record.interval)
+                    assert self.now - self.gossip_since[peer] < limit, "gossip fell silent and the connection stayed"
         for instruction in instructions:
             if isinstance(instruction, PeerJoined):
                 self.joined[instruction.peer] = self.joined.get(instruction.peer, 0) + 1
@@ -221,10 +225,13 @@ class PeerTableMachine(RuleBasedStateMachine):
                 assert instruction.peer in self.unreachable, "reachable again without being unreachable"
                 self.unreachable.discard(instruction.peer)
 
-    @rule(peer=st.sampled_from(IDS), seq=st.integers(0, 40), interval=st.sampled_from([100, 1000, 2000]))
-    def hear_presence(self, peer: PeerId, seq: int, interval: int) -> None:
+    @rule(peer=st.sampled_from(IDS), seq=st.integers(0, 40), interval=st.sampled_from([100, 1000, 2000, 30_000]),
+          by_gossip=st.booleans())  # fmt: skip
+    def hear_presence(self, peer: PeerId, seq: int, interval: int, by_gossip: bool) -> None:
         before = self.table.peers[peer].seq if peer in self.table.peers else None
-        self.apply(PresenceHeard(presence(peer, seq, interval), self.now))
+        if by_gossip or before is None:
+            self.gossip_since[peer] = self.now
+        self.apply(PresenceHeard(presence(peer, seq, interval), self.now, by_gossip))
         if before is not None:
             assert self.table.peers[peer].seq == max(before, seq), "a sequence number went backwards"
         self.ticked_at = None
@@ -235,17 +242,10 @@ class PeerTableMachine(RuleBasedStateMachine):
         if peer in self.table.peers and seq >= self.table.peers[peer].seq:
             assert self.table.peers[peer].state == "gone"
 
-    @rule(dt=st.floats(0, 40, allow_nan=False), unlinked=st.frozensets(st.sampled_from(OTHERS)))
-    def tick(self, dt: float, unlinked: frozenset[PeerId]) -> None:
+    @rule(dt=st.floats(0, 40, allow_nan=False))
+    def tick(self, dt: float) -> None:
         self.now += dt
-        unlinked = frozenset(p for p in unlinked if self.connected.get(p))  # the edge asks only of connected peers
-        for peer in OTHERS:
-            record = self.table.peers.get(peer)
-            if peer in unlinked and record is not None and record.connected and record.state != "gone":
-                self.unlinked_since.setdefault(peer, self.now)  # the table counts from its first tick that sees it
-            else:
-                self.unlinked_since.pop(peer, None)
-        self.apply(Tick(self.now, unlinked))
+        self.apply(Tick(self.now))
         self.ticked_at = self.now
         for peer in OTHERS:
             if peer not in self.table.peers:  # forgotten: it starts afresh if heard of again
@@ -254,8 +254,9 @@ class PeerTableMachine(RuleBasedStateMachine):
 
     @rule(peer=st.sampled_from(OTHERS), up=st.booleans())
     def connection(self, peer: PeerId, up: bool) -> None:
+        if up and not self.connected.get(peer):
+            self.gossip_since[peer] = self.now  # a new connection: a whole allowance
         self.connected[peer] = up
-        self.unlinked_since.pop(peer, None)
         if up:
             self.dials.pop(peer, None)
         self.apply(ConnectionChanged(peer, up, self.now))
@@ -315,22 +316,31 @@ def test_seq_never_goes_backwards(seqs: list[int]) -> None:
         assert t.peers[OTHERS[0]].seq == seen
 
 
-def test_a_connection_our_gossip_does_not_reach_the_peer_over_is_dropped_after_the_grace_then_redialled() -> None:
+def test_a_peer_whose_presence_stops_coming_by_gossip_has_its_connection_dropped_then_redialled() -> None:
     peer = OTHERS[0]
     t = PeerTable(ME)
     t.handle(ConnectionChanged(peer, True, 0.0))
-    t.handle(PresenceHeard(presence(peer, 1), 0.0))  # heard through its hello, say
-    assert t.handle(Tick(1.0, frozenset({peer}))) == []  # pubsub still setting the connection up
-    assert t.handle(Tick(1.0 + GOSSIP_LINK_GRACE / 2, frozenset())) == []  # and it did: the count starts again
-    assert t.handle(Tick(2.0 + GOSSIP_LINK_GRACE / 2, frozenset({peer}))) == []
-    assert t.handle(Tick(1.9 + 1.5 * GOSSIP_LINK_GRACE, frozenset({peer}))) == []
-    drop = t.handle(Tick(2.0 + 1.5 * GOSSIP_LINK_GRACE, frozenset({peer})))
-    assert drop == [DropConnection(peer, f"no gossip on its connection for {GOSSIP_LINK_GRACE:.0f} s")]
-    assert t.handle(Tick(3.0 + 1.5 * GOSSIP_LINK_GRACE, frozenset({peer}))) == []  # said once, while it closes
-    t.handle(ConnectionChanged(peer, False, 4.0 + 1.5 * GOSSIP_LINK_GRACE))
-    redial = t.handle(Tick(4.0 + 1.5 * GOSSIP_LINK_GRACE + REDIAL_GRACE))
+    t.handle(PresenceHeard(presence(peer, 1, interval_ms=1000), 0.0, by_gossip=False))  # its hello
+    assert t.handle(Tick(GOSSIP_SILENCE - 1)) == []  # gossip may take a while on a new connection
+    t.handle(PresenceHeard(presence(peer, 2, interval_ms=1000), GOSSIP_SILENCE - 1))  # and it came
+    assert t.handle(Tick(2 * GOSSIP_SILENCE - 1.01)) == []
+    t.handle(PresenceHeard(presence(peer, 3, interval_ms=1000), 2 * GOSSIP_SILENCE - 1, by_gossip=False))
+    drop = t.handle(Tick(2 * GOSSIP_SILENCE - 1))  # hellos do not count: only gossip shows gossip works
+    assert drop == [DropConnection(peer, f"no presence by gossip for {GOSSIP_SILENCE:.0f} s")]
+    assert t.handle(Tick(2 * GOSSIP_SILENCE)) == []  # said once, while it closes
+    t.handle(ConnectionChanged(peer, False, 2 * GOSSIP_SILENCE))
+    redial = t.handle(Tick(2 * GOSSIP_SILENCE + REDIAL_GRACE))
     assert redial == [DialPeer(peer, ("/ip4/127.0.0.1/tcp/1",))], "a fresh connection: pubsub starts afresh on it"
     assert t.peers[peer].state == "alive"
+
+
+def test_gossip_silence_is_judged_in_the_peers_own_intervals() -> None:
+    peer = OTHERS[0]
+    t = PeerTable(ME)
+    t.handle(ConnectionChanged(peer, True, 0.0))
+    t.handle(PresenceHeard(presence(peer, 1, interval_ms=300_000), 0.0))  # a mesh of 50: every 5 minutes
+    assert t.handle(Tick(GOSSIP_SILENT_INTERVALS * 300.0 - 1)) == []
+    assert [i for i in t.handle(Tick(GOSSIP_SILENT_INTERVALS * 300.0)) if isinstance(i, DropConnection)]
 
 
 def test_a_timed_out_peer_is_redialled_until_forgotten_but_one_that_said_goodbye_is_not() -> None:

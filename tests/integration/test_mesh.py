@@ -125,30 +125,35 @@ async def test_bad_gossip_is_dropped_and_counted_and_the_node_carries_on(tmp_pat
         await wait_until(lambda: victim.table.peers[friend.peer_id].seq > seq, STEP, "fresh presence")
 
 
-async def test_a_peer_our_gossip_stopped_reaching_is_reconnected_and_hears_us_again(
+async def test_a_peer_whose_gossip_stopped_coming_is_reconnected_and_heard_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from meshnode.net.gossip import PRESENCE_TOPIC
     from meshnode.net.host import to_libp2p_id
 
-    monkeypatch.setattr(peers, "GOSSIP_LINK_GRACE", 2.0)  # 30 s in a node; the same code path
+    monkeypatch.setattr(peers, "GOSSIP_SILENCE", 2.0)  # 30 s in a node; here 3 presence intervals decide
     async with open_node(node_config(tmp_path, "a")) as a, open_node(
         node_config(tmp_path, "b", bootstrap=tuple(a.dial_addrs))
     ) as b:
-        def linked() -> bool:
-            return a.host.gossip_linked(b.peer_id, PRESENCE_TOPIC) and b.host.gossip_linked(a.peer_id, PRESENCE_TOPIC)
+        def heard_since(moment: float) -> bool:
+            record = b.table.peers.get(a.peer_id)
+            return record is not None and record.gossip_heard is not None and record.gossip_heard > moment
 
-        await wait_until(linked, MEET, "gossip between a and b")
+        await wait_until(lambda: heard_since(0.0), MEET, "b to hear a by gossip")
         # What py-libp2p's pubsub does when a write fails on a restarted peer's old stream: it forgets the
         # subscription the peer announced on its new connection, and never sends it anything again.
         a.host.pubsub._forget_all_subscriptions(to_libp2p_id(b.peer_id))
-        assert not a.host.gossip_linked(b.peer_id, PRESENCE_TOPIC)
-        assert states(a)[b.peer_id] == "alive" and a.table.peers[b.peer_id].connected  # nothing else shows it ...
-        assert [(row["connected"], row["gossip"]) for row in a.peers()] == [(True, False)]  # ... but the API does
-        await wait_until(linked, MEET, "a to reconnect to b")
-        heard = b._gossip.received if b._gossip is not None else 0
-        await wait_until(lambda: b._gossip is not None and b._gossip.received > heard, STEP, "b to hear a's gossip")
+        broke_at = time.monotonic()
+        (row,) = b.peers()
+        assert row["state"] == "alive" and row["connected"]  # nothing but the silence shows it
+
+        def heard_on_a_new_connection() -> bool:
+            record = b.table.peers[a.peer_id]  # its connection dropped (or a new one made) after the break ...
+            return record.gossip_due > broke_at and heard_since(record.gossip_due)  # ... and gossip on it since
+
+        await wait_until(heard_on_a_new_connection, MEET, "b to reconnect to a and hear it by gossip again")
         assert states(a)[b.peer_id] == "alive" and states(b)[a.peer_id] == "alive"
+        (row,) = b.peers()
+        assert row["gossip_heard_s"] is not None and row["gossip_heard_s"] < MEET
 
 
 async def test_private_swarm_keeps_strangers_out(tmp_path: Path) -> None:
