@@ -127,10 +127,12 @@ SILENT_CONNECTION_LIMIT: Final = 30.0
 # GOSSIP_SILENCE seconds, has its connection dropped and dialled afresh: libp2p's pubsub can lose a
 # connected peer's stream or subscription (net/libp2p_adapter.py) and never gossip with it again, while
 # hellos and streams still work; a thief told "nothing left" then never hears of its owner's new work.
-# Judged on what arrives, not on pubsub's state: a peer in a mesh of 50 is reached through others (50
-# nodes dropping every connection pubsub had not linked within 30 s dropped 5,058 in 6 minutes).
+# A last resort, judged on what arrives, not on pubsub's state (a peer in a mesh of 50 is reached
+# through others: dropping every connection pubsub had not linked within 30 s dropped 5,058 in 6
+# minutes), and slower than a loaded mesh's gossip ever is (50 nodes starting on 2 cores left 113
+# connected peers unheard by gossip for 90 s, and those drops slowed the tables filling).
 GOSSIP_SILENT_INTERVALS: Final = 3
-GOSSIP_SILENCE: Final = 30.0
+GOSSIP_SILENCE: Final = 300.0
 LOST_UNIT: Final = 1.0  # at most this many seconds per unit of silence once a peer's connection closed
 RTT_EVERY: Final = 30.0  # seconds between two round-trip measurements of a connected peer, among a few peers
 

@@ -130,7 +130,7 @@ async def test_a_peer_whose_gossip_stopped_coming_is_reconnected_and_heard_again
 ) -> None:
     from meshnode.net.host import to_libp2p_id
 
-    monkeypatch.setattr(peers, "GOSSIP_SILENCE", 2.0)  # 30 s in a node; here 3 presence intervals decide
+    monkeypatch.setattr(peers, "GOSSIP_SILENCE", 2.0)  # 5 minutes in a node; here 3 presence intervals decide
     async with open_node(node_config(tmp_path, "a")) as a, open_node(
         node_config(tmp_path, "b", bootstrap=tuple(a.dial_addrs))
     ) as b:
