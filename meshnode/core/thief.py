@@ -97,7 +97,7 @@ FAILURE_BACKOFF: Final = 1.0  # seconds a victim is left alone after a failed or
 PASSING_BACKOFF: Final = 10.0
 # seconds a victim's answer about what it has left is believed over its last presence. The news that
 # work came back reaches a thief told "nothing left" by gossip; a message gossip lost, or a peer it no
-# longer reaches (core/peers.GOSSIP_LINK_GRACE), must not keep that thief away for good: it asks again.
+# longer reaches (core/peers.GOSSIP_SILENT_INTERVALS), must not keep that thief away for good: it asks again.
 ANSWER_TRUSTED: Final = 30.0
 
 
