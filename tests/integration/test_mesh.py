@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from meshnode.core.peer_id import PeerId
 from meshnode.core import peers
+from meshnode.core.peer_id import PeerId
 from meshnode.core.peers import GONE_INTERVALS, SILENT_CONNECTION_LIMIT
 from meshnode.node.mesh_node import MeshNode, open_node
 
