@@ -2,7 +2,9 @@
 
 Theory of operation:
 
-A peer enters the table when its first valid ``Presence`` arrives. Its state
+A peer enters the table when its first valid ``Presence`` arrives: by gossip,
+from the peer itself in a hello, or passed on in another peer's hello (the
+table keeps each presence in its signed envelope for that: ``hints``). Its state
 is then a function of how long it has been silent, measured in a unit of
 seconds that depends on what was last heard of it:
 
@@ -152,7 +154,8 @@ def rtt_interval(peers: int) -> float:
 class PresenceHeard:
     presence: Presence  # already decoded and signature-checked by the edge
     now: float
-    by_gossip: bool = True  # False: handed over directly (a hello)
+    by_gossip: bool = True  # False: handed over directly (a hello, or a hint in one)
+    signed: bytes = b""  # the presence in its signed envelope, as heard: passed on in hints
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +291,7 @@ class PeerRecord:
     unit: float = 1.0  # seconds per unit of silence (see the module docstring)
     gossip_heard: float | None = None  # when a presence of it last came by gossip
     gossip_due: float = 0.0  # gossip silence is counted from the later of this and gossip_heard
+    signed: bytes = b""  # ``presence`` in its signed envelope, to pass on in hints (empty: not heard signed)
 
     @property
     def interval(self) -> float:
@@ -307,7 +311,7 @@ class PeerTable:
     def handle(self, event: Event) -> list[Instruction]:
         """Apply one event and return what the node must do about it."""
         if isinstance(event, PresenceHeard):
-            return self._presence(event.presence, event.now, event.by_gossip)
+            return self._presence(event.presence, event.now, event.by_gossip, event.signed)
         if isinstance(event, GoodbyeHeard):
             return self._goodbye(event.goodbye, event.now)
         if isinstance(event, Tick):
@@ -331,14 +335,15 @@ class PeerTable:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         return []
 
-    def _presence(self, p: Presence, now: float, by_gossip: bool) -> list[Instruction]:
+    def _presence(self, p: Presence, now: float, by_gossip: bool, signed: bytes) -> list[Instruction]:
         if p.peer_id == self.me:
             return []  # our own message, echoed back by gossip
         record = self.peers.get(p.peer_id)
         if record is None:
             connected = self._early_connections.pop(p.peer_id, None) is not None
             record = PeerRecord(p.peer_id, p, "alive", p.seq, now, now, connected=connected, was_connected=connected,
-                                unit=p.interval_ms / 1000, gossip_heard=now if by_gossip else None, gossip_due=now)
+                                unit=p.interval_ms / 1000, gossip_heard=now if by_gossip else None, gossip_due=now,
+                                signed=signed)
             self.peers[p.peer_id] = record
             return [PeerJoined(p.peer_id, p), *self._maybe_dial(record, now)]
         if by_gossip:
@@ -348,7 +353,7 @@ class PeerTable:
         was = record.state
         if p.addrs != record.presence.addrs:
             record.dials, record.next_dial = 0, None  # somewhere new: worth a dial at once
-        record.presence, record.seq, record.last_seen = p, p.seq, now
+        record.presence, record.seq, record.last_seen, record.signed = p, p.seq, now, signed
         record.unit = record.interval
         record.left_by_goodbye = False
         out: list[Instruction] = []
@@ -488,6 +493,15 @@ class PeerTable:
 
     def alive(self) -> list[PeerRecord]:
         return [r for r in self.peers.values() if r.state == "alive"]
+
+    def seq_of(self, peer: PeerId) -> int:
+        """The sequence number of the latest message heard from ``peer`` (-1: none)."""
+        record = self.peers.get(peer)
+        return -1 if record is None else record.seq
+
+    def hints(self, to: PeerId) -> list[bytes]:
+        """The signed presences to pass on to ``to``: of the alive peers we are connected to, but ``to``."""
+        return [r.signed for r in self.peers.values() if r.state == "alive" and r.connected and r.signed and r.peer != to]
 
     def rtt_due(self, now: float) -> list[PeerId]:
         """The connected, alive peers whose round-trip time is unmeasured or ``rtt_interval`` seconds old."""

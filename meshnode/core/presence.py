@@ -4,8 +4,8 @@ A node publishes a signed ``Presence`` over gossip when something its peers act
 on changes (work to steal appears or runs out, its slots, its runtimes), and
 otherwise only as a slow heartbeat (``NodeConfig.presence_interval``, longer in
 large meshes); it also hands one to each peer it connects to, together with
-``PeerHints``: the addresses of the peers it knows, so a newcomer finds the
-whole mesh from one connection. Liveness comes from the connections themselves
+``PeerHints``: the signed presences of the peers it is connected to, so a
+newcomer knows the whole mesh from one connection, before it has dialled the rest. Liveness comes from the connections themselves
 (core/peers.py), not from the presence stream. A ``Goodbye`` when a node stops
 makes peers drop it at once rather than waiting for a timeout. ``seq`` grows with every message a node sends
 (``max(previous + 1, unix ms)``, so it keeps growing across restarts) and a
@@ -15,9 +15,9 @@ receiver ignores anything not newer than what it has.
 from __future__ import annotations
 
 from .peer_id import PeerId
-from .wire import Float, Int, ListOf, Nested, Peer, Str, message, struct, wire
+from .wire import Bytes, Float, Int, ListOf, Nested, Peer, Str, message, struct, wire
 
-__all__ = ["MAX_HINTS", "Goodbye", "Gpu", "PeerHint", "PeerHints", "Presence", "heartbeat_interval", "next_seq"]
+__all__ = ["MAX_HINTS", "MAX_SIGNED_PRESENCE", "Goodbye", "Gpu", "PeerHints", "Presence", "heartbeat_interval", "next_seq"]
 
 _ADDR = Str(256, pattern=r"/[ -~]*")  # a multiaddr in text form, printable ASCII
 
@@ -67,20 +67,20 @@ MAX_HEARTBEAT = 600.0  # seconds: the most ``Presence.interval_ms`` can say
 MESH_HEARTBEATS = 5  # heartbeats the whole mesh publishes per base interval, whatever its size
 
 
-@struct
-class PeerHint:
-    peer_id: PeerId = wire(Peer())
-    addrs: tuple[str, ...] = wire(ListOf(_ADDR, 4))
+MAX_SIGNED_PRESENCE = 8192 + 256  # a presence in its signed envelope
 
 
-@message("peer_hints", version=1, max_size=65536)
+@message("peer_hints", version=2, max_size=MAX_HINTS * (MAX_SIGNED_PRESENCE + 8) + 64)
 class PeerHints:
-    """Peers the sender knows to be alive, and where: a receiver dials those it does not know.
+    """The latest signed presence of each peer the sender is connected to (up to ``MAX_HINTS``).
 
-    Unsigned: a hint is only an address to try, and the dial itself proves who answers.
+    Each is signed by the peer it describes, so the receiver checks it as it would the
+    peer's own gossip and lists the peer at once; a hint cannot make up a peer. Only
+    connected peers are passed on: a live connection is the sender's evidence that the
+    peer is there, and a peer that just vanished is not carried further.
     """
 
-    peers: tuple[PeerHint, ...] = wire(ListOf(Nested(PeerHint), MAX_HINTS))
+    presences: tuple[bytes, ...] = wire(ListOf(Bytes(1, MAX_SIGNED_PRESENCE), MAX_HINTS))
 
 
 def heartbeat_interval(base: float, peers: int) -> float:

@@ -52,6 +52,7 @@ __all__ = [
     "Str",
     "decode",
     "encode",
+    "max_size",
     "message",
     "open_self_signed",
     "open_signed",
@@ -271,6 +272,11 @@ def _info(cls: type) -> _MessageInfo:
 
 
 # --- encode / decode ------------------------------------------------------------------------
+
+
+def max_size(cls: type) -> int:
+    """The largest encoding of message type ``cls`` a decoder accepts."""
+    return _info(cls).max_size
 
 
 def _dump_fields(obj: Any) -> dict[str, Any]:

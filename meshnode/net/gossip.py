@@ -89,8 +89,8 @@ class PresenceGossip:
         await self._host.pubsub.publish(PRESENCE_TOPIC, signed)
         self._host.traffic["gossip", "sent"] += len(signed)
 
-    async def messages(self) -> AsyncIterator[Presence | Goodbye]:
-        """Every valid presence or goodbye, ours included (the caller ignores its own)."""
+    async def messages(self) -> AsyncIterator[tuple[Presence | Goodbye, bytes]]:
+        """Every valid presence or goodbye, ours included (the caller ignores its own), with its signed envelope."""
         while True:
             msg = await self._subscription.get()
             body: Presence | Goodbye | None = self._verified.pop((bytes(msg.from_id), bytes(msg.seqno)), None)
@@ -99,7 +99,7 @@ class PresenceGossip:
                     body = self._check(msg)
                 except WireError:
                     continue
-            yield body
+            yield body, bytes(msg.data)
 
 
 def _reason(message: str) -> str:

@@ -46,7 +46,7 @@ from ..core.peers import (
     Instruction, PeerGone, PeerJoined, PeerReachable, PeerStale, PeerTable, PeerUnreachable, PresenceHeard,
     RttMeasured, Tick, Wanted,
 )  # fmt: skip
-from ..core.presence import MAX_HINTS, Goodbye, PeerHint, PeerHints, Presence, heartbeat_interval, next_seq
+from ..core.presence import MAX_HINTS, Goodbye, PeerHints, Presence, heartbeat_interval, next_seq
 from ..core.reputation import Reputation
 from ..core.steal import POOR_SCORE, PeerView, better_idle, grant_for, views_of
 from ..errors import JournalError, MeshError, PeerUnavailableError, SandboxError, WireError
@@ -275,7 +275,7 @@ class MeshNode:
         self._gossip = PresenceGossip(host, self.identity, self.dropped)
         await self._gossip.start()
         host.set_stream_handler(GOODBYE_PROTOCOL, self._receive_goodbye)
-        serve_hello(host, functools.partial(self._presence_heard, by_gossip=False), self._hints_heard, self.dropped)
+        serve_hello(host, functools.partial(self._presence_heard, by_gossip=False), self.table.seq_of, self.dropped)
         serve_blobs(host, self.jobs.blobs, dropped=self.dropped)
         self._workers = Workers(host, self.jobs, self.config.slots, self._victims, self.set_idle, self.dropped)
         workers = self._workers
@@ -433,25 +433,25 @@ class MeshNode:
     def _signed_presence(self) -> bytes:
         return wire.sign(self._presence(), self.identity.signing_key)
 
-    def _presence_heard(self, msg: Presence, by_gossip: bool = True) -> None:
-        self._apply(self.table.handle(PresenceHeard(msg, time.monotonic(), by_gossip)))
+    def _presence_heard(self, msg: Presence, signed: bytes, by_gossip: bool = True) -> None:
+        self._apply(self.table.handle(PresenceHeard(msg, time.monotonic(), by_gossip, signed)))
         if self._workers is not None and msg.surplus > 0:
             self._workers.presence_heard(msg.peer_id)
 
     async def _receive_presence(self) -> None:
         assert self._gossip is not None
-        async for msg in self._gossip.messages():
+        async for msg, signed in self._gossip.messages():
             if isinstance(msg, Presence):
-                self._presence_heard(msg)
+                self._presence_heard(msg, signed)
             else:
                 self._apply(self.table.handle(GoodbyeHeard(msg, time.monotonic())))
 
     # --- hello: presence and hints on each new connection ------------------------------------
 
     def _hints(self, to: PeerId) -> PeerHints:
-        known = [r for r in self.table.alive() if r.peer != to and r.presence.addrs]
+        known = self.table.hints(to)
         random.shuffle(known)  # in a mesh over MAX_HINTS, different newcomers hear of different peers
-        return PeerHints(tuple(PeerHint(r.peer, r.presence.addrs[:4]) for r in known[:MAX_HINTS]))
+        return PeerHints(tuple(known[:MAX_HINTS]))
 
     async def _send_hello(self, peer: PeerId) -> None:
         for attempt in range(HELLO_TRIES):
@@ -464,12 +464,6 @@ class MeshNode:
                 log.debug("hello to %s (try %d): %s", peer, attempt + 1, exc)
             if attempt + 1 < HELLO_TRIES:
                 await trio.sleep(2.0**attempt)
-
-    def _hints_heard(self, sender: PeerId, hints: PeerHints) -> None:
-        """Dial the peers a hello named that this node does not know (as it does mDNS finds)."""
-        for hint in hints.peers:
-            if hint.peer_id not in self.table.peers:
-                self._dial_stranger(hint.peer_id, hint.addrs)
 
     async def _tick(self) -> None:
         saved = time.monotonic()
@@ -802,7 +796,7 @@ class MeshNode:
                 assert_never(i)
 
     def _dial_stranger(self, peer: PeerId, addrs: tuple[str, ...]) -> None:
-        """Dial a peer found by mDNS or named in a hint, unless it is us or connected already: as the peer
+        """Dial a peer found by mDNS, unless it is us or connected already: as the peer
         table does, the smaller peer ID dials at once and the other only if still unconnected after
         ``DIAL_GRACE`` (both sides find each other at about the same time, and two connections per pair
         double what idle connections cost)."""

@@ -170,6 +170,11 @@ def test_own_presence_is_ignored() -> None:
     assert ME not in t.peers
 
 
+def signed_as(peer: PeerId, seq: int) -> bytes:
+    """Stands for the signed envelope of ``peer``'s presence number ``seq`` (the table keeps it as it came)."""
+    return b"%s/%d" % (peer.to_bytes(), seq)
+
+
 class PeerTableMachine(RuleBasedStateMachine):
     """Random interleavings; the invariants say what must always hold."""
 
@@ -231,7 +236,7 @@ class PeerTableMachine(RuleBasedStateMachine):
         before = self.table.peers[peer].seq if peer in self.table.peers else None
         if by_gossip or before is None:
             self.gossip_since[peer] = self.now
-        self.apply(PresenceHeard(presence(peer, seq, interval), self.now, by_gossip))
+        self.apply(PresenceHeard(presence(peer, seq, interval), self.now, by_gossip, signed_as(peer, seq)))
         if before is not None:
             assert self.table.peers[peer].seq == max(before, seq), "a sequence number went backwards"
         self.ticked_at = None
@@ -285,6 +290,16 @@ class PeerTableMachine(RuleBasedStateMachine):
     def connection_flags_match(self) -> None:
         for peer, record in self.table.peers.items():
             assert record.connected == self.connected.get(peer, False)
+
+    @invariant()
+    def hints_are_the_latest_signed_presences_of_alive_connected_peers(self) -> None:
+        for record in self.table.peers.values():
+            assert record.signed == signed_as(record.peer, record.presence.seq), "kept another presence than the latest"
+            assert self.table.seq_of(record.peer) == record.seq
+        for to in IDS:
+            expected = {signed_as(r.peer, r.presence.seq) for r in self.table.alive() if r.connected and r.peer != to}
+            assert sorted(self.table.hints(to)) == sorted(expected)
+        assert self.table.seq_of(ME) == -1
 
     @precondition(lambda self: self.ticked_at is not None)
     @invariant()

@@ -20,7 +20,7 @@ import trio
 from meshnode.core import wire
 from meshnode.core.blob_messages import BlobRequest
 from meshnode.core.job_messages import StealAsk
-from meshnode.core.presence import PeerHint, PeerHints
+from meshnode.core.presence import PeerHints
 from meshnode.net import blob_protocol, hello, job_protocol
 from meshnode.net.host import MeshHost, open_host
 from meshnode.node.mesh_node import MeshNode, open_node
@@ -120,13 +120,14 @@ def smaller_first(root: Path, *names: str) -> None:
         (root / f"key-{i}").rename(root / name)
 
 
-async def test_a_bad_hello_is_refused_and_counted_and_a_good_ones_hints_are_dialled(tmp_path: Path) -> None:
+async def test_a_bad_hello_is_refused_and_counted_and_a_good_ones_hints_are_listed_and_dialled(tmp_path: Path) -> None:
     smaller_first(tmp_path, "node", "third")  # the node dials the hinted peer at once, not after the grace
     async with node_and_rogue(tmp_path) as (node, rogue), open_node(node_config(tmp_path, "third")) as third:
         other = load_or_create_identity(tmp_path / "other")
         presence = node._presence()  # a valid presence body, to forge from
         fields = {f: getattr(presence, f) for f in presence.__dataclass_fields__}
-        mine = wire.sign(type(presence)(**{**fields, "peer_id": rogue.peer_id}), load_or_create_identity(tmp_path / "rogue").signing_key)
+        rogue_key = load_or_create_identity(tmp_path / "rogue").signing_key
+        mine = wire.sign(type(presence)(**{**fields, "peer_id": rogue.peer_id}), rogue_key)
         not_mine = wire.sign(type(presence)(**{**fields, "peer_id": other.peer_id}), other.signing_key)
         bad = {
             "hello_abandoned": [JUNK["empty"]],  # what a sender that gave up leaves: counted, logged at debug level
@@ -143,8 +144,17 @@ async def test_a_bad_hello_is_refused_and_counted_and_a_good_ones_hints_are_dial
         assert rogue.peer_id in node.table.peers  # its own presence, before the bad hints, was taken
         assert other.peer_id not in node.table.peers
         await still_serves(node, rogue)
-        # a good hello's hints: the node dials a peer it did not know
+        # a good hello's hints: the signed presences of peers the node did not know, each listed at once and
+        # dialled; one that nobody runs is listed too (alive until its silence says otherwise, as by gossip),
+        # and one not signed by the peer it names is refused alone
         assert third.peer_id not in node.table.peers
-        hints = PeerHints((PeerHint(third.peer_id, tuple(third.host.advertised_addrs[:4])),))
+        absent = load_or_create_identity(tmp_path / "absent")
+        nowhere = {**fields, "peer_id": absent.peer_id, "addrs": ("/ip4/127.0.0.1/tcp/9",)}
+        forged = wire.sign(type(presence)(**{**fields, "peer_id": other.peer_id}), rogue_key)
+        hints = PeerHints((third._signed_presence(), forged, wire.sign(type(presence)(**nowhere), absent.signing_key)))
         await send(rogue, node, hello.HELLO_PROTOCOL, frame(mine) + frame(wire.encode(hints)))
         await wait_until(lambda: node.host.is_connected(third.peer_id), 10, "the node to dial the hinted peer")
+        record = node.table.peers[absent.peer_id]
+        assert record.state == "alive" and not record.connected
+        assert other.peer_id not in node.table.peers
+        assert node.info()["dropped_messages"].get("hello_bad_hint") == 1

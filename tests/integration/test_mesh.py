@@ -9,10 +9,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from meshnode.core import peers
+from meshnode.core import peers, wire
 from meshnode.core.peer_id import PeerId
 from meshnode.core.peers import GONE_INTERVALS, SILENT_CONNECTION_LIMIT
+from meshnode.core.presence import MAX_SIGNED_PRESENCE, PeerHints, Presence
+from meshnode.net.hello import HELLO_PROTOCOL
+from meshnode.net.host import open_host
+from meshnode.net.streams import read_request
 from meshnode.node.mesh_node import MeshNode, open_node
+from meshnode.storage.identity import load_or_create_identity
 
 from ..waiting import MEET, STEP, wait_until
 from .conftest import node_config
@@ -59,6 +64,27 @@ async def test_five_nodes_joined_by_bootstrap_converge_and_a_stopped_node_is_gon
             )
         assert all(r.state == "alive" for n in nodes for r in n.table if r.peer not in (extra.peer_id,))
         del leaver
+
+
+async def test_a_hello_hands_a_newcomer_the_signed_presence_of_each_peer_the_node_is_connected_to(tmp_path: Path) -> None:
+    heard, hellos = trio.open_memory_channel[tuple[bytes, bytes]](4)
+
+    async def hello_to_newcomer(remote: PeerId, stream: object) -> None:
+        await heard.send((await read_request(stream, MAX_SIGNED_PRESENCE), await read_request(stream, 1 << 20)))
+
+    async with open_node(node_config(tmp_path, "a")) as a:
+        async with open_node(node_config(tmp_path, "b", bootstrap=tuple(a.dial_addrs))) as b:
+            await wait_until(lambda: b.table.peers.get(a.peer_id) is not None and b.table.peers[a.peer_id].connected,
+                             MEET, "b to be connected to a")  # fmt: skip
+            # a newcomer (a bare host that only listens to hellos) connects to b alone
+            async with open_host(load_or_create_identity(tmp_path / "newcomer"), ["/ip4/127.0.0.1/tcp/0"]) as newcomer:
+                newcomer.set_stream_handler(HELLO_PROTOCOL, hello_to_newcomer)
+                await newcomer.dial(b.peer_id, b.host.listen_addrs)
+                with trio.fail_after(MEET):
+                    own, hints = await hellos.receive()
+    assert wire.open_signed(own, b.peer_id, Presence).peer_id == b.peer_id
+    passed_on = [wire.open_signed(signed, a.peer_id, Presence) for signed in wire.decode(hints, PeerHints).presences]
+    assert [p.peer_id for p in passed_on] == [a.peer_id]  # signed by a itself: the newcomer lists a without asking it
 
 
 async def test_an_abruptly_cancelled_node_turns_stale_then_gone_by_timeout(tmp_path: Path) -> None:
