@@ -1,7 +1,8 @@
 """The messages of the job protocol between a thief (executor) and a job's owner.
 
     thief -> owner   StealAsk      "I have n idle slots": request_id grows with every ask
-    owner -> thief   StealReply    the granted replicas, each job's signed manifest once, and the lease
+    owner -> thief   StealReply    the granted replicas, each job's signed manifest once (and its module,
+                                   if small, in a thief's first grant of the job), and the lease
     thief -> owner   ResultPush    result claims, with their outputs
     owner -> thief   ResultAck     one answer per claim; any answer ends the thief's retries
     thief -> owner   LeaseRenew    "still working on these": keeps the leases from lapsing
@@ -28,6 +29,7 @@ from .result import CLAIM_MAX_SIZE
 from .wire import Bool, Bytes, Int, ListOf, Nested, Optional, Str, message, struct, wire
 
 __all__ = [
+    "INLINE_MODULE_MAX",
     "JobGrant",
     "LeaseRenew",
     "PushedResult",
@@ -44,6 +46,10 @@ __all__ = [
 ]
 
 MAX_BATCH = 256
+# A module up to this size rides in a thief's first grant of its job, instead of being fetched by hash
+# on a stream of its own: when 49 thieves heard of a job at once, half of them could not open that
+# stream to the owner in time, refused their grants, and ran nothing (50 nodes on 2 cores).
+INLINE_MODULE_MAX = 64 << 10
 MAX_OUTPUT_BYTES = 64 << 20
 _MANIFEST_ENVELOPE = Bytes(1, 4096 + 256)
 _SUBTASK = Bytes(1, INLINE_INPUT_MAX + 4096)
@@ -64,9 +70,10 @@ class StealAsk:
 class JobGrant:
     manifest: bytes = wire(_MANIFEST_ENVELOPE)  # the owner's signed manifest
     subtasks: tuple[bytes, ...] = wire(ListOf(_SUBTASK, MAX_BATCH))  # encoded Subtask messages
+    module: bytes = wire(Bytes(0, INLINE_MODULE_MAX))  # the job's module (its hash is in the manifest), or empty
 
 
-@message("steal_reply", version=1, max_size=32 << 20)
+@message("steal_reply", version=2, max_size=32 << 20)
 class StealReply:
     request_id: int = wire(Int(0, 2**62))
     grants: tuple[JobGrant, ...] = wire(ListOf(Nested(JobGrant), 64))

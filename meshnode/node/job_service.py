@@ -27,7 +27,7 @@ from ..core import wire
 from ..core.credit import CreditAsk, CreditReply
 from ..core.job import ReleaseReplicas, RenewLeases, ReplicaRef, StealRequest, TransferReplicas
 from ..core.job_messages import (
-    JobGrant, LeaseRenew, ReplicaId, ResultAck, ResultAckItem, ResultPush, Revocation, StealAsk, StealReply,
+    INLINE_MODULE_MAX, JobGrant, LeaseRenew, ReplicaId, ResultAck, ResultAckItem, ResultPush, Revocation, StealAsk, StealReply,
     TransferAsk, TransferReply, WorkRefused,
 )  # fmt: skip
 from ..core.output_codec import Packed, plain_output
@@ -102,7 +102,7 @@ class MeshJobService:
                 except JournalError as exc:  # the thief gets nothing of this job; its leases lapse
                     log.warning("job %s: cannot hand out work: %s", job.job_id.hex()[:12], exc)
                     continue
-                grants.append(JobGrant(manifest=job.envelope, subtasks=subtasks))
+                grants.append(JobGrant(manifest=job.envelope, subtasks=subtasks, module=self._inline_module(job, thief)))
                 job.stats.input_bytes_sent += sum(len(s) for s in subtasks)  # as encoded: inputs and their proofs
                 lease_ms = max(lease_ms, round((grant.expires - now) * 1000))
                 wanted -= len(grant.replicas)
@@ -111,6 +111,22 @@ class MeshJobService:
         jobs = self.manager.jobs.values()
         surplus = sum(j.owner.surplus() for j in jobs if not j.owner.finished) if grants else 0
         return StealReply(request_id=ask.request_id, grants=tuple(grants), lease_ms=lease_ms, refused="", surplus=surplus)
+
+    def _inline_module(self, job: RunningJob, thief: PeerId) -> bytes:
+        """The job's module for the thief's first grant of the job, if it is small; else empty (fetched by hash).
+
+        A grant that is lost on the way costs nothing: the thief then fetches the module by hash.
+        """
+        if thief in job.module_sent or job.manifest.module_size > INLINE_MODULE_MAX:
+            return b""
+        try:
+            module = self.manager.blobs.get(job.manifest.module_sha256)
+        except OSError:
+            module = None
+        if module is None:
+            return b""
+        job.module_sent.add(thief)
+        return module
 
     async def push(self, remote: PeerId, push: ResultPush) -> ResultAck:
         acks: list[ResultAckItem] = []

@@ -168,6 +168,7 @@ class RunningJob:
     stats: JobStats = field(default_factory=JobStats)  # what it cost and who ran it, for its summary
     revised: int = 0  # subtasks reopened: each has an old verdict in ``decided`` and a new one to come
     rechecking: set[int] = field(default_factory=set)  # subtasks of a finished job run again (``recheck``)
+    module_sent: set[PeerId] = field(default_factory=set)  # thieves handed the module in a grant (job_messages)
 
     @property
     def job_id(self) -> bytes:

@@ -35,6 +35,7 @@ of its job, gets its replicas back unrun.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -48,7 +49,7 @@ import trio
 from ..core import wire
 from ..core.job import ReplicaRef
 from ..core.job_messages import JobGrant, PushedResult, ResultPush, StealAsk, StealReply
-from ..core.manifest import Subtask
+from ..core.manifest import JobManifest, Subtask
 from ..core.output_codec import pushed_result
 from ..core.peer_id import PeerId
 from ..core.steal import PeerView
@@ -494,7 +495,7 @@ class Workers:
             return
         self.executor.sandbox.warm()  # its sandbox processes start while the work is queued
         # held (and renewed) from now on, run once the module is here
-        ready = self.manager.blobs.has(manifest.module_sha256)
+        ready = self.manager.blobs.has(manifest.module_sha256) or self._keep_module(victim, manifest, grant.module)
         granted = Granted(victim, manifest.owner, manifest.job_id, grant.manifest, lease_s, subtasks, time.monotonic(), ready)
         self._carry(self.thief.handle(granted))
         self._granted.set()
@@ -509,6 +510,21 @@ class Workers:
             return
         self._carry(self.thief.handle(Ready(manifest.job_id)))
         self.wake()
+
+    def _keep_module(self, victim: PeerId, manifest: JobManifest, module: bytes) -> bool:
+        """Store a module that came in a grant, if it is the manifest's; else it is fetched by hash."""
+        if not module:
+            return False
+        if len(module) != manifest.module_size or hashlib.sha256(module).digest() != manifest.module_sha256:
+            self.dropped["bad_inline_module"] += 1
+            log.debug("a grant from %s carried a module that is not its manifest's; fetching it by hash", victim)
+            return False
+        try:
+            self.manager.blobs.put(module)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot store the module of job %s: %s", manifest.job_id.hex()[:12], exc)
+            return False
+        return True
 
     async def _fetch_module(self, victim: PeerId, owner: PeerId, sha256: bytes) -> None:
         """Fetch a job's module: from the victim, its owner, or a couple of other peers (thieves that have it
@@ -545,7 +561,8 @@ class Workers:
             for hand in self._carry(self.thief.handle(answered)):
                 assert isinstance(hand, HandOver)
                 log.debug("handed %d replicas of job %s to %s", len(hand.subtasks), hand.job_id.hex()[:12], thief)
-                grant = JobGrant(manifest=hand.envelope, subtasks=tuple(wire.encode(s) for s in hand.subtasks))
+                # the module goes by hash here: the new thief fetches it from us or the owner
+                grant = JobGrant(manifest=hand.envelope, subtasks=tuple(wire.encode(s) for s in hand.subtasks), module=b"")
                 return StealReply(request_id=ask.request_id, grants=(grant,), lease_ms=hand.lease_ms, refused="",
                                   surplus=self.thief.surplus())  # fmt: skip
         return None

@@ -19,6 +19,7 @@ import trio
 
 import meshnode.net.blob_protocol as blob_protocol
 import meshnode.node.job_service as job_service
+import meshnode.node.stealing as stealing
 from meshnode.core import wire
 from meshnode.core.output_codec import PLAIN
 from meshnode.core.job_messages import PushedResult, ResultPush
@@ -89,6 +90,7 @@ async def test_a_module_that_does_not_match_its_hash_is_refused(tmp_path: Path) 
         a.jobs.blobs.get = lambda sha: b"\0asm" + bytes(100) if sha == job.manifest.module_sha256 else real_get(sha)  # type: ignore[method-assign]
         await wait_until(lambda: str(b.peer_id) in job.refusals, STEP, "the refusal to reach the owner")
         assert "cannot fetch the module" in job.refusals[str(b.peer_id)]
+        assert b.dropped["bad_inline_module"] == 1  # the copy in its first grant was checked too, and dropped
         assert not b.jobs.blobs.has(job.manifest.module_sha256)
         await job.cancel()
         await assert_still_serving(a, b)
@@ -108,12 +110,40 @@ async def test_a_module_its_owner_is_too_busy_to_serve_at_first_is_fetched_in_a_
         await honest(store, stats, refusals, remote, stream)
 
     monkeypatch.setattr(blob_protocol, "_serve_one", busy_at_first)
+    monkeypatch.setattr(job_service, "INLINE_MODULE_MAX", 0)  # a module too large to ride in a grant
     async with owner_and_thief(tmp_path) as (a, b):
         job = await a.submit(TASK, INPUTS, OPTIONS)  # replicas 2 on 2 nodes: b must run every subtask
         await wait_until(lambda: job.owner.finished or job.refusals, JOB, "the job to end, or b to refuse it")
         assert not job.refusals and unanswered == 0
         assert [r.status for r in await job.wait()] == ["ok"] * len(INPUTS)
         assert b.jobs.blobs.has(job.manifest.module_sha256)
+
+
+async def test_a_small_module_rides_in_the_thiefs_first_grant_and_is_never_fetched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetched: list[bytes] = []
+    inlined: list[int] = []
+    honest_fetch, honest_inline = stealing.fetch_from_any, job_service.MeshJobService._inline_module
+
+    async def fetch(host, peers, sha256, store):  # type: ignore[no-untyped-def]
+        fetched.append(sha256)
+        return await honest_fetch(host, peers, sha256, store)
+
+    def inline(service, job, thief):  # type: ignore[no-untyped-def]
+        module: bytes = honest_inline(service, job, thief)
+        inlined.append(len(module))
+        return module
+
+    monkeypatch.setattr(stealing, "fetch_from_any", fetch)
+    monkeypatch.setattr(job_service.MeshJobService, "_inline_module", inline)
+    async with owner_and_thief(tmp_path) as (a, b):
+        job = await a.submit(TASK, INPUTS, OPTIONS)  # replicas 2 on 2 nodes: b must run every subtask
+        with trio.fail_after(JOB):
+            assert [r.status for r in await job.wait()] == ["ok"] * len(INPUTS)
+    assert fetched == [] and b.jobs.blobs.has(job.manifest.module_sha256)
+    assert inlined[0] == len(TASK) and set(inlined[1:]) <= {0}  # the first grant only
+    assert job.module_sent == {b.peer_id}
 
 
 async def test_a_replayed_result_is_acknowledged_but_never_counted_twice(tmp_path: Path) -> None:
