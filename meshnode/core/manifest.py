@@ -82,7 +82,11 @@ class JobOptions:
     nan_canonical: bool = False
     label: str = ""
     rows_per_subtask: int = 0  # a Python job: rows grouped per subtask (0: a WebAssembly job, one input each)
-    lease_seconds: float = 30.0
+    # Renewed every third of it. A crashed or vanished holder is dropped when its connection closes, so the
+    # lease only bounds a holder that is connected and silent; it must outlast a few renewals lost on a
+    # loaded owner (50 nodes on 2 cores: with 30 s, every thief had a renewal go unanswered, and the
+    # replicas of six nodes lapsed so often that none of their work counted).
+    lease_seconds: float = 60.0
     max_attempts: int = 3
     expires_in_ms: int = WEEK_MS
 

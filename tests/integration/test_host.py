@@ -106,3 +106,42 @@ async def test_a_peer_whose_addresses_expired_in_libp2p_is_dialled_again(tmp_pat
         expire()
         await a.dial(b.peer_id, b.listen_addrs)
         assert a.is_connected(b.peer_id)
+
+
+async def test_a_peers_signed_record_in_gossip_is_checked_once_not_on_every_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import libp2p.pubsub.pubsub as pubsub
+    import libp2p.pubsub.utils as pubsub_utils
+
+    checked: list[Any] = []  # the peer ID of every signed record libp2p checked
+    real = pubsub_utils.consume_envelope
+
+    def counting(data: bytes, domain: str) -> Any:
+        envelope, record = real(data, domain)
+        checked.append(record.peer_id)
+        return envelope, record
+
+    monkeypatch.setattr(pubsub_utils, "consume_envelope", counting)
+    async with open_node(node_config(tmp_path, "a")) as a:
+        async with open_node(node_config(tmp_path, "b", bootstrap=tuple(a.dial_addrs))) as b:
+            await wait_until(lambda: len(b.table.alive()) == 1 and len(a.table.alive()) == 1, MEET, "the nodes to meet")
+            assert a._gossip is not None and b._gossip is not None
+            before = b._gossip.received
+            for _ in range(20):
+                await a._gossip.publish(a._presence())
+            await wait_until(lambda: b._gossip.received >= before + 20, MEET, "b to receive the 20 messages")
+            # each RPC carries a's record, and libp2p checked it on each, in two places (24 checks, measured)
+            assert checked.count(to_libp2p_id(a.peer_id)) <= 2
+            # a record that does not belong to the sender is still refused, every time
+            rpc = _rpc_with_record_of(a)
+            for _ in range(2):
+                assert not pubsub.maybe_consume_signed_record(rpc, b.host._host, to_libp2p_id(b.peer_id))
+
+
+def _rpc_with_record_of(node: Any) -> Any:
+    from libp2p.peer.peerstore import env_to_send_in_RPC
+    from libp2p.pubsub.pb import rpc_pb2
+
+    envelope, _ = env_to_send_in_RPC(node.host._host)
+    return rpc_pb2.RPC(senderRecord=envelope)
