@@ -5,9 +5,10 @@ on changes (work to steal appears or runs out, its slots, its runtimes), and
 otherwise only as a slow heartbeat (``NodeConfig.presence_interval``, longer in
 large meshes); it also hands one to each peer it connects to, together with
 ``PeerHints``: the signed presences of the peers it is connected to, so a
-newcomer knows the whole mesh from one connection, before it has dialled the rest. Liveness comes from the connections themselves
-(core/peers.py), not from the presence stream. A ``Goodbye`` when a node stops
-makes peers drop it at once rather than waiting for a timeout. ``seq`` grows with every message a node sends
+newcomer knows the whole mesh from one connection, before it has dialled the
+rest. Liveness comes from the connections themselves (core/peers.py), not from
+the presence stream. A ``Goodbye`` when a node stops makes peers drop it at once
+rather than waiting for a timeout. ``seq`` grows with every message a node sends
 (``max(previous + 1, unix ms)``, so it keeps growing across restarts) and a
 receiver ignores anything not newer than what it has.
 """
