@@ -27,8 +27,7 @@ from ..storage.identity import Identity
 from .addresses import advertised, concrete_listen_addrs, parse_bootstrap, split_tcp
 from .libp2p_adapter import (
     MdnsBridge, apply_patches, close_listeners, close_tcp_streams, disable_dial_retries, mdns_announce, mdns_cached_peers,
-    port_is_free,
-    replace_stale_pubsub_stream, stop_auto_connector, track_dial_sockets, use_only_addrs, watch_oversize_gossip,
+    port_is_free, replace_stale_pubsub_stream, stop_auto_connector, track_dial_sockets, use_only_addrs, watch_oversize_gossip,
 )  # fmt: skip
 
 __all__ = ["ConnectionEvent", "MeshHost", "open_host"]
