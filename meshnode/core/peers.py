@@ -33,12 +33,20 @@ it, but a newer one (the node restarted) can.
 Gone peers stay listed (so ``peers`` shows who left) until ``FORGET_AFTER``
 seconds, then are forgotten.
 
-The table also decides whom to dial: a peer heard of through gossip but not
-connected to us directly, or one that timed out (its link may come back), is dialled by the side with the smaller peer ID at
-once and by the other side only after ``DIAL_GRACE`` seconds (two sides dialling
-each other at once make two connections), or ``REDIAL_GRACE`` seconds for a peer
-it was connected to (one that vanished does not dial back, and a lost link is
-best found again soon). Dials go to the addresses of the
+The table also decides whom to dial. A node connects of its own accord to
+``degree`` peers (``CONNECTION_DEGREE``), not to all it knows: every other peer
+is listed from its signed presence, passed on by gossip and in hellos' hints,
+and gossip spreads over the connections there are. A full mesh of 50 nodes is
+1,225 connections whose handshakes took both cores of a machine for minutes.
+So a peer heard of but never connected to is dialled only while the node has
+fewer than ``degree`` connections and dials under way (peers that dial us
+count too); one that was connected and timed out (its link may come back) is
+dialled whatever the count, so that a mesh split by a failed link heals. Either
+is dialled by the side with the smaller peer ID at once and by the other side
+only after ``DIAL_GRACE`` seconds (two sides dialling each other at once make
+two connections), or ``REDIAL_GRACE`` seconds for a peer it was connected to
+(one that vanished does not dial back, and a lost link is best found again
+soon); a node with no connection at all does not wait. Dials go to the addresses of the
 peer's latest presence, starting from a different one each time, and repeat
 with exponential backoff while no connection comes: ``REDIAL_FIRST`` seconds
 after the first, doubling up to ``REDIAL_MAX``, each stretched or shrunk by up
@@ -85,6 +93,7 @@ from .peer_id import PeerId
 from .presence import Goodbye, Presence, heartbeat_interval
 
 __all__ = [
+    "CONNECTION_DEGREE",
     "ConnectionChanged",
     "DialFailed",
     "DialPeer",
@@ -110,6 +119,9 @@ __all__ = [
     "rtt_interval",
 ]
 
+# Peers a node dials of its own accord (not counting those it needs now: ``Wanted``). Enough that gossip,
+# at degree 6 over these links, reaches every node in a few hops and loses no one when a few leave.
+CONNECTION_DEGREE: Final = 8
 STALE_INTERVALS: Final = 3
 GONE_INTERVALS: Final = 10
 FORGET_AFTER: Final = 300.0
@@ -292,6 +304,7 @@ class PeerRecord:
     gossip_heard: float | None = None  # when a presence of it last came by gossip
     gossip_due: float = 0.0  # gossip silence is counted from the later of this and gossip_heard
     signed: bytes = b""  # ``presence`` in its signed envelope, to pass on in hints (empty: not heard signed)
+    dial_open_until: float | None = None  # a routine dial may still be under way until then
 
     @property
     def interval(self) -> float:
@@ -304,6 +317,7 @@ class PeerTable:
     """The peer table state machine. Feed it events with ``handle``; carry out what it returns."""
 
     me: PeerId
+    degree: int = CONNECTION_DEGREE  # peers to connect to of its own accord (see the module docstring)
     peers: dict[PeerId, PeerRecord] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)  # ignored messages, by reason
     _early_connections: dict[PeerId, float] = field(default_factory=dict)  # connected, no presence yet: since when
@@ -439,6 +453,7 @@ class PeerTable:
             record.last_seen, record.unit = now, min(record.interval, LOST_UNIT)
         record.connected = connected
         record.was_connected |= connected
+        record.dial_open_until = None
         record.unconnected_since = None if connected else now
         if not connected:
             return []
@@ -450,6 +465,8 @@ class PeerTable:
 
     def _dial_failed(self, peer: PeerId, reason: str, now: float) -> list[Instruction]:
         record = self.peers.get(peer)
+        if record is not None:
+            record.dial_open_until = None
         if record is None or record.connected or record.unreachable:
             return []  # a stranger (an mDNS find), a race with a connection, or already said
         record.unreachable = True
@@ -463,10 +480,18 @@ class PeerTable:
             record.unconnected_since = now
         if record.next_dial is not None and now < record.next_dial:
             return []
+        links = 0 if record.was_connected else self.connections() + self._opening(now, but=record)
+        if links >= self.degree:
+            return []  # enough connections: the peer stays listed from its presence
         grace = REDIAL_GRACE if record.was_connected else DIAL_GRACE
-        if self.me < record.peer or now - record.unconnected_since >= grace:
+        alone = not record.was_connected and not links  # perhaps no one will dial us: do not wait
+        if self.me < record.peer or alone or now - record.unconnected_since >= grace:
             return [self._dial(record, now)]
         return []
+
+    def _opening(self, now: float, but: PeerRecord) -> int:
+        """Routine dials that may still be under way, of other peers than ``but``."""
+        return sum(1 for r in self.peers.values() if r.dial_open_until is not None and now < r.dial_open_until and r is not but)
 
     def _wanted(self, peer: PeerId, now: float) -> list[Instruction]:
         record = self.peers.get(peer)
@@ -481,6 +506,8 @@ class PeerTable:
     def _dial(self, record: PeerRecord, now: float, wanted: bool = False) -> DialPeer:
         record.next_dial = now + redial_delay(self.me, record.peer, record.dials)
         record.last_dial = now
+        if not wanted and not record.was_connected:  # a dial of a new peer takes one of the ``degree`` places
+            record.dial_open_until = now + DIAL_GRACE  # longer than a dial takes (``DIAL_GRACE``)
         addrs = record.presence.addrs
         first = record.dials % len(addrs)  # libp2p dials only the first: each try starts elsewhere
         record.dials += 1
@@ -499,9 +526,13 @@ class PeerTable:
         record = self.peers.get(peer)
         return -1 if record is None else record.seq
 
+    def connections(self) -> int:
+        """Peers connected to us, listed or not yet heard from."""
+        return sum(1 for r in self.peers.values() if r.connected) + len(self._early_connections)
+
     def hints(self, to: PeerId) -> list[bytes]:
-        """The signed presences to pass on to ``to``: of the alive peers we are connected to, but ``to``."""
-        return [r.signed for r in self.peers.values() if r.state == "alive" and r.connected and r.signed and r.peer != to]
+        """The signed presences to pass on to ``to``: of every alive peer but ``to``, connected to us or not."""
+        return [r.signed for r in self.peers.values() if r.state == "alive" and r.signed and r.peer != to]
 
     def rtt_due(self, now: float) -> list[PeerId]:
         """The connected, alive peers whose round-trip time is unmeasured or ``rtt_interval`` seconds old."""

@@ -73,12 +73,14 @@ MAX_SIGNED_PRESENCE = 8192 + 256  # a presence in its signed envelope
 
 @message("peer_hints", version=2, max_size=MAX_HINTS * (MAX_SIGNED_PRESENCE + 8) + 64)
 class PeerHints:
-    """The latest signed presence of each peer the sender is connected to (up to ``MAX_HINTS``).
+    """The latest signed presence of each peer the sender lists alive (up to ``MAX_HINTS``).
 
     Each is signed by the peer it describes, so the receiver checks it as it would the
-    peer's own gossip and lists the peer at once; a hint cannot make up a peer. Only
-    connected peers are passed on: a live connection is the sender's evidence that the
-    peer is there, and a peer that just vanished is not carried further.
+    peer's own gossip and lists the peer at once; a hint cannot make up a peer. Nodes
+    connect to a few peers only (``core.peers.CONNECTION_DEGREE``), so a newcomer's table
+    fills from its first hello: connected or not, a peer the sender lists alive was heard
+    from within three of its heartbeats (or is connected), and one whose connection to
+    the sender closed is alive there for three seconds at most.
     """
 
     presences: tuple[bytes, ...] = wire(ListOf(Bytes(1, MAX_SIGNED_PRESENCE), MAX_HINTS))

@@ -53,6 +53,17 @@ class PresenceGossip:
         self._host.pubsub.set_topic_validator(PRESENCE_TOPIC, self._validate, False)
         self._subscription = await self._host.pubsub.subscribe(PRESENCE_TOPIC)
 
+    def links(self) -> dict[str, int]:
+        """How gossip reaches this node: peers pubsub has a stream to, peers it knows are on the presence
+        topic, and peers in its gossip mesh for it (all 0 with connections open: gossip is broken here)."""
+        pubsub = self._host.pubsub
+        return {
+            "streams": len(pubsub.peers),
+            "topic_peers": len(pubsub.peer_topics.get(PRESENCE_TOPIC, ())),
+            "mesh": len(getattr(pubsub.router, "mesh", {}).get(PRESENCE_TOPIC, ())),
+            "received": self.received,
+        }
+
     def _check(self, msg: Any) -> Presence | Goodbye:
         data = msg.data
         if len(data) > _MAX_BYTES:

@@ -100,6 +100,10 @@ HELLO_TRIES = 3  # a hello that fails (a busy peer, a connection opened twice) i
 # in well under a second; 50 nodes starting on 2 cores with 16 each had hundreds of handshakes in flight,
 # none finishing before its timeout, and no table listed anyone for a minute after every node was up.
 MAX_CONCURRENT_DIALS = 4
+# Presence published again this many s after each of the first JOIN_ANNOUNCEMENTS connections: gossipsub
+# adds a new connection to its mesh at its next heartbeat (every second).
+JOIN_ANNOUNCEMENTS = 2
+JOIN_ANNOUNCE_AFTER = 2.0
 JOURNAL_RETRY = 2.0  # seconds between attempts to write to a journal that refused a write
 
 
@@ -130,6 +134,7 @@ class MeshNode:
         self._presence_changed = trio.Event()
         self._offered = False  # the last presence published offered work (surplus)
         self._new_work = False  # a job was submitted, or paused jobs resumed, since the last presence
+        self._join_announcements = 0  # presences published again after a new connection (``_announce_joined``)
         self._waiting_below: int | None = None  # thieves told nothing is left wait for a surplus above this
         self._waiting_told = 0.0  # monotonic time they were last told of work (WAITING_NEWS_GAP)
         self._python_broken = False  # the compiled Python runtime failed to load: not tried again
@@ -174,6 +179,8 @@ class MeshNode:
             "mem_total": load.mem_total,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "peers": {state: sum(1 for r in self.table if r.state == state) for state in ("alive", "stale", "gone")},
+            "connections": self.table.connections(),
+            "gossip": self._gossip.links() if self._gossip is not None else {},
             "dropped_messages": dict(self._dropped()),
             "refused_work": dict(self._workers.refused) if self._workers is not None else {},
             "lease_renewals_failed": self._workers.renewals_failed if self._workers is not None else 0,
@@ -505,6 +512,15 @@ class MeshNode:
             self._apply(self.table.handle(ConnectionChanged(event.peer, event.connected, time.monotonic())))
             if new and self._nursery is not None:
                 self._nursery.start_soon(self._send_hello, event.peer)
+                if self._join_announcements < JOIN_ANNOUNCEMENTS:
+                    self._join_announcements += 1
+                    self._nursery.start_soon(self._announce_joined)
+
+    async def _announce_joined(self) -> None:
+        """Publish presence again a moment after one of the first connections: the first went out before
+        gossip had a mesh to carry it, and only gossip carries it past the peers we are connected to."""
+        await trio.sleep(JOIN_ANNOUNCE_AFTER)
+        self._presence_changed.set()
 
     async def _measure_rtts(self) -> None:
         """Ping the peers the table says are due: a new peer within a second, then every ``rtt_interval`` s."""
@@ -799,27 +815,30 @@ class MeshNode:
                 assert_never(i)
 
     def _dial_stranger(self, peer: PeerId, addrs: tuple[str, ...]) -> None:
-        """Dial a peer found by mDNS, unless it is us or connected already: as the peer
-        table does, the smaller peer ID dials at once and the other only if still unconnected after
+        """Dial a peer found by mDNS, unless it is us or connected already, and only while this node has
+        fewer connections than the peer table's degree (its hello lists the rest of the mesh). As the
+        peer table does, the smaller peer ID dials at once and the other only if still unconnected after
         ``DIAL_GRACE`` (both sides find each other at about the same time, and two connections per pair
-        double what idle connections cost)."""
+        double what idle connections cost), unless this node has no connection at all."""
         if peer == self.peer_id or self.host.is_connected(peer):
             return
-        if self.peer_id < peer:
-            self._spawn_dial(peer, addrs)
+        if self.peer_id < peer or not self.table.connections():
+            self._spawn_dial(peer, addrs, stranger=True)
         elif self._nursery is not None:
 
             async def later() -> None:
                 await trio.sleep(DIAL_GRACE)
                 if not self.host.is_connected(peer):
-                    self._spawn_dial(peer, addrs)
+                    self._spawn_dial(peer, addrs, stranger=True)
 
             self._nursery.start_soon(later)
 
-    def _spawn_dial(self, peer: PeerId, addrs: tuple[str, ...], *, wanted: bool = False) -> None:
+    def _spawn_dial(self, peer: PeerId, addrs: tuple[str, ...], *, wanted: bool = False, stranger: bool = False) -> None:
         """Dial ``peer`` in the background, one dial of it at a time. A routine dial waits for one of
         ``MAX_CONCURRENT_DIALS``; a wanted one (work to steal or results to push wait on the peer) starts
-        at once, even while a routine dial of the same peer still waits its turn."""
+        at once, even while a routine dial of the same peer still waits its turn. A stranger's (an mDNS
+        find) is dropped when its turn comes if the node has as many connections and dials as its
+        degree: mDNS finds every node of the LAN at once."""
         if self._nursery is None or peer in self._dialing or (peer in self._queued_dials and not wanted):
             return
         (self._dialing if wanted else self._queued_dials).add(peer)
@@ -834,6 +853,8 @@ class MeshNode:
                     self._queued_dials.discard(peer)
                     if peer in self._dialing or self.host.is_connected(peer):
                         return  # a wanted dial went ahead of this one
+                    if stranger and self.table.connections() + len(self._dialing) >= self.table.degree:
+                        return
                     self._dialing.add(peer)
                     ours = True
                     await self.host.dial(peer, addrs)

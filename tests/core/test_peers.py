@@ -45,6 +45,7 @@ from meshnode.core.presence import MAX_HEARTBEAT, MESH_HEARTBEATS, Goodbye, Pres
 IDS = sorted(PeerId.from_public_key(bytes(nacl.signing.SigningKey(bytes([i]) * 32).verify_key)) for i in range(5))
 ME = IDS[2]  # some peers sort below us, some above: both dialling rules get exercised
 OTHERS = [p for p in IDS if p != ME]
+MACHINE_DEGREE = 2  # fewer than the other peers, so that the bound is reached
 
 
 def presence(peer: PeerId, seq: int, interval_ms: int = 1000, addrs: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/1",)) -> Presence:
@@ -117,6 +118,27 @@ def test_lower_id_dials_at_once_higher_after_grace() -> None:
     assert DialPeer(low, ("/ip4/127.0.0.1/tcp/1",)) in t.handle(Tick(DIAL_GRACE))
 
 
+def test_a_node_dials_degree_new_peers_and_lists_the_rest_but_redials_a_lost_one_whatever_the_count() -> None:
+    low, high = [p for p in OTHERS if p < ME], [p for p in OTHERS if p > ME]
+    t = PeerTable(ME, degree=2)
+    heard = [PresenceHeard(presence(p, 1, 30_000), 0.0, False) for p in high + low]
+    dials = [i.peer for event in heard for i in t.handle(event) if isinstance(i, DialPeer)]
+    assert dials == high, "the smaller side dials at once, up to the degree"
+    for p in high:
+        t.handle(ConnectionChanged(p, True, 1.0))
+    assert not [i for i in t.handle(Tick(DIAL_GRACE + 5)) if isinstance(i, DialPeer)], "two connections: enough"
+    assert {r.peer for r in t.alive()} == set(OTHERS), "the others are listed all the same"
+    t.handle(ConnectionChanged(high[0], False, 30.0))
+    redials = [i.peer for i in t.handle(Tick(30.0 + REDIAL_GRACE)) if isinstance(i, DialPeer)]
+    assert redials[0] == high[0] and len(redials) == 2 and redials[1] in low, "the lost one, and one new in its place"
+
+
+def test_a_node_with_no_connection_dials_one_peer_at_once_whatever_its_id() -> None:
+    t = PeerTable(IDS[-1])  # larger than every other: it would wait for them to dial
+    assert [i for i in t.handle(PresenceHeard(presence(IDS[0], 1), 0.0, False)) if isinstance(i, DialPeer)]
+    assert not [i for i in t.handle(PresenceHeard(presence(IDS[1], 1), 0.0, False)) if isinstance(i, DialPeer)]
+
+
 def test_forgotten_after_a_while() -> None:
     t = PeerTable(ME)
     t.handle(PresenceHeard(presence(OTHERS[0], 1), 0.0))
@@ -180,8 +202,9 @@ class PeerTableMachine(RuleBasedStateMachine):
 
     @initialize()
     def start(self) -> None:
-        self.table = PeerTable(ME)
+        self.table = PeerTable(ME, degree=MACHINE_DEGREE)
         self.now = 0.0
+        self.dial_open: dict[PeerId, float] = {}  # routine dials of peers never connected, until when they may run
         self.joined: dict[PeerId, int] = {}
         self.connected: dict[PeerId, bool] = {}
         self.last_dial: dict[PeerId, float] = {}
@@ -192,6 +215,7 @@ class PeerTableMachine(RuleBasedStateMachine):
 
     def apply(self, event: object) -> None:
         wanted = isinstance(event, Wanted)
+        opening = {peer for peer, until in self.dial_open.items() if self.now < until}
         instructions = self.table.handle(event)  # type: ignore[arg-type]
         for instruction in instructions:
             if isinstance(instruction, DropConnection) and instruction.reason:
@@ -222,6 +246,11 @@ class PeerTableMachine(RuleBasedStateMachine):
                     assert self.now - last >= (min(WANTED_REDIAL, backoff) if wanted else backoff)
                 self.last_dial[instruction.peer] = self.now
                 self.dials[instruction.peer] = n + 1
+                if not wanted and not self.table.peers[instruction.peer].was_connected:
+                    links = sum(self.connected.values()) + len(opening - {instruction.peer})
+                    assert links < MACHINE_DEGREE, "dialled a new peer with enough connections and dials under way"
+                    opening.add(instruction.peer)
+                    self.dial_open[instruction.peer] = self.now + DIAL_GRACE
             elif isinstance(instruction, PeerUnreachable):
                 assert instruction.peer not in self.unreachable, "said unreachable twice"
                 assert not self.connected.get(instruction.peer)
@@ -255,6 +284,7 @@ class PeerTableMachine(RuleBasedStateMachine):
         for peer in OTHERS:
             if peer not in self.table.peers:  # forgotten: it starts afresh if heard of again
                 self.dials.pop(peer, None)
+                self.dial_open.pop(peer, None)
                 self.unreachable.discard(peer)
 
     @rule(peer=st.sampled_from(OTHERS), up=st.booleans())
@@ -262,12 +292,15 @@ class PeerTableMachine(RuleBasedStateMachine):
         if up and not self.connected.get(peer):
             self.gossip_since[peer] = self.now  # a new connection: a whole allowance
         self.connected[peer] = up
+        self.dial_open.pop(peer, None)
         if up:
             self.dials.pop(peer, None)
         self.apply(ConnectionChanged(peer, up, self.now))
 
     @rule(peer=st.sampled_from(OTHERS))
     def dial_fails(self, peer: PeerId) -> None:
+        if peer in self.table.peers:
+            self.dial_open.pop(peer, None)
         self.apply(DialFailed(peer, "connection refused", self.now))
 
     @rule(peer=st.sampled_from(OTHERS))
@@ -292,12 +325,12 @@ class PeerTableMachine(RuleBasedStateMachine):
             assert record.connected == self.connected.get(peer, False)
 
     @invariant()
-    def hints_are_the_latest_signed_presences_of_alive_connected_peers(self) -> None:
+    def hints_are_the_latest_signed_presences_of_alive_peers(self) -> None:
         for record in self.table.peers.values():
             assert record.signed == signed_as(record.peer, record.presence.seq), "kept another presence than the latest"
             assert self.table.seq_of(record.peer) == record.seq
         for to in IDS:
-            expected = {signed_as(r.peer, r.presence.seq) for r in self.table.alive() if r.connected and r.peer != to}
+            expected = {signed_as(r.peer, r.presence.seq) for r in self.table.alive() if r.peer != to}
             assert sorted(self.table.hints(to)) == sorted(expected)
         assert self.table.seq_of(ME) == -1
 

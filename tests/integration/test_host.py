@@ -145,3 +145,30 @@ def _rpc_with_record_of(node: Any) -> Any:
 
     envelope, _ = env_to_send_in_RPC(node.host._host)
     return rpc_pb2.RPC(senderRecord=envelope)
+
+
+async def test_a_pubsub_stream_whose_negotiation_failed_is_opened_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """py-libp2p gives a peer up for good when opening its pubsub stream fails in protocol negotiation
+    (``StreamFailure``: a timeout on a busy machine); the two nodes then never gossip. Here the first
+    two negotiations fail as a timed-out one does, and gossip still comes."""
+    from libp2p.host.basic_host import BasicHost
+    from libp2p.host.exceptions import StreamFailure
+
+    real, failed = BasicHost.new_stream, []
+
+    async def new_stream(self: Any, peer_id: Any, protocol_ids: Any) -> Any:
+        if any("meshsub" in str(p) for p in protocol_ids) and len(failed) < 2:
+            failed.append(peer_id)
+            raise StreamFailure(f"failed to open a stream to peer {peer_id}")
+        return await real(self, peer_id, protocol_ids)
+
+    monkeypatch.setattr(BasicHost, "new_stream", new_stream)
+    async with open_node(node_config(tmp_path, "a")) as a:
+        async with open_node(node_config(tmp_path, "b", bootstrap=tuple(a.dial_addrs))) as b:
+            await wait_until(lambda: len(failed) == 2, MEET, "both nodes' first pubsub stream to fail")
+            assert a._gossip is not None and b._gossip is not None
+            await wait_until(lambda: a._gossip.links()["streams"] == 1 and b._gossip.links()["streams"] == 1, MEET,
+                             "pubsub to open its streams again")  # fmt: skip
+            before = b._gossip.received
+            await a._gossip.publish(a._presence())
+            await wait_until(lambda: b._gossip.received > before, MEET, "a's gossip to reach b")
