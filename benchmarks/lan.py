@@ -607,7 +607,12 @@ def measure(lan: Lan, nodes: list[Node], start: float, tmp: Path, args: argparse
         before = snapshot(nodes)
         time.sleep(args.idle)  # nobody asks the nodes anything, whether or not their tables are full
         result.cost = cost_between(before, snapshot(nodes))
-        counts = alive_counts(nodes, list(pool.map(peer_table, nodes)))
+        tables = list(pool.map(peer_table, nodes))
+        counts = alive_counts(nodes, tables)
+        links = [sum(1 for p in t if p.get("connected")) for t in tables if t is not None]
+        if links:
+            result.notes.append(f"connections per node after the idle window: median {statistics.median(links):g}, "
+                                f"min {min(links)}, max {max(links)} (of {n - 1} peers)")  # fmt: skip
         if result.full_s is not None and any(c != n - 1 for c in counts):
             result.notes.append(f"tables no longer full after the idle window: {describe_tables(counts, n)}")
         elif result.full_s is None:
