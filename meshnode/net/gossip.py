@@ -60,9 +60,13 @@ class PresenceGossip:
         return {
             "streams": len(pubsub.peers),
             "topic_peers": len(pubsub.peer_topics.get(PRESENCE_TOPIC, ())),
-            "mesh": len(getattr(pubsub.router, "mesh", {}).get(PRESENCE_TOPIC, ())),
+            "mesh": self.mesh_size(),
             "received": self.received,
         }
+
+    def mesh_size(self) -> int:
+        """Peers in this node's gossip mesh for the presence topic."""
+        return len(getattr(self._host.pubsub.router, "mesh", {}).get(PRESENCE_TOPIC, ()))
 
     def _check(self, msg: Any) -> Presence | Goodbye:
         data = msg.data

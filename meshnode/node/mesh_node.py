@@ -100,10 +100,8 @@ HELLO_TRIES = 3  # a hello that fails (a busy peer, a connection opened twice) i
 # in well under a second; 50 nodes starting on 2 cores with 16 each had hundreds of handshakes in flight,
 # none finishing before its timeout, and no table listed anyone for a minute after every node was up.
 MAX_CONCURRENT_DIALS = 4
-# Presence published again this many s after each of the first JOIN_ANNOUNCEMENTS connections: gossipsub
-# adds a new connection to its mesh at its next heartbeat (every second).
-JOIN_ANNOUNCEMENTS = 2
-JOIN_ANNOUNCE_AFTER = 2.0
+STRANGER_SPREAD = 2.0  # seconds: an mDNS find is dialled within this, at random
+JOIN_ANNOUNCEMENTS = 3  # presences published again as the node's gossip mesh forms (``_announce_joined``)
 JOURNAL_RETRY = 2.0  # seconds between attempts to write to a journal that refused a write
 
 
@@ -134,7 +132,8 @@ class MeshNode:
         self._presence_changed = trio.Event()
         self._offered = False  # the last presence published offered work (surplus)
         self._new_work = False  # a job was submitted, or paused jobs resumed, since the last presence
-        self._join_announcements = 0  # presences published again after a new connection (``_announce_joined``)
+        self._join_announcements = 0  # presences published again as the gossip mesh formed (``_announce_joined``)
+        self._mesh_announced = 0  # peers in the gossip mesh at the last of them
         self._waiting_below: int | None = None  # thieves told nothing is left wait for a surplus above this
         self._waiting_told = 0.0  # monotonic time they were last told of work (WAITING_NEWS_GAP)
         self._python_broken = False  # the compiled Python runtime failed to load: not tried again
@@ -482,6 +481,7 @@ class MeshNode:
             await trio.sleep(min(0.25 if busy else 1.0, self.config.presence_interval / 4))
             now = time.monotonic()
             self._apply(self.table.handle(Tick(now)))
+            self._announce_joined()
             for job in list(self.jobs.jobs.values()):
                 await self._drive(job, JobTick(now))
             surplus = self.surplus()
@@ -512,15 +512,17 @@ class MeshNode:
             self._apply(self.table.handle(ConnectionChanged(event.peer, event.connected, time.monotonic())))
             if new and self._nursery is not None:
                 self._nursery.start_soon(self._send_hello, event.peer)
-                if self._join_announcements < JOIN_ANNOUNCEMENTS:
-                    self._join_announcements += 1
-                    self._nursery.start_soon(self._announce_joined)
 
-    async def _announce_joined(self) -> None:
-        """Publish presence again a moment after one of the first connections: the first went out before
-        gossip had a mesh to carry it, and only gossip carries it past the peers we are connected to."""
-        await trio.sleep(JOIN_ANNOUNCE_AFTER)
-        self._presence_changed.set()
+    def _announce_joined(self) -> None:
+        """Publish presence again when gossip first has a mesh to carry it, and as that mesh grows, a few
+        times: the first presence went out before it had one, and only gossip carries a presence past
+        the peers we are connected to (on 50 nodes starting on 2 cores, pubsub's streams came up to
+        25 s after the connections)."""
+        assert self._gossip is not None
+        mesh = self._gossip.mesh_size()
+        if self._join_announcements < JOIN_ANNOUNCEMENTS and mesh > self._mesh_announced:
+            self._join_announcements, self._mesh_announced = self._join_announcements + 1, mesh
+            self._presence_changed.set()
 
     async def _measure_rtts(self) -> None:
         """Ping the peers the table says are due: a new peer within a second, then every ``rtt_interval`` s."""
@@ -817,21 +819,23 @@ class MeshNode:
     def _dial_stranger(self, peer: PeerId, addrs: tuple[str, ...]) -> None:
         """Dial a peer found by mDNS, unless it is us or connected already, and only while this node has
         fewer connections than the peer table's degree (its hello lists the rest of the mesh). As the
-        peer table does, the smaller peer ID dials at once and the other only if still unconnected after
-        ``DIAL_GRACE`` (both sides find each other at about the same time, and two connections per pair
-        double what idle connections cost), unless this node has no connection at all."""
-        if peer == self.peer_id or self.host.is_connected(peer):
+        peer table does, the smaller peer ID dials soon (within ``STRANGER_SPREAD``) and the other only if
+        still unconnected after ``DIAL_GRACE`` (both sides find each other at about the same time, and two
+        connections per pair double what idle connections cost), unless this node has no connection at
+        all."""
+        if peer == self.peer_id or self.host.is_connected(peer) or self._nursery is None:
             return
-        if self.peer_id < peer or not self.table.connections():
-            self._spawn_dial(peer, addrs, stranger=True)
-        elif self._nursery is not None:
+        # Not in the order found: every node starting finds the first nodes up first, and all dialling
+        # them at once kept them too busy to answer a hello for a minute (50 nodes on 2 cores).
+        soon = self.peer_id < peer or not self.table.connections()
+        delay = random.uniform(0, STRANGER_SPREAD) if soon else DIAL_GRACE
 
-            async def later() -> None:
-                await trio.sleep(DIAL_GRACE)
-                if not self.host.is_connected(peer):
-                    self._spawn_dial(peer, addrs, stranger=True)
+        async def later() -> None:
+            await trio.sleep(delay)
+            if not self.host.is_connected(peer):
+                self._spawn_dial(peer, addrs, stranger=True)
 
-            self._nursery.start_soon(later)
+        self._nursery.start_soon(later)
 
     def _spawn_dial(self, peer: PeerId, addrs: tuple[str, ...], *, wanted: bool = False, stranger: bool = False) -> None:
         """Dial ``peer`` in the background, one dial of it at a time. A routine dial waits for one of
