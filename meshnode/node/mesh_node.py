@@ -101,7 +101,7 @@ HELLO_TRIES = 3  # a hello that fails (a busy peer, a connection opened twice) i
 # none finishing before its timeout, and no table listed anyone for a minute after every node was up.
 MAX_CONCURRENT_DIALS = 4
 STRANGER_SPREAD = 2.0  # seconds: an mDNS find is dialled within this, at random
-JOIN_ANNOUNCEMENTS = 3  # presences published again as the node's gossip mesh forms (``_announce_joined``)
+JOIN_ANNOUNCE_GAPS = (10.0, 20.0)  # seconds between presences published again as the node joins (``_announce_joined``)
 JOURNAL_RETRY = 2.0  # seconds between attempts to write to a journal that refused a write
 
 
@@ -132,8 +132,8 @@ class MeshNode:
         self._presence_changed = trio.Event()
         self._offered = False  # the last presence published offered work (surplus)
         self._new_work = False  # a job was submitted, or paused jobs resumed, since the last presence
-        self._join_announcements = 0  # presences published again as the gossip mesh formed (``_announce_joined``)
-        self._mesh_announced = 0  # peers in the gossip mesh at the last of them
+        self._join_announcements = 0  # presences published again as the node joined (``_announce_joined``)
+        self._next_join_announcement = 0.0  # monotonic seconds: not before then
         self._waiting_below: int | None = None  # thieves told nothing is left wait for a surplus above this
         self._waiting_told = 0.0  # monotonic time they were last told of work (WAITING_NEWS_GAP)
         self._python_broken = False  # the compiled Python runtime failed to load: not tried again
@@ -434,8 +434,11 @@ class MeshNode:
                         self._presence_changed, changed = trio.Event(), True
                 if changed:
                     continue
-                # jittered, so that nodes started together spread out
-                with trio.move_on_after(self._heartbeat() * random.uniform(5 / 6, 7 / 6)):
+                # Within the interval this presence advertised, not the current one: peers time us out by
+                # it, and it grows as our table fills (a node that joined with 5 peers and then listed 49
+                # waited 294 s where its last presence said 30, and peers heard only by gossip went stale).
+                # Jittered, so that nodes started together spread out.
+                with trio.move_on_after(presence.interval_ms / 1000 * random.uniform(5 / 6, 7 / 6)):
                     await self._presence_changed.wait()
                 self._presence_changed = trio.Event()
 
@@ -481,7 +484,7 @@ class MeshNode:
             await trio.sleep(min(0.25 if busy else 1.0, self.config.presence_interval / 4))
             now = time.monotonic()
             self._apply(self.table.handle(Tick(now)))
-            self._announce_joined()
+            self._announce_joined(now)
             for job in list(self.jobs.jobs.values()):
                 await self._drive(job, JobTick(now))
             surplus = self.surplus()
@@ -513,16 +516,19 @@ class MeshNode:
             if new and self._nursery is not None:
                 self._nursery.start_soon(self._send_hello, event.peer)
 
-    def _announce_joined(self) -> None:
-        """Publish presence again when gossip first has a mesh to carry it, and as that mesh grows, a few
-        times: the first presence went out before it had one, and only gossip carries a presence past
-        the peers we are connected to (on 50 nodes starting on 2 cores, pubsub's streams came up to
-        25 s after the connections)."""
+    def _announce_joined(self, now: float) -> None:
+        """Publish presence again once gossip has a mesh to carry it, then ``JOIN_ANNOUNCE_GAPS`` later: the
+        first presence went out before there was one, and only gossip carries a presence past the peers
+        we are connected to. Spread out, because the peers' gossip comes up at their own pace (on 50
+        nodes starting on 2 cores, pubsub's streams came up to 25 s after the connections)."""
         assert self._gossip is not None
-        mesh = self._gossip.mesh_size()
-        if self._join_announcements < JOIN_ANNOUNCEMENTS and mesh > self._mesh_announced:
-            self._join_announcements, self._mesh_announced = self._join_announcements + 1, mesh
-            self._presence_changed.set()
+        done = self._join_announcements
+        if done > len(JOIN_ANNOUNCE_GAPS) or now < self._next_join_announcement or not self._gossip.mesh_size():
+            return
+        if done < len(JOIN_ANNOUNCE_GAPS):
+            self._next_join_announcement = now + JOIN_ANNOUNCE_GAPS[done]
+        self._join_announcements = done + 1
+        self._presence_changed.set()
 
     async def _measure_rtts(self) -> None:
         """Ping the peers the table says are due: a new peer within a second, then every ``rtt_interval`` s."""

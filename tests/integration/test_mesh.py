@@ -66,7 +66,7 @@ async def test_five_nodes_joined_by_bootstrap_converge_and_a_stopped_node_is_gon
         del leaver
 
 
-async def test_a_hello_hands_a_newcomer_the_signed_presence_of_each_peer_the_node_is_connected_to(tmp_path: Path) -> None:
+async def test_a_hello_hands_a_newcomer_the_signed_presence_of_each_peer_the_node_lists(tmp_path: Path) -> None:
     heard, hellos = trio.open_memory_channel[tuple[bytes, bytes]](4)
 
     async def hello_to_newcomer(remote: PeerId, stream: object) -> None:
@@ -85,6 +85,43 @@ async def test_a_hello_hands_a_newcomer_the_signed_presence_of_each_peer_the_nod
     assert wire.open_signed(own, b.peer_id, Presence).peer_id == b.peer_id
     passed_on = [wire.open_signed(signed, a.peer_id, Presence) for signed in wire.decode(hints, PeerHints).presences]
     assert [p.peer_id for p in passed_on] == [a.peer_id]  # signed by a itself: the newcomer lists a without asking it
+
+
+async def test_a_heartbeat_comes_within_the_interval_the_last_presence_advertised_as_the_table_grows(
+    tmp_path: Path,
+) -> None:
+    """The heartbeat interval grows with the table (``heartbeat_interval``); peers time a node out by the
+    interval its last presence advertised, so its next heartbeat must come within that one, not the new."""
+    import nacl.signing
+
+    from meshnode.core.peers import PresenceHeard
+    from meshnode.node.mesh_node import JOIN_ANNOUNCE_GAPS
+
+    async with open_node(node_config(tmp_path, "a", presence_interval=1.0)) as a:
+        a._join_announcements = len(JOIN_ANNOUNCE_GAPS) + 1  # no join announcements: heartbeats only
+        async with open_node(node_config(tmp_path, "b", bootstrap=tuple(a.dial_addrs))) as b:
+            heard: list[tuple[float, int]] = []  # a's presences at b by gossip: (when, advertised interval ms)
+            real = b._presence_heard
+
+            def record(msg: Presence, signed: bytes, by_gossip: bool = True) -> None:
+                if msg.peer_id == a.peer_id and by_gossip:
+                    heard.append((trio.current_time(), msg.interval_ms))
+                real(msg, signed, by_gossip)
+
+            b._presence_heard = record  # type: ignore[method-assign]
+            await wait_until(lambda: len(heard) >= 2, MEET, "b to hear a's heartbeats")
+            for i in range(60):  # 60 more peers listed: a's interval becomes 12 s
+                key = nacl.signing.SigningKey(bytes([i + 1]) * 32)
+                other = Presence(
+                    peer_id=PeerId.from_public_key(bytes(key.verify_key)), seq=1, interval_ms=600_000, addrs=(),
+                    version="0.1.0", engine="e", runtimes=("wasm",), slots=1, idle=1, surplus=0, load1=0.0, mem_free=1,
+                    mem_total=2, cpu="cpu", gpus=(),
+                )  # fmt: skip
+                a.table.handle(PresenceHeard(other, time.monotonic(), by_gossip=False))
+            await wait_until(lambda: heard[-1][1] >= 10_000, MEET, "a to advertise its longer interval")
+    longer = next(i for i, (_, interval) in enumerate(heard) if interval >= 10_000)
+    (before, advertised), (after, _) = heard[longer - 1], heard[longer]
+    assert after - before <= advertised / 1000 * 7 / 6 + 5.0, "the next heartbeat took the new interval, not the advertised"
 
 
 async def test_an_abruptly_cancelled_node_turns_stale_then_gone_by_timeout(tmp_path: Path) -> None:
