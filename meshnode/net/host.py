@@ -53,6 +53,7 @@ PING_TIMEOUT = 5.0
 class ConnectionEvent:
     peer: PeerId
     connected: bool
+    opened: bool = False  # a connection to the peer opened (perhaps while an older one was still up)
 
 
 def to_libp2p_id(peer: PeerId) -> Any:
@@ -248,11 +249,11 @@ class MeshHost:
 
     # --- connection notifications -------------------------------------------------------
 
-    def _connections_changed(self, pid: Any) -> None:
+    def _connections_changed(self, pid: Any, opened: bool = False) -> None:
         peer = from_libp2p_id(pid)
         now_connected = pid in self._host.get_network().connections
         try:
-            self._events_send.send_nowait(ConnectionEvent(peer, now_connected))
+            self._events_send.send_nowait(ConnectionEvent(peer, now_connected, opened and now_connected))
         except trio.WouldBlock:
             log.warning("connection events are backing up; one was dropped")
 
@@ -316,7 +317,7 @@ def _notifee(mesh: MeshHost) -> Any:
     class Notifee(INotifee):
         async def connected(self, network: Any, conn: Any) -> None:
             replace_stale_pubsub_stream(mesh.pubsub, conn.muxed_conn.peer_id)
-            mesh._connections_changed(conn.muxed_conn.peer_id)
+            mesh._connections_changed(conn.muxed_conn.peer_id, opened=True)
 
         async def disconnected(self, network: Any, conn: Any) -> None:
             replace_stale_pubsub_stream(mesh.pubsub, conn.muxed_conn.peer_id)

@@ -511,7 +511,9 @@ class MeshNode:
     async def _watch_connections(self) -> None:
         async for event in self.host.events:
             record = self.table.peers.get(event.peer)
-            new = event.connected and (record is None or not record.connected)
+            # A hello on every connection that opens, also while an older one is still up: a peer that
+            # restarted at once reconnects before its old connection is seen closed, and hears us only so.
+            new = event.connected and (record is None or not record.connected or event.opened)
             self._apply(self.table.handle(ConnectionChanged(event.peer, event.connected, time.monotonic())))
             if new and self._nursery is not None:
                 self._nursery.start_soon(self._send_hello, event.peer)
