@@ -22,7 +22,11 @@ default presence settings plus any ``--node-arg``. Measured, all times from the 
 * a job: node 1 submits ``--subtasks`` distinct subtasks of tasks_wasm/monte_carlo_pi.wasm
   (1,000,000 samples each, as examples/monte_carlo_pi.jsonl) with 2 replicas, with
   ``meshnode submit`` run in its namespace; the command's wall time, how many subtasks were
-  verified, and which nodes ran accepted work (the ``executors`` of the result lines).
+  verified, and which nodes ran accepted work (the ``executors`` of the result lines);
+* a join (``--no-join`` to skip): ``--settle`` s after the job (or the idle window), one more node
+  starts on a host kept for it, and the tables are read every half second until it lists every
+  node and every node lists it. This is what a machine switched on in a working lab meets: on one
+  box, the start of all N at once measures mostly N Python start-ups sharing two cores.
 
 When the tables are not full within ``--deadline`` s, the report says how many of the N(N-1)
 entries were alive, notes the CPU over the last ``--idle`` s of that wait (while it polled every
@@ -72,6 +76,7 @@ TASK = ROOT / "tasks_wasm" / "monte_carlo_pi.wasm"
 SAMPLES = 1_000_000  # per subtask, as in examples/monte_carlo_pi.jsonl
 REPLICAS = 2
 POLL = 1.0  # seconds between two rounds of peer-table requests
+JOIN_POLL = 0.5  # the same while one more node joins a settled mesh
 NEAR_FULL = 0.99  # share of the table entries alive at which the CPU spent so far is reported
 API_POLL = 0.2  # seconds between two looks for api.json files (a stat: costs the nodes nothing)
 HTTP_TIMEOUT = 5.0  # as the CLI's: a node that takes longer is stuck, or starved
@@ -139,17 +144,21 @@ class Node:
         return self.api.pid if self.api else self.proc.pid
 
 
-def start_nodes(lan: Lan, root: Path, extra: Sequence[str], bootstrap: bool = False) -> list[Node]:
-    """Start a node per host; with ``bootstrap``, each is also given the first node's address (as a
-    ``--bootstrap`` flag: the hellos' hints do the rest), besides mDNS."""
-    nodes = []
+def start_nodes(lan: Lan, root: Path, extra: Sequence[str], bootstrap: bool = False,
+                count: int | None = None) -> list[Node]:  # fmt: skip
+    """Start a node on each of the first ``count`` hosts (all by default); with ``bootstrap``, each is also
+    given the first node's address (as a ``--bootstrap`` flag: the hellos' hints do the rest), besides mDNS."""
+    hosts = lan.hosts[: len(lan.hosts) if count is None else count]
+    return [start_node(lan, root, i, extra, bootstrap) for i in range(1, len(hosts) + 1)]
+
+
+def start_node(lan: Lan, root: Path, i: int, extra: Sequence[str], bootstrap: bool = False) -> Node:
+    """Node ``n<i>`` on host ``i`` (from 1), its data dir under ``root``."""
+    ns, data_dir = lan.hosts[i - 1], root / f"n{i}"
     first = f"/ip4/{lan.ips[lan.hosts[0]]}/tcp/{PORT}/p2p/{load_or_create_identity(root / 'n1').peer_id}"
-    for i, ns in enumerate(lan.hosts, 1):
-        data_dir = root / f"n{i}"
-        argv = [*NODE, "--data-dir", str(data_dir), "--listen", f"/ip4/{lan.ips[ns]}/tcp/{PORT}",
-                "--api", "127.0.0.1:0", *(["--bootstrap", first] if bootstrap and i > 1 else []), *extra]  # fmt: skip
-        nodes.append(Node(f"n{i}", ns, data_dir, lan.run(ns, argv, name=f"n{i}")))
-    return nodes
+    argv = [*NODE, "--data-dir", str(data_dir), "--listen", f"/ip4/{lan.ips[ns]}/tcp/{PORT}",
+            "--api", "127.0.0.1:0", *(["--bootstrap", first] if bootstrap and i > 1 else []), *extra]  # fmt: skip
+    return Node(f"n{i}", ns, data_dir, lan.run(ns, argv, name=f"n{i}"))
 
 
 def read_api(data_dir: Path) -> Api | None:
@@ -338,6 +347,17 @@ class JobResult:
 
 
 @dataclass
+class JoinResult:
+    """One more node started on the settled mesh; times from its API up (its process start for ``up_s``)."""
+
+    up_s: float | None = None  # its API up, from its start
+    own_s: float | None = None  # it lists every other node alive
+    listed_s: float | None = None  # every other node lists it alive
+    full_s: float | None = None  # every table full, the N + 1 nodes'
+    note: str = ""
+
+
+@dataclass
 class LanResult:
     n: int
     up_s: float | None = None  # the last node's API up, from the first start
@@ -346,6 +366,7 @@ class LanResult:
     tables: str = ""  # what the tables held when they were given up on
     cost: Cost | None = None
     job: JobResult | None = None
+    join: JoinResult | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -445,6 +466,39 @@ def run_job(lan: Lan, nodes: Sequence[Node], tmp: Path, subtasks: int, deadline:
     note = "" if code == 0 else f"submit exited {code}: {' / '.join(proc.stderr_tail(3).splitlines())}"
     described = "\n".join([describe_looks(looks, nodes, idle), *probes])
     return JobResult(subtasks, wall, True, code, verified, runs, idle, note, described)
+
+
+def measure_join(lan: Lan, nodes: list[Node], root: Path, args: argparse.Namespace) -> JoinResult:
+    """Start one more node on the spare host of a settled mesh and poll every table until it lists everyone
+    and everyone lists it. The node is appended to ``nodes``, so it is stopped with the others."""
+    joiner = start_node(lan, root, len(nodes) + 1, args.node_arg, args.bootstrap)
+    nodes.append(joiner)
+    began, joined, scratch = time.monotonic(), JoinResult(), LanResult(len(nodes))
+    if not wait_until_up([joiner], began, args.deadline, scratch) or scratch.up_s is None or joiner.api is None:
+        joined.note = "; ".join(scratch.notes)
+        return joined
+    joined.up_s = scratch.up_s
+    up, n, me = began + scratch.up_s, len(nodes), joiner.api.peer_id
+    with ThreadPoolExecutor(min(n, SAMPLER_THREADS)) as pool:
+        while True:
+            round_began = time.monotonic()
+            tables = list(pool.map(peer_table, nodes))
+            now = time.monotonic() - up  # the tables were read before now: an upper bound
+            counts = alive_counts(nodes, tables)
+            listing = sum(1 for t in tables[:-1] if t and any(p.get("peer_id") == me and p.get("state") == "alive"
+                                                               for p in t))
+            if joined.own_s is None and counts[-1] == n - 1:
+                joined.own_s = now
+            if joined.listed_s is None and listing == n - 1:
+                joined.listed_s = now
+            if all(c == n - 1 for c in counts):
+                joined.full_s = now
+                return joined
+            if now > args.deadline:
+                joined.note = (f"{n - 1 - listing} node(s) did not list it after {args.deadline:g} s; "
+                               f"{describe_tables(counts, n)}")
+                return joined
+            time.sleep(max(0.0, JOIN_POLL - (time.monotonic() - round_began)))
 
 
 def listener_state(lan: Lan, node: Node) -> str:
@@ -621,13 +675,17 @@ def measure(lan: Lan, nodes: list[Node], start: float, tmp: Path, args: argparse
         say(f"  N={n}: submitting {args.subtasks} subtasks on n1")
         result.job = run_job(lan, nodes, tmp, args.subtasks, args.job_deadline)
         say(f"  N={n}: job {'done' if result.job.finished else 'not finished'} after {result.job.wall_s:.0f} s")
+    if not args.no_join:
+        time.sleep(args.settle)
+        say(f"  N={n}: one more node joins")
+        result.join = measure_join(lan, nodes, tmp, args)
 
 
 def run_lan(n: int, args: argparse.Namespace, result: LanResult) -> None:
     """One fresh LAN of ``n`` nodes, measured into ``result`` as it goes (an interruption keeps what was measured)."""
-    with tempfile.TemporaryDirectory(prefix="meshnode-lan-") as tmp, simulated_lan(n) as lan:
+    with tempfile.TemporaryDirectory(prefix="meshnode-lan-") as tmp, simulated_lan(n + (not args.no_join)) as lan:
         start = time.monotonic()
-        nodes = start_nodes(lan, Path(tmp), args.node_arg, args.bootstrap)
+        nodes = start_nodes(lan, Path(tmp), args.node_arg, args.bootstrap, count=n)
         try:
             measure(lan, nodes, start, Path(tmp), args, result)
         finally:
@@ -682,6 +740,13 @@ def job_row(r: LanResult) -> str:
     return f"| {r.n} | {j.subtasks} | {wall} | {verified} | {ran} | {spread} | {idle} |"
 
 
+def join_row(r: LanResult) -> str:
+    j = r.join
+    if j is None:
+        return f"| {r.n} | - | - | - | - |"
+    return f"| {r.n} | {secs(j.up_s)} | {secs(j.own_s)} | {secs(j.listed_s)} | {secs(j.full_s)} |"
+
+
 def git(*argv: str) -> str:
     result = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True)
     return result.stdout.strip() if result.returncode == 0 else "?"
@@ -731,9 +796,21 @@ def report(args: argparse.Namespace, results: Sequence[LanResult], interrupted: 
             "|---|---|---|---|---|---|---|",
             *map(job_row, results),
         ]
+    if not args.no_join:
+        out += [
+            "",
+            f"A node joins: after the {'job' if not args.no_job else 'idle window'} and {args.settle:g} s more, one more "
+            "node starts on a host of its own; times from its API up (tables read every "
+            f"{JOIN_POLL:g} s, so each is at most that late):",
+            "",
+            "| N before | its API up after s (from its start) | its table full after s | every other node lists it "
+            "after s | every table full after s |",
+            "|---|---|---|---|---|",
+            *map(join_row, results),
+        ]
     out += ["", "Notes:"]
     for r in results:
-        notes = [*r.notes, *([r.tables] if r.tables else []), *([r.job.note] if r.job and r.job.note else []),
+        notes = [*r.notes, *([r.tables] if r.tables else []), *([f"join: {r.join.note}"] if r.join and r.join.note else []), *([r.job.note] if r.job and r.job.note else []),
                  *(r.job.looks.splitlines() if r.job and r.job.looks else [])]
         if not notes:
             continue
@@ -758,14 +835,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--job-deadline", type=float, default=1200.0,
                    help="seconds for the job to finish (default 1200)")  # fmt: skip
     p.add_argument("--no-job", action="store_true", help="measure the LAN only")
+    p.add_argument("--no-join", action="store_true", help="do not measure one more node joining at the end")
     p.add_argument("--node-arg", action="append", default=[], metavar="FLAG",
                    help="an extra flag for every node, repeatable; write --node-arg=--flag=value")  # fmt: skip
     p.add_argument("--bootstrap", action="store_true",
                    help="give every node the first one's address too (mDNS stays on): membership without relying on mDNS")
     p.add_argument("--keep-logs", metavar="DIR", help="copy the nodes' logs here (DIR/nN/) before each teardown")
     args = p.parse_args(argv)
-    if min(args.sizes) < 2 or max(args.sizes) > 254:
-        p.error("every size must be between 2 and 254 (one /24 subnet per LAN)")
+    if min(args.sizes) < 2 or max(args.sizes) > 253:
+        p.error("every size must be between 2 and 253 (one /24 subnet per LAN, a host kept for the joining node)")
     return args
 
 
