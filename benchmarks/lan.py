@@ -536,6 +536,7 @@ class OwnerView:
     surplus: int  # what the owner's last presence (or steal answer) offered, as this node knows it
     ran: int  # replicas this node had run of any job so far
     renewals_failed: int  # lease renewals it sent that no owner answered, so far
+    steals: Counter[str]  # its steal requests so far: asked, failed, refused, and replicas granted
 
 
 def owner_view(node: Node, owner: Node) -> OwnerView | None:
@@ -545,7 +546,7 @@ def owner_view(node: Node, owner: Node) -> OwnerView | None:
     entry = next((p for p in table if p.get("peer_id") == owner.api.peer_id), {})
     ran = sum(int(j.get("replicas", 0)) for j in (info.get("jobs_run") or {}).values())
     return OwnerView(entry.get("state") == "alive", bool(entry.get("connected")), int(entry.get("surplus") or 0), ran,
-                     int(info.get("lease_renewals_failed") or 0))  # fmt: skip
+                     int(info.get("lease_renewals_failed") or 0), Counter(info.get("steals") or {}))  # fmt: skip
 
 
 def describe_looks(looks: Sequence[tuple[float, list[OwnerView | None]]], nodes: Sequence[Node],
@@ -566,7 +567,16 @@ def describe_views(views: Sequence[OwnerView | None]) -> str:
     return (f"{sum(v.listed for v in seen)} list the owner alive, {sum(v.connected for v in seen)} connected to it, "
             f"{sum(v.surplus > 0 for v in seen)} see it offer work, {sum(v.ran > 0 for v in seen)} ran replicas, "
             f"{sum(v.renewals_failed > 0 for v in seen)} had a lease renewal go unanswered "
-            f"({sum(v.renewals_failed for v in seen)} in all); {len(views) - len(seen)} did not answer")  # fmt: skip
+            f"({sum(v.renewals_failed for v in seen)} in all); steal requests {describe_steals(seen)}; "
+            f"{len(views) - len(seen)} did not answer")  # fmt: skip
+
+
+def describe_steals(views: Sequence[OwnerView]) -> str:
+    asked = sorted(v.steals["asked"] for v in views)
+    total: Counter[str] = sum((v.steals for v in views), Counter())
+    spread = f"{asked[0]} / {statistics.median(asked):g} / {asked[-1]} per node (min / median / max)" if asked else "-"
+    return (f"{spread}, of them {total['failed']} failed, {total['refused']} refused; "
+            f"{total['granted']} replicas granted in all")
 
 
 def unfinished_job(owner: Node, proc: NsProcess, subtasks: int, wall: float) -> JobResult:

@@ -311,6 +311,10 @@ class PeerRecord:
         """How often the peer says it publishes presence, in seconds."""
         return self.presence.interval_ms / 1000
 
+    def opening(self, now: float) -> bool:
+        """A routine dial of this peer may still be under way."""
+        return self.dial_open_until is not None and now < self.dial_open_until
+
 
 @dataclass(slots=True)
 class PeerTable:
@@ -392,6 +396,7 @@ class PeerTable:
 
     def _tick(self, now: float) -> list[Instruction]:
         out: list[Instruction] = []
+        links = self.connections() + self._opening(now)  # kept up to date below: one count per tick, not per peer
         for peer, since in list(self._early_connections.items()):
             if now - since > SILENT_CONNECTION_LIMIT:
                 # connected but never heard from: a peer whose gossip never reached us
@@ -421,7 +426,9 @@ class PeerTable:
             elif not (record.state == "gone" and record.left_by_goodbye):
                 # alive, stale, or timed out (perhaps a link that is down for now): keep
                 # trying its last addresses, so it rejoins when it can be reached again
-                out.extend(self._maybe_dial(record, now))
+                was_opening = record.opening(now)
+                out.extend(self._maybe_dial(record, now, links - was_opening))
+                links += record.opening(now) - was_opening
         return out
 
     def _gossip_silence(self, record: PeerRecord, now: float) -> list[Instruction]:
@@ -473,25 +480,31 @@ class PeerTable:
         retry_in = max(0.0, record.next_dial - now) if record.next_dial is not None else 0.0
         return [PeerUnreachable(peer, reason, retry_in)]
 
-    def _maybe_dial(self, record: PeerRecord, now: float) -> list[Instruction]:
+    def _maybe_dial(self, record: PeerRecord, now: float, links: int | None = None) -> list[Instruction]:
+        """Dial ``record`` if it is time. ``links``: connections and routine dials under way, other than
+        ``record``'s own (counted here if not given)."""
         if record.connected or not record.presence.addrs:
             return []
         if record.unconnected_since is None:
             record.unconnected_since = now
         if record.next_dial is not None and now < record.next_dial:
             return []
-        links = 0 if record.was_connected else self.connections() + self._opening(now, but=record)
-        if links >= self.degree:
-            return []  # enough connections: the peer stays listed from its presence
-        grace = REDIAL_GRACE if record.was_connected else DIAL_GRACE
-        alone = not record.was_connected and not links  # perhaps no one will dial us: do not wait
-        if self.me < record.peer or alone or now - record.unconnected_since >= grace:
+        if record.was_connected:  # a lost link is redialled whatever the count: a split mesh heals
+            first = self.me < record.peer
+            grace = REDIAL_GRACE
+        else:
+            if links is None:
+                links = self.connections() + self._opening(now) - record.opening(now)
+            if links >= self.degree:
+                return []  # enough connections: the peer stays listed from its presence
+            first, grace = self.dials_first(record.peer, links), DIAL_GRACE
+        if first or now - record.unconnected_since >= grace:
             return [self._dial(record, now)]
         return []
 
-    def _opening(self, now: float, but: PeerRecord) -> int:
-        """Routine dials that may still be under way, of other peers than ``but``."""
-        return sum(1 for r in self.peers.values() if r.dial_open_until is not None and now < r.dial_open_until and r is not but)
+    def _opening(self, now: float) -> int:
+        """Routine dials that may still be under way."""
+        return sum(1 for r in self.peers.values() if r.opening(now))
 
     def _wanted(self, peer: PeerId, now: float) -> list[Instruction]:
         record = self.peers.get(peer)
@@ -529,6 +542,12 @@ class PeerTable:
     def connections(self) -> int:
         """Peers connected to us, listed or not yet heard from."""
         return sum(1 for r in self.peers.values() if r.connected) + len(self._early_connections)
+
+    def dials_first(self, peer: PeerId, links: int) -> bool:
+        """Whether we dial a new peer without first waiting ``DIAL_GRACE`` for it to dial us: the smaller
+        peer ID dials (two connections per pair would double what idle links cost), and so does a node
+        with no links at all (perhaps no one will dial it)."""
+        return self.me < peer or not links
 
     def hints(self, to: PeerId) -> list[bytes]:
         """The signed presences to pass on to ``to``: of every alive peer but ``to``, connected to us or not."""

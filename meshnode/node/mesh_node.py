@@ -183,6 +183,7 @@ class MeshNode:
             "dropped_messages": dict(self._dropped()),
             "refused_work": dict(self._workers.refused) if self._workers is not None else {},
             "lease_renewals_failed": self._workers.renewals_failed if self._workers is not None else 0,
+            "steals": dict(self._workers.steals) if self._workers is not None else {},
             # replicas of other owners' jobs this node holds (queued, running, or waiting for an answer)
             "stolen_held": sum(map(len, self._workers.thief.held().values())) if self._workers is not None else 0,
             "journal": self._journal_state(),
@@ -827,15 +828,14 @@ class MeshNode:
     def _dial_stranger(self, peer: PeerId, addrs: tuple[str, ...]) -> None:
         """Dial a peer found by mDNS, unless it is us or connected already, and only while this node has
         fewer connections than the peer table's degree (its hello lists the rest of the mesh). As the
-        peer table does, the smaller peer ID dials soon (within ``STRANGER_SPREAD``) and the other only if
-        still unconnected after ``DIAL_GRACE`` (both sides find each other at about the same time, and two
-        connections per pair double what idle connections cost), unless this node has no connection at
-        all."""
+        peer table does (``PeerTable.dials_first``), the smaller peer ID dials soon (within
+        ``STRANGER_SPREAD``) and the other only if still unconnected after ``DIAL_GRACE``: both sides find
+        each other at about the same time."""
         if peer == self.peer_id or self.host.is_connected(peer) or self._nursery is None:
             return
         # Not in the order found: every node starting finds the first nodes up first, and all dialling
         # them at once kept them too busy to answer a hello for a minute (50 nodes on 2 cores).
-        soon = self.peer_id < peer or not self.table.connections()
+        soon = self.table.dials_first(peer, self.table.connections())
         delay = random.uniform(0, STRANGER_SPREAD) if soon else DIAL_GRACE
 
         async def later() -> None:

@@ -109,6 +109,8 @@ class Workers:
         self.dropped: Counter[str] = Counter() if dropped is None else dropped
         self.refused: Counter[str] = Counter()  # replicas of other owners' jobs refused here, by reason
         self.renewals_failed = 0  # lease renewals no owner answered: why work taken here may lapse
+        # steal requests sent: "asked"; of those "failed" (no answer) and "refused"; replicas "granted"
+        self.steals: Counter[str] = Counter()
         self._busy = 0
         self._results: dict[tuple[bytes, ReplicaRef], RunResult] = {}  # ran, not yet pushed
         self._outgoing: dict[PeerId, list[PushedResult]] = {}  # to push, by owner, once its push under way ends
@@ -459,6 +461,7 @@ class Workers:
         return self.thief.queued() - before
 
     async def _steal(self, steal: StealFrom) -> None:
+        self.steals["asked"] += 1
         try:
             reply = await self.client.steal(steal.victim, steal.n, steal.request_id, ENGINE_ID, queued=steal.queued,
                                             runtimes=self.executor.runtimes())  # fmt: skip
@@ -467,10 +470,13 @@ class Workers:
             if not self.host.is_connected(steal.victim):
                 self.want(steal.victim)
             self.executor.metrics.stole("thief", 0)
+            self.steals["failed"] += 1
             self._carry(self.thief.handle(StealFailed(steal.victim, time.monotonic())))
             return
         granted = sum(len(g.subtasks) for g in reply.grants)
         self.executor.metrics.stole("thief", granted)
+        self.steals["refused"] += bool(reply.refused)
+        self.steals["granted"] += granted
         answered = StealAnswered(steal.victim, reply.surplus, bool(reply.refused), granted, time.monotonic())
         self._carry(self.thief.handle(answered))
         for grant in reply.grants:

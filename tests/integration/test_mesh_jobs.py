@@ -61,6 +61,10 @@ async def test_a_mandelbrot_job_is_verified_by_two_distinct_peers_and_every_node
         assert all(len(set(o.detail["executors"])) == 2 for o in outputs)
         ran = {str(n.peer_id): n.jobs.executor.runs for n in nodes}
         assert all(count > 0 for count in ran.values()), ran
+        for thief in nodes[1:]:  # what it asked for and got, as GET /v1/node tells it
+            steals = thief.info()["steals"]
+            assert steals["asked"] >= 1 and 1 <= steals["granted"] <= len(tiles) * 2, steals
+            assert steals["asked"] >= steals.get("failed", 0) + steals.get("refused", 0), steals
 
 
 async def test_a_module_without_the_entry_asked_for_is_refused_at_submit(tmp_path: Path) -> None:
