@@ -537,6 +537,7 @@ class OwnerView:
     ran: int  # replicas this node had run of any job so far
     renewals_failed: int  # lease renewals it sent that no owner answered, so far
     steals: Counter[str]  # its steal requests so far: asked, failed, refused, and replicas granted
+    failures: Counter[str]  # why its steals failed, its five commonest reasons
 
 
 def owner_view(node: Node, owner: Node) -> OwnerView | None:
@@ -546,7 +547,8 @@ def owner_view(node: Node, owner: Node) -> OwnerView | None:
     entry = next((p for p in table if p.get("peer_id") == owner.api.peer_id), {})
     ran = sum(int(j.get("replicas", 0)) for j in (info.get("jobs_run") or {}).values())
     return OwnerView(entry.get("state") == "alive", bool(entry.get("connected")), int(entry.get("surplus") or 0), ran,
-                     int(info.get("lease_renewals_failed") or 0), Counter(info.get("steals") or {}))  # fmt: skip
+                     int(info.get("lease_renewals_failed") or 0), Counter(info.get("steals") or {}),
+                     Counter(info.get("steal_failures") or {}))  # fmt: skip
 
 
 def describe_looks(looks: Sequence[tuple[float, list[OwnerView | None]]], nodes: Sequence[Node],
@@ -575,8 +577,10 @@ def describe_steals(views: Sequence[OwnerView]) -> str:
     asked = sorted(v.steals["asked"] for v in views)
     total: Counter[str] = sum((v.steals for v in views), Counter())
     spread = f"{asked[0]} / {statistics.median(asked):g} / {asked[-1]} per node (min / median / max)" if asked else "-"
-    return (f"{spread}, of them {total['failed']} failed, {total['refused']} refused; "
-            f"{total['granted']} replicas granted in all")
+    why: Counter[str] = sum((v.failures for v in views), Counter())
+    reasons = "; ".join(f"{n}x `{text}`" for text, n in why.most_common(3))
+    return (f"{spread}, of them {total['failed']} failed{f' ({reasons})' if reasons else ''}, "
+            f"{total['refused']} refused; {total['granted']} replicas granted in all")
 
 
 def unfinished_job(owner: Node, proc: NsProcess, subtasks: int, wall: float) -> JobResult:

@@ -184,6 +184,7 @@ class MeshNode:
             "refused_work": dict(self._workers.refused) if self._workers is not None else {},
             "lease_renewals_failed": self._workers.renewals_failed if self._workers is not None else 0,
             "steals": dict(self._workers.steals) if self._workers is not None else {},
+            "steal_failures": dict(self._workers.steal_failures.most_common(5)) if self._workers is not None else {},
             # replicas of other owners' jobs this node holds (queued, running, or waiting for an answer)
             "stolen_held": sum(map(len, self._workers.thief.held().values())) if self._workers is not None else 0,
             "journal": self._journal_state(),

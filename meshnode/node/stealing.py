@@ -111,6 +111,7 @@ class Workers:
         self.renewals_failed = 0  # lease renewals no owner answered: why work taken here may lapse
         # steal requests sent: "asked"; of those "failed" (no answer) and "refused"; replicas "granted"
         self.steals: Counter[str] = Counter()
+        self.steal_failures: Counter[str] = Counter()  # why steals failed: the error, the victim's ID left out
         self._busy = 0
         self._results: dict[tuple[bytes, ReplicaRef], RunResult] = {}  # ran, not yet pushed
         self._outgoing: dict[PeerId, list[PushedResult]] = {}  # to push, by owner, once its push under way ends
@@ -471,6 +472,7 @@ class Workers:
                 self.want(steal.victim)
             self.executor.metrics.stole("thief", 0)
             self.steals["failed"] += 1
+            self.steal_failures[str(exc).replace(str(steal.victim), "<peer>")[:160]] += 1
             self._carry(self.thief.handle(StealFailed(steal.victim, time.monotonic())))
             return
         granted = sum(len(g.subtasks) for g in reply.grants)
