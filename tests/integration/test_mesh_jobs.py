@@ -23,6 +23,7 @@ from meshnode.node.executing import RunResult
 from meshnode.node.mesh_node import MeshNode, open_node
 from meshnode.sandbox.local_exec import run_locally
 from meshnode.sandbox.runtime import Sandbox
+from meshnode.storage.identity import load_or_create_identity
 from meshnode.storage.journal import OutboxEntry
 from tests.sandbox import modules as m
 from tests.tasks import reference
@@ -251,3 +252,15 @@ async def test_inputs_too_large_to_travel_inline_are_fetched_by_hash(tmp_path: P
         assert [r.output for r in results] == [reference.monte_carlo_pi(i) for i in inputs]
         assert all(set(r.executors) == {str(owner.peer_id), str(thief.peer_id)} for r in results)
         assert all(thief.jobs.blobs.has(hashlib.sha256(data).digest()) for data in inputs)  # fetched once each
+
+
+async def test_a_steal_that_fails_is_counted_with_its_reason(tmp_path: Path) -> None:
+    """``GET /v1/node`` says how many steals a node sent and why the failed ones failed, the victim's
+    peer ID left out so that one reason counts once whoever it was."""
+    async with open_node(node_config(tmp_path, "thief", slots=1)) as thief:
+        assert thief._workers is not None
+        elsewhere = load_or_create_identity(tmp_path / "elsewhere").peer_id  # a peer never connected
+        assert await thief._workers.steal_from(elsewhere, 2) == 0
+        info = thief.info()
+        assert info["steals"] == {"asked": 1, "failed": 1}
+        assert info["steal_failures"] == {"cannot open /meshnode/jobs/1.0.0 to <peer>: not connected": 1}
