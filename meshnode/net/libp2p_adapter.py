@@ -153,6 +153,13 @@
   stream negotiation). A new peer hears of everyone from the hello on the
   connection, and a message it missed by moments from gossip's IHAVE, so
   ``_no_replay_to_new_peers`` makes the replay do nothing.
+* Yamux sends a window update after every read of a stream, however little
+  it read: each gossip message, steal or push a node receives costs it a frame
+  back, through Noise (measured: 112 updates for 100 gossip messages of 1 KiB).
+  In the same profile, those updates were 17 % of the owner's samples.
+  ``_window_updates_by_half_windows`` lets an update go only once half the
+  receive window has been read, go-yamux's rule (the sender never waits
+  longer for credit than there: a stream that read 128 KiB still sends one).
 * Pubsub seeds its message counter with the time in whole seconds and adds one per
   message, and peers drop message IDs (sender, counter) seen in the last 120 s: a
   node restarted after publishing more than one message a second reuses spent
@@ -239,6 +246,7 @@ def apply_patches() -> None:
         _check_sender_records_once()
         _retry_failed_pubsub_streams()
         _no_replay_to_new_peers()
+        _window_updates_by_half_windows()
         _patched = True
     route_libp2p_logging()  # also when something else imported libp2p first
 
@@ -268,6 +276,21 @@ def _no_replay_to_new_peers() -> None:
         return None
 
     setattr(gossipsub.GossipSub, "send_recent_messages", send_recent_messages)
+
+
+def _window_updates_by_half_windows() -> None:
+    """Yamux acknowledges what a stream read once half its window is read, not after every read (see above)."""
+    from libp2p.stream_muxer.yamux.yamux import YamuxStream
+
+    original = YamuxStream._auto_tune_and_send_window_update
+
+    async def update_by_half_windows(self: Any, *, bytes_read: int = 0) -> None:
+        buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+        if self.target_recv_window - (self.recv_window + buffered) < self._grow_threshold():
+            return  # less than half the window read: the sender still has credit for half of it
+        await original(self, bytes_read=bytes_read)  # grows the window back to its target in one update
+
+    setattr(YamuxStream, "_auto_tune_and_send_window_update", update_by_half_windows)
 
 
 # Seconds a peer's record that passed is taken again unchecked: well within the 2 hours libp2p keeps it.
