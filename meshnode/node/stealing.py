@@ -73,7 +73,7 @@ log = logging.getLogger("meshnode")
 
 PUSH_BYTES: Final = 16 << 20  # outputs per result message
 IDLE_WAIT: Final = 0.5  # an idle slot or stealer looks again at least this often
-REFUSAL_REASONS_KEPT: Final = 20  # distinct reasons counted in Workers.refused (a reason can name an owner)
+REFUSAL_REASONS_KEPT: Final = 20  # distinct reasons counted in Workers.refused and .steal_failures (error texts vary)
 MODULE_FETCH_ROUNDS: Final = 4  # rounds of asking for a module before its work is refused ...
 MODULE_FETCH_PAUSE: Final = 1.0  # ... seconds before the second round, doubling, each stretched by +-50 %
 MODULE_FETCH_OTHERS: Final = 2  # peers asked in each round besides the victim and the owner
@@ -472,7 +472,9 @@ class Workers:
                 self.want(steal.victim)
             self.executor.metrics.stole("thief", 0)
             self.steals["failed"] += 1
-            self.steal_failures[str(exc).replace(str(steal.victim), "<peer>")[:160]] += 1
+            reason = str(exc).replace(str(steal.victim), "<peer>")[:160]
+            kept = reason in self.steal_failures or len(self.steal_failures) < REFUSAL_REASONS_KEPT
+            self.steal_failures[reason if kept else "other reasons"] += 1
             self._carry(self.thief.handle(StealFailed(steal.victim, time.monotonic())))
             return
         granted = sum(len(g.subtasks) for g in reply.grants)
