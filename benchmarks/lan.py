@@ -148,16 +148,21 @@ def start_nodes(lan: Lan, root: Path, extra: Sequence[str], bootstrap: bool = Fa
                 count: int | None = None) -> list[Node]:  # fmt: skip
     """Start a node on each of the first ``count`` hosts (all by default); with ``bootstrap``, each is also
     given the first node's address (as a ``--bootstrap`` flag: the hellos' hints do the rest), besides mDNS."""
-    hosts = lan.hosts[: len(lan.hosts) if count is None else count]
-    return [start_node(lan, root, i, extra, bootstrap) for i in range(1, len(hosts) + 1)]
+    first = first_address(lan, root) if bootstrap else None  # before n1 starts: its identity is made here
+    return [start_node(lan, root, i, extra, first) for i in range(1, (count or len(lan.hosts)) + 1)]
 
 
-def start_node(lan: Lan, root: Path, i: int, extra: Sequence[str], bootstrap: bool = False) -> Node:
-    """Node ``n<i>`` on host ``i`` (from 1), its data dir under ``root``."""
+def first_address(lan: Lan, root: Path) -> str:
+    """n1's address with its peer ID (its identity made under ``root`` if it has none yet)."""
+    return f"/ip4/{lan.ips[lan.hosts[0]]}/tcp/{PORT}/p2p/{load_or_create_identity(root / 'n1').peer_id}"
+
+
+def start_node(lan: Lan, root: Path, i: int, extra: Sequence[str], bootstrap: str | None = None) -> Node:
+    """Node ``n<i>`` on host ``i`` (from 1), its data dir under ``root``; ``bootstrap``: an address to dial."""
     ns, data_dir = lan.hosts[i - 1], root / f"n{i}"
-    first = f"/ip4/{lan.ips[lan.hosts[0]]}/tcp/{PORT}/p2p/{load_or_create_identity(root / 'n1').peer_id}"
+    boot = ["--bootstrap", bootstrap] if bootstrap and i > 1 else []
     argv = [*NODE, "--data-dir", str(data_dir), "--listen", f"/ip4/{lan.ips[ns]}/tcp/{PORT}",
-            "--api", "127.0.0.1:0", *(["--bootstrap", first] if bootstrap and i > 1 else []), *extra]  # fmt: skip
+            "--api", "127.0.0.1:0", *boot, *extra]  # fmt: skip
     return Node(f"n{i}", ns, data_dir, lan.run(ns, argv, name=f"n{i}"))
 
 
@@ -471,7 +476,7 @@ def run_job(lan: Lan, nodes: Sequence[Node], tmp: Path, subtasks: int, deadline:
 def measure_join(lan: Lan, nodes: list[Node], root: Path, args: argparse.Namespace) -> JoinResult:
     """Start one more node on the spare host of a settled mesh and poll every table until it lists everyone
     and everyone lists it. The node is appended to ``nodes``, so it is stopped with the others."""
-    joiner = start_node(lan, root, len(nodes) + 1, args.node_arg, args.bootstrap)
+    joiner = start_node(lan, root, len(nodes) + 1, args.node_arg, first_address(lan, root) if args.bootstrap else None)
     nodes.append(joiner)
     began, joined, scratch = time.monotonic(), JoinResult(), LanResult(len(nodes))
     if not wait_until_up([joiner], began, args.deadline, scratch) or scratch.up_s is None or joiner.api is None:
