@@ -77,3 +77,18 @@ FAIL_WITH_INPUT = module(
 # fails with a message that would run past the end of linear memory, or start beyond it
 FAIL_PAST_MEMORY = module('(func (export "run") (param i32 i32) (result i64) (i64.const 0x0000FFF0_80000020))')
 FAIL_OUTSIDE_MEMORY = module('(func (export "run") (param i32 i32) (result i64) (i64.const 0xFFFFFFFF_FFFFFFFF))')
+# leaves state behind: bumps a global and the first byte of memory, grows memory by a page, and returns
+# the byte (8 bytes at 0: the count before this run and the page count before the grow)
+LEAVES_STATE = module(
+    """(global $runs (mut i32) (i32.const 0))
+       (func (export "run") (param i32 i32) (result i64)
+         (global.set $runs (i32.add (global.get $runs) (i32.const 1)))
+         (i32.store (i32.const 4) (memory.grow (i32.const 1)))
+         (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (global.get $runs)))
+         (i64.const 8))"""
+)
+# a table of 100,000 function references: more than the pooling allocator's default table allows
+BIG_TABLE = module(
+    f"""(table 100000 funcref)
+       (func (export "run") (param i32 i32) (result i64) {RETURN_INPUT})"""
+)

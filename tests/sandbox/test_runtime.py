@@ -51,8 +51,8 @@ def test_echo(sandbox: Sandbox) -> None:
         (m.RECURSION, "trap", "call stack exhausted"),
         (m.DIVIDE_BY_ZERO, "trap", "integer divide by zero"),
         (m.IMPORTS_WASI, "bad_module", "imports wasi_snapshot_preview1.fd_write"),
-        (os.urandom(64), "bad_module", "not a valid module"),
-        (b"\x00asm\x01\x00\x00\x00" + os.urandom(40), "bad_module", "not a valid module"),
+        pytest.param(os.urandom(64), "bad_module", "not a valid module", id="random-bytes"),
+        pytest.param(b"\x00asm\x01\x00\x00\x00" + os.urandom(40), "bad_module", "not a valid module", id="random-body"),
         (m.SHARED_MEMORY, "bad_module", "threads"),
         (m.HUGE_OUTPUT, "output_too_large", "1048576 bytes"),
         (m.OUTPUT_OUT_OF_BOUNDS, "abi_error", "outside linear memory"),
@@ -298,6 +298,40 @@ async def test_slots_run_in_parallel() -> None:
                 nursery.start_soon(timed_run)
         # the two 0.6 s runs overlapped in time: the second did not wait for the first
         assert max(s for s, _ in spans) < min(e for _, e in spans)
+
+
+def test_every_run_starts_from_a_fresh_instance_though_instances_are_pooled(sandbox: Sandbox) -> None:
+    """Instances come from wasmtime's pooling allocator: a slot reused must hold nothing of the run before
+    (globals, memory contents, memory grown)."""
+    fresh = (1).to_bytes(4, "little") + (1).to_bytes(4, "little")  # the run count, then the pages before the grow
+    module = sandbox.load(m.LEAVES_STATE)
+    outcomes = sandbox.run_many_sync(module, [b"x"] * 50, LIMITS)
+    assert [o.output for o in outcomes] == [fresh] * 50
+    assert len({o.fuel_used for o in outcomes}) == 1
+
+
+def test_a_module_with_a_large_table_runs() -> None:
+    with Sandbox() as sb:
+        outcome = sb.run_sync(m.BIG_TABLE, b"ok", LIMITS)
+    assert (outcome.output, outcome.error) == (b"ok", None)
+
+
+def test_more_threads_than_slots_wait_for_a_slot_and_every_run_succeeds() -> None:
+    """At most ``slots`` instances are alive at once (the pool holds a few more): a caller beyond them waits."""
+    with Sandbox(slots=1) as sb:
+        module = sb.load(m.ECHO)
+        outputs: list[bytes | None] = []
+
+        def runs(k: int) -> None:
+            for i in range(100):
+                outputs.append(sb.run_sync(module, b"%d-%d" % (k, i), LIMITS).output)
+
+        threads = [threading.Thread(target=runs, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(o or b"" for o in outputs) == sorted(b"%d-%d" % (k, i) for k in range(8) for i in range(100))
 
 
 def test_an_idle_node_process_never_imports_wasmtime(tmp_path: Path) -> None:
