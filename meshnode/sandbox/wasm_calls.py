@@ -79,7 +79,8 @@ class Exports:
         return int(self._slots[0].i64) & 0xFFFF_FFFF_FFFF_FFFF
 
     def _base(self) -> int:
-        return ctypes.cast(ffi.wasmtime_memory_data(self._context, ctypes.byref(self._memory)), ctypes.c_void_p).value or 0
+        data = ffi.wasmtime_memory_data(self._context, ctypes.byref(self._memory))
+        return ctypes.cast(data, ctypes.c_void_p).value or 0
 
     def _call(self, func: Any, params: int) -> None:
         """The arguments in the slots in, the results in the slots out (the C API's unchecked convention)."""
@@ -91,7 +92,8 @@ class Exports:
 
 def _export(context: Any, instance: wasmtime.Instance, name: bytes) -> Any:
     item = ffi.wasmtime_extern_t()
-    if not ffi.wasmtime_instance_export_get(context, ctypes.byref(instance._instance), name, len(name), ctypes.byref(item)):
+    found = ffi.wasmtime_instance_export_get(context, ctypes.byref(instance._instance), name, len(name), ctypes.byref(item))
+    if not found:
         raise KeyError(name.decode())
     return item
 
