@@ -7,7 +7,9 @@ replicas 1 (the median of three jobs); replicas 2 (also the median of three) sho
 as long. Each job runs on a fresh mesh (no result cache hits), warmed up first by a small job of each
 module, as benchmarks/peers.py warms up the reference systems (start-up is not in the figures). With
 ``--processes`` the second node is a ``python -m meshnode`` process of its own, as on a LAN;
-otherwise both nodes share this process (and its GIL). Prints a Markdown report.
+otherwise both nodes share this process (and its GIL). The owner freezes its start-up objects out of the
+garbage collector's sight once its node is up, as ``meshnode run`` does (node/memory.py). Prints a Markdown
+report.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from meshnode.config import NodeConfig  # noqa: E402
 from meshnode.core.manifest import Replication, TaskLimits  # noqa: E402
 from meshnode.core.manifest import JobOptions  # noqa: E402
+from meshnode.node.memory import freeze_start_up  # noqa: E402
 from meshnode.node.mesh_node import MeshNode, open_node  # noqa: E402
 from meshnode.sandbox.runtime import Sandbox  # noqa: E402
 
@@ -92,6 +95,7 @@ async def run_job(module: bytes, inputs: list[bytes], replication: Replication, 
                 config = NodeConfig(data_dir=Path(tmp) / "worker", listen=("/ip4/127.0.0.1/tcp/0",), mdns=False,
                                     api=None, slots=1, bootstrap=tuple(owner.dial_addrs))  # fmt: skip
                 await stack.enter_async_context(open_node(config))
+            freeze_start_up()
             while not owner.table.alive():
                 await trio.sleep(0.05)
             await warm_up(owner)

@@ -54,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import trio
 
     from ..config import load_node_config
-    from ..node.memory import limit_malloc_arenas
+    from ..node.memory import freeze_start_up, limit_malloc_arenas
     from ..node.mesh_node import open_node
     from .logs import configure_logging
 
@@ -70,6 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def serve() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with open_node(config):
+                freeze_start_up()  # see node/memory.py
                 async for signum in signals:
                     logging.getLogger("meshnode").info("stopping (%s)", signal.Signals(signum).name)
                     break
