@@ -77,6 +77,12 @@ REFUSAL_REASONS_KEPT: Final = 20  # distinct reasons counted in Workers.refused 
 MODULE_FETCH_ROUNDS: Final = 4  # rounds of asking for a module before its work is refused ...
 MODULE_FETCH_PAUSE: Final = 1.0  # ... seconds before the second round, doubling, each stretched by +-50 %
 MODULE_FETCH_OTHERS: Final = 2  # peers asked in each round besides the victim and the owner
+# A thief hears of an owner's work by gossip, often before it has a connection to the owner: it asks for the
+# dial and waits for it this long (looking every CONNECT_POLL s) before it sends the steal. Sent at once, the
+# steal failed and the victim was left alone for a second: 171 such failures in the first 10 s of a job on
+# 50 nodes, which had then run 103 of its 4,000 replicas.
+CONNECT_WAIT: Final = 5.0
+CONNECT_POLL: Final = 0.05
 
 # What a caller of ``_carry`` carries out itself.
 Answer = RunChunk | StealFrom | AskTransfer | HandOver
@@ -451,8 +457,19 @@ class Workers:
                     await self._hungry.wait()
                 continue
             for steal in steals:
+                await self._connect_first(steal.victim)
                 await self._steal(steal)
             self.wake()
+
+    async def _connect_first(self, victim: PeerId) -> None:
+        """Have the node dial ``victim`` if it is not connected, and wait for the connection (at most
+        ``CONNECT_WAIT`` s: then the steal fails as before, and the thief backs off)."""
+        if self.host.is_connected(victim):
+            return
+        self.want(victim)
+        with trio.move_on_after(CONNECT_WAIT):
+            while not self.host.is_connected(victim):
+                await trio.sleep(CONNECT_POLL)
 
     async def steal_from(self, victim: PeerId, n: int) -> int:
         """Ask ``victim`` for up to ``n`` replicas and queue what it grants; how many were queued."""

@@ -254,6 +254,19 @@ async def test_inputs_too_large_to_travel_inline_are_fetched_by_hash(tmp_path: P
         assert all(thief.jobs.blobs.has(hashlib.sha256(data).digest()) for data in inputs)  # fetched once each
 
 
+async def test_a_thief_has_a_victim_it_is_not_connected_to_dialled_before_it_steals(tmp_path: Path) -> None:
+    """A thief hears of work by gossip before it has a connection to the owner: it asks for the dial and
+    waits for it, rather than send a steal that fails at once."""
+    async with open_node(node_config(tmp_path, "a")) as a:
+        async with open_node(node_config(tmp_path, "b", bootstrap=tuple(a.dial_addrs))) as b:
+            await wait_until(lambda: len(b.table.alive()) == 1 and len(a.table.alive()) == 1, MEET, "the nodes to meet")
+            assert b._workers is not None
+            await b.host.disconnect(a.peer_id)
+            assert not b.host.is_connected(a.peer_id)
+            await b._workers._connect_first(a.peer_id)
+            assert b.host.is_connected(a.peer_id)
+
+
 async def test_a_steal_that_fails_is_counted_with_its_reason(tmp_path: Path) -> None:
     """``GET /v1/node`` says how many steals a node sent and why the failed ones failed, the victim's
     peer ID left out so that one reason counts once whoever it was."""
