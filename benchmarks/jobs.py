@@ -24,6 +24,7 @@ import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import psutil
 import trio
 import wasmtime
 
@@ -82,8 +83,35 @@ async def owner_and_worker_process(stack: AsyncExitStack, tmp: str) -> MeshNode:
     return owner
 
 
-async def run_job(module: bytes, inputs: list[bytes], replication: Replication, processes: bool) -> tuple[float, list[int]]:
-    """Wall time of one job on a fresh 2-node mesh (fresh result caches, warmed up), and who ran how many replicas."""
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user and system) of this process (the owner) and of every process under it (the other
+    node's, and the sandbox processes of both), by PID."""
+    out = {}
+    for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            sandbox = "process_main" in " ".join(p.cmdline())
+            kind = "owner" if p.pid == os.getpid() else "sandboxes" if sandbox else "other node"
+            t = p.cpu_times()
+        except psutil.Error:
+            continue  # it ended
+        out[p.pid] = (kind, t.user + t.system)
+    return out
+
+
+def cpu_used(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds between two readings of ``cpu_seconds`` by kind of process (a process started in between
+    counts from zero)."""
+    used = {"owner": 0.0, "other node": 0.0, "sandboxes": 0.0}
+    for pid, (kind, t) in after.items():
+        used[kind] += t - before.get(pid, (kind, 0.0))[1]
+    return used
+
+
+async def run_job(
+    module: bytes, inputs: list[bytes], replication: Replication, processes: bool
+) -> tuple[float, list[int], dict[str, float]]:
+    """Wall time of one job on a fresh 2-node mesh (fresh result caches, warmed up), who ran how many replicas,
+    and the CPU seconds each kind of process used during it (``cpu_used``)."""
     with tempfile.TemporaryDirectory() as tmp:
         async with AsyncExitStack() as stack:
             if processes:
@@ -99,12 +127,14 @@ async def run_job(module: bytes, inputs: list[bytes], replication: Replication, 
             while not owner.table.alive():
                 await trio.sleep(0.05)
             await warm_up(owner)
+            cpu_before = cpu_seconds()
             start = time.perf_counter()
             job = await owner.submit(module, inputs, JobOptions(limits=LIMITS, replication=replication))
             results = await job.wait()
             wall = time.perf_counter() - start
+            cpu = cpu_used(cpu_before, cpu_seconds())
             ran = [sum(str(owner.peer_id) in r.executors for r in results), sum(len(r.executors) for r in results)]
-            return wall, [ran[0], ran[1] - ran[0]]
+            return wall, [ran[0], ran[1] - ran[0]], cpu
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -114,20 +144,27 @@ async def main(args: argparse.Namespace) -> None:
     cores = len(os.sched_getaffinity(0))
     trivial = [str(i).encode() for i in range(args.trivial)]  # distinct: no result cache hits
     # the trivial job is short (about a second) and its time varies run to run: three fresh meshes
-    t_runs = sorted([(await run_job(EMPTY, trivial, Replication(1, 1, 1), args.processes))[0] for _ in range(3)])
-    per = [t / args.trivial * 1e6 for t in t_runs]
+    t_jobs = sorted([await run_job(EMPTY, trivial, Replication(1, 1, 1), args.processes) for _ in range(3)],
+                    key=lambda r: r[0])  # fmt: skip
+    per = [t / args.trivial * 1e6 for t, _, _ in t_jobs]
     # so does a mandelbrot job's, on a shared machine: three fresh meshes, the median of them
-    r1_runs = sorted([await run_job(mandel, work, Replication(1, 1, 1), args.processes) for _ in range(3)])
-    w1, ran1 = r1_runs[1]
+    r1_runs = sorted([await run_job(mandel, work, Replication(1, 1, 1), args.processes) for _ in range(3)],
+                     key=lambda r: r[0])  # fmt: skip
+    w1, ran1, _ = r1_runs[1]
     # replicas 2 against replicas 1: medians both, as one job of either can be off by a tenth
-    r2_runs = sorted([await run_job(mandel, work, Replication(2, 2, 2), args.processes) for _ in range(3)])
-    w2, ran2 = r2_runs[1]
+    r2_runs = sorted([await run_job(mandel, work, Replication(2, 2, 2), args.processes) for _ in range(3)],
+                     key=lambda r: r[0])  # fmt: skip
+    w2, ran2, _ = r2_runs[1]
     where = "two processes" if args.processes else "one process"
     print(f"2-node mesh on loopback ({where}), 1 slot per node, {cores} cores; mandelbrot {args.size}x{args.size}, "
           f"{len(work)} tiles, max_iter {args.max_iter}\n")  # fmt: skip
     print("| figure | value |\n|---|---|")
     print(f"| overhead per trivial subtask, replicas 1 ({args.trivial} subtasks; median of 3, min-max) "
           f"| {per[1]:,.0f} µs ({per[0]:,.0f}-{per[2]:,.0f}) |")
+    if args.processes:
+        cpu = t_jobs[1][2]
+        each = " / ".join(f"{cpu[k] / args.trivial * 1e6:,.0f} µs" for k in ("owner", "other node", "sandboxes"))
+        print(f"| CPU per trivial subtask (the median job): owner / other node / sandbox processes | {each} |")
     print(f"| single-thread sum of tile times (sandbox) | {serial:.2f} s |")
     low, high = (serial / (r1_runs[i][0] * cores) for i in (2, 0))
     print(f"| wall, replicas 1 (median of 3, min-max) | {w1:.2f} s ({r1_runs[0][0]:.2f}-{r1_runs[2][0]:.2f}) |")
