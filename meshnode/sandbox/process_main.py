@@ -3,8 +3,7 @@
 It reads batches from the socket on file descriptor ``FD``, runs each in a
 ``Sandbox`` of its own, and answers; it exits when the node closes its end (or
 dies). It keeps the bytes of the last ``MODULES_KEPT`` modules it was sent, and
-asks for a module it does not have. It runs ``SANDBOX_NICE`` below the node,
-which lowers its priority as it starts it (``processes._lower_priority``).
+asks for a module it does not have.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..errors import SandboxError
-from .processes import NEED, RAN, REFUSED, Batch, piped
+from .processes import NEED, RAN, REFUSED, SANDBOX_NICE, Batch, piped
 from .runtime import Sandbox
 
 MODULES_KEPT: Final = 64
@@ -69,5 +68,6 @@ def run(sandbox: Sandbox, wasm: OrderedDict[bytes, bytes], batch: Batch) -> tupl
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C at the terminal is for the node, which stops us
+    os.nice(SANDBOX_NICE)  # the node's own work (leases, pushes, answers to peers) comes before subtasks
     serve(Connection(int(sys.argv[1])), Path(sys.argv[2]) if len(sys.argv) > 2 else None)
     os._exit(0)  # no interpreter teardown: nothing is left to flush

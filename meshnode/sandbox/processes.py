@@ -102,7 +102,6 @@ class _Child:
             raise
         finally:
             theirs.close()
-        _lower_priority(self.process.pid)
         self.connection = Connection(ours.detach())
         self.last_used = time.monotonic()
         self.known: set[bytes] = set()  # modules sent to it (it may have dropped the oldest since)
@@ -119,14 +118,6 @@ class _Child:
         with contextlib.suppress(OSError):
             self.process.kill()
         self.process.wait()
-
-
-def _lower_priority(pid: int) -> None:
-    """Put a child just started ``SANDBOX_NICE`` below this process: from its first instruction, not once it
-    has started. A child's start (an interpreter and its imports) is about 0.19 CPU-s, and on 50 nodes a job's
-    first seconds start a hundred of them at once, beside the owner answering every thief."""
-    with contextlib.suppress(OSError):  # it died already: its first batch says so
-        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + SANDBOX_NICE))
 
 
 class SandboxProcesses:
