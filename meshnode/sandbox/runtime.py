@@ -41,7 +41,8 @@ empty module's whole run took 52 µs with it against 99 µs without (measured on
 this 2-core machine; most of the difference was ``wasmtime_store_delete``). A
 pool holds ``slots + POOL_SPARE`` instances per engine: address space (4 GiB and
 a guard per memory), not resident memory. At most ``slots`` runs hold an
-instance at once (``_seats``), so the pool is never found empty.
+instance at once (``_seats``), and each closes its store as it ends, so the
+pool is never found empty.
 
 Compiled modules are cached by SHA-256 in memory and, when a cache directory is
 given, on disk with ``Module.serialize`` so a restart does not recompile. Only
@@ -96,7 +97,7 @@ MAX_TABLE_ELEMENTS: Final = 1 << 20
 MAX_TABLES: Final = 8
 MAX_MEMORY: Final = 4 << 30  # the most TaskLimits.memory allows
 MAX_INSTANCE_SIZE: Final = 16 << 20  # an instance's own state (globals, function references), not its memory
-POOL_SPARE: Final = 4  # pooled instances beyond ``slots``: for a store an exception's traceback keeps alive a while
+POOL_SPARE: Final = 4  # pooled instances beyond ``slots``: a margin, as every run closes its store on the way out
 PAGE: Final = 65536
 MEMORY_CACHE_SIZE: Final = 64
 SHORT_RUN_SECONDS: Final = 0.002
@@ -242,7 +243,7 @@ class Sandbox:
         self._max_deadline_ticks = 1
         self._ticker: threading.Thread | None = None
         self._python_lane = threading.Lock()
-        self._seats = threading.BoundedSemaphore(slots)  # instances of task modules alive at once (the pool's size)
+        self._seats = threading.BoundedSemaphore(slots)  # task instances alive at once (the pool holds POOL_SPARE more)
         self.compiled = 0  # modules compiled from wasm (for tests and stats)
         self.deserialized = 0  # modules loaded from the on-disk cache
         self._seconds_per_run: dict[bytes, float] = {}
@@ -622,13 +623,19 @@ class Sandbox:
     ) -> tuple[bytes | None, TaskError | None, int]:
         if len(data) + PAGE > limits.memory:
             return None, TaskError("memory_limit", f"the input ({len(data)} bytes) does not fit the memory limit"), 0
-        with self._seats:  # the store, and its pooled instance, is dropped when _instantiate_and_run returns
-            return self._instantiate_and_run(module, data, limits, entry)
+        with self._seats:
+            store = wasmtime.Store(self._engine("nan" if module.nan_canonical else "std"))
+            try:
+                return self._instantiate_and_run(store, module, data, limits, entry)
+            finally:
+                # Its pooled instance goes back now. Dropped, a store that a trap's traceback holds in a
+                # reference cycle lived until the next garbage collection: five runs out of fuel in a row
+                # emptied a one-slot pool, and the sixth run failed for want of an instance.
+                store.close()
 
     def _instantiate_and_run(
-        self, module: TaskModule, data: bytes, limits: TaskLimits, entry: str
+        self, store: wasmtime.Store, module: TaskModule, data: bytes, limits: TaskLimits, entry: str
     ) -> tuple[bytes | None, TaskError | None, int]:
-        store = wasmtime.Store(self._engine("nan" if module.nan_canonical else "std"))
         store.set_fuel(limits.fuel)
         store.set_limits(
             memory_size=limits.memory,

@@ -77,8 +77,8 @@ FAIL_WITH_INPUT = module(
 # fails with a message that would run past the end of linear memory, or start beyond it
 FAIL_PAST_MEMORY = module('(func (export "run") (param i32 i32) (result i64) (i64.const 0x0000FFF0_80000020))')
 FAIL_OUTSIDE_MEMORY = module('(func (export "run") (param i32 i32) (result i64) (i64.const 0xFFFFFFFF_FFFFFFFF))')
-# leaves state behind: bumps a global and the first byte of memory, grows memory by a page, and returns
-# the byte (8 bytes at 0: the count before this run and the page count before the grow)
+# leaves state behind: counts its runs in a global, adds the count to the i32 at 0, grows memory by a page
+# and keeps the page count before the grow at 4; returns those 8 bytes (1 and 1 in a fresh instance)
 LEAVES_STATE = module(
     """(global $runs (mut i32) (i32.const 0))
        (func (export "run") (param i32 i32) (result i64)

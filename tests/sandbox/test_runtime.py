@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import os
 import platform
 import subprocess
@@ -308,6 +310,21 @@ def test_every_run_starts_from_a_fresh_instance_though_instances_are_pooled(sand
     outcomes = sandbox.run_many_sync(module, [b"x"] * 50, LIMITS)
     assert [o.output for o in outcomes] == [fresh] * 50
     assert len({o.fuel_used for o in outcomes}) == 1
+
+
+def test_runs_that_trap_give_their_pooled_instance_back_at_once() -> None:
+    """A trap's traceback holds the run's store in a reference cycle: had the store been left to the garbage
+    collector, a one-slot sandbox's pool (5 instances) would be empty after five such runs."""
+    gc.disable()  # the cycles then live on, as they do between two collections
+    try:
+        with Sandbox(slots=1) as sb:
+            limits = dataclasses.replace(LIMITS, fuel=10**6)  # quick to run out of
+            codes = [sb.run_sync(wasm, b"x", limits).error for wasm in (m.INFINITE_LOOP, m.MEMORY_BOMB) * 10]
+            assert {e.code for e in codes if e is not None} == {"fuel_exhausted", "memory_limit"}
+            assert all(e is not None and "concurrent" not in e.message for e in codes), codes
+            assert_still_works(sb)
+    finally:
+        gc.enable()
 
 
 def test_a_module_with_a_large_table_runs() -> None:
