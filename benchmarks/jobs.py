@@ -15,6 +15,7 @@ report.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -124,6 +125,7 @@ async def run_job(
                                     api=None, slots=1, bootstrap=tuple(owner.dial_addrs))  # fmt: skip
                 await stack.enter_async_context(open_node(config))
             freeze_start_up()
+            stack.callback(gc.unfreeze)  # this mesh's objects are collectable again once it has stopped
             while not owner.table.alive():
                 await trio.sleep(0.05)
             await warm_up(owner)
