@@ -377,7 +377,15 @@ async def open_host(
         key_pair=identity.libp2p_key_pair(),
         psk=psk.hex() if psk is not None else None,
         enable_mDNS=mdns,
-        connection_config=ConnectionConfig(dial_timeout=DIAL_TIMEOUT),
+        # libp2p's own limits on a connection's upgrade and a stream's negotiation (10 s each)
+        # would cut short what DIAL_TIMEOUT allows a busy peer
+        connection_config=ConnectionConfig(
+            dial_timeout=DIAL_TIMEOUT,
+            inbound_upgrade_timeout=DIAL_TIMEOUT,
+            outbound_upgrade_timeout=DIAL_TIMEOUT,
+            inbound_stream_protocol_negotiation_timeout=DIAL_TIMEOUT,
+            outbound_stream_protocol_negotiation_timeout=DIAL_TIMEOUT,
+        ),
     )
     gossipsub = GossipSub(
         protocols=[TProtocol(p) for p in GOSSIP_PROTOCOLS],

@@ -228,3 +228,38 @@ async def test_a_stream_that_reads_small_messages_sends_no_window_update_for_eac
                 await wait_until(lambda: b._gossip.received > before, MEET, "b to receive the message")
             # 100 messages of about 1 KiB: far from half a 256 KiB window (before: one update per read, 200+)
             assert len(updates) - sent <= 10, len(updates) - sent
+
+
+async def test_a_stream_to_a_peer_stalled_past_libp2ps_own_limit_opens_within_ours(tmp_path: Path) -> None:
+    """py-libp2p gives up on a stream's protocol negotiation after 10 s of its own, whatever the caller
+    allows (``DIAL_TIMEOUT``, 15 s); on the 50-node LAN a job's owner, one busy process of 50 on two cores,
+    answered some thieves later than that, and each such steal failed and was asked again. Here the peer
+    is a node process stopped for 11 s while a stream to it opens."""
+    import os
+    import signal
+    import time
+
+    from meshnode.net.host import DIAL_TIMEOUT
+    from meshnode.net.job_protocol import PROTOCOL_ID
+
+    from ..cli.nodes import lone_node
+
+    stall = 11.0
+    assert stall < DIAL_TIMEOUT
+    with lone_node(tmp_path / "far") as far:
+        async with open_node(node_config(tmp_path, "near")) as near:
+            peer = await near.host.dial_multiaddr(far.dial_addr())
+            os.kill(far.proc.pid, signal.SIGSTOP)
+            try:
+                stopped = time.monotonic()
+                async with trio.open_nursery() as nursery:
+                    async def resume() -> None:
+                        await trio.sleep(stall)
+                        os.kill(far.proc.pid, signal.SIGCONT)
+
+                    nursery.start_soon(resume)
+                    stream = await near.host.open_stream(peer, PROTOCOL_ID)
+            finally:
+                os.kill(far.proc.pid, signal.SIGCONT)
+            assert time.monotonic() - stopped >= stall
+            await stream.close()
