@@ -81,7 +81,7 @@ NEAR_FULL = 0.99  # share of the table entries alive at which the CPU spent so f
 API_POLL = 0.2  # seconds between two looks for api.json files (a stat: costs the nodes nothing)
 HTTP_TIMEOUT = 5.0  # as the CLI's: a node that takes longer is stuck, or starved
 SAMPLER_THREADS = 8
-LOOKS_AT = (10.0, 30.0, 60.0, 90.0)  # seconds into the job at which every node is asked how it sees the owner
+LOOKS_AT = (0.0, 10.0, 30.0, 60.0, 90.0)  # seconds into the job at which every node is asked how it sees the owner
 DIAL_PROBES = 3  # at the first look, nodes with no connection to the owner whose namespace dials it afresh
 # A fresh host in a node's namespace (an identity of its own, nothing remembered) dials the owner: a
 # plain TCP connect, then a libp2p dial. Whether it gets through tells the owner's side of a failed
@@ -456,8 +456,8 @@ def run_job(lan: Lan, nodes: Sequence[Node], tmp: Path, subtasks: int, deadline:
             except subprocess.TimeoutExpired:
                 if at < deadline:
                     looks.append((at, list(pool.map(lambda node: owner_view(node, owner), nodes[1:]))))
-                    if len(looks) == 1:
-                        views = zip(nodes[1:], looks[0][1], strict=True)
+                    if len(looks) == 2:  # 10 s in: thieves apart from the owner then, dialled from their hosts
+                        views = zip(nodes[1:], looks[-1][1], strict=True)
                         apart = [n for n, v in views if v and v.listed and not v.connected]
                         probes = list(pool.map(lambda node: dial_probe(lan, node, owner), apart[:DIAL_PROBES]))
                         probes.append(listener_state(lan, owner))
@@ -543,6 +543,7 @@ class OwnerView:
     renewals_failed: int  # lease renewals it sent that no owner answered, so far
     steals: Counter[str]  # its steal requests so far: asked, failed, refused, and replicas granted
     failures: Counter[str]  # why its steals failed, its five commonest reasons
+    gossip: int  # gossip messages it has received (each once), so far
 
 
 def owner_view(node: Node, owner: Node) -> OwnerView | None:
@@ -553,7 +554,8 @@ def owner_view(node: Node, owner: Node) -> OwnerView | None:
     ran = sum(int(j.get("replicas", 0)) for j in (info.get("jobs_run") or {}).values())
     return OwnerView(entry.get("state") == "alive", bool(entry.get("connected")), int(entry.get("surplus") or 0), ran,
                      int(info.get("lease_renewals_failed") or 0), Counter(info.get("steals") or {}),
-                     Counter(info.get("steal_failures") or {}))  # fmt: skip
+                     Counter(info.get("steal_failures") or {}),
+                     int((info.get("gossip") or {}).get("received") or 0))  # fmt: skip
 
 
 def describe_looks(looks: Sequence[tuple[float, list[OwnerView | None]]], nodes: Sequence[Node],
@@ -561,12 +563,30 @@ def describe_looks(looks: Sequence[tuple[float, list[OwnerView | None]]], nodes:
     """What the nodes that ran nothing knew of the owner while the job ran, against the others."""
     names = [n.name for n in nodes[1:]]
     lines = []
+    before: tuple[float, list[OwnerView | None]] | None = None
     for at, views in looks:
         idle_views = [v for name, v in zip(names, views, strict=True) if name in idle]
         working = [v for name, v in zip(names, views, strict=True) if name not in idle]
         lines.append(f"{at:.0f} s into the job: of the {len(idle_views)} nodes that ran no accepted work, "
-                     f"{describe_views(idle_views)}; of the other {len(working)}, {describe_views(working)}")  # fmt: skip
+                     f"{describe_views(idle_views)}; of the other {len(working)}, {describe_views(working)}"
+                     f"{describe_gossip(before, (at, views))}")  # fmt: skip
+        before = (at, views)
     return "\n".join(lines)
+
+
+Look = tuple[float, list[OwnerView | None]]  # seconds into the job, and each node's view (None: it did not answer)
+
+
+def describe_gossip(before: Look | None, now: Look) -> str:
+    """Gossip messages each node received per second since the last look (each message counted once)."""
+    if before is None or now[0] <= before[0]:
+        return ""
+    rates = sorted((b.gossip - a.gossip) / (now[0] - before[0])
+                   for a, b in zip(before[1], now[1], strict=True) if a is not None and b is not None)  # fmt: skip
+    if not rates:
+        return ""
+    return (f"; gossip received per node since the last look: {statistics.median(rates):.1f} / {rates[-1]:.1f} "
+            "messages/s (median / max)")
 
 
 def describe_views(views: Sequence[OwnerView | None]) -> str:
