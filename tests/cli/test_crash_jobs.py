@@ -93,7 +93,6 @@ def state_of(node: NodeProcess) -> str:
     return json.dumps({"node": mine, "peers": peers, "jobs": jobs})
 
 
-@pytest.mark.slow  # 11 s alone; 40-60 s beside the Python runtime's compile
 def test_a_worker_killed_mid_job_loses_no_work(tmp_path: Path, nodes: list[NodeProcess]) -> None:
     tiles = write_tiles(tmp_path / "tiles.jsonl", 32)
     expected = exec_lines(tiles, tmp_path)
