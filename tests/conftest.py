@@ -103,16 +103,9 @@ def _needs_python(item: pytest.Item) -> bool:
     return "python_runtime" in getattr(item, "fixturenames", ())
 
 
-def _slow(item: pytest.Item) -> bool:
-    return item.get_closest_marker("slow") is not None
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests that need the Python runtime run last, so that its compile overlaps all the others; the
-    slow ones (jobs across several node processes) just before them, once the compile is most likely done:
-    subtasks run below every other session's priority, the compile's too, and beside it the owner-crash
-    test took 87 s instead of 37."""
-    items.sort(key=lambda item: (_needs_python(item), _slow(item)))  # stable: each group keeps its order
+    """The tests that need the Python runtime run last, so that its compile overlaps all the others."""
+    items.sort(key=_needs_python)  # stable: each group keeps its order
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
