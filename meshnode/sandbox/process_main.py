@@ -66,25 +66,8 @@ def run(sandbox: Sandbox, wasm: OrderedDict[bytes, bytes], batch: Batch) -> tupl
     return (RAN, [piped(o) for o in outcomes], sandbox.seconds_per_run(batch.sha256))
 
 
-def lower_priority(by: int) -> None:
-    """Run ``by`` nice levels below the node, in its session's group too where Linux groups sessions.
-
-    With autogroup (on by default in desktop distributions) Linux shares the CPU between
-    sessions first, and a nice value only orders processes within one session. This process is
-    a session of its own (the node starts it so), so its nice alone ordered nothing: measured on
-    the 50-node LAN, a job's owner waited on the run queue for 0.9 of every second beside 100
-    subtask processes and ran 2-9 % of a core. The session's own nice value orders the groups.
-    """
-    nice = os.nice(by)
-    try:
-        with open("/proc/self/autogroup", "w") as group:
-            group.write(str(nice))
-    except OSError:
-        pass  # not Linux, or a kernel without autogroup: the process's nice is all there is
-
-
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C at the terminal is for the node, which stops us
-    lower_priority(SANDBOX_NICE)  # the node's own work (leases, pushes, answers to peers) comes before subtasks
+    os.nice(SANDBOX_NICE)  # the node's own work (leases, pushes, answers to peers) comes before subtasks
     serve(Connection(int(sys.argv[1])), Path(sys.argv[2]) if len(sys.argv) > 2 else None)
     os._exit(0)  # no interpreter teardown: nothing is left to flush

@@ -75,17 +75,6 @@ def test_children_run_below_the_nodes_priority(pool: SandboxProcesses) -> None:
     assert os.getpriority(os.PRIO_PROCESS, child) == min(19, mine + SANDBOX_NICE)
 
 
-@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="no autogroup: only the process's nice orders it")
-def test_a_childs_session_runs_below_the_node_where_linux_groups_sessions(pool: SandboxProcesses) -> None:
-    # a child is a session of its own, and with autogroup Linux shares the CPU between sessions first
-    pool.run(batch(m.ECHO, [b"a"]))
-    (child,) = pids(pool)
-    mine = os.getpriority(os.PRIO_PROCESS, 0)
-    group = Path(f"/proc/{child}/autogroup").read_text().split()
-    assert group[1:] == ["nice", str(min(19, mine + SANDBOX_NICE))]
-    assert group[0] != Path("/proc/self/autogroup").read_text().split()[0]
-
-
 def test_a_module_is_sent_to_a_child_once(pool: SandboxProcesses, monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[bool] = []
     ask = processes._Child.ask
