@@ -82,7 +82,7 @@ API_POLL = 0.2  # seconds between two looks for api.json files (a stat: costs th
 HTTP_TIMEOUT = 5.0  # as the CLI's: a node that takes longer is stuck, or starved
 SAMPLER_THREADS = 8
 LOOKS_AT = (0.0, 10.0, 30.0, 60.0, 90.0)  # seconds into the job at which every node is asked how it sees the owner
-DIAL_PROBES = 3  # at the first look, nodes with no connection to the owner whose namespace dials it afresh
+DIAL_PROBES = 3  # at the look 10 s in, nodes with no connection to the owner whose namespace dials it afresh
 # A fresh host in a node's namespace (an identity of its own, nothing remembered) dials the owner: a
 # plain TCP connect, then a libp2p dial. Whether it gets through tells the owner's side of a failed
 # dial from the node's own libp2p state.
@@ -445,7 +445,7 @@ def run_job(lan: Lan, nodes: Sequence[Node], tmp: Path, subtasks: int, deadline:
             "--output", str(output), "--data-dir", str(owner.data_dir)]  # fmt: skip
     began = time.monotonic()
     proc = lan.run(owner.ns, argv, name="submit")
-    looks: list[tuple[float, list[OwnerView | None]]] = []
+    looks: list[Look] = []
     probes: list[str] = []
     code: int | None = None
     with ThreadPoolExecutor(min(len(nodes), SAMPLER_THREADS)) as pool:
@@ -546,6 +546,9 @@ class OwnerView:
     gossip: int  # gossip messages it has received (each once), so far
 
 
+Look = tuple[float, list[OwnerView | None]]  # seconds into the job, and each node's view (None: it did not answer)
+
+
 def owner_view(node: Node, owner: Node) -> OwnerView | None:
     table, info = peer_table(node), api_get(node, "/v1/node")
     if table is None or not isinstance(info, dict) or owner.api is None:
@@ -558,12 +561,11 @@ def owner_view(node: Node, owner: Node) -> OwnerView | None:
                      int((info.get("gossip") or {}).get("received") or 0))  # fmt: skip
 
 
-def describe_looks(looks: Sequence[tuple[float, list[OwnerView | None]]], nodes: Sequence[Node],
-                   idle: Sequence[str]) -> str:  # fmt: skip
+def describe_looks(looks: Sequence[Look], nodes: Sequence[Node], idle: Sequence[str]) -> str:
     """What the nodes that ran nothing knew of the owner while the job ran, against the others."""
     names = [n.name for n in nodes[1:]]
     lines = []
-    before: tuple[float, list[OwnerView | None]] | None = None
+    before: Look | None = None
     for at, views in looks:
         idle_views = [v for name, v in zip(names, views, strict=True) if name in idle]
         working = [v for name, v in zip(names, views, strict=True) if name not in idle]
@@ -572,9 +574,6 @@ def describe_looks(looks: Sequence[tuple[float, list[OwnerView | None]]], nodes:
                      f"{describe_gossip(before, (at, views))}")  # fmt: skip
         before = (at, views)
     return "\n".join(lines)
-
-
-Look = tuple[float, list[OwnerView | None]]  # seconds into the job, and each node's view (None: it did not answer)
 
 
 def describe_gossip(before: Look | None, now: Look) -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +13,13 @@ import multiaddr
 import pytest
 import trio
 
-from meshnode.net.host import open_host, to_libp2p_id
+from meshnode.net.host import DIAL_TIMEOUT, open_host, to_libp2p_id
+from meshnode.net.job_protocol import PROTOCOL_ID
 from meshnode.net.libp2p_adapter import port_is_free
 from meshnode.node.mesh_node import open_node
 from meshnode.storage.identity import load_or_create_identity
 
+from ..cli.nodes import lone_node
 from ..waiting import MEET, wait_until
 from .conftest import node_config
 
@@ -235,15 +240,6 @@ async def test_a_stream_to_a_peer_stalled_past_libp2ps_own_limit_opens_within_ou
     allows (``DIAL_TIMEOUT``, 15 s); on the 50-node LAN a job's owner, one busy process of 50 on two cores,
     answered some thieves later than that, and each such steal failed and was asked again. Here the peer
     is a node process stopped for 11 s while a stream to it opens."""
-    import os
-    import signal
-    import time
-
-    from meshnode.net.host import DIAL_TIMEOUT
-    from meshnode.net.job_protocol import PROTOCOL_ID
-
-    from ..cli.nodes import lone_node
-
     stall = 11.0
     assert stall < DIAL_TIMEOUT
     with lone_node(tmp_path / "far") as far:
