@@ -38,11 +38,15 @@ its replica of all 20,000 subtasks while the thief ran 4,000, and half of the
 job's verdicts came in its last fifth.)
 
 *Binding*: the first grant of any replica of a subtask to a node binds that node
-to that replica, for good. It may be granted the same replica again (its lease
-lapsed while it kept working, say) but never another one, so no node runs two
-replicas of one subtask. A claim is accepted only from a node bound to the
-replica it names - the holder, or a past holder whose lease lapsed while it kept
-working - and once per executor: a replayed claim is acknowledged and ignored.
+to that replica. It may be granted the same replica again (its lease lapsed
+while it kept working, say) but not another one while its binding may still
+bear fruit. A binding goes *stale* when someone else has the replica (took it
+over, or reported it) and the node reported nothing for the subtask; a node
+whose binding is stale may be bound to another replica, and is then heard on
+that one only. A claim is accepted only from a node bound to the replica it
+names - the holder, or a past holder whose lease lapsed while it kept working -
+and once per executor: a replayed claim is acknowledged and ignored. So no node
+counts twice towards a verdict, and replicas added late can always find a node.
 
 After each accepted claim the subtask's ``Tally`` judges it (``verify.py``). A
 final verdict ends the subtask; a pending one asks for ``more`` executors, and
@@ -172,6 +176,26 @@ def _another_is_free(sub: _Subtask, replica: int) -> bool:
     return replica in taken and any(
         slot.state == "queued" and r not in taken for r, slot in enumerate(sub.slots) if r != replica
     )
+
+
+def _may_take(sub: _Subtask, peer: PeerId, replica: int) -> bool:
+    """Whether ``peer`` may run ``replica`` of ``sub``: it is bound to none, or to this one, or its binding is stale.
+
+    A binding goes stale when someone else has the replica - took it over after the
+    peer's lease lapsed, or reported it - and the peer has reported nothing for the
+    subtask: it will never be heard on that replica, and if it stayed bound there the
+    replicas added later could run out of nodes allowed to take them. Measured: three
+    nodes, replicas 2, the owner restarted four times mid-job; a past holder reported
+    the replica its successor held, a third replica was added, and all three nodes were
+    bound to the first two: the job waited forever with one replica queued.
+    """
+    bound = sub.bound.get(peer)
+    if bound is None or bound == replica:
+        return True
+    if not 0 <= bound < len(sub.slots) or sub.tally.has_reported(peer):
+        return False  # barred from the subtask (``Reopen``), or its result is in
+    slot = sub.slots[bound]
+    return slot.state == "reported" or (slot.state == "leased" and slot.holder != peer)
 
 
 def status_kind(status: str) -> int:
@@ -332,7 +356,7 @@ class JobOwner:
             return False
         if self._fresh_left() and self._room_for(peer):
             return True
-        return any(self._open[ref.index].bound.get(peer, ref.replica) == ref.replica for ref in self._queue)
+        return any(_may_take(self._open[ref.index], peer, ref.replica) for ref in self._queue)
 
     def status(self, index: int) -> str | None:
         """"verified", "failed" or "disputed" once the subtask is decided; None before."""
@@ -381,6 +405,14 @@ class JobOwner:
             self._ahead[peer] += 1
             sub.bound[peer] = replica
         return sub.bound[peer]
+
+    def _take(self, sub: _Subtask, peer: PeerId, replica: int) -> bool:
+        """Bind ``peer`` to ``replica`` if it may take it (``_may_take``), moving a stale binding; whether it may."""
+        if not _may_take(sub, peer, replica):
+            return False
+        self._bind(sub, peer, replica)
+        sub.bound[peer] = replica
+        return True
 
     def _unbind(self, sub: _Subtask, peer: PeerId) -> None:
         del sub.bound[peer]
@@ -457,8 +489,8 @@ class JobOwner:
             sub = self._open[ref.index]
             if e.thief not in sub.bound and _another_is_free(sub, ref.replica):
                 continue  # someone whose lease lapsed is bound to this one and may still report it: take the free one
-            # _bind binds the thief to its first replica of this subtask; the others then fail the test
-            if self._bind(sub, e.thief, ref.replica) == ref.replica:
+            # _take binds the thief to its first replica of this subtask; the others then fail the test
+            if self._take(sub, e.thief, ref.replica):
                 picked.append(ref)
         room = self._room_for(e.thief)
         while len(picked) < e.n and room > 0 and (index := self._open_next()) is not None:
@@ -502,10 +534,10 @@ class JobOwner:
         expires, moved = e.now + self.lease_seconds, []
         for ref in e.replicas:
             sub = self._open[ref.index] if self._holder(ref) == e.holder and e.to != e.holder else None
-            if sub is None or sub.bound.get(e.to, ref.replica) != ref.replica:
+            if sub is None or not _may_take(sub, e.to, ref.replica):
                 continue  # not the holder's to give, or the new thief runs another replica of this subtask
             self._unbind(sub, e.holder)  # it gives the replica up unrun: it may take another of this subtask later
-            self._bind(sub, e.to, ref.replica)
+            self._take(sub, e.to, ref.replica)
             deadline = e.now + self.max_hold
             sub.slots[ref.replica] = _Slot("leased", e.to, min(expires, deadline), via=e.holder, deadline=deadline)
             self._next_expiry = min(self._next_expiry, expires, deadline)

@@ -138,15 +138,14 @@ def test_peers_with_a_poor_record_are_handed_work_last() -> None:
 
 
 def test_an_idle_peer_that_could_take_none_of_the_work_left_does_not_keep_a_poor_thief_waiting() -> None:
-    """One subtask, two replicas: C took replica 0 and B replica 1, both leases lapsed, the owner A ran
-    replica 0 itself. Only B may take replica 1 now (C is bound to replica 0): refusing B because the
-    idle C has a better record would leave the job waiting for good."""
+    """One subtask, two replicas: C ran replica 0 and reported it, B took replica 1 and its lease lapsed.
+    Only B may take replica 1 now (C's result is in): refusing B because the idle C has a better record
+    would leave the job waiting for good."""
     job = JobOwner(b"J" * 16, A, Replication(2, 2, 3), 1, lease_seconds=30.0)
     job.handle(StealRequest(C, 1, 1, 0.0))  # replica 0
     job.handle(StealRequest(B, 1, 1, 0.0))  # replica 1
-    job.handle(Tick(30.0))  # both lapse: back in the queue, each still bound to its holder
-    job.handle(StealRequest(A, 1, 1, 30.0))  # the owner's own slot takes replica 0 ...
-    job.handle(ClaimReceived(honest(A, ReplicaRef(0, 0)), 31.0))  # ... and reports it: one more result needed
+    job.handle(ClaimReceived(honest(C, ReplicaRef(0, 0)), 1.0))  # one more result needed
+    job.handle(Tick(30.0))  # B's lease lapses: replica 1 is back in the queue, B still bound to it
     assert job.surplus() == 1 and not job.finished
     assert not job.has_work_for(C) and job.has_work_for(B) and job.has_work_for(D)
     assert not better_idle(B, [C], job.has_work_for)  # so the poor B gets it ...
