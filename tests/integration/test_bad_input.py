@@ -82,6 +82,7 @@ async def test_subtasks_whose_inputs_were_swapped_are_refused_and_the_owner_hear
         await assert_still_serving(a, b)
 
 
+@pytest.mark.waits
 async def test_a_module_that_does_not_match_its_hash_is_refused(tmp_path: Path) -> None:
     async with owner_and_thief(tmp_path) as (a, b):
         job = await a.submit(TASK, INPUTS, OPTIONS)
@@ -96,6 +97,7 @@ async def test_a_module_that_does_not_match_its_hash_is_refused(tmp_path: Path) 
         await assert_still_serving(a, b)
 
 
+@pytest.mark.waits
 async def test_a_module_its_owner_is_too_busy_to_serve_at_first_is_fetched_in_a_later_round(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

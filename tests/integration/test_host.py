@@ -47,6 +47,7 @@ async def test_a_stopped_node_frees_its_port_whether_it_stopped_or_was_cancelled
     assert refuses_connections(port) and port_is_free("127.0.0.1", port)
 
 
+@pytest.mark.waits
 async def test_every_peer_mdns_heard_of_is_read_from_its_cache(tmp_path: Path) -> None:
     # libp2p announces an mDNS find once, and only if resolving it succeeds in time; the node
     # also reads zeroconf's cache, so a find lost on a busy machine is dialled later all the same
@@ -61,6 +62,7 @@ async def test_every_peer_mdns_heard_of_is_read_from_its_cache(tmp_path: Path) -
         assert set(found[b.peer_id]) <= set(b.host.advertised_addrs)
 
 
+@pytest.mark.waits
 async def test_a_node_whose_mdns_registration_was_lost_registers_it_when_it_announces(tmp_path: Path) -> None:
     # libp2p registers the service once and only logs when zeroconf is too busy to finish in time
     from meshnode.net.libp2p_adapter import _on_zeroconf_loop
@@ -202,6 +204,7 @@ async def test_a_peer_that_connects_is_not_sent_the_gossip_already_sent(tmp_path
             assert b._gossip.received <= 3, b._gossip.received
 
 
+@pytest.mark.waits
 async def test_a_stream_that_reads_small_messages_sends_no_window_update_for_each(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -235,6 +238,7 @@ async def test_a_stream_that_reads_small_messages_sends_no_window_update_for_eac
             assert len(updates) - sent <= 10, len(updates) - sent
 
 
+@pytest.mark.waits
 async def test_a_stream_to_a_peer_stalled_past_libp2ps_own_limit_opens_within_ours(tmp_path: Path) -> None:
     """py-libp2p gives up on a stream's protocol negotiation after 10 s of its own, whatever the caller
     allows (``DIAL_TIMEOUT``, 15 s); on the 50-node LAN a job's owner, one busy process of 50 on two cores,

@@ -27,6 +27,7 @@ def states(node: MeshNode) -> dict[PeerId, str]:
     return {r.peer: r.state for r in node.table}
 
 
+@pytest.mark.waits
 async def test_five_nodes_joined_by_bootstrap_converge_and_a_stopped_node_is_gone_everywhere(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         nodes: list[MeshNode] = []
@@ -87,6 +88,7 @@ async def test_a_hello_hands_a_newcomer_the_signed_presence_of_each_peer_the_nod
     assert [p.peer_id for p in passed_on] == [a.peer_id]  # signed by a itself: the newcomer lists a without asking it
 
 
+@pytest.mark.waits
 async def test_a_heartbeat_comes_within_the_interval_the_last_presence_advertised_as_the_table_grows(
     tmp_path: Path,
 ) -> None:
@@ -124,6 +126,7 @@ async def test_a_heartbeat_comes_within_the_interval_the_last_presence_advertise
     assert after - before <= advertised / 1000 * 7 / 6 + 5.0, "the next heartbeat took the new interval, not the advertised"
 
 
+@pytest.mark.waits
 async def test_an_abruptly_cancelled_node_turns_stale_then_gone_by_timeout(tmp_path: Path) -> None:
     seen: list[str] = []  # a's view of b, each change in order
 
@@ -148,6 +151,7 @@ async def test_an_abruptly_cancelled_node_turns_stale_then_gone_by_timeout(tmp_p
         assert not a.table.peers[doomed].left_by_goodbye
 
 
+@pytest.mark.waits
 async def test_bad_gossip_is_dropped_and_counted_and_the_node_carries_on(tmp_path: Path) -> None:
     from meshnode.core import wire
     from meshnode.net.gossip import PRESENCE_TOPIC
@@ -188,6 +192,7 @@ async def test_bad_gossip_is_dropped_and_counted_and_the_node_carries_on(tmp_pat
         await wait_until(lambda: victim.table.peers[friend.peer_id].seq > seq, STEP, "fresh presence")
 
 
+@pytest.mark.waits
 async def test_a_peer_whose_gossip_stopped_coming_is_reconnected_and_heard_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -219,6 +224,7 @@ async def test_a_peer_whose_gossip_stopped_coming_is_reconnected_and_heard_again
         assert row["gossip_heard_s"] is not None and row["gossip_heard_s"] < MEET
 
 
+@pytest.mark.waits
 async def test_private_swarm_keeps_strangers_out(tmp_path: Path) -> None:
     key_a, key_b = tmp_path / "a.key", tmp_path / "b.key"
     from meshnode.net.swarm_key import format_swarm_key

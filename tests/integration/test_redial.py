@@ -56,6 +56,7 @@ def said(caplog: pytest.LogCaptureFixture, text: str) -> int:
     return sum(text in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.waits
 async def test_a_vanished_peer_is_redialled_at_its_advertised_address_with_backoff(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
