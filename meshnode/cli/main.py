@@ -11,6 +11,7 @@ node), ``task_commands.py`` (tasks on this machine) and ``job_commands.py``
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -19,27 +20,35 @@ from typing import Final
 
 from ..errors import MeshError
 from ..node.plain_errors import raise_mesh_error_plainly
-from . import credit_command, dashboard_command, job_commands, node_commands, task_commands
 from .parser import build_parser
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "command", "main"]
 
-COMMANDS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
-    "run": node_commands.cmd_run,
-    "id": node_commands.cmd_id,
-    "swarm-key": node_commands.cmd_swarm_key,
-    "peers": node_commands.cmd_peers,
-    "build": task_commands.cmd_build,
-    "exec": task_commands.cmd_exec,
-    "python-setup": task_commands.cmd_python_setup,
-    "submit": job_commands.cmd_submit,
-    "status": job_commands.cmd_status,
-    "results": job_commands.cmd_results,
-    "jobs": job_commands.cmd_jobs,
-    "cancel": job_commands.cmd_cancel,
-    "credit": credit_command.cmd_credit,
-    "dashboard": dashboard_command.cmd_dashboard,
+# Each command's module is imported when it runs: `meshnode peers`, run once a second by scripts that
+# watch a node, started in 0.44 s with every module imported up front (0.36 CPU-s), trio among them.
+COMMANDS: Final[dict[str, str]] = {
+    "run": "node_commands:cmd_run",
+    "id": "node_commands:cmd_id",
+    "swarm-key": "node_commands:cmd_swarm_key",
+    "peers": "node_commands:cmd_peers",
+    "build": "task_commands:cmd_build",
+    "exec": "task_commands:cmd_exec",
+    "python-setup": "task_commands:cmd_python_setup",
+    "submit": "job_commands:cmd_submit",
+    "status": "job_commands:cmd_status",
+    "results": "job_commands:cmd_results",
+    "jobs": "job_commands:cmd_jobs",
+    "cancel": "job_commands:cmd_cancel",
+    "credit": "credit_command:cmd_credit",
+    "dashboard": "dashboard_command:cmd_dashboard",
 }
+
+
+def command(name: str) -> Callable[[argparse.Namespace], int]:
+    """The function that runs command ``name`` (its module imported now)."""
+    module, function = COMMANDS[name].split(":")
+    runner: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(f".{module}", __package__), function)
+    return runner
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         with raise_mesh_error_plainly():
-            code = COMMANDS[args.command](args)
+            code = command(args.command)(args)
         return code
     except MeshError as exc:
         print(f"meshnode {args.command}: {exc}", file=sys.stderr)

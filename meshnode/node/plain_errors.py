@@ -3,10 +3,9 @@ public API should see the one ``MeshError`` that actually happened."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import trio
 
 from ..errors import MeshError
 
@@ -25,7 +24,13 @@ def raise_mesh_error_plainly() -> Iterator[None]:
     try:
         yield
     except BaseExceptionGroup as group:
-        real = [e for e in leaves(group) if not isinstance(e, trio.Cancelled)]
+        real = [e for e in leaves(group) if not _cancelled(e)]
         if len(real) == 1 and isinstance(real[0], MeshError):
             raise real[0] from None
         raise
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """A ``trio.Cancelled``; trio is not imported for this (a program that never imported it raised none)."""
+    trio = sys.modules.get("trio")
+    return trio is not None and isinstance(exc, trio.Cancelled)

@@ -14,7 +14,7 @@ import pytest
 
 from meshnode.api.discovery import write_api_file
 from meshnode.errors import NodeNotRunning
-from meshnode.cli.main import COMMANDS
+from meshnode.cli.main import command
 from meshnode.cli.node_commands import cmd_peers
 from meshnode.cli.parser import build_parser
 
@@ -38,7 +38,7 @@ def test_the_parser(tmp_path: Path) -> None:
     parser = build_parser()
     args = parser.parse_args(["peers", "--data-dir", str(tmp_path), "--json"])
     assert (args.command, args.data_dir, args.json) == ("peers", str(tmp_path), True)
-    assert COMMANDS[args.command] is cmd_peers
+    assert command(args.command) is cmd_peers
     assert parser.parse_args(["peers"]).json is False
 
 
