@@ -1,6 +1,6 @@
 """The node's local control API: the server, how commands find it, and the client they use.
 
-The server (hypercorn, starlette) and the client (httpx) are imported on first
+The server (hypercorn, starlette) and the client (http.client) are imported on first
 use of their names: the CLI imports this package on every run, and
 a command like ``id`` should not pay a quarter of a second for an HTTP stack it
 never uses.

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -112,3 +115,52 @@ def test_post_stream_lets_the_errors_of_its_body_through(tmp_path: Path, running
         client.post_stream("/v1/peers", chunks(), "application/octet-stream")
     with pytest.raises(MeshError, match="HTTP 405"):  # a whole body gets the node's answer
         client.post_stream("/v1/peers", iter([b"a", b"b"]), "application/octet-stream")
+
+
+def test_a_kept_connection_the_node_closed_is_not_reused(tmp_path: Path) -> None:
+    """The node ends idle kept connections after a while: the next call opens a new one."""
+    answers = []
+
+    def serve(listener: socket.socket) -> None:
+        for _ in range(2):  # each connection answers one request as if it stayed open, then closes
+            conn, _ = listener.accept()
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(4096)
+                body = json.dumps({"n": len(answers)}).encode()
+                answers.append(request.split(b" ")[1])
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                conn.sendall(head + body)
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        server = threading.Thread(target=serve, args=(listener,), daemon=True)
+        server.start()
+        endpoint = ApiEndpoint(url=f"http://127.0.0.1:{listener.getsockname()[1]}", token="t", peer_id=PEER_A, pid=0)
+        client = ApiClient(endpoint, tmp_path, timeout=5.0)
+        client.open()
+        try:
+            assert client.get("/v1/node") == {"n": 0}
+            assert client.post_json("/v1/jobs/x/cancel") == {"n": 1}  # a POST is never sent twice
+        finally:
+            client.close()
+        server.join(5)
+    assert answers == [b"/v1/node", b"/v1/jobs/x/cancel"]
+
+
+def test_calls_from_several_threads_share_one_client(tmp_path: Path, running: RunningServer) -> None:
+    client = ApiClient.for_data_dir(tmp_path)
+    client.open()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: client.get("/v1/node")["peer_id"], range(64)))
+    finally:
+        client.close()
+    assert answers == [PEER_A] * 64
+
+
+def test_an_address_that_is_not_an_http_url_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(MeshError, match="not a node API address"):
+        ApiClient(ApiEndpoint(url="ftp://127.0.0.1:1", token="t", peer_id=PEER_A, pid=0), tmp_path)
