@@ -410,7 +410,8 @@ class JobOwner:
         """Bind ``peer`` to ``replica`` if it may take it (``_may_take``), moving a stale binding; whether it may."""
         if not _may_take(sub, peer, replica):
             return False
-        self._bind(sub, peer, replica)
+        if peer not in sub.bound:
+            self._ahead[peer] += 1
         sub.bound[peer] = replica
         return True
 
@@ -534,10 +535,9 @@ class JobOwner:
         expires, moved = e.now + self.lease_seconds, []
         for ref in e.replicas:
             sub = self._open[ref.index] if self._holder(ref) == e.holder and e.to != e.holder else None
-            if sub is None or not _may_take(sub, e.to, ref.replica):
+            if sub is None or not self._take(sub, e.to, ref.replica):
                 continue  # not the holder's to give, or the new thief runs another replica of this subtask
             self._unbind(sub, e.holder)  # it gives the replica up unrun: it may take another of this subtask later
-            self._take(sub, e.to, ref.replica)
             deadline = e.now + self.max_hold
             sub.slots[ref.replica] = _Slot("leased", e.to, min(expires, deadline), via=e.holder, deadline=deadline)
             self._next_expiry = min(self._next_expiry, expires, deadline)
