@@ -120,6 +120,7 @@ def test_post_stream_lets_the_errors_of_its_body_through(tmp_path: Path, running
 def test_a_kept_connection_the_node_closed_is_not_reused(tmp_path: Path) -> None:
     """The node ends idle kept connections after a while: the next call opens a new one."""
     answers = []
+    closed = threading.Event()  # the first connection is closed at the server: the next call comes after
 
     def serve(listener: socket.socket) -> None:
         for _ in range(2):  # each connection answers one request as if it stayed open, then closes
@@ -132,6 +133,7 @@ def test_a_kept_connection_the_node_closed_is_not_reused(tmp_path: Path) -> None
                 answers.append(request.split(b" ")[1])
                 head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
                 conn.sendall(head + body)
+            closed.set()
 
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -143,6 +145,7 @@ def test_a_kept_connection_the_node_closed_is_not_reused(tmp_path: Path) -> None
         client.open()
         try:
             assert client.get("/v1/node") == {"n": 0}
+            assert closed.wait(30)
             assert client.post_json("/v1/jobs/x/cancel") == {"n": 1}  # a POST is never sent twice
         finally:
             client.close()
