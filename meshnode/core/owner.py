@@ -358,6 +358,14 @@ class JobOwner:
             return True
         return any(_may_take(self._open[ref.index], peer, ref.replica) for ref in self._queue)
 
+    def held_back(self, peer: PeerId) -> bool:
+        """Whether ``peer`` is given no new subtasks only because it runs ``MAX_AHEAD`` ahead of the others.
+
+        That passes as soon as the others report on the subtasks it is bound to, so a
+        thief told so comes back soon, not when it next hears of new work.
+        """
+        return not self.cancelled and self._fresh_left() > 0 and self._room() > 0 and self._room_for(peer) == 0
+
     def status(self, index: int) -> str | None:
         """"verified", "failed" or "disputed" once the subtask is decided; None before."""
         return _KINDS.get(self._status[index])

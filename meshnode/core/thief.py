@@ -40,9 +40,11 @@ work already here. It steals only when its own jobs have nothing it may run
 and its journal takes writes (``LookForWork``). It picks the best victim
 (``steal.py``): not one it backs off from (a failed exchange: 1 s; a refusal,
 or work it refused: ``REFUSAL_BACKOFF``, or ``PASSING_BACKOFF`` when what stood
-in the way may pass, a module no peer could deliver in time), and trusting
-what a victim's last answer said it has left until the victim's next presence
-(or for ``ANSWER_TRUSTED`` seconds: a presence can be lost).
+in the way may pass, a module no peer could deliver in time; an owner that
+granted nothing but has work left, holding this node back until the others
+catch up: ``HELD_BACK_WAIT``, doubling), and trusting what a victim's last
+answer said it has left until the victim's next presence (or for
+``ANSWER_TRUSTED`` seconds: a presence can be lost).
 
 *Stealing from thieves.* Stolen replicas beyond one per slot are surplus too:
 a thief with nothing queued is served from the cold end of the newest job's
@@ -99,6 +101,11 @@ PASSING_BACKOFF: Final = 10.0
 # work came back reaches a thief told "nothing left" by gossip; a message gossip lost, or a peer it no
 # longer reaches (core/peers.GOSSIP_SILENT_INTERVALS), must not keep that thief away for good: it asks again.
 ANSWER_TRUSTED: Final = 30.0
+# seconds a victim is left alone after it granted nothing but said it has work left: it holds this node back
+# while others catch up (owner.MAX_AHEAD), which passes when they report. Doubled for every such answer in
+# a row, up to HELD_BACK_MAX: what holds it back can also last (a job waiting for a node that is not there).
+HELD_BACK_WAIT: Final = 0.05
+HELD_BACK_MAX: Final = 2.0
 
 
 # --- events (in) ------------------------------------------------------------------------------
@@ -373,6 +380,7 @@ class Thief:
         self.me, self.slots = me, slots
         self._jobs: dict[bytes, _Job] = {}  # by job ID, oldest first
         self._backoff: dict[PeerId, float] = {}  # victims left alone until then
+        self._held_back: dict[PeerId, int] = {}  # victims that held us back, and how many answers in a row
         # victim -> our last request to it, while no answer to it came: the next steal from that victim asks
         # again under the same id, and an owner answers it with what it granted then (a lost answer would
         # otherwise leave those replicas leased to us until they lapse, and the lapse counts against us)
@@ -425,6 +433,7 @@ class Thief:
                         self._pending.pop(job_id, None)
                 self._fresh_surplus.pop(event.peer, None)
                 self._unanswered.pop(event.peer, None)
+                self._held_back.pop(event.peer, None)
                 return []
             case Tick():
                 return self._renewals(event.now)
@@ -435,6 +444,12 @@ class Thief:
                 self._fresh_surplus[event.victim] = (event.surplus, event.now)
                 if event.refused:
                     self._backoff[event.victim] = event.now + FAILURE_BACKOFF
+                elif event.granted == 0 and event.surplus > 0:
+                    times = self._held_back.get(event.victim, 0)
+                    self._held_back[event.victim] = times + 1
+                    self._backoff[event.victim] = event.now + min(HELD_BACK_MAX, HELD_BACK_WAIT * 2**times)
+                if event.granted or event.refused or not event.surplus:
+                    self._held_back.pop(event.victim, None)
                 return []
             case StealFailed():
                 if event.malformed:
@@ -458,6 +473,14 @@ class Thief:
     def surplus(self) -> int:
         """Stolen replicas this node could give a starving peer: all it has queued beyond one per slot."""
         return max(0, self.queued() - self.slots)
+
+    def backoff_end(self, peer: PeerId) -> float:
+        """When ``peer`` may be asked for work again (0.0 if it may be now)."""
+        return self._backoff.get(peer, 0.0)
+
+    def next_backoff_end(self, now: float) -> float | None:
+        """The first moment after ``now`` at which a victim left alone may be asked again; None if none is."""
+        return min((t for t in self._backoff.values() if t > now), default=None)
 
     def stock(self) -> int:
         """How many stolen replicas to keep queued: ``STOCK_SECONDS`` of work per slot."""

@@ -453,7 +453,9 @@ class Workers:
             steals = [s for s in self._carry(self.thief.handle(look)) if isinstance(s, StealFrom)]
             if not steals:
                 self._hungry = trio.Event()
-                with trio.move_on_after(IDLE_WAIT):
+                now = time.monotonic()
+                ends = self.thief.next_backoff_end(now)  # a victim that held us back may have work for us then
+                with trio.move_on_after(IDLE_WAIT if ends is None else min(IDLE_WAIT, ends - now)):
                     await self._hungry.wait()
                 continue
             for steal in steals:

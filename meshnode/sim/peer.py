@@ -58,7 +58,7 @@ from ..core.reputation import Reputation
 from ..core.result import ResultClaim
 from ..core.steal import POOR_SCORE, PeerView, grant_for
 from ..core.thief import (
-    CHUNK_SECONDS, FAILURE_BACKOFF, MAX_CHUNK, Acknowledged, AskTransfer, ChunkDone, ChunkFailed, DropResults,
+    CHUNK_SECONDS, MAX_CHUNK, Acknowledged, AskTransfer, ChunkDone, ChunkFailed, DropResults,
     Granted, HandOver, Instruction, LookForWork, OwnerLeft, PresenceHeard, PushResults, RenewLeases, RestealAsked,
     Revoked, RunChunk, StealAnswered, StealFailed, StealFrom, TakeChunk, TellOwner, Thief, Tick, TransferAnswered,
     refs_of,
@@ -150,7 +150,6 @@ class SimPeer:
         self.renew_at, self.renew_token = math.inf, 0
         self.waking = False
         self.answered_at: dict[int, float] = {}  # victims, when they last answered a steal
-        self.backoff_until: dict[int, float] = {}  # victims the thief leaves alone until then (as it was told)
         self.deferred: list[Call] = []  # steals waiting for an owner's transfer answer
         self.presence: Publisher | None = None
         self.tick_surplus = 0  # the surplus the last tick saw
@@ -527,7 +526,7 @@ class SimPeer:
         # said it has nothing left for it. A real stealer looks again every half second; the answer is
         # the same until a backoff ends or gossip brings news of work (directory.py), so wait for those.
         now = w.clock.now
-        ends = [t for v in victims if (t := self.backoff_until.get(w.index_of[v.peer], 0.0)) > now]
+        ends = [t for v in victims if (t := self.thief.backoff_end(v.peer)) > now]
         if ends:
             self._look_soon(min(ends))
         w.directory.wait(self.index, partial(self._look_soon_from, self.epoch))
@@ -585,8 +584,6 @@ class SimPeer:
         granted = sum(len(g.subtasks) for g in answer.grants)
         self._carry_all(self.thief.handle(StealAnswered(w.ids[victim], answer.surplus, bool(answer.refused), granted, now)))
         self.answered_at[victim] = now
-        if answer.refused:
-            self.backoff_until[victim] = now + FAILURE_BACKOFF
         for g in answer.grants:
             owner = w.ids[w.job_owner[g.job_id]]
             work = Granted(w.ids[victim], owner, g.job_id, g.job_id, answer.lease, g.subtasks, now)
@@ -598,7 +595,6 @@ class SimPeer:
 
     def _steal_failed(self, victim: int) -> None:
         self.stealing = False
-        self.backoff_until[victim] = self.world.clock.now + FAILURE_BACKOFF
         self._carry_all(self.thief.handle(StealFailed(self.world.ids[victim], self.world.clock.now)))
         self._look_soon(self.world.clock.now)
 
@@ -628,7 +624,9 @@ class SimPeer:
                     grants.append(WorkGrant(job.job_id, subtasks))
                     lease = max(lease, g.expires - now)
                     wanted -= len(g.replicas)
-        surplus = sum(j.machine.surplus() for j in self.jobs.values() if not j.machine.finished) if grants else 0
+        live = [j for j in self.jobs.values() if not j.machine.finished]
+        soon = grants or any(j.machine.held_back(w.ids[thief]) for j in live)  # it asks again soon (thief.py)
+        surplus = sum(j.machine.surplus() for j in live) if soon else 0
         reply = StealAnswer(tuple(grants), lease, "", surplus)
         if grants or not self._resteal(call, thief, n, queued, reply):
             self._answer(call, reply)
@@ -704,14 +702,19 @@ class SimPeer:
                 acks.append((c.job_id, c.index, c.replica, "late"))  # no such running job here
             else:
                 by_job.setdefault(c.job_id, []).append(c)
+        freed = False
         for job_id, cs in by_job.items():
             barred = self.barred()
+            held_back = self.jobs[job_id].machine.held_back(self.id)
             carried = self.jobs[job_id].drive(*(ClaimReceived(c, w.clock.now, barred) for c in cs))
             if carried is None:
                 return  # died in the commit: no answer, the executor pushes again later
+            freed |= held_back and not self.jobs[job_id].machine.held_back(self.id)
             said = {a.replica: a.status for a in carried.acks if a.executor == sender_id}
             acks += [(c.job_id, c.index, c.replica, said.get(ReplicaRef(c.index, c.replica), "accepted")) for c in cs]
         call.answer(tuple(acks))
+        if freed:
+            self._fill()  # our own slots waited for these verdicts to take new subtasks (``MeshJobService.push``)
         self._after()
 
     def on_renew(self, holder: int, job_id: bytes, refs: tuple[ReplicaRef, ...]) -> None:

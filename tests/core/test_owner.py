@@ -166,6 +166,7 @@ def test_no_node_runs_more_than_max_ahead_subtasks_ahead_of_the_others() -> None
         taken += len(grant.replicas)
     assert taken == MAX_AHEAD == job.open_count()  # and then nothing: it waits for the others
     assert job.handle(StealRequest(OWNER, 256, 999, 0.0)) == [Grant(OWNER, 999, (), LEASE)]
+    assert job.held_back(OWNER) and not job.held_back(H1)  # held back, not out of work: a thief asks again soon
     # the slow node takes the second replicas, oldest first, however far behind it is
     (grant,) = job.handle(StealRequest(H1, 300, 1, 0.0))
     assert isinstance(grant, Grant) and [r.index for r in grant.replicas] == list(range(300))
@@ -173,9 +174,21 @@ def test_no_node_runs_more_than_max_ahead_subtasks_ahead_of_the_others() -> None
         job.handle(ClaimReceived(honest(H1, ref), 1.0))
         job.handle(ClaimReceived(honest(OWNER, R(ref.index, 0)), 1.0))
     p = job.progress()
-    assert p.verified + p.failed + p.disputed == 300 and job.has_work_for(OWNER)
+    assert p.verified + p.failed + p.disputed == 300 and job.has_work_for(OWNER) and not job.held_back(OWNER)
     (grant,) = job.handle(StealRequest(OWNER, 1000, 1000, 2.0))
     assert isinstance(grant, Grant) and len(grant.replicas) == 300
+
+
+def test_a_node_is_held_back_only_while_new_subtasks_are_left_for_when_the_others_catch_up() -> None:
+    job = new_job(n=MAX_AHEAD)
+    (grant,) = job.handle(StealRequest(OWNER, MAX_AHEAD, 1, 0.0))
+    assert isinstance(grant, Grant) and len(grant.replicas) == MAX_AHEAD
+    assert not job.held_back(OWNER)  # no subtask is left to open: waiting would bring it nothing new
+    job = new_job(n=MAX_AHEAD + 1)
+    job.handle(StealRequest(OWNER, MAX_AHEAD, 1, 0.0))
+    assert job.held_back(OWNER)
+    job.handle(Cancel(1.0))
+    assert not job.held_back(OWNER)
 
 
 def test_at_most_max_open_subtasks_are_in_flight() -> None:

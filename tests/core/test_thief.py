@@ -21,7 +21,8 @@ from meshnode.core.manifest import Subtask
 from meshnode.core.peer_id import PeerId
 from meshnode.core.steal import PeerView
 from meshnode.core.thief import (
-    ANSWER_TRUSTED, MAX_STEAL, PASSING_BACKOFF, Acknowledged, AskTransfer, ChunkDone, ChunkFailed, DropResults, Granted,
+    ANSWER_TRUSTED, HELD_BACK_MAX, HELD_BACK_WAIT, MAX_STEAL, PASSING_BACKOFF, Acknowledged, AskTransfer, ChunkDone,
+    ChunkFailed, DropResults, Granted,
     HandOver, Instruction, LookForWork, OwnerLeft, PresenceHeard, PushResults, Ready, Refused, RenewLeases, RestealAsked, Revoked, RunChunk,
     StealAnswered, StealFailed, StealFrom, TakeChunk, TellOwner, Thief, Tick, TransferAnswered,
 )  # fmt: skip
@@ -189,6 +190,25 @@ def test_a_victim_that_said_nothing_is_left_is_asked_again_after_a_while_even_if
     assert t.handle(look(view(O1, 10), now=10.0 + ANSWER_TRUSTED - 0.01)) == []  # its presence may be lost
     assert isinstance(t.handle(look(view(O1, 10), now=10.0 + ANSWER_TRUSTED))[0], StealFrom)
     assert t.handle(look(view(O1, 0), now=10.0 + ANSWER_TRUSTED)) == []  # and only if its last presence offered work
+
+
+def test_an_owner_that_holds_the_thief_back_is_asked_again_soon_and_less_often_while_it_does() -> None:
+    """Nothing granted but work left: the owner waits for others to catch up (owner.MAX_AHEAD), which passes."""
+    t = Thief(ME, slots=1)
+    now, waits = 0.0, []
+    for _ in range(8):
+        t.handle(StealAnswered(O1, surplus=500, refused=False, granted=0, now=now))
+        end = t.backoff_end(O1)
+        assert t.next_backoff_end(now) == end > now
+        assert t.handle(look(view(O1, 500), now=end - 0.001)) == []
+        assert isinstance(t.handle(look(view(O1, 500), now=end))[0], StealFrom)
+        waits.append(round(end - now, 3))
+        now = end
+    assert waits == [HELD_BACK_WAIT * 2**k for k in range(6)] + [HELD_BACK_MAX] * 2  # 0.05 s doubling, up to 2 s
+    t.handle(StealAnswered(O1, surplus=400, refused=False, granted=5, now=now))  # it granted: back to the start
+    assert t.next_backoff_end(now) is None
+    t.handle(StealAnswered(O1, surplus=400, refused=False, granted=0, now=now))
+    assert t.backoff_end(O1) == now + HELD_BACK_WAIT
 
 
 def test_a_steal_whose_answer_never_came_is_asked_again_under_its_id_and_an_answered_one_is_not() -> None:

@@ -12,10 +12,13 @@ from meshnode.core.output_codec import PLAIN
 from meshnode.core.job_messages import PushedResult, ResultPush
 from meshnode.core.manifest import Replication
 from meshnode.core.manifest import JobOptions
+from meshnode.core.owner import MAX_AHEAD
+from meshnode.core.thief import MAX_STEAL
 from meshnode.net.blob_protocol import fetch_from_any
 from meshnode.net.job_protocol import JobClient
 from meshnode.node.mesh_node import open_node
 from meshnode.sandbox.runtime import ENGINE_ID, Sandbox
+from tests.sandbox import modules as m
 from tests.tasks import reference
 
 from ..waiting import MEET, STEP, wait_until
@@ -65,6 +68,31 @@ async def test_stolen_work_is_stolen_again_through_the_owner(tmp_path: Path) -> 
             forged = await b.manager.executor.run(manifest, subtask)
             ack = await JobClient(b.host).push(a.host.peer_id, ResultPush(results=(PushedResult(claim=forged.encoded, output=forged.output, codec=PLAIN),)))
             assert ack.acks[0].status in ("rejected", "late")
+
+
+async def test_a_thief_held_back_is_told_what_is_left_and_one_with_nothing_left_is_not(tmp_path: Path) -> None:
+    """A thief bound to MAX_AHEAD subtasks whose other replicas nobody ran yet gets nothing more until the others
+    catch up; the answer says work is left, so it asks again soon instead of waiting for news of work."""
+    with Sandbox(slots=1) as sandbox:
+        async with side(tmp_path / "a", sandbox) as a, side(tmp_path / "b", sandbox) as b:
+            await b.host.dial(a.host.peer_id, a.host.listen_addrs)
+            client = JobClient(b.host)
+            job = a.manager.submit(m.ECHO, [b"%d" % i for i in range(MAX_AHEAD + 8)], OPTIONS, now_ms=now_ms())
+            taken = 0
+            for request_id in range(1, MAX_AHEAD // MAX_STEAL + 1):
+                reply = await client.steal(a.host.peer_id, MAX_STEAL, request_id, ENGINE_ID)
+                taken += sum(len(g.subtasks) for g in reply.grants)
+            assert taken == MAX_AHEAD
+            reply = await client.steal(a.host.peer_id, MAX_STEAL, MAX_AHEAD, ENGINE_ID)
+            assert reply.grants == () and reply.refused == "" and reply.surplus == job.owner.surplus() > 0
+
+            # every subtask of this one is taken: what is left (the second replicas) is never for this thief
+            small = a.manager.submit(m.ECHO, [b"%d" % i for i in range(8)], OPTIONS, now_ms=now_ms())
+            await a.manager.cancel(job)
+            reply = await client.steal(a.host.peer_id, MAX_STEAL, MAX_AHEAD + 1, ENGINE_ID)
+            assert sum(len(g.subtasks) for g in reply.grants) == 8
+            reply = await client.steal(a.host.peer_id, MAX_STEAL, MAX_AHEAD + 2, ENGINE_ID)
+            assert reply.grants == () and small.owner.surplus() == 8 and reply.surplus == 0
 
 
 async def test_an_idle_owner_gets_its_replicas_back_from_a_thief(tmp_path: Path) -> None:
