@@ -81,7 +81,10 @@ replicas back with ``ReleaseReplicas`` (no attempt is counted).
 started to the new thief only through the owner (``TransferReplicas``): the
 owner moves the lease and the binding - the old holder never ran the replica,
 so it is unbound from it, and the new one must not be bound to another replica
-of that subtask - and answers which replicas moved. Until the new holder renews
+of that subtask - and answers which replicas moved. An idle owner robbing a
+thief of its own work is the new thief: what moves to it is queued for its own
+slots, and it takes back only what it may run (not the other replica of a
+subtask it ran). Until the new holder renews
 a moved replica, a lapse of its lease is the old holder's attempt, and nobody's
 failure: either thief could be framing the other. Nothing is ever in two
 hands, and a claim is still accepted only from the node bound to its replica.
@@ -546,11 +549,14 @@ class JobOwner:
             if sub is None or not self._take(sub, e.to, ref.replica):
                 continue  # not the holder's to give, or the new thief runs another replica of this subtask
             self._unbind(sub, e.holder)  # it gives the replica up unrun: it may take another of this subtask later
+            moved.append(ref)
+            if e.to == self.owner:  # back to the owner's own slots: queued, and theirs to take
+                self._requeue(ref)
+                continue
             deadline = e.now + self.max_hold
             sub.slots[ref.replica] = _Slot("leased", e.to, min(expires, deadline), via=e.holder, deadline=deadline)
             self._next_expiry = min(self._next_expiry, expires, deadline)
-            moved.append(ref)
-        added = [a for ref in moved for a in self._adapt(ref, e.to, e.now)]
+        added = [a for ref in moved for a in self._adapt(ref, e.to, e.now)] if e.to != self.owner else []
         out: list[Instruction] = [Transferred(e.holder, e.to, tuple(moved), expires)]
         return out + ([ReplicasAdded(tuple(added), "untrusted")] if added else [])
 

@@ -10,8 +10,9 @@ Theory of operation:
     state     leaves by                                                 to
     --------  --------------------------------------------------------  --------
     queued    a slot takes it in a chunk (``TakeChunk``)                running
-              handed to a starving thief, through the owner             (gone)
-              refused here, or handed back to an idle owner             (gone)
+              handed to a starving thief (or back to an idle owner),    (gone)
+              through the owner
+              refused here                                              (gone)
               revoked by its owner                                      (gone)
     running   its chunk ends (``ChunkDone``): its result is pushed      reported
               its chunk ends after it was revoked: nothing is pushed,   (gone)
@@ -49,7 +50,7 @@ answer said it has left until the victim's next presence (or for
 *Stealing from thieves.* Stolen replicas beyond one per slot are surplus too:
 a thief with nothing queued is served from the cold end of the newest job's
 stock, through the owner (``TransferAsk``), so nothing is ever in two hands;
-the owner itself gets its replicas back unrun.
+an idle owner gets back, unrun, those it may run itself.
 
 Time is an argument (seconds on a monotonic clock, and unix milliseconds for
 request ids); nothing here reads a clock.
@@ -643,9 +644,9 @@ class Thief:
         donor = self._jobs[donor_id]
         taken = tuple(donor.queued.pop() for _ in range(min(n, len(donor.queued))))  # the cold end
         refs = tuple(_ref(s) for s in taken)
-        if donor.owner == e.thief:  # the owner is idle: it gets them back unrun, and runs them itself
-            self._drop_if_empty(donor_id)
-            return [TellOwner(donor.owner, donor_id, refs, "")]
+        # also when the thief is the owner: it takes back only those it may run (not the other replica of
+        # a subtask it ran), and what it leaves stays in our stock. Handing them all back at once, with
+        # two nodes and replicas 2, put replicas only we could run in the owner's queue, to be stolen again.
         self._pending[donor_id] = (e.thief, taken)
         return [AskTransfer(donor.owner, donor_id, e.thief, refs)]
 
@@ -661,6 +662,8 @@ class Thief:
             return []
         job.queued.extend(reversed(kept))  # back to the cold end, in their order
         self._drop_if_empty(e.job_id)
+        if e.to == job.owner:
+            return []  # the owner queued what moved for its own slots: there is nothing to hand over
         handed = tuple(s for s in reversed(taken) if _ref(s) in moved)
         return [HandOver(e.to, e.job_id, job.envelope, handed, e.lease_ms)] if handed else []
 

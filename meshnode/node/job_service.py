@@ -200,6 +200,8 @@ class MeshJobService:
         now = time.monotonic()
         for moved in (await self.manager.drive(job, TransferReplicas(remote, to, _refs(ask.replicas), now))).transferred:
             if moved.replicas:
+                if to == self.manager.identity.peer_id:
+                    self.on_release()  # we robbed a thief of our own work: it is queued for our slots
                 ids = tuple(ReplicaId(index=r.index, replica=r.replica) for r in moved.replicas)
                 return TransferReply(replicas=ids, lease_ms=round((moved.expires - now) * 1000))
         return TransferReply(replicas=(), lease_ms=0)

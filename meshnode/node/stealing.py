@@ -30,7 +30,7 @@ revoked is never started again, and its result is neither pushed nor kept.
 
 *Stealing from thieves.* A starving thief is served from the cold end of the
 stock, through the owner (``TransferAsk``); the owner itself, idle at the end
-of its job, gets its replicas back unrun.
+of its job, gets back the replicas it may run, unrun, the same way.
 """
 
 from __future__ import annotations

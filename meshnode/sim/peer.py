@@ -741,6 +741,8 @@ class SimPeer:
             return
         moved = next((t for t in carried.transferred if t.replicas), None)
         call.answer(((), 0) if moved is None else (moved.replicas, round((moved.expires - now) * 1000)))
+        if moved is not None and to == self.index:
+            self._fill()  # we robbed a thief of our own work: it is queued for our slots
         self._after()
 
     def on_revoke(self, owner: int, job_id: bytes, refs: tuple[ReplicaRef, ...], reason: str) -> None:

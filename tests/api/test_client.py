@@ -153,6 +153,40 @@ def test_a_kept_connection_the_node_closed_is_not_reused(tmp_path: Path) -> None
     assert answers == [b"/v1/node", b"/v1/jobs/x/cancel"]
 
 
+def test_an_answer_the_node_gives_before_the_body_ends_is_the_answer(tmp_path: Path) -> None:
+    """A node may refuse a streamed upload (405, 413) before it has read it and close the connection: the rest
+    of the body then fails to send, and the caller gets the node's answer, not "nothing answers"."""
+    closed = threading.Event()
+
+    def serve(listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            body = json.dumps({"error": "the job is too large"}).encode()
+            conn.sendall(b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        closed.set()
+
+    def chunks() -> Iterator[bytes]:
+        yield b"row 1\n"
+        assert closed.wait(30)
+        for _ in range(64):  # into a closed connection: a write fails before the end
+            yield b"x" * (1 << 20)
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        server = threading.Thread(target=serve, args=(listener,), daemon=True)
+        server.start()
+        endpoint = ApiEndpoint(url=f"http://127.0.0.1:{listener.getsockname()[1]}", token="t", peer_id=PEER_A, pid=0)
+        client = ApiClient(endpoint, tmp_path, timeout=5.0)
+        with pytest.raises(MeshError, match="HTTP 413: the job is too large"):
+            client.post_stream("/v1/jobs", chunks(), "text/csv")
+        server.join(5)
+
+
 def test_calls_from_several_threads_share_one_client(tmp_path: Path, running: RunningServer) -> None:
     client = ApiClient.for_data_dir(tmp_path)
     client.open()

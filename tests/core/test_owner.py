@@ -446,6 +446,18 @@ def test_a_thief_robbed_in_turn_hands_over_only_through_the_owner() -> None:
     assert job.handle(TransferReplicas(H3, H2, (R(0, 0),), 7.0)) == [Transferred(H3, H2, (), 7.0 + LEASE)]  # not H3's
 
 
+def test_an_idle_owner_takes_back_from_a_thief_only_what_it_may_run_and_queues_it_for_its_slots() -> None:
+    job = new_job(n=2)
+    job.handle(StealRequest(H1, 2, 1, 0.0))  # H1 holds (0, 0) and (1, 0)
+    job.handle(StealRequest(OWNER, 1, 1, 0.0))  # the owner's own slot runs (0, 1)
+    assert job.handle(TransferReplicas(H1, OWNER, (R(0, 0), R(1, 0)), 5.0)) == [Transferred(H1, OWNER, (R(1, 0),), 5.0 + LEASE)]
+    p = job.progress()  # (0, 0) stays with H1, (0, 1) with the owner; both replicas of subtask 1 are queued
+    assert (p.running, p.queued, job.surplus()) == (1, 2, 2)
+    assert job.handle(StealRequest(H2, 2, 1, 6.0)) == [Grant(H2, 1, (R(1, 1),), 6.0 + LEASE)]  # the owner's to take
+    assert job.handle(StealRequest(OWNER, 2, 2, 6.0)) == [Grant(OWNER, 2, (R(1, 0),), 6.0 + LEASE)]
+    assert job.handle(ClaimReceived(honest(H1, R(1, 0)), 7.0))[0].status == "rejected"  # H1 gave it up
+
+
 def test_a_transfer_the_new_holder_never_confirms_blames_nobody() -> None:
     """Neither thief can frame the other: an unconfirmed hand-over costs the giver an attempt, nobody reputation."""
     job = new_job(n=2)

@@ -13,13 +13,14 @@ import multiaddr
 import pytest
 import trio
 
+from meshnode.core.peer_id import PeerId
 from meshnode.net.host import DIAL_TIMEOUT, open_host, to_libp2p_id
 from meshnode.net.job_protocol import PROTOCOL_ID
 from meshnode.net.libp2p_adapter import port_is_free
 from meshnode.node.mesh_node import open_node
 from meshnode.storage.identity import load_or_create_identity
 
-from ..cli.nodes import lone_node
+from ..cli.nodes import NodeProcess, api_get, lone_node
 from ..waiting import MEET, wait_until
 from .conftest import node_config
 
@@ -249,6 +250,10 @@ async def test_a_stream_to_a_peer_stalled_past_libp2ps_own_limit_opens_within_ou
     with lone_node(tmp_path / "far") as far:
         async with open_node(node_config(tmp_path, "near")) as near:
             peer = await near.host.dial_multiaddr(far.dial_addr())
+            # both sides done with the connection's set-up and hellos first: a peer stopped half way through
+            # accepting a connection closes it when it resumes (its own deadline passed), which is not this case
+            await wait_until(lambda: any(r.peer == peer for r in near.table.alive()), MEET, "far to say hello")
+            await wait_until(lambda: _lists_alive(far, near.peer_id), MEET, "near to say hello to far")
             os.kill(far.proc.pid, signal.SIGSTOP)
             try:
                 stopped = time.monotonic()
@@ -263,3 +268,7 @@ async def test_a_stream_to_a_peer_stalled_past_libp2ps_own_limit_opens_within_ou
                 os.kill(far.proc.pid, signal.SIGCONT)
             assert time.monotonic() - stopped >= stall
             await stream.close()
+
+
+def _lists_alive(node: NodeProcess, peer: PeerId) -> bool:
+    return any(p["peer_id"] == str(peer) and p["state"] == "alive" for p in api_get(node.data_dir, "/v1/peers")["peers"])

@@ -105,8 +105,23 @@ async def test_an_idle_owner_gets_its_replicas_back_from_a_thief(tmp_path: Path)
             assert await workers.steal_from(a.host.peer_id, 8) == 8 and job.owner.surplus() == 0
             reply = await JobClient(a.host).steal(b.host.peer_id, 8, 1, ENGINE_ID, queued=0)
             assert reply.grants == ()  # nothing to run as a thief: the replicas go back to its own queue
-            await wait_until(lambda: job.owner.surplus() == 4, 10, "the replicas to come back to the owner")
-            assert workers.queued() == 4 and job.refusals == {}
+            assert job.owner.surplus() == 4 and workers.queued() == 4 and job.refusals == {}
+            assert reply.surplus == 0  # and nothing is left there for it
+
+
+async def test_an_idle_owner_takes_back_no_replica_of_a_subtask_it_ran(tmp_path: Path) -> None:
+    """Replicas 2 on two nodes: the thief's replicas are of subtasks whose other replica the owner ran; given
+    back, they would only wait in the owner's queue for the thief to steal them again."""
+    with Sandbox(slots=1) as sandbox:
+        async with side(tmp_path / "a", sandbox) as a, side(tmp_path / "b", sandbox) as b:
+            job = a.manager.submit(TASK, INPUTS, OPTIONS, now_ms=now_ms())
+            await b.host.dial(a.host.peer_id, a.host.listen_addrs)
+            assert await b.workers.steal_from(a.host.peer_id, 8) == 8  # replica 0 of every subtask
+            grant = await a.manager.take(job, 8, time.monotonic())
+            assert grant is not None and {r.replica for r in grant.replicas} == {1} and len(grant.replicas) == 8
+            reply = await JobClient(a.host).steal(b.host.peer_id, 8, 1, ENGINE_ID, queued=0)
+            assert reply.grants == () and reply.surplus == 0
+            assert b.workers.queued() == 8 and job.owner.surplus() == 0 and job.owner.progress().running == 8
 
 
 async def test_a_thief_with_no_connection_to_the_owner_asks_for_one_and_then_steals(tmp_path: Path) -> None:
