@@ -84,10 +84,10 @@ so it is unbound from it, and the new one must not be bound to another replica
 of that subtask - and answers which replicas moved. An idle owner robbing a
 thief of its own work is the new thief: what moves to it is queued for its own
 slots, and it takes back only what it may run (not the other replica of a
-subtask it ran). Until the new holder renews
-a moved replica, a lapse of its lease is the old holder's attempt, and nobody's
-failure: either thief could be framing the other. Nothing is ever in two
-hands, and a claim is still accepted only from the node bound to its replica.
+subtask it ran). Until the new holder renews a moved replica, a lapse of its
+lease is the old holder's attempt, and nobody's failure: either thief could be
+framing the other. Nothing is ever in two hands, and a claim is still accepted
+only from the node bound to its replica.
 
 *Adaptive replication* (``adaptive.py``; a job given a ``TrustBook``): a
 subtask opens with one replica. Granted to an executor the book does not trust,
