@@ -6,7 +6,8 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -117,22 +118,22 @@ def test_post_stream_lets_the_errors_of_its_body_through(tmp_path: Path, running
         client.post_stream("/v1/peers", iter([b"a", b"b"]), "application/octet-stream")
 
 
-def test_a_kept_connection_the_node_closed_is_not_reused(tmp_path: Path) -> None:
-    """The node ends idle kept connections after a while: the next call opens a new one."""
-    answers = []
-    closed = threading.Event()  # the first connection is closed at the server: the next call comes after
+@contextmanager
+def raw_node(
+    tmp_path: Path, answer: Callable[[bytes], bytes], connections: int
+) -> Iterator[tuple[ApiClient, threading.Event]]:  # fmt: skip
+    """A node played on a raw socket, and a client of it: each of ``connections`` connections reads one request's
+    head, sends ``answer(head)`` and closes; ``closed`` is set at each close."""
+    closed = threading.Event()
 
     def serve(listener: socket.socket) -> None:
-        for _ in range(2):  # each connection answers one request as if it stayed open, then closes
+        for _ in range(connections):
             conn, _ = listener.accept()
             with conn:
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    request += conn.recv(4096)
-                body = json.dumps({"n": len(answers)}).encode()
-                answers.append(request.split(b" ")[1])
-                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-                conn.sendall(head + body)
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += conn.recv(4096)
+                conn.sendall(answer(head))
             closed.set()
 
     with socket.socket() as listener:
@@ -144,47 +145,47 @@ def test_a_kept_connection_the_node_closed_is_not_reused(tmp_path: Path) -> None
         client = ApiClient(endpoint, tmp_path, timeout=5.0)
         client.open()
         try:
-            assert client.get("/v1/node") == {"n": 0}
-            assert closed.wait(30)
-            assert client.post_json("/v1/jobs/x/cancel") == {"n": 1}  # a POST is never sent twice
+            yield client, closed
         finally:
             client.close()
         server.join(5)
-    assert answers == [b"/v1/node", b"/v1/jobs/x/cancel"]
+
+
+def _json_answer(status: bytes, value: object, *headers: bytes) -> bytes:
+    body = json.dumps(value).encode()
+    head = b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % (status, len(body))
+    return head + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
+
+
+def test_a_kept_connection_the_node_closed_is_not_reused(tmp_path: Path) -> None:
+    """The node ends idle kept connections after a while: the next call opens a new one."""
+    asked: list[bytes] = []
+
+    def answer(head: bytes) -> bytes:  # as if the connection stayed open; then it closes
+        asked.append(head.split(b" ")[1])
+        return _json_answer(b"200 OK", {"n": len(asked) - 1})
+
+    with raw_node(tmp_path, answer, connections=2) as (client, closed):
+        assert client.get("/v1/node") == {"n": 0}
+        assert closed.wait(30)  # the first connection is closed at the node: the next call comes after
+        assert client.post_json("/v1/jobs/x/cancel") == {"n": 1}  # a POST is never sent twice
+    assert asked == [b"/v1/node", b"/v1/jobs/x/cancel"]
 
 
 def test_an_answer_the_node_gives_before_the_body_ends_is_the_answer(tmp_path: Path) -> None:
     """A node may refuse a streamed upload (405, 413) before it has read it and close the connection: the rest
     of the body then fails to send, and the caller gets the node's answer, not "nothing answers"."""
-    closed = threading.Event()
+    refusal = _json_answer(b"413 Content Too Large", {"error": "the job is too large"}, b"Connection: close")
+    with raw_node(tmp_path, lambda head: refusal, connections=1) as (client, closed):
 
-    def serve(listener: socket.socket) -> None:
-        conn, _ = listener.accept()
-        with conn:
-            request = b""
-            while b"\r\n\r\n" not in request:
-                request += conn.recv(4096)
-            body = json.dumps({"error": "the job is too large"}).encode()
-            conn.sendall(b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))  # fmt: skip
-        closed.set()
+        def chunks() -> Iterator[bytes]:
+            yield b"row 1\n"
+            assert closed.wait(30)
+            for _ in range(64):  # into a closed connection: a write fails before the end
+                yield b"x" * (1 << 20)
 
-    def chunks() -> Iterator[bytes]:
-        yield b"row 1\n"
-        assert closed.wait(30)
-        for _ in range(64):  # into a closed connection: a write fails before the end
-            yield b"x" * (1 << 20)
-
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        server = threading.Thread(target=serve, args=(listener,), daemon=True)
-        server.start()
-        endpoint = ApiEndpoint(url=f"http://127.0.0.1:{listener.getsockname()[1]}", token="t", peer_id=PEER_A, pid=0)
-        client = ApiClient(endpoint, tmp_path, timeout=5.0)
         with pytest.raises(MeshError, match="HTTP 413: the job is too large"):
             client.post_stream("/v1/jobs", chunks(), "text/csv")
-        server.join(5)
 
 
 def test_calls_from_several_threads_share_one_client(tmp_path: Path, running: RunningServer) -> None:
