@@ -88,7 +88,7 @@ async def test_a_thief_held_back_is_told_what_is_left_and_one_with_nothing_left_
 
             # every subtask of this one is taken: what is left (the second replicas) is never for this thief
             small = a.manager.submit(m.ECHO, [b"%d" % i for i in range(8)], OPTIONS, now_ms=now_ms())
-            await a.manager.cancel(job)
+            await a.manager.cancel(job)  # it would go on holding the thief back
             reply = await client.steal(a.host.peer_id, MAX_STEAL, MAX_AHEAD + 1, ENGINE_ID)
             assert sum(len(g.subtasks) for g in reply.grants) == 8
             reply = await client.steal(a.host.peer_id, MAX_STEAL, MAX_AHEAD + 2, ENGINE_ID)
